@@ -1,0 +1,23 @@
+# ferry_layer(NAME SOURCES... DEPS layers...): a library target ferry_<NAME> (alias ferry::<NAME>)
+# for one layer, sharing the LibTorch precompiled header.
+function(ferry_layer name)
+  cmake_parse_arguments(L "" "" "SOURCES;DEPS;LIBS" ${ARGN})
+  add_library(ferry_${name} ${L_SOURCES})
+  add_library(ferry::${name} ALIAS ferry_${name})
+  target_include_directories(ferry_${name} PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+                             PRIVATE ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(ferry_${name} PUBLIC ferry_flags torch PRIVATE ${L_LIBS})
+  foreach(dep ${L_DEPS})
+    target_link_libraries(ferry_${name} PUBLIC ferry_${dep})
+  endforeach()
+  target_precompile_headers(ferry_${name} REUSE_FROM ferry_pch)
+endfunction()
+
+# ferry_test(NAME LAYER SOURCES...): one GoogleTest binary, registered with CTest and labelled.
+function(ferry_test name layer)
+  add_executable(${name} ${ARGN})
+  target_link_libraries(${name} PRIVATE ferry::ferry GTest::gtest GTest::gtest_main GTest::gmock)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+  target_precompile_headers(${name} REUSE_FROM ferry_pch)
+  gtest_discover_tests(${name} PROPERTIES LABELS ${layer} DISCOVERY_TIMEOUT 60)
+endfunction()

@@ -1,0 +1,68 @@
+#pragma once
+// Element types of tensors as stored in checkpoints (the safetensors dtype codes), with their
+// sizes and their LibTorch scalar types where this LibTorch has one.
+
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+namespace ferry {
+
+enum class DType : std::uint8_t {
+  kBool,
+  kU8,
+  kI8,
+  kF8_E5M2,
+  kF8_E4M3,
+  kI16,
+  kU16,
+  kF16,
+  kBF16,
+  kI32,
+  kU32,
+  kF32,
+  kF64,
+  kI64,
+  kU64,
+};
+
+// Every DType, in the order above (the safetensors alignment order).
+std::span<const DType> all_dtypes();
+
+// Storage size of one element in bits (BOOL is stored as one byte: 8).
+int element_bits(DType d);
+// Storage size of one element in bytes.
+inline int element_size(DType d) { return element_bits(d) / 8; }
+// Size of one element in bits as Accelerate's dtype_byte_size counts it for memory planning:
+// bool counts 1 bit (1/8 byte); everything else equals element_bits.
+int accounting_bits(DType d);
+
+bool is_floating(DType d);
+// Integer and bool types keep their size under Accelerate's dtype "min rule".
+inline bool is_integral_or_bool(DType d) { return !is_floating(d); }
+
+// safetensors code: "F32", "BF16", "F8_E4M3", "BOOL", ...
+std::string_view safetensors_name(DType d);
+// LibTorch / PyTorch name without "torch.": "float32", "bfloat16", "float8_e4m3fn", "bool", ...
+std::string_view torch_name(DType d);
+
+// Parses a safetensors code ("F16"), a torch name with or without "torch." ("float16",
+// "torch.bfloat16"), or a common alias ("fp16", "bf16", "fp32", "half", "float", "double").
+// Throws InvalidArgument naming the input and the accepted names.
+DType parse_dtype(std::string_view text);
+// Parses a safetensors code only; nullopt for anything else.
+std::optional<DType> dtype_from_safetensors(std::string_view code);
+
+// The LibTorch scalar type of `d`, or nullopt where this LibTorch has none (unsigned 16/32/64
+// bits everywhere; float8 types before LibTorch 2.1).
+std::optional<c10::ScalarType> to_scalar_type(DType d);
+// Like to_scalar_type but throws Unsupported naming the dtype.
+c10::ScalarType require_scalar_type(DType d);
+// The DType of a LibTorch scalar type; throws Unsupported for types safetensors cannot store
+// (complex, quantized).
+DType from_scalar_type(c10::ScalarType t);
+
+}  // namespace ferry

@@ -1,0 +1,17 @@
+#pragma once
+// Each `ferry` subcommand registers itself on the app; its callback returns the exit code.
+// Only the CLI turns exceptions into exit codes (main.cpp).
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace ferry::cli {
+
+// Set by a subcommand's callback; main returns it.
+using Runner = std::function<int()>;
+
+// Adds `ferry demo`.
+void add_demo_command(CLI::App& app, Runner& runner);
+
+}  // namespace ferry::cli

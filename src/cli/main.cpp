@@ -1,0 +1,35 @@
+// The ferry command-line tool: the only place where errors become exit codes.
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "ferry/core/error.h"
+#include "ferry/core/log.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"ferry: run neural networks too big for the memory at hand"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "ferry 0.1.0");
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Log placement decisions (info level)");
+
+  ferry::cli::Runner runner;
+  ferry::cli::add_demo_command(app, runner);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (verbose) ferry::set_log_level(ferry::LogLevel::kInfo);
+  try {
+    return runner ? runner() : 0;
+  } catch (const ferry::Error& e) {
+    fmt::print(stderr, "ferry: error: {}\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "ferry: unexpected error: {}\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,12 @@
+#include "ferry/core/shape.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace ferry {
+
+std::string shape_string(c10::ArrayRef<std::int64_t> shape) {
+  return fmt::format("[{}]", fmt::join(shape.begin(), shape.end(), ", "));
+}
+
+}  // namespace ferry
