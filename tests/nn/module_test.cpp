@@ -1,13 +1,236 @@
 #include <gtest/gtest.h>
 
+#include "ferry/core/error.h"
+#include "ferry/nn/containers.h"
 #include "ferry/nn/linear.h"
+#include "test_models.h"
 
 namespace ferry::nn {
 namespace {
 
-TEST(Module, LinearParameters) {
-  Linear lin(3, 4);
-  EXPECT_EQ(lin.named_parameters().size(), 2U);
+using testing::ModelForTest;
+
+std::vector<std::string> names_of(const std::vector<NamedTensor>& v) {
+  std::vector<std::string> out;
+  for (const auto& t : v) out.push_back(t.name);
+  return out;
+}
+
+TEST(ModuleTree, NamedParametersUseFullDottedNamesInOrder) {
+  ModelForTest m;
+  EXPECT_EQ(names_of(m.named_parameters()),
+            (std::vector<std::string>{"linear1.weight", "linear1.bias", "batchnorm.weight",
+                                      "batchnorm.bias", "linear2.weight", "linear2.bias"}));
+  EXPECT_TRUE(m.named_parameters({.recurse = false}).empty());
+}
+
+TEST(ModuleTree, NamedBuffersAndPersistence) {
+  ModelForTest m;
+  EXPECT_EQ(names_of(m.named_buffers()),
+            (std::vector<std::string>{"batchnorm.running_mean", "batchnorm.running_var",
+                                      "batchnorm.num_batches_tracked"}));
+  m.linear1->register_buffer("scratch", at::zeros({2}), /*persistent=*/false);
+  EXPECT_EQ(m.named_buffers().size(), 4U);
+  EXPECT_EQ(m.named_buffers({.persistent_only = true}).size(), 3U);
+}
+
+TEST(ModuleTree, NamedModulesPreOrderWithRoot) {
+  ModelForTest m;
+  std::vector<std::string> names;
+  std::vector<std::string> classes;
+  for (const auto& nm : m.named_modules()) {
+    names.push_back(nm.name);
+    classes.push_back(nm.module->class_name());
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"", "linear1", "batchnorm", "linear2"}));
+  EXPECT_EQ(classes,
+            (std::vector<std::string>{"ModelForTest", "Linear", "BatchNorm1d", "Linear"}));
+}
+
+TEST(ModuleTree, DeepTreeNames) {
+  Sequential outer;
+  auto inner = outer.push_back(std::make_shared<Sequential>());
+  inner->push_back(std::make_shared<Linear>(2, 2));
+  inner->push_back(std::make_shared<Linear>(2, 2, LinearOptions{.bias = false}));
+  EXPECT_EQ(names_of(outer.named_parameters()),
+            (std::vector<std::string>{"0.0.weight", "0.0.bias", "0.1.weight"}));
+  EXPECT_EQ(&outer.submodule("0.1"), inner->child("1"));
+  EXPECT_EQ(outer.find_tensor("0.1.weight").owner, inner->child("1"));
+}
+
+TEST(ModuleTree, StateDictOrderIsPyTorchs) {
+  ModelForTest m;
+  m.batchnorm->register_buffer("hidden", at::zeros({1}), /*persistent=*/false);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : m.state_dict()) keys.push_back(k);
+  EXPECT_EQ(keys, (std::vector<std::string>{
+                      "linear1.weight", "linear1.bias", "batchnorm.weight", "batchnorm.bias",
+                      "batchnorm.running_mean", "batchnorm.running_var",
+                      "batchnorm.num_batches_tracked", "linear2.weight", "linear2.bias"}));
+}
+
+TEST(ModuleTree, NamedModuleTensorsParamsThenBuffersWithFullNameFiltering) {
+  // Spec §2.3 QUIRK: a root persistent "mask" and a child non-persistent "mask". ferry compares
+  // full names, so the root's persistent buffer stays and the child's is dropped.
+  ModelForTest m;
+  m.register_buffer("mask", at::zeros({1}), /*persistent=*/true);
+  m.linear1->register_buffer("mask", at::zeros({1}), /*persistent=*/false);
+  auto all = names_of(m.named_module_tensors(true, true, false));
+  auto filtered = names_of(m.named_module_tensors(true, true, true));
+  EXPECT_EQ(all.front(), "linear1.weight");
+  EXPECT_EQ(all[6], "mask");  // buffers come after every parameter
+  EXPECT_NE(std::find(all.begin(), all.end(), "linear1.mask"), all.end());
+  EXPECT_NE(std::find(filtered.begin(), filtered.end(), "mask"), filtered.end());
+  EXPECT_EQ(std::find(filtered.begin(), filtered.end(), "linear1.mask"), filtered.end());
+  EXPECT_EQ(names_of(m.named_module_tensors(false, true, false)).size(), 6U);
+  EXPECT_EQ(names_of(m.named_module_tensors(true, false, false)),
+            (std::vector<std::string>{"mask"}));
+}
+
+TEST(ModuleTree, RejectsBadAndDuplicateNames) {
+  Linear lin(2, 2);
+  EXPECT_THROW(lin.register_buffer("weight", at::zeros({1})), InvalidArgument);
+  EXPECT_THROW(lin.register_buffer("a.b", at::zeros({1})), InvalidArgument);
+  EXPECT_THROW(lin.register_buffer("", at::zeros({1})), InvalidArgument);
+  EXPECT_THROW(lin.register_module("bias", std::make_shared<Linear>(1, 1)), InvalidArgument);
+  EXPECT_THROW(lin.register_parameter("u", at::Tensor()), InvalidArgument);
+}
+
+TEST(ModuleTree, MissingPathsAreTypedErrors) {
+  ModelForTest m;
+  try {
+    m.find_tensor("linear3.weight");
+    FAIL();
+  } catch (const MissingTensor& e) {
+    EXPECT_EQ(e.path(), "linear3.weight");
+    EXPECT_NE(std::string(e.what()).find("'linear3.weight'"), std::string::npos);
+  }
+  EXPECT_THROW(m.find_tensor("linear1.gamma"), MissingTensor);
+  EXPECT_THROW(m.submodule("linear1.sub"), MissingTensor);
+}
+
+TEST(Slots, ReplacementIsSeenByTheNextCall) {
+  Linear lin(3, 2);
+  const at::Tensor x = at::randn({4, 3});
+  const at::Tensor before = lin(x);
+  lin.set_tensor("weight", at::zeros({2, 3}));
+  lin.set_tensor("bias", at::ones({2}));
+  EXPECT_TRUE(at::equal(lin(x), at::ones({4, 2})));
+  EXPECT_FALSE(at::equal(before, lin(x)));
+}
+
+TEST(Slots, MoveBetweenMetaAndCpuKeepsShape) {
+  Linear lin(3, 2);
+  const at::Tensor w = lin.weight().clone();
+  lin.set_tensor("weight", at::empty({2, 3}, at::TensorOptions().device(at::kMeta)));
+  EXPECT_TRUE(lin.weight().is_meta());
+  lin.set_tensor("weight", w.to(at::kDouble));  // dtype may change
+  EXPECT_EQ(lin.weight().scalar_type(), at::kDouble);
+  EXPECT_TRUE(at::equal(lin.weight(), w.to(at::kDouble)));
+}
+
+TEST(Slots, ShapeMismatchNamesPathExpectedActual) {
+  ModelForTest m;
+  try {
+    m.set_tensor("linear1.weight", at::zeros({3, 4}));
+    FAIL();
+  } catch (const ShapeMismatch& e) {
+    EXPECT_STREQ(e.what(), "tensor 'linear1.weight': expected shape [4, 3], got [3, 4]");
+    EXPECT_EQ(e.expected(), "[4, 3]");
+    EXPECT_EQ(e.actual(), "[3, 4]");
+  }
+  EXPECT_EQ(m.linear1->weight().sizes(), (std::vector<std::int64_t>{4, 3}));
+}
+
+TEST(Slots, RequiresGradIsKeptAcrossReplacement) {
+  Linear lin(2, 2);
+  lin.register_parameter("scale", at::ones({2}), /*requires_grad=*/true);
+  EXPECT_TRUE(lin.find_tensor("scale").tensor().requires_grad());
+  lin.set_tensor("scale", at::zeros({2}));
+  EXPECT_TRUE(lin.find_tensor("scale").tensor().requires_grad());
+  EXPECT_FALSE(lin.weight().requires_grad());  // inference default
+}
+
+// A hook that records the order of events and rewrites inputs and outputs.
+class RecordingHook : public ModelHook {
+ public:
+  std::vector<std::string>* events;
+  explicit RecordingHook(std::vector<std::string>* e) : events(e) {}
+  void pre_forward(Module& m, TensorView& args) override {
+    events->push_back("pre " + m.class_name() + " " + std::to_string(args.size()));
+    for (auto& f : args.fields()) *f.tensor = *f.tensor * 2;
+  }
+  void post_forward(Module& m, TensorView& outputs) override {
+    events->push_back("post " + m.class_name());
+    for (auto& f : outputs.fields()) *f.tensor = *f.tensor + 1;
+  }
+  bool no_grad() const override { return true; }
+};
+
+TEST(Hooks, EveryCallRunsPreForwardPost) {
+  std::vector<std::string> events;
+  Linear lin(2, 2);
+  lin.set_tensor("weight", at::eye(2));
+  lin.set_tensor("bias", at::zeros({2}));
+  lin.set_hook(std::make_shared<RecordingHook>(&events));
+  const at::Tensor x = at::ones({1, 2});
+  const at::Tensor y = lin(x);
+  EXPECT_TRUE(at::equal(y, at::full({1, 2}, 3.0)));  // (x*2) @ I + 1
+  EXPECT_TRUE(at::equal(x, at::ones({1, 2})));       // the caller's tensor is untouched
+  EXPECT_EQ(events, (std::vector<std::string>{"pre Linear 1", "post Linear"}));
+}
+
+TEST(Hooks, NoGradHookDisablesAutograd) {
+  std::vector<std::string> events;
+  Linear lin(2, 2);
+  lin.set_tensor("weight", at::ones({2, 2}).set_requires_grad(true));
+  EXPECT_TRUE(lin(at::ones({1, 2})).requires_grad());
+  lin.set_hook(std::make_shared<RecordingHook>(&events));
+  EXPECT_FALSE(lin(at::ones({1, 2})).requires_grad());
+}
+
+TEST(Hooks, ContainersCallChildrenThroughTheirHooks) {
+  std::vector<std::string> events;
+  Sequential seq;
+  auto a = seq.push_back(std::make_shared<Linear>(2, 2));
+  auto b = seq.push_back(std::make_shared<Linear>(2, 2));
+  b->set_hook(std::make_shared<RecordingHook>(&events));
+  seq.set_hook(std::make_shared<RecordingHook>(&events));
+  seq(at::ones({1, 2}));
+  EXPECT_EQ(events, (std::vector<std::string>{"pre Sequential 1", "pre Linear 1", "post Linear",
+                                              "post Sequential"}));
+}
+
+struct Batch {
+  at::Tensor ids;
+  std::optional<at::Tensor> mask;
+  int step = 0;
+  void visit_tensors(TensorView& view) {
+    view.visit(ids, "ids");
+    view.visit(mask, "mask");
+  }
+};
+
+TEST(TensorView, VisitsNestedValuesWithKeys) {
+  at::Tensor a = at::ones({1});
+  std::vector<at::Tensor> list{at::ones({2}), at::Tensor(), at::ones({3})};
+  std::tuple<at::Tensor, int, std::optional<at::Tensor>> tup{at::ones({4}), 7, std::nullopt};
+  Batch batch{at::ones({5}), at::ones({6}), 1};
+  TensorView view;
+  view.visit(a);
+  view.visit(list);
+  view.visit(tup);
+  view.visit(batch);
+  std::vector<std::int64_t> sizes;
+  std::vector<std::string> keys;
+  for (const auto& f : view.fields()) {
+    sizes.push_back(f.tensor->size(0));
+    keys.emplace_back(f.key);
+  }
+  EXPECT_EQ(sizes, (std::vector<std::int64_t>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(keys, (std::vector<std::string>{"", "", "", "", "ids", "mask"}));
+  *view.fields()[4].tensor = at::zeros({9});
+  EXPECT_EQ(batch.ids.size(0), 9);
 }
 
 }  // namespace

@@ -1,0 +1,105 @@
+#include <gtest/gtest.h>
+
+#include "ferry/core/error.h"
+#include "ferry/nn/containers.h"
+#include "ferry/nn/embedding.h"
+#include "ferry/nn/init.h"
+#include "ferry/nn/linear.h"
+#include "ferry/nn/tied.h"
+
+namespace ferry::nn {
+namespace {
+
+// Two Linear modules sharing weight and bias.
+std::shared_ptr<Sequential> tied_pair() {
+  auto seq = std::make_shared<Sequential>();
+  auto a = seq->push_back(std::make_shared<Linear>(3, 3));
+  auto b = seq->push_back(std::make_shared<Linear>(3, 3));
+  seq->set_slot("1.weight", a->find_entry("weight")->slot);
+  seq->set_slot("1.bias", a->find_entry("bias")->slot);
+  return seq;
+}
+
+TEST(Tied, FindGroupsSortedInFirstSeenOrder) {
+  auto seq = tied_pair();
+  EXPECT_EQ(find_tied_parameters(*seq),
+            (std::vector<std::vector<std::string>>{{"0.weight", "1.weight"}, {"0.bias", "1.bias"}}));
+}
+
+TEST(Tied, ListedOnceUnderFirstName) {
+  auto seq = tied_pair();
+  std::vector<std::string> names;
+  for (const auto& p : seq->named_parameters()) names.push_back(p.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"0.weight", "0.bias"}));
+  EXPECT_EQ(seq->named_parameters({.remove_duplicate = false}).size(), 4U);
+  EXPECT_EQ(seq->state_dict().size(), 2U);
+  EXPECT_EQ(seq->state_dict({.keep_tied = true}).size(), 4U);
+}
+
+TEST(Tied, OneSlotSoAWriteIsSeenByAllNames) {
+  auto seq = tied_pair();
+  seq->set_tensor("0.weight", at::eye(3));
+  EXPECT_TRUE(at::equal(seq->find_tensor("1.weight").tensor(), at::eye(3)));
+  seq->set_tensor("1.bias", at::zeros({3}));
+  const at::Tensor x = at::randn({2, 3});
+  EXPECT_TRUE(at::allclose(seq->operator()(x), x));  // both layers are identity now
+}
+
+TEST(Tied, EmbeddingAndHeadTiedThroughRegisterTiedParameter) {
+  auto root = std::make_shared<ModuleDict>();
+  auto wte = root->insert("wte", std::make_shared<Embedding>(10, 4));
+  auto head = root->insert("lm_head", std::make_shared<Linear>(4, 10, LinearOptions{.bias = false}));
+  head->set_slot("weight", wte->weight_slot());
+  EXPECT_EQ(find_tied_parameters(*root),
+            (std::vector<std::vector<std::string>>{{"lm_head.weight", "wte.weight"}}));
+  // The Linear's forward reads the tied slot.
+  const at::Tensor x = at::randn({1, 4});
+  EXPECT_TRUE(at::allclose((*head)(x), at::matmul(x, wte->weight().t())));
+}
+
+TEST(Tied, NoTiesNoGroups) {
+  Sequential seq;
+  seq.push_back(std::make_shared<Linear>(2, 2));
+  EXPECT_TRUE(find_tied_parameters(seq).empty());
+}
+
+TEST(Tied, RetieUsesFirstMemberNotOnMeta) {
+  auto seq = std::make_shared<Sequential>();
+  std::shared_ptr<Linear> a;
+  std::shared_ptr<Linear> b;
+  {
+    InitEmptyWeights guard;
+    a = seq->push_back(std::make_shared<Linear>(2, 2, LinearOptions{.bias = false}));
+    b = seq->push_back(std::make_shared<Linear>(2, 2, LinearOptions{.bias = false}));
+  }
+  // Untied: "0.weight" stays on meta, "1.weight" was materialized.
+  seq->set_tensor("1.weight", at::eye(2));
+  retie_parameters(*seq, {{"0.weight", "1.weight"}});
+  EXPECT_EQ(seq->find_tensor("0.weight").slot(), seq->find_tensor("1.weight").slot());
+  EXPECT_TRUE(at::equal(a->weight(), at::eye(2)));
+}
+
+TEST(Tied, RetieAllOnMetaDoesNothing) {
+  auto seq = std::make_shared<Sequential>();
+  {
+    InitEmptyWeights guard;
+    seq->push_back(std::make_shared<Linear>(2, 2));
+    seq->push_back(std::make_shared<Linear>(2, 2));
+  }
+  retie_parameters(*seq, {{"0.weight", "1.weight"}});
+  EXPECT_NE(seq->find_tensor("0.weight").slot(), seq->find_tensor("1.weight").slot());
+}
+
+TEST(Tied, RetieUnknownNameIsMissingTensor) {
+  auto seq = tied_pair();
+  EXPECT_THROW(retie_parameters(*seq, {{"0.weight", "7.weight"}}), MissingTensor);
+}
+
+TEST(Tied, SetSlotChecksShape) {
+  auto seq = tied_pair();
+  Linear other(2, 5);
+  EXPECT_THROW(seq->set_slot("0.weight", other.find_entry("weight")->slot), ShapeMismatch);
+}
+
+}  // namespace
+}  // namespace ferry::nn
