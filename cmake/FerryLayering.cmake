@@ -1,3 +1,4 @@
+cmake_policy(SET CMP0057 NEW)
 # Layering rule of DESIGN.md: a layer may include only the headers of the layers below it.
 # Checked at configure time over include/ and src/, so an upward include fails the build.
 set(FERRY_LAYER_DEPS_core "core")

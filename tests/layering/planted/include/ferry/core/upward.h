@@ -1,0 +1,3 @@
+#pragma once
+// Planted violation for the layering test: core must not include nn.
+#include "ferry/nn/module.h"
