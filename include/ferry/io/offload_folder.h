@@ -1,0 +1,88 @@
+#pragma once
+// Accelerate's offload folder (spec §3.3): "index.json" mapping each tensor name to
+// {"dtype": numpy name, "shape": [...]}, and one raw "<name>.dat" per tensor (C order,
+// little-endian, no header; bfloat16 as raw 16-bit words marked "bfloat16"; a 0-dim tensor as a
+// one-element file with shape []). An entry may instead point into a safetensors file
+// ({"safetensors_file", "weight_name", "dtype"}), so disk-offloaded weights are read in place
+// from the original checkpoint without a second copy.
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ferry/io/safetensors.h"
+#include "ferry/io/tensor_source.h"
+
+namespace ferry::io {
+
+// One entry of index.json.
+struct OffloadEntry {
+  std::string name;                        // tensor name; its file is "<name>.dat"
+  std::optional<DType> dtype;              // raw: stored dtype (required); safetensors: target
+  std::vector<std::int64_t> shape;         // raw entries only ([] for a 0-dim tensor)
+  std::filesystem::path safetensors_file;  // non-empty: read from this file instead of a .dat
+  std::string weight_name;                 // the tensor's name in that file (empty: `name`)
+
+  bool in_safetensors() const noexcept { return !safetensors_file.empty(); }
+};
+
+// Entries in index order.
+using OffloadIndex = std::vector<OffloadEntry>;
+
+// Parses the text of an index.json. Throws CorruptFile naming `file` and the entry: bad JSON, an
+// entry without dtype/shape, an unknown dtype name, a name that is not a plain file name.
+OffloadIndex parse_offload_index(std::string_view json, std::string_view file);
+// Reads "<folder>/index.json"; an empty index when there is none (as Accelerate).
+OffloadIndex load_offload_index(const std::filesystem::path& folder);
+// Merges `index` into "<folder>/index.json" (existing entries keep their place, new ones are
+// appended, same names replaced), written as json.dump(indent=2) would, atomically.
+void save_offload_index(const OffloadIndex& index, const std::filesystem::path& folder);
+
+// Writes `weight` (any device) as "<folder>/<name>.dat" atomically and appends or replaces its
+// entry in `index` (Accelerate's offload_weight). Throws InvalidArgument for a name with '/'.
+void offload_weight(const at::Tensor& weight, const std::string& name,
+                    const std::filesystem::path& folder, OffloadIndex& index);
+// Writes every tensor and merges the index (Accelerate's offload_state_dict).
+void offload_state_dict(const std::filesystem::path& folder,
+                        const std::vector<std::pair<std::string, at::Tensor>>& tensors);
+
+class OffloadFolder final : public TensorSource {
+ public:
+  // Reads "<folder>/index.json". Throws IoError, CorruptFile. Data files are opened on load.
+  static std::shared_ptr<const OffloadFolder> open(const std::filesystem::path& folder);
+
+  const std::filesystem::path& folder() const noexcept { return folder_; }
+  const OffloadIndex& entries() const noexcept { return index_; }
+
+  // TensorSource. A raw entry loads as a view of its mapped .dat file (CorruptFile when the
+  // file's size is not the entry's bytes); a safetensors entry as that file's tensor, converted
+  // to the entry's dtype when it names one (options.dtype wins). find() of a safetensors entry
+  // reports the entry's dtype when given, and the file's shape.
+  const std::vector<std::string>& names() const override { return names_; }
+  std::optional<TensorInfo> find(std::string_view name) const override;
+  at::Tensor load(std::string_view name, const LoadOptions& options = {}) const override;
+  std::filesystem::path file_of(std::string_view name) const override;
+  std::string description() const override;
+
+ private:
+  OffloadFolder() = default;
+  const OffloadEntry& require(std::string_view name) const;
+  std::shared_ptr<const SafetensorsFile> safetensors(const OffloadEntry& entry) const;
+  std::filesystem::path safetensors_path(const OffloadEntry& entry) const;
+
+  std::filesystem::path folder_;
+  OffloadIndex index_;
+  std::vector<std::string> names_;                  // sorted
+  std::map<std::string, std::size_t, std::less<>> positions_;  // name → index_ position
+  mutable std::mutex mutex_;                        // guards files_
+  mutable std::map<std::filesystem::path, std::shared_ptr<const SafetensorsFile>> files_;
+};
+
+}  // namespace ferry::io

@@ -1,0 +1,80 @@
+#include "io/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "ferry/core/error.h"
+
+namespace ferry::io {
+namespace {
+
+IoError os_error(std::string_view what, const std::filesystem::path& path, int err) {
+  return IoError(fmt::format("cannot {} {}: {}", what, path.string(), std::strerror(err)),
+                 ErrorFields{.file = path.string(), .actual = std::strerror(err)});
+}
+
+// Closes a descriptor on every path out of open(); the mapping outlives it.
+struct FdCloser {
+  int fd;
+  ~FdCloser() { ::close(fd); }
+};
+
+// madvise wants a page-aligned start; widen the range down to the page boundary.
+void advise(std::byte* base, std::uint64_t size, std::uint64_t offset, std::uint64_t length,
+            int advice) noexcept {
+  if (offset >= size || length == 0) return;
+  length = std::min(length, size - offset);
+  static const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const std::uint64_t start = offset / page * page;
+  ::madvise(base + start, offset + length - start, advice);
+}
+
+}  // namespace
+
+std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw os_error("open", path, errno);
+  FdCloser closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw os_error("stat", path, errno);
+  if (!S_ISREG(st.st_mode)) {
+    throw IoError(fmt::format("cannot map {}: not a regular file", path.string()),
+                  ErrorFields{.file = path.string(), .expected = "a regular file"});
+  }
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size == 0) {
+    throw CorruptFile(fmt::format("{} is empty: expected at least 8 bytes, got 0", path.string()),
+                      ErrorFields{.file = path.string(), .expected = "at least 8 bytes",
+                                  .actual = "0 bytes"});
+  }
+  // MAP_PRIVATE + PROT_WRITE: tensors viewing the mapping may be written in place (LibTorch has
+  // no read-only tensors); such writes land in private copy-on-write pages, never in the file.
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  if (data == MAP_FAILED) throw os_error("map", path, errno);
+  // Checkpoints are read in large runs; a sequential hint doubles the kernel's readahead.
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  return std::shared_ptr<const MappedFile>(
+      new MappedFile(path, static_cast<std::byte*>(data), size));
+}
+
+MappedFile::MappedFile(std::filesystem::path path, std::byte* data, std::uint64_t size_bytes)
+    : path_(std::move(path)), data_(data), size_bytes_(size_bytes) {}
+
+MappedFile::~MappedFile() { ::munmap(data_, size_bytes_); }
+
+void MappedFile::advise_willneed(std::uint64_t offset_bytes,
+                                 std::uint64_t length_bytes) const noexcept {
+  advise(data_, size_bytes_, offset_bytes, length_bytes, MADV_WILLNEED);
+}
+
+void MappedFile::advise_sequential(std::uint64_t offset_bytes,
+                                   std::uint64_t length_bytes) const noexcept {
+  advise(data_, size_bytes_, offset_bytes, length_bytes, MADV_SEQUENTIAL);
+}
+
+}  // namespace ferry::io

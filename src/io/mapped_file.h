@@ -1,0 +1,41 @@
+#pragma once
+// A read-only view of a whole file through one private memory mapping. Private to io: public
+// headers expose tensors and byte spans, never the mapping itself.
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+
+namespace ferry::io {
+
+class MappedFile {
+ public:
+  // Maps the whole of `path`. Throws IoError (open, stat, mmap failures) and CorruptFile for an
+  // empty file, which cannot be mapped and is never a valid checkpoint.
+  static std::shared_ptr<const MappedFile> open(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const std::filesystem::path& path() const noexcept { return path_; }
+  std::span<const std::byte> bytes() const noexcept { return {data_, size_bytes_}; }
+  std::uint64_t size_bytes() const noexcept { return size_bytes_; }
+  // Writable address of the private (copy-on-write) mapping, for zero-copy tensors: writes
+  // through it never reach the file.
+  std::byte* mutable_data() const noexcept { return data_; }
+
+  // Asks the kernel to start reading [offset, offset + length) in the background. Best effort.
+  void advise_willneed(std::uint64_t offset_bytes, std::uint64_t length_bytes) const noexcept;
+  // Tells the kernel the range will be read once, front to back (larger readahead). Best effort.
+  void advise_sequential(std::uint64_t offset_bytes, std::uint64_t length_bytes) const noexcept;
+
+ private:
+  MappedFile(std::filesystem::path path, std::byte* data, std::uint64_t size_bytes);
+  std::filesystem::path path_;
+  std::byte* data_;
+  std::uint64_t size_bytes_;
+};
+
+}  // namespace ferry::io

@@ -1,0 +1,160 @@
+#include "ferry/io/offload_folder.h"
+
+#include <algorithm>
+
+#include "ferry/core/error.h"
+#include "ferry/core/shape.h"
+#include "io/atomic_file.h"
+#include "io/mapped_file.h"
+#include "io/offload_names.h"
+#include "io/printable.h"
+#include "io/tensor_bytes.h"
+
+namespace ferry::io {
+namespace {
+
+std::filesystem::path dat_path(const std::filesystem::path& folder, const std::string& name) {
+  return folder / (name + ".dat");
+}
+
+TensorInfo raw_info(const OffloadEntry& e) {
+  return TensorInfo{.name = e.name, .dtype = *e.dtype, .shape = e.shape};
+}
+
+}  // namespace
+
+void offload_weight(const at::Tensor& weight, const std::string& name,
+                    const std::filesystem::path& folder, OffloadIndex& index) {
+  FERRY_CHECK(is_plain_name(name), InvalidArgument,
+              "cannot offload tensor '{}' to {}: its name must be a plain file name (no '/')",
+              printable(name), folder.string());
+  // Accelerate views bfloat16 as int16 for numpy; the bytes are the same, so they are written
+  // as they are and the index says "bfloat16". A 0-dim tensor is one element either way.
+  const at::Tensor cpu = weight.detach().to(c10::kCPU).contiguous();
+  OffloadEntry entry{.name = name, .dtype = from_scalar_type(cpu.scalar_type()),
+                     .shape = cpu.sizes().vec()};
+  std::filesystem::create_directories(folder);
+  AtomicFile file(dat_path(folder, name));
+  file.write(tensor_bytes(cpu));
+  file.commit();
+  auto it = std::find_if(index.begin(), index.end(),
+                         [&](const OffloadEntry& e) { return e.name == name; });
+  if (it == index.end()) {
+    index.push_back(std::move(entry));
+  } else {
+    *it = std::move(entry);
+  }
+}
+
+void offload_state_dict(const std::filesystem::path& folder,
+                        const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  OffloadIndex index;
+  for (const auto& [name, tensor] : tensors) offload_weight(tensor, name, folder, index);
+  save_offload_index(index, folder);
+}
+
+std::shared_ptr<const OffloadFolder> OffloadFolder::open(const std::filesystem::path& folder) {
+  const auto index_path = folder / "index.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(index_path, ec)) {
+    throw IoError(fmt::format("{} is not an offload folder: it has no index.json",
+                              folder.string()),
+                  ErrorFields{.file = index_path.string(), .expected = "index.json",
+                              .actual = "no such file"});
+  }
+  auto result = std::shared_ptr<OffloadFolder>(new OffloadFolder());
+  result->folder_ = folder;
+  result->index_ = load_offload_index(folder);
+  for (std::size_t i = 0; i < result->index_.size(); ++i) {
+    result->names_.push_back(result->index_[i].name);
+    result->positions_.emplace(result->index_[i].name, i);
+  }
+  std::sort(result->names_.begin(), result->names_.end());
+  return result;
+}
+
+std::string OffloadFolder::description() const { return (folder_ / "index.json").string(); }
+
+const OffloadEntry& OffloadFolder::require(std::string_view name) const {
+  auto it = positions_.find(name);
+  if (it == positions_.end()) throw missing(name);
+  return index_[it->second];
+}
+
+std::filesystem::path OffloadFolder::safetensors_path(const OffloadEntry& entry) const {
+  return entry.safetensors_file.is_absolute() ? entry.safetensors_file
+                                              : folder_ / entry.safetensors_file;
+}
+
+std::shared_ptr<const SafetensorsFile> OffloadFolder::safetensors(const OffloadEntry& entry) const {
+  const auto path = safetensors_path(entry);
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = files_.find(path); it != files_.end()) return it->second;
+  }
+  auto file = SafetensorsFile::open(path);
+  const std::string& weight = entry.weight_name.empty() ? entry.name : entry.weight_name;
+  if (file->entry(weight) == nullptr) {
+    throw CorruptFile(
+        fmt::format("tensor '{}' in {}: points to '{}' in {}, which does not contain it: "
+                    "expected a tensor '{}', got none",
+                    printable(entry.name), description(), printable(weight), path.string(),
+                    printable(weight)),
+        ErrorFields{.path = entry.name, .file = description(), .expected = weight,
+                    .actual = "no such tensor"});
+  }
+  std::lock_guard lock(mutex_);
+  return files_.emplace(path, std::move(file)).first->second;
+}
+
+std::optional<TensorInfo> OffloadFolder::find(std::string_view name) const {
+  auto it = positions_.find(name);
+  if (it == positions_.end()) return std::nullopt;
+  const OffloadEntry& e = index_[it->second];
+  if (!e.in_safetensors()) return raw_info(e);
+  auto file = safetensors(e);
+  TensorInfo info = file->entry(e.weight_name.empty() ? e.name : e.weight_name)->info;
+  info.name = e.name;
+  if (e.dtype) info.dtype = *e.dtype;
+  return info;
+}
+
+at::Tensor OffloadFolder::load(std::string_view name, const LoadOptions& options) const {
+  const OffloadEntry& e = require(name);
+  if (e.in_safetensors()) {
+    auto file = safetensors(e);
+    LoadOptions converted = options;
+    if (!converted.dtype) converted.dtype = e.dtype;
+    const std::string& weight = e.weight_name.empty() ? e.name : e.weight_name;
+    return file->load(weight, converted);
+  }
+  const TensorInfo info = raw_info(e);
+  const auto path = dat_path(folder_, e.name);
+  if (info.size_bytes() == 0) {
+    // Nothing to read (numpy cannot even map an empty file).
+    return tensor_from_bytes({}, info, nullptr, options, path.string());
+  }
+  auto mapping = MappedFile::open(path);
+  if (mapping->size_bytes() != info.size_bytes()) {
+    throw CorruptFile(
+        fmt::format("tensor '{}' in {}: size does not match index.json ({} {}): expected {} "
+                    "bytes, got {}",
+                    printable(e.name), path.string(), offload_dtype_name(info.dtype),
+                    shape_string(info.shape), info.size_bytes(), mapping->size_bytes()),
+        ErrorFields{.path = e.name, .file = path.string(),
+                    .expected = std::to_string(info.size_bytes()),
+                    .actual = std::to_string(mapping->size_bytes())});
+  }
+  if (options.copy || options.dtype || !options.device.is_cpu()) {
+    mapping->advise_willneed(0, mapping->size_bytes());
+  }
+  std::span<std::byte> bytes(mapping->mutable_data(), mapping->size_bytes());
+  return tensor_from_bytes(bytes, info, mapping, options, path.string());
+}
+
+std::filesystem::path OffloadFolder::file_of(std::string_view name) const {
+  const OffloadEntry& e = require(name);
+  return e.in_safetensors() ? safetensors_path(e) : dat_path(folder_, e.name);
+}
+
+}  // namespace ferry::io

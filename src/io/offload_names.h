@@ -1,0 +1,18 @@
+#pragma once
+// Names in offload folders: numpy dtype names of index.json and the file-name rule for tensors.
+
+#include <optional>
+#include <string_view>
+
+#include "ferry/core/dtype.h"
+
+namespace ferry::io {
+
+// The index.json dtype name: numpy's ("float32", "int64", "bool"), "bfloat16" for bfloat16.
+std::string_view offload_dtype_name(DType d);
+// Parses such a name (also with a "torch." prefix, as transformers writes); nullopt if unknown.
+std::optional<DType> dtype_from_offload_name(std::string_view name);
+// A tensor name usable as "<name>.dat" inside the folder: not empty, no '/', not "." or "..".
+bool is_plain_name(std::string_view name);
+
+}  // namespace ferry::io
