@@ -26,8 +26,8 @@ int main(int argc, char** argv) {
         model->push_back(std::make_shared<ferry::nn::Linear>(10000, 10000));
       }
     }
-    ms.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
     const ferry::Bytes rss_after = ferry::current_rss();
     rss_mib.push_back(static_cast<double>(rss_after.value()) / 1048576.0 -
                       static_cast<double>(rss_before.value()) / 1048576.0);
@@ -35,8 +35,9 @@ int main(int argc, char** argv) {
   auto report = [](const char* what, std::vector<double> v, double target, const char* unit) {
     std::sort(v.begin(), v.end());
     const double median = v[v.size() / 2];
-    fmt::print("{:<34} median {:8.2f} {}  min {:8.2f}  max {:8.2f}  target <= {} {}  ratio {:.3f}\n",
-               what, median, unit, v.front(), v.back(), target, unit, median / target);
+    fmt::print(
+        "{:<34} median {:8.2f} {}  min {:8.2f}  max {:8.2f}  target <= {} {}  ratio {:.3f}\n", what,
+        median, unit, v.front(), v.back(), target, unit, median / target);
   };
   fmt::print("P1: Sequential of 1000 x Linear(10000, 10000) under init_empty_weights, {} runs\n",
              runs);

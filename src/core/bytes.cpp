@@ -112,8 +112,7 @@ Bytes Bytes::parse(std::string_view text) {
 std::string Bytes::to_string() const { return format_bytes(value_); }
 
 std::string format_bytes(std::uint64_t n) {
-  static constexpr std::array<std::string_view, 6> kNames{"KiB", "MiB", "GiB", "TiB", "PiB",
-                                                          "EiB"};
+  static constexpr std::array<std::string_view, 6> kNames{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   if (n < 1024) return fmt::format("{} B", n);
   double v = static_cast<double>(n);
   std::size_t i = 0;

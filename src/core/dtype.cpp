@@ -46,10 +46,10 @@ constexpr std::array<Info, 15> kInfo{{
     {DType::kU64, "U64", "uint64", 64, false},
 }};
 
-constexpr std::array<DType, 15> kAll{
-    DType::kBool, DType::kU8,  DType::kI8,   DType::kF8_E5M2, DType::kF8_E4M3,
-    DType::kI16,  DType::kU16, DType::kF16,  DType::kBF16,    DType::kI32,
-    DType::kU32,  DType::kF32, DType::kF64,  DType::kI64,     DType::kU64};
+constexpr std::array<DType, 15> kAll{DType::kBool,    DType::kU8,  DType::kI8,  DType::kF8_E5M2,
+                                     DType::kF8_E4M3, DType::kI16, DType::kU16, DType::kF16,
+                                     DType::kBF16,    DType::kI32, DType::kU32, DType::kF32,
+                                     DType::kF64,     DType::kI64, DType::kU64};
 
 const Info& info(DType d) { return kInfo[static_cast<std::size_t>(d)]; }
 
@@ -88,10 +88,18 @@ DType parse_dtype(std::string_view text) {
     if (i.torch == name) return i.dtype;
   }
   static constexpr std::array<std::pair<std::string_view, DType>, 12> kAliases{{
-      {"fp16", DType::kF16},     {"half", DType::kF16},      {"bf16", DType::kBF16},
-      {"fp32", DType::kF32},     {"float", DType::kF32},     {"fp64", DType::kF64},
-      {"double", DType::kF64},   {"long", DType::kI64},      {"int", DType::kI32},
-      {"short", DType::kI16},    {"float8_e4m3", DType::kF8_E4M3}, {"uint", DType::kU32},
+      {"fp16", DType::kF16},
+      {"half", DType::kF16},
+      {"bf16", DType::kBF16},
+      {"fp32", DType::kF32},
+      {"float", DType::kF32},
+      {"fp64", DType::kF64},
+      {"double", DType::kF64},
+      {"long", DType::kI64},
+      {"int", DType::kI32},
+      {"short", DType::kI16},
+      {"float8_e4m3", DType::kF8_E4M3},
+      {"uint", DType::kU32},
   }};
   for (const auto& [alias, d] : kAliases) {
     if (alias == name) return d;
@@ -141,10 +149,9 @@ DType from_scalar_type(c10::ScalarType t) {
   for (DType d : kAll) {
     if (to_scalar_type(d) == t) return d;
   }
-  throw Unsupported(fmt::format("LibTorch scalar type {} has no safetensors dtype",
-                                c10::toString(t)),
-                    ErrorFields{.expected = "a dtype safetensors can store",
-                                .actual = c10::toString(t)});
+  throw Unsupported(
+      fmt::format("LibTorch scalar type {} has no safetensors dtype", c10::toString(t)),
+      ErrorFields{.expected = "a dtype safetensors can store", .actual = c10::toString(t)});
 }
 
 }  // namespace ferry

@@ -33,10 +33,9 @@ std::optional<bool> env_flag(const char* name) {
   try {
     return parse_truth_value(value);
   } catch (const InvalidArgument& e) {
-    throw InvalidArgument(fmt::format("{} (environment variable {})", e.what(), name),
-                          ErrorFields{.path = name,
-                                      .expected = e.expected(),
-                                      .actual = e.actual()});
+    throw InvalidArgument(
+        fmt::format("{} (environment variable {})", e.what(), name),
+        ErrorFields{.path = name, .expected = e.expected(), .actual = e.actual()});
   }
 }
 

@@ -1,4 +1,5 @@
 #include <c10/cuda/CUDAGuard.h>
+
 #include <cuda_runtime_api.h>
 
 #include "core/gpu_probe.h"

@@ -7,8 +7,8 @@
 #include <sstream>
 #include <string>
 
-#include "ferry/core/error.h"
 #include "core/gpu_probe.h"
+#include "ferry/core/error.h"
 
 namespace ferry {
 namespace {

@@ -126,8 +126,8 @@ TensorRef Module::register_tied_parameter(std::string name, SlotPtr slot) {
   check_new_name(name);
   FERRY_CHECK(slot != nullptr, InvalidArgument, "tied parameter '{}' of module {} has no slot",
               name, class_name_);
-  tensors_.push_back(std::make_unique<TensorEntry>(
-      TensorEntry{.name = std::move(name), .slot = std::move(slot)}));
+  tensors_.push_back(
+      std::make_unique<TensorEntry>(TensorEntry{.name = std::move(name), .slot = std::move(slot)}));
   return TensorRef(tensors_.back().get());
 }
 
@@ -183,8 +183,9 @@ std::vector<NamedTensor> Module::named_buffers(BufferWalk walk) {
 
 std::vector<NamedModule> Module::named_modules() {
   std::vector<NamedModule> out;
-  walk_modules(*this, /*recurse=*/true,
-               [&](const std::string& name, Module& m) { out.push_back({name, &m}); });
+  walk_modules(*this, /*recurse=*/true, [&](const std::string& name, Module& m) {
+    out.push_back({name, &m});
+  });
   return out;
 }
 

@@ -1,6 +1,7 @@
+#include "ferry/core/bytes.h"
+
 #include <gtest/gtest.h>
 
-#include "ferry/core/bytes.h"
 #include "ferry/core/error.h"
 
 namespace ferry {

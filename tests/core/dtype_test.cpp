@@ -1,6 +1,7 @@
+#include "ferry/core/dtype.h"
+
 #include <gtest/gtest.h>
 
-#include "ferry/core/dtype.h"
 #include "ferry/core/error.h"
 
 namespace ferry {
@@ -8,10 +9,10 @@ namespace {
 
 TEST(DType, ElementBitsOfEverySafetensorsDType) {
   const std::vector<std::pair<DType, int>> expected{
-      {DType::kF64, 64}, {DType::kF32, 32},    {DType::kF16, 16},     {DType::kBF16, 16},
-      {DType::kI64, 64}, {DType::kI32, 32},    {DType::kI16, 16},     {DType::kI8, 8},
-      {DType::kU8, 8},   {DType::kBool, 8},    {DType::kF8_E4M3, 8},  {DType::kF8_E5M2, 8},
-      {DType::kU16, 16}, {DType::kU32, 32},    {DType::kU64, 64}};
+      {DType::kF64, 64}, {DType::kF32, 32}, {DType::kF16, 16},    {DType::kBF16, 16},
+      {DType::kI64, 64}, {DType::kI32, 32}, {DType::kI16, 16},    {DType::kI8, 8},
+      {DType::kU8, 8},   {DType::kBool, 8}, {DType::kF8_E4M3, 8}, {DType::kF8_E5M2, 8},
+      {DType::kU16, 16}, {DType::kU32, 32}, {DType::kU64, 64}};
   for (auto [d, bits] : expected) {
     EXPECT_EQ(element_bits(d), bits) << safetensors_name(d);
     EXPECT_EQ(element_size(d) * 8, bits) << safetensors_name(d);
@@ -65,9 +66,9 @@ TEST(DType, FloatingAndIntegral) {
 
 TEST(DType, ScalarTypesRoundTripWhereLibTorchHasThem) {
   const std::vector<std::pair<DType, c10::ScalarType>> mapped{
-      {DType::kF64, c10::kDouble}, {DType::kF32, c10::kFloat}, {DType::kF16, c10::kHalf},
-      {DType::kBF16, c10::kBFloat16}, {DType::kI64, c10::kLong}, {DType::kI32, c10::kInt},
-      {DType::kI16, c10::kShort}, {DType::kI8, c10::kChar}, {DType::kU8, c10::kByte},
+      {DType::kF64, c10::kDouble},    {DType::kF32, c10::kFloat}, {DType::kF16, c10::kHalf},
+      {DType::kBF16, c10::kBFloat16}, {DType::kI64, c10::kLong},  {DType::kI32, c10::kInt},
+      {DType::kI16, c10::kShort},     {DType::kI8, c10::kChar},   {DType::kU8, c10::kByte},
       {DType::kBool, c10::kBool}};
   for (auto [d, t] : mapped) {
     EXPECT_EQ(to_scalar_type(d), t);

@@ -1,8 +1,9 @@
+#include "ferry/core/env.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 
-#include "ferry/core/env.h"
 #include "ferry/core/error.h"
 
 namespace ferry {

@@ -1,6 +1,7 @@
+#include "ferry/core/error.h"
+
 #include <gtest/gtest.h>
 
-#include "ferry/core/error.h"
 #include "ferry/core/log.h"
 #include "ferry/core/shape.h"
 
@@ -24,8 +25,8 @@ TEST(Error, MismatchMessageNamesPathFileExpectedActual) {
 }
 
 TEST(Error, MismatchWithoutFileOmitsIt) {
-  auto e = make_mismatch<DTypeMismatch>("tensor", "dtype",
-                                        ErrorFields{.path = "w", .expected = "F32", .actual = "I8"});
+  auto e = make_mismatch<DTypeMismatch>(
+      "tensor", "dtype", ErrorFields{.path = "w", .expected = "F32", .actual = "I8"});
   EXPECT_STREQ(e.what(), "tensor 'w': expected dtype F32, got I8");
 }
 

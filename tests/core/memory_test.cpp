@@ -1,7 +1,8 @@
+#include "ferry/core/memory.h"
+
 #include <gtest/gtest.h>
 
 #include "ferry/core/error.h"
-#include "ferry/core/memory.h"
 
 namespace ferry {
 namespace {

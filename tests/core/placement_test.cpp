@@ -1,9 +1,10 @@
+#include "ferry/core/placement.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 
 #include "ferry/core/error.h"
-#include "ferry/core/placement.h"
 
 namespace ferry {
 namespace {

@@ -1,13 +1,13 @@
-#include <gtest/gtest.h>
+#include "ferry/nn/init.h"
 
 #include <c10/core/CPUAllocator.h>
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstdlib>
 
 #include "ferry/core/error.h"
 #include "ferry/nn/containers.h"
-#include "ferry/nn/init.h"
 #include "ferry/nn/linear.h"
 #include "test_models.h"
 

@@ -59,7 +59,8 @@ TEST_F(Layers, LayerNormEqualsFunctional) {
   ln.set_tensor("weight", at::randn({8}));
   ln.set_tensor("bias", at::randn({8}));
   const at::Tensor x = at::randn({3, 8});
-  EXPECT_TRUE(at::equal(ln(x), at::layer_norm(x, {8}, param(ln, "weight"), param(ln, "bias"), 1e-6)));
+  EXPECT_TRUE(
+      at::equal(ln(x), at::layer_norm(x, {8}, param(ln, "weight"), param(ln, "bias"), 1e-6)));
   LayerNorm plain(8, LayerNormOptions{.elementwise_affine = false});
   EXPECT_TRUE(plain.named_parameters().empty());
   EXPECT_TRUE(at::equal(plain(x), at::layer_norm(x, {8})));
@@ -94,10 +95,9 @@ TEST_F(Layers, BatchNorm1dInferenceUsesRunningStats) {
                               param(bn, "bias");
   EXPECT_TRUE(at::allclose(bn(x), expected, 1e-5, 1e-6));
   const at::Tensor x3 = at::randn({5, 4, 7});  // [N, C, L]
-  EXPECT_TRUE(at::allclose(bn(x3),
-                           at::batch_norm(x3, param(bn, "weight"), param(bn, "bias"),
-                                          param(bn, "running_mean"), param(bn, "running_var"),
-                                          false, 0.1, 1e-3, false)));
+  EXPECT_TRUE(at::allclose(
+      bn(x3), at::batch_norm(x3, param(bn, "weight"), param(bn, "bias"), param(bn, "running_mean"),
+                             param(bn, "running_var"), false, 0.1, 1e-3, false)));
   EXPECT_EQ(param(bn, "num_batches_tracked").dim(), 0);
   EXPECT_EQ(param(bn, "num_batches_tracked").scalar_type(), at::kLong);
 }

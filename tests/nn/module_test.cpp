@@ -43,8 +43,7 @@ TEST(ModuleTree, NamedModulesPreOrderWithRoot) {
     classes.push_back(nm.module->class_name());
   }
   EXPECT_EQ(names, (std::vector<std::string>{"", "linear1", "batchnorm", "linear2"}));
-  EXPECT_EQ(classes,
-            (std::vector<std::string>{"ModelForTest", "Linear", "BatchNorm1d", "Linear"}));
+  EXPECT_EQ(classes, (std::vector<std::string>{"ModelForTest", "Linear", "BatchNorm1d", "Linear"}));
 }
 
 TEST(ModuleTree, DeepTreeNames) {

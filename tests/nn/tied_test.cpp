@@ -1,3 +1,5 @@
+#include "ferry/nn/tied.h"
+
 #include <gtest/gtest.h>
 
 #include "ferry/core/error.h"
@@ -5,7 +7,6 @@
 #include "ferry/nn/embedding.h"
 #include "ferry/nn/init.h"
 #include "ferry/nn/linear.h"
-#include "ferry/nn/tied.h"
 
 namespace ferry::nn {
 namespace {
@@ -22,8 +23,8 @@ std::shared_ptr<Sequential> tied_pair() {
 
 TEST(Tied, FindGroupsSortedInFirstSeenOrder) {
   auto seq = tied_pair();
-  EXPECT_EQ(find_tied_parameters(*seq),
-            (std::vector<std::vector<std::string>>{{"0.weight", "1.weight"}, {"0.bias", "1.bias"}}));
+  EXPECT_EQ(find_tied_parameters(*seq), (std::vector<std::vector<std::string>>{
+                                            {"0.weight", "1.weight"}, {"0.bias", "1.bias"}}));
 }
 
 TEST(Tied, ListedOnceUnderFirstName) {
@@ -48,7 +49,8 @@ TEST(Tied, OneSlotSoAWriteIsSeenByAllNames) {
 TEST(Tied, EmbeddingAndHeadTiedThroughRegisterTiedParameter) {
   auto root = std::make_shared<ModuleDict>();
   auto wte = root->insert("wte", std::make_shared<Embedding>(10, 4));
-  auto head = root->insert("lm_head", std::make_shared<Linear>(4, 10, LinearOptions{.bias = false}));
+  auto head =
+      root->insert("lm_head", std::make_shared<Linear>(4, 10, LinearOptions{.bias = false}));
   head->set_slot("weight", wte->weight_slot());
   EXPECT_EQ(find_tied_parameters(*root),
             (std::vector<std::vector<std::string>>{{"lm_head.weight", "wte.weight"}}));

@@ -91,17 +91,17 @@ E make_mismatch(std::string_view subject, std::string_view quantity, ErrorFields
 
 // FERRY_CHECK checks user and file input: throws `ErrorType(message)` built with fmt from the
 // remaining arguments. FERRY_ASSERT checks internal invariants and throws InternalError.
-#define FERRY_CHECK(cond, ErrorType, ...)                  \
-  do {                                                     \
-    if (!(cond)) [[unlikely]] {                            \
-      throw ErrorType(::fmt::format(__VA_ARGS__));         \
-    }                                                      \
+#define FERRY_CHECK(cond, ErrorType, ...)          \
+  do {                                             \
+    if (!(cond)) [[unlikely]] {                    \
+      throw ErrorType(::fmt::format(__VA_ARGS__)); \
+    }                                              \
   } while (false)
 
-#define FERRY_ASSERT(cond, ...)                                                              \
-  do {                                                                                       \
-    if (!(cond)) [[unlikely]] {                                                              \
-      throw ::ferry::InternalError(::fmt::format("internal error at {}:{}: {} ({})", __FILE__, \
+#define FERRY_ASSERT(cond, ...)                                                                 \
+  do {                                                                                          \
+    if (!(cond)) [[unlikely]] {                                                                 \
+      throw ::ferry::InternalError(::fmt::format("internal error at {}:{}: {} ({})", __FILE__,  \
                                                  __LINE__, #cond, ::fmt::format(__VA_ARGS__))); \
-    }                                                                                        \
+    }                                                                                           \
   } while (false)

@@ -11,9 +11,9 @@
 namespace ferry {
 
 struct GpuMemory {
-  int index = 0;     // CUDA device index
-  Bytes free;        // free bytes as the driver reports them
-  Bytes total;       // total bytes of the device
+  int index = 0;  // CUDA device index
+  Bytes free;     // free bytes as the driver reports them
+  Bytes total;    // total bytes of the device
 };
 
 // MemAvailable of /proc/meminfo. Throws IoError when the file cannot be read or has no such line.

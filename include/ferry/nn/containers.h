@@ -76,8 +76,9 @@ class ModuleDict : public Module {
   template <class M>
   M& at(std::string_view key) const {
     auto* typed = dynamic_cast<M*>(checked(key));
-    FERRY_CHECK(typed != nullptr, InvalidArgument, "ModuleDict['{}'] is a {}, not the type asked for",
-                key, checked(key)->class_name());
+    FERRY_CHECK(typed != nullptr, InvalidArgument,
+                "ModuleDict['{}'] is a {}, not the type asked for", key,
+                checked(key)->class_name());
     return *typed;
   }
 

@@ -7,8 +7,8 @@
 namespace ferry::nn {
 
 struct LinearOptions {
-  bool bias = true;                      // register a bias of shape [out_features]
-  at::ScalarType dtype = at::kFloat;     // dtype of weight and bias
+  bool bias = true;                   // register a bias of shape [out_features]
+  at::ScalarType dtype = at::kFloat;  // dtype of weight and bias
 };
 
 class Linear : public Callable<Linear> {
@@ -31,8 +31,7 @@ class Linear : public Callable<Linear> {
 // GPT-2's Conv1D(nf, nx): in_features = nx, out_features = nf, weight [nx, nf], bias [nf].
 class Conv1D : public Callable<Conv1D> {
  public:
-  Conv1D(std::int64_t out_features, std::int64_t in_features,
-         at::ScalarType dtype = at::kFloat);
+  Conv1D(std::int64_t out_features, std::int64_t in_features, at::ScalarType dtype = at::kFloat);
 
  private:
   friend class Callable<Conv1D>;

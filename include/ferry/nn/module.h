@@ -40,8 +40,8 @@ struct ParameterWalk {
 };
 
 struct BufferWalk {
-  bool recurse = true;              // include descendants' buffers
-  bool persistent_only = false;     // skip non-persistent buffers (compared by full name)
+  bool recurse = true;           // include descendants' buffers
+  bool persistent_only = false;  // skip non-persistent buffers (compared by full name)
 };
 
 struct StateDictOptions {

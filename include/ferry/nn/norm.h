@@ -42,10 +42,10 @@ class RMSNorm : public Callable<RMSNorm> {
 };
 
 struct BatchNormOptions {
-  double eps = 1e-5;                  // added to the running variance
-  double momentum = 0.1;              // kept for fidelity; unused in inference
-  bool affine = true;                 // register weight and bias
-  bool track_running_stats = true;    // register running_mean, running_var, num_batches_tracked
+  double eps = 1e-5;                // added to the running variance
+  double momentum = 0.1;            // kept for fidelity; unused in inference
+  bool affine = true;               // register weight and bias
+  bool track_running_stats = true;  // register running_mean, running_var, num_batches_tracked
   at::ScalarType dtype = at::kFloat;
 };
 

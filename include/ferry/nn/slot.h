@@ -32,10 +32,10 @@ enum class TensorKind : unsigned char { kParameter, kBuffer };
 
 // One registration of a tensor in a module: its local name and the slot it reads.
 struct TensorEntry {
-  std::string name;         // local name, e.g. "weight"
-  SlotPtr slot;             // shared with other entries when tied
+  std::string name;  // local name, e.g. "weight"
+  SlotPtr slot;      // shared with other entries when tied
   TensorKind kind = TensorKind::kParameter;
-  bool persistent = true;   // buffers only: false keeps it out of the state dict
+  bool persistent = true;      // buffers only: false keeps it out of the state dict
   bool requires_grad = false;  // parameters only; applied to every tensor the slot receives
 
   bool is_buffer() const noexcept { return kind == TensorKind::kBuffer; }

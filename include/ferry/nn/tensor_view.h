@@ -18,7 +18,9 @@ class TensorView;
 //   void visit_tensors(ferry::nn::TensorView& view) { view.visit(field, "field"); ... }
 // Keys name the fields, so hooks can leave some of them where they are (skip_keys).
 template <class T>
-concept VisitsTensors = requires(T& value, TensorView& view) { value.visit_tensors(view); };
+concept VisitsTensors = requires(T& value, TensorView& view) {
+  value.visit_tensors(view);
+};
 
 namespace detail {
 template <class T>
