@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/gpu_probe.h"
+#include "ferry/core/devices.h"
 #include "ferry/core/error.h"
 
 namespace ferry {
@@ -56,7 +57,17 @@ Bytes parse_meminfo_available(std::string_view text, std::string_view file) {
 
 Bytes available_ram() { return parse_meminfo_available(read_file("/proc/meminfo")); }
 
-std::vector<GpuMemory> probe_gpus() { return detail::probe_cuda_gpus(); }
+std::vector<GpuMemory> probe_gpus() {
+  if (!gpus_simulated()) return detail::probe_cuda_gpus();
+  std::vector<GpuMemory> gpus;
+  for (int i = 0; i < simulated_gpu_count(); ++i) {
+    const SimGpuStats s = sim_gpu_stats(i);
+    gpus.push_back({.index = i,
+                    .free = Bytes(s.capacity.value() - s.resident.value()),
+                    .total = s.capacity});
+  }
+  return gpus;
+}
 
 Bytes current_rss() {
   return kb_field(read_file("/proc/self/status"), "VmRSS", "/proc/self/status");

@@ -22,7 +22,8 @@ Bytes available_ram();
 // missing or malformed.
 Bytes parse_meminfo_available(std::string_view text, std::string_view file = "/proc/meminfo");
 
-// One entry per visible CUDA GPU; empty (not an error) without CUDA or without GPUs.
+// One entry per GPU: the simulated ones when configured (free = capacity - resident), else each
+// visible CUDA GPU; empty (not an error) without CUDA or without GPUs.
 std::vector<GpuMemory> probe_gpus();
 
 // Resident set size of this process (VmRSS) and its peak (VmHWM), from /proc/self/status.

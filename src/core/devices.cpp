@@ -1,0 +1,250 @@
+#include "ferry/core/devices.h"
+
+#include <ATen/EmptyTensor.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+
+#include "ferry/core/error.h"
+
+namespace ferry {
+namespace {
+
+constexpr std::uint64_t kDefaultSimCapacity = 16ULL << 30;
+
+// One simulated GPU. Its allocations share ownership of it, so it outlives the configuration
+// (a SimGpuScope) that created it.
+struct SimGpu {
+  int index = 0;
+  std::mutex mutex;
+  SimGpuStats stats;
+};
+
+struct SimAllocation {
+  std::shared_ptr<SimGpu> gpu;
+  void* data;
+  std::uint64_t bytes;
+};
+
+void sim_free(void* context) {
+  auto* allocation = static_cast<SimAllocation*>(context);
+  {
+    std::lock_guard lock(allocation->gpu->mutex);
+    allocation->gpu->stats.resident =
+        Bytes(allocation->gpu->stats.resident.value() - allocation->bytes);
+  }
+  std::free(allocation->data);
+  delete allocation;
+}
+
+// Host memory counted against one simulated GPU's capacity.
+class SimAllocator final : public c10::Allocator {
+ public:
+  explicit SimAllocator(std::shared_ptr<SimGpu> gpu) : gpu_(std::move(gpu)) {}
+
+  c10::DataPtr allocate(std::size_t n) const override {
+    {
+      std::lock_guard lock(gpu_->mutex);
+      SimGpuStats& s = gpu_->stats;
+      if (s.resident.value() + n > s.capacity.value()) {
+        throw OutOfBudget(
+            fmt::format("simulated GPU {} out of memory: tried to allocate {} with {} of {} in use",
+                        gpu_->index, format_bytes(n), s.resident.to_string(),
+                        s.capacity.to_string()),
+            ErrorFields{.path = fmt::format("gpu {}", gpu_->index),
+                        .expected = fmt::format("at most {} free", s.capacity.value() -
+                                                                       s.resident.value()),
+                        .actual = fmt::format("{} requested", n)});
+      }
+      s.resident = Bytes(s.resident.value() + n);
+      if (s.resident > s.peak) s.peak = s.resident;
+      ++s.allocations;
+    }
+    void* data = std::malloc(n == 0 ? 1 : n);
+    if (data == nullptr) {
+      sim_free(new SimAllocation{gpu_, nullptr, n});
+      throw OutOfBudget(fmt::format("host allocation of {} for simulated GPU {} failed",
+                                    format_bytes(n), gpu_->index));
+    }
+    return c10::DataPtr(data, new SimAllocation{gpu_, data, n}, &sim_free,
+                        c10::Device(c10::kCPU));
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+
+ private:
+  std::shared_ptr<SimGpu> gpu_;
+};
+
+using SimGpus = std::vector<std::shared_ptr<SimGpu>>;
+
+std::mutex g_config_mutex;
+std::shared_ptr<SimGpus> g_config;  // null until first use
+bool g_config_loaded = false;
+
+std::shared_ptr<SimGpus> make_config(const std::vector<Bytes>& capacities) {
+  auto gpus = std::make_shared<SimGpus>();
+  for (std::size_t i = 0; i < capacities.size(); ++i) {
+    auto gpu = std::make_shared<SimGpu>();
+    gpu->index = static_cast<int>(i);
+    gpu->stats.capacity = capacities[i];
+    gpus->push_back(std::move(gpu));
+  }
+  return gpus;
+}
+
+std::shared_ptr<SimGpus> config() {
+  std::lock_guard lock(g_config_mutex);
+  if (!g_config_loaded) {
+    const char* env = std::getenv("FERRY_SIM_GPUS");
+    g_config = make_config(env == nullptr ? std::vector<Bytes>{} : parse_sim_gpus(env));
+    g_config_loaded = true;
+  }
+  return g_config;
+}
+
+SimGpu& sim_gpu(int index) {
+  auto gpus = config();
+  FERRY_CHECK(index >= 0 && static_cast<std::size_t>(index) < gpus->size(), InvalidArgument,
+              "no simulated GPU {} ({} configured)", index, gpus->size());
+  return *(*gpus)[static_cast<std::size_t>(index)];
+}
+
+const SimAllocation* sim_allocation_of(const at::Tensor& t) {
+  if (!t.defined() || !t.has_storage() || t.is_meta()) return nullptr;
+  const c10::DataPtr& ptr = t.storage().data_ptr();
+  if (ptr.get_deleter() != &sim_free) return nullptr;
+  return static_cast<const SimAllocation*>(ptr.get_context());
+}
+
+[[noreturn]] void reject_sim(std::string_view text) {
+  throw InvalidArgument(
+      fmt::format("invalid FERRY_SIM_GPUS '{}': expected a count (\"2\"), a count and a capacity "
+                  "(\"2:8GiB\") or a list of capacities (\"8GiB,4GiB\")",
+                  text),
+      ErrorFields{.path = "FERRY_SIM_GPUS", .actual = std::string(text)});
+}
+
+}  // namespace
+
+std::vector<Bytes> parse_sim_gpus(std::string_view text) {
+  auto parse_count = [&](std::string_view s) {
+    int n = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (s.empty() || ec != std::errc() || end != s.data() + s.size() || n < 0 || n > 64) {
+      reject_sim(text);
+    }
+    return n;
+  };
+  try {
+    const std::size_t colon = text.find(':');
+    if (colon != std::string_view::npos) {
+      const int n = parse_count(text.substr(0, colon));
+      return std::vector<Bytes>(static_cast<std::size_t>(n), Bytes::parse(text.substr(colon + 1)));
+    }
+    if (text.find_first_not_of("0123456789") == std::string_view::npos) {
+      return std::vector<Bytes>(static_cast<std::size_t>(parse_count(text)),
+                                Bytes(kDefaultSimCapacity));
+    }
+    std::vector<Bytes> out;
+    std::size_t start = 0;
+    while (start <= text.size()) {
+      const std::size_t comma = std::min(text.find(',', start), text.size());
+      out.push_back(Bytes::parse(text.substr(start, comma - start)));
+      start = comma + 1;
+    }
+    return out;
+  } catch (const InvalidArgument&) {
+    reject_sim(text);
+  }
+}
+
+bool gpus_simulated() { return !config()->empty(); }
+
+int simulated_gpu_count() { return static_cast<int>(config()->size()); }
+
+int gpu_count() {
+  if (gpus_simulated()) return simulated_gpu_count();
+  return at::detail::getCUDAHooks().getNumGPUs();
+}
+
+SimGpuStats sim_gpu_stats(int index) {
+  SimGpu& gpu = sim_gpu(index);
+  std::lock_guard lock(gpu.mutex);
+  return gpu.stats;
+}
+
+void reset_sim_gpu_peak(int index) {
+  SimGpu& gpu = sim_gpu(index);
+  std::lock_guard lock(gpu.mutex);
+  gpu.stats.peak = gpu.stats.resident;
+}
+
+SimGpuScope::SimGpuScope(std::vector<Bytes> capacities) {
+  auto next = make_config(capacities);
+  std::lock_guard lock(g_config_mutex);
+  if (!g_config_loaded) {
+    g_config = nullptr;  // the environment's configuration comes back after this scope
+  }
+  previous_ = g_config_loaded ? std::shared_ptr<void>(g_config) : nullptr;
+  g_config = std::move(next);
+  g_config_loaded = true;
+}
+
+SimGpuScope::~SimGpuScope() {
+  std::lock_guard lock(g_config_mutex);
+  g_config = std::static_pointer_cast<SimGpus>(previous_);
+  g_config_loaded = g_config != nullptr;
+}
+
+std::optional<Placement> placement_of(const at::Tensor& tensor) {
+  if (!tensor.defined() || tensor.is_meta()) return std::nullopt;
+  if (const SimAllocation* a = sim_allocation_of(tensor)) return Placement::gpu(a->gpu->index);
+  if (tensor.is_cuda()) return Placement::gpu(tensor.device().index());
+  return Placement::cpu();
+}
+
+at::Tensor move_to(const at::Tensor& tensor, Placement placement, bool non_blocking) {
+  FERRY_CHECK(!placement.is_disk(), InvalidArgument,
+              "cannot move a tensor to 'disk': disk is where weights rest, not a device");
+  FERRY_CHECK(tensor.defined() && !tensor.is_meta(), InvalidArgument,
+              "cannot move a tensor without data (meta or undefined) to {}",
+              placement.to_string());
+  const std::optional<Placement> here = placement_of(tensor);
+  if (here == placement) return tensor;
+  const std::uint64_t bytes = static_cast<std::uint64_t>(tensor.numel()) *
+                              static_cast<std::uint64_t>(tensor.element_size());
+  if (const SimAllocation* from = sim_allocation_of(tensor)) {
+    std::lock_guard lock(from->gpu->mutex);
+    from->gpu->stats.bytes_out += bytes;
+  }
+  if (placement.is_cpu()) {
+    if (tensor.is_cuda()) return tensor.to(c10::Device(c10::kCPU), non_blocking);
+    return tensor.clone(at::MemoryFormat::Contiguous);  // off a simulated GPU: a real copy
+  }
+  if (!gpus_simulated()) {
+    const int n = gpu_count();
+    FERRY_CHECK(placement.index() < n, InvalidArgument,
+                "GPU {} does not exist: {} GPU(s) visible (set FERRY_SIM_GPUS to simulate some)",
+                placement.index(), n);
+    return tensor.to(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(placement.index())),
+                     non_blocking);
+  }
+  SimGpu& gpu = sim_gpu(placement.index());  // checks the index
+  const at::Tensor source = tensor.is_cuda() ? tensor.cpu() : tensor;
+  SimAllocator allocator((*config())[static_cast<std::size_t>(placement.index())]);
+  at::Tensor out = at::detail::empty_generic(source.sizes(), &allocator,
+                                             c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                             source.scalar_type(), at::MemoryFormat::Contiguous);
+  out.copy_(source);
+  {
+    std::lock_guard lock(gpu.mutex);
+    gpu.stats.bytes_in += bytes;
+  }
+  return out;
+}
+
+}  // namespace ferry
