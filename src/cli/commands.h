@@ -13,5 +13,7 @@ using Runner = std::function<int()>;
 
 // Adds `ferry demo`.
 void add_demo_command(CLI::App& app, Runner& runner);
+// Adds `ferry inspect PATH [--json]`.
+void add_inspect_command(CLI::App& app, Runner& runner);
 
 }  // namespace ferry::cli

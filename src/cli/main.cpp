@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
 
   ferry::cli::Runner runner;
   ferry::cli::add_demo_command(app, runner);
+  ferry::cli::add_inspect_command(app, runner);
 
   try {
     app.parse(argc, argv);

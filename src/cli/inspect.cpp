@@ -1,0 +1,212 @@
+// `ferry inspect PATH [--json]`: what a checkpoint holds (a safetensors file, a sharded index, a
+// folder holding either, or an offload folder) and whether it is valid. Every header is read
+// and checked against its index; no tensor data is read, except the sizes of offload .dat files.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "ferry/core/bytes.h"
+#include "ferry/core/error.h"
+#include "ferry/core/shape.h"
+#include "ferry/io/checkpoint.h"
+#include "ferry/io/offload_folder.h"
+#include "ferry/io/safetensors.h"
+#include "ferry/io/sharded.h"
+
+namespace ferry::cli {
+namespace {
+
+struct InspectOptions {
+  std::string path;   // file, index or folder
+  bool json = false;  // one JSON object instead of the table
+};
+
+struct Row {
+  TensorInfo info;
+  std::string file;  // relative to the checkpoint's folder where it lies inside it
+};
+
+struct Total {
+  std::size_t n_tensors = 0;
+  std::uint64_t size_bytes = 0;
+};
+
+struct Report {
+  std::string path;
+  std::string format;
+  std::vector<Row> rows;
+  std::map<std::string, std::string> metadata;
+  std::optional<std::uint64_t> index_total_size_bytes;
+};
+
+std::string display_file(const std::filesystem::path& file, const std::filesystem::path& base) {
+  const auto relative = file.lexically_relative(base);
+  if (relative.empty() || *relative.begin() == "..") return file.string();
+  return relative.string();
+}
+
+// An offload folder's raw entries must have .dat files of exactly their size; checked by size
+// alone so inspecting never reads weights.
+void check_dat_sizes(const io::TensorSource& folder) {
+  for (const std::string& name : folder.names()) {
+    const TensorInfo info = folder.info(name);
+    const auto file = folder.file_of(name);
+    if (file.extension() != ".dat" || info.size_bytes() == 0) continue;
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(file, ec);
+    if (ec || size != info.size_bytes()) {
+      throw CorruptFile(
+          fmt::format("tensor '{}' in {}: size does not match index.json: expected {} bytes, "
+                      "got {}",
+                      name, file.string(), info.size_bytes(), ec ? "no file" : std::to_string(size)),
+          ErrorFields{.path = name, .file = file.string(),
+                      .expected = std::to_string(info.size_bytes()),
+                      .actual = ec ? "no file" : std::to_string(size)});
+    }
+  }
+}
+
+Report build_report(const std::string& path) {
+  const io::CheckpointLocation where = io::resolve_checkpoint(path);
+  Report report{.path = where.path.string()};
+  std::shared_ptr<const io::TensorSource> source;
+  std::filesystem::path base = where.path.parent_path();
+  switch (where.kind) {
+    case io::CheckpointKind::kSafetensors: {
+      auto file = io::SafetensorsFile::open(where.path);
+      report.format = "safetensors";
+      report.metadata = file->metadata();
+      source = file;
+      break;
+    }
+    case io::CheckpointKind::kShardedIndex: {
+      auto sharded = io::ShardedCheckpoint::open(where.path);
+      sharded->validate();
+      report.format = "sharded safetensors";
+      report.index_total_size_bytes = sharded->total_size_bytes();
+      if (!sharded->shard_files().empty()) {
+        report.metadata = sharded->shard(sharded->shard_files().front())->metadata();
+      }
+      source = sharded;
+      break;
+    }
+    case io::CheckpointKind::kOffloadFolder: {
+      source = io::OffloadFolder::open(where.path);
+      check_dat_sizes(*source);
+      report.format = "offload folder";
+      base = where.path;
+      break;
+    }
+  }
+  for (const std::string& name : source->names()) {
+    report.rows.push_back(Row{source->info(name), display_file(source->file_of(name), base)});
+  }
+  return report;
+}
+
+std::uint64_t total_bytes(const Report& r) {
+  std::uint64_t total = 0;
+  for (const Row& row : r.rows) total += row.info.size_bytes();
+  return total;
+}
+
+std::map<std::string, Total> totals_by(const Report& r, bool by_dtype) {
+  std::map<std::string, Total> totals;
+  for (const Row& row : r.rows) {
+    Total& t = totals[by_dtype ? std::string(safetensors_name(row.info.dtype)) : row.file];
+    ++t.n_tensors;
+    t.size_bytes += row.info.size_bytes();
+  }
+  return totals;
+}
+
+void print_json(const Report& r) {
+  nlohmann::ordered_json out;
+  out["path"] = r.path;
+  out["format"] = r.format;
+  out["valid"] = true;
+  auto& tensors = out["tensors"] = nlohmann::ordered_json::array();
+  for (const Row& row : r.rows) {
+    tensors.push_back({{"name", row.info.name},
+                       {"dtype", safetensors_name(row.info.dtype)},
+                       {"shape", row.info.shape},
+                       {"size_bytes", row.info.size_bytes()},
+                       {"file", row.file}});
+  }
+  out["total_bytes"] = total_bytes(r);
+  for (const bool by_dtype : {true, false}) {
+    auto& totals = out[by_dtype ? "totals_by_dtype" : "totals_by_file"];
+    totals = nlohmann::ordered_json::object();
+    for (const auto& [key, t] : totals_by(r, by_dtype)) {
+      totals[key] = {{"tensors", t.n_tensors}, {"size_bytes", t.size_bytes}};
+    }
+  }
+  out["metadata"] = r.metadata;
+  if (r.index_total_size_bytes) out["index_total_size"] = *r.index_total_size_bytes;
+  // Names come from files: replace invalid UTF-8 rather than fail on output.
+  fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+}
+
+void print_table(const Report& r) {
+  std::size_t name_width = 4;
+  std::size_t shape_width = 5;
+  for (const Row& row : r.rows) {
+    name_width = std::max(name_width, row.info.name.size());
+    shape_width = std::max(shape_width, shape_string(row.info.shape).size());
+  }
+  fmt::print("{} ({})\n\n", r.path, r.format);
+  fmt::print("{:<{}}  {:<7}  {:<{}}  {:>12}  {}\n", "name", name_width, "dtype", "shape",
+             shape_width, "size", "file");
+  for (const Row& row : r.rows) {
+    fmt::print("{:<{}}  {:<7}  {:<{}}  {:>12}  {}\n", row.info.name, name_width,
+               safetensors_name(row.info.dtype), shape_string(row.info.shape), shape_width,
+               format_bytes(row.info.size_bytes()), row.file);
+  }
+  for (const bool by_dtype : {true, false}) {
+    fmt::print("\ntotals by {}\n", by_dtype ? "dtype" : "file");
+    for (const auto& [key, t] : totals_by(r, by_dtype)) {
+      fmt::print("  {:<40}  {:>6} tensors  {:>12}\n", key, t.n_tensors,
+                 format_bytes(t.size_bytes));
+    }
+  }
+  if (!r.metadata.empty()) {
+    fmt::print("\nmetadata\n");
+    for (const auto& [key, value] : r.metadata) fmt::print("  {}: {}\n", key, value);
+  }
+  if (r.index_total_size_bytes) {
+    fmt::print("\nindex total_size: {} bytes\n", *r.index_total_size_bytes);
+  }
+  fmt::print("\n{} tensors, {} ({} bytes)\nvalidation: OK\n", r.rows.size(),
+             format_bytes(total_bytes(r)), total_bytes(r));
+}
+
+int run_inspect(const InspectOptions& options) {
+  const Report report = build_report(options.path);
+  if (options.json) {
+    print_json(report);
+  } else {
+    print_table(report);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_inspect_command(CLI::App& app, Runner& runner) {
+  auto options = std::make_shared<InspectOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "inspect", "List a checkpoint's tensors (dtype, shape, size, file) and validate it");
+  cmd->add_option("path", options->path,
+                  "A .safetensors file, a *.index.json, a model folder or an offload folder")
+      ->required();
+  cmd->add_flag("--json", options->json, "Print one JSON object for scripts");
+  cmd->callback([&runner, options] { runner = [options] { return run_inspect(*options); }; });
+}
+
+}  // namespace ferry::cli
