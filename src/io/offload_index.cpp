@@ -18,7 +18,7 @@ using Json = nlohmann::ordered_json;
   throw CorruptFile(fmt::format("tensor '{}' in {}: {}: expected {}, got {}", printable(name),
                                 file, problem, expected, actual),
                     ErrorFields{.path = std::string(name), .file = std::string(file),
-                                .expected = std::move(expected), .actual = std::move(actual)});
+                                .expected = expected, .actual = actual});
 }
 
 DType entry_dtype(const Json& value, std::string_view file, std::string_view name) {

@@ -33,8 +33,8 @@ class Failure {
                                std::string actual) const {
     throw CorruptFile(fmt::format("safetensors file {}: {}: expected {}, got {}", file_, problem,
                                   expected, actual),
-                      ErrorFields{.file = file_, .expected = std::move(expected),
-                                  .actual = std::move(actual)});
+                      ErrorFields{.file = file_, .expected = expected,
+                                  .actual = actual});
   }
 
   [[noreturn]] void tensor(std::string_view name, std::string_view problem, std::string expected,
@@ -42,7 +42,7 @@ class Failure {
     throw CorruptFile(fmt::format("tensor '{}' in {}: {}: expected {}, got {}", printable(name),
                                   file_, problem, expected, actual),
                       ErrorFields{.path = std::string(name), .file = file_,
-                                  .expected = std::move(expected), .actual = std::move(actual)});
+                                  .expected = expected, .actual = actual});
   }
 
  private:
