@@ -72,7 +72,8 @@ class TreeBuilder {
     const NodeId id = add_node({.name = name, .class_name = module.class_name(), .parent = parent});
     for (const auto& entry : module.tensors()) {
       if (entry->is_buffer()) continue;
-      tree_.nodes_[id].params.push_back(add_tensor(*entry, name, id));
+      const NodeId t = add_tensor(*entry, name, id);  // may reallocate nodes_
+      tree_.nodes_[id].params.push_back(t);
     }
     for (const auto& [child_name, child] : module.children()) {
       const NodeId c = add_module(*child, join_name(name, child_name), id);
@@ -80,7 +81,8 @@ class TreeBuilder {
     }
     for (const auto& entry : module.tensors()) {
       if (!entry->is_buffer()) continue;
-      tree_.nodes_[id].buffers.push_back(add_tensor(*entry, name, id));
+      const NodeId t = add_tensor(*entry, name, id);
+      tree_.nodes_[id].buffers.push_back(t);
     }
     tree_.nodes_[id].end = static_cast<NodeId>(tree_.nodes_.size());
     return id;

@@ -1,0 +1,114 @@
+#include "ferry/plan/device_map.h"
+
+#include <gtest/gtest.h>
+
+#include "ferry/core/error.h"
+#include "ferry/core/log.h"
+#include "plan/plan_test_util.h"
+
+namespace ferry::plan {
+namespace {
+
+using testing::cpu;
+using testing::disk;
+using testing::gpu;
+using testing::ModelForTest;
+
+TEST(CleanDeviceMap, AccelerateCases) {
+  EXPECT_EQ(clean_device_map({{"a", gpu(0)}, {"b", gpu(0)}, {"c", gpu(0)}}),
+            (DeviceMap{{"", gpu(0)}}));
+  EXPECT_EQ(clean_device_map(
+                {{"a.x", gpu(0)}, {"a.y", gpu(0)}, {"b.x", gpu(1)}, {"b.y", gpu(1)}, {"c", gpu(1)}}),
+            (DeviceMap{{"a", gpu(0)}, {"b", gpu(1)}, {"c", gpu(1)}}));
+  EXPECT_EQ(clean_device_map({{"a.x", gpu(0)},
+                              {"a.y", gpu(0)},
+                              {"b.x.0", gpu(1)},
+                              {"b.x.1", gpu(1)},
+                              {"b.y.0", gpu(2)},
+                              {"b.y.1", gpu(2)},
+                              {"c", gpu(2)}}),
+            (DeviceMap{{"a", gpu(0)}, {"b.x", gpu(1)}, {"b.y", gpu(2)}, {"c", gpu(2)}}));
+}
+
+TEST(CleanDeviceMap, MergedKeysAreAppendedAndSingleKeysKept) {
+  const DeviceMap cleaned =
+      clean_device_map({{"a.x", gpu(0)}, {"a.y", gpu(0)}, {"b", cpu()}, {"c.z", disk()}});
+  ASSERT_EQ(cleaned.size(), 3U);
+  EXPECT_EQ(cleaned.entries()[0].first, "b");
+  EXPECT_EQ(cleaned.entries()[1].first, "c.z");  // a single key is not merged
+  EXPECT_EQ(cleaned.entries()[2].first, "a");
+  // "1" and "10" are different prefixes.
+  EXPECT_EQ(clean_device_map({{"1.a", gpu(0)}, {"1.b", gpu(0)}, {"10.a", gpu(1)}}),
+            (DeviceMap{{"1", gpu(0)}, {"10.a", gpu(1)}}));
+}
+
+TEST(DeviceMapValue, JsonRoundTripWithIntegerGpus) {
+  const DeviceMap map{{"model.embed_tokens", gpu(0)}, {"model.layers.0", gpu(1)},
+                      {"model.norm", cpu()}, {"lm_head", disk()}};
+  const std::string json = map.to_json();
+  EXPECT_EQ(json,
+            R"({"model.embed_tokens":0,"model.layers.0":1,"model.norm":"cpu","lm_head":"disk"})");
+  const DeviceMap back = DeviceMap::from_json(json);
+  EXPECT_EQ(back, map);
+  EXPECT_EQ(back.entries(), map.entries());
+  EXPECT_EQ(DeviceMap::from_json(R"({"a": "cuda:1", "b": "0"})"),
+            (DeviceMap{{"a", gpu(1)}, {"b", gpu(0)}}));
+  EXPECT_THROW(DeviceMap::from_json(R"({"a": "tpu"})"), InvalidArgument);
+  EXPECT_THROW(DeviceMap::from_json(R"({"a": -1})"), InvalidArgument);
+  EXPECT_THROW(DeviceMap::from_json(R"([1, 2])"), InvalidArgument);
+  EXPECT_THROW(DeviceMap::from_json("{"), InvalidArgument);
+}
+
+TEST(DeviceMapValue, LongestPrefixPlacementAndMainDevice) {
+  const DeviceMap map{{"model", cpu()}, {"model.layers.1", gpu(2)}, {"model.layers.10", gpu(1)}};
+  EXPECT_EQ(map.placement_of("model.layers.1.mlp.weight"), gpu(2));
+  EXPECT_EQ(map.placement_of("model.layers.10.mlp.weight"), gpu(1));
+  EXPECT_EQ(map.placement_of("model.norm.weight"), cpu());
+  EXPECT_EQ(map.placement_of("lm_head.weight"), std::nullopt);
+  EXPECT_EQ(main_device(map), gpu(2));
+  EXPECT_EQ(main_device({{"a", disk()}, {"b", cpu()}}), cpu());
+}
+
+TEST(CheckDeviceMap, CoverageErrorListsMissingStateDictEntries) {
+  ModelForTest model;
+  check_device_map(model, {{"", gpu(0)}});
+  check_device_map(model, {{"linear1", gpu(0)}, {"linear2", gpu(1)}, {"batchnorm", gpu(1)}});
+  try {
+    check_device_map(model, {{"linear1", gpu(0)}, {"linear2", gpu(1)}});
+    FAIL();
+  } catch (const InvalidDeviceMap& e) {
+    EXPECT_STREQ(e.what(),
+                 "The device_map provided does not give any device for the following parameters: "
+                 "batchnorm.weight, batchnorm.bias, batchnorm.running_mean, "
+                 "batchnorm.running_var, batchnorm.num_batches_tracked");
+    EXPECT_EQ(e.path(), "batchnorm.weight");
+  }
+}
+
+TEST(CheckDeviceMap, WarnsForKeysThatNameNoModule) {
+  ModelForTest model;
+  LogCapture logs;
+  check_device_map(model, {{"linear1", cpu()},
+                           {"batchnorm", cpu()},
+                           {"linear2", cpu()},
+                           {"invalid_module", gpu(0)},
+                           {"another_invalid", gpu(1)}});
+  EXPECT_TRUE(logs.contains(LogLevel::kWarning,
+                            "The following device_map keys do not match any submodules in the "
+                            "model: ['invalid_module', 'another_invalid']"));
+  LogCapture quiet;
+  check_device_map(model, {{"linear1.weight", cpu()}, {"linear1.bias", gpu(0)},
+                           {"batchnorm", cpu()}, {"linear2", cpu()}});
+  EXPECT_TRUE(quiet.entries().empty());
+}
+
+TEST(CheckDeviceMap, TiedParametersAreCheckedUnderEveryName) {
+  testing::Holder model;
+  model.add("a", std::make_shared<nn::Linear>(2, 2));
+  model.add("b", std::make_shared<nn::Linear>(2, 2));
+  testing::tie(model, "b.weight", "a.weight");
+  EXPECT_THROW(check_device_map(model, {{"a", gpu(0)}, {"b.bias", gpu(0)}}), InvalidDeviceMap);
+}
+
+}  // namespace
+}  // namespace ferry::plan
