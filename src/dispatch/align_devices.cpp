@@ -1,0 +1,241 @@
+#include "ferry/dispatch/align_devices.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "ferry/core/devices.h"
+#include "ferry/core/dtype.h"
+#include "ferry/core/error.h"
+#include "ferry/dispatch/send.h"
+
+namespace ferry::dispatch {
+namespace {
+
+at::Tensor meta_like(const at::Tensor& t) {
+  return at::empty(t.sizes(), t.options().device(c10::kMeta));
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+std::string placement_text(const std::optional<Placement>& p) {
+  return p ? p->to_string() : "None";
+}
+
+}  // namespace
+
+// Note [Tied weights across placements]
+// Tied parameters are one slot. When two modules that share it are offloaded, the first hook to
+// run materializes the slot on its execution device; a hook that finds the slot already
+// materialized there uses it as is and leaves returning it to meta to the hook that loaded it.
+// So a tied weight is onloaded once per execution device and call, never duplicated.
+
+AlignDevicesHook::AlignDevicesHook(AlignDevicesOptions options) : options_(std::move(options)) {
+  FERRY_CHECK(!options_.execution_device || !options_.execution_device->is_disk(),
+              InvalidArgument, "the execution device of a hook cannot be 'disk'");
+}
+
+std::vector<nn::NamedTensor> AlignDevicesHook::managed(nn::Module& module) const {
+  return module.named_module_tensors(options_.offload_buffers, options_.place_submodules,
+                                     /*remove_non_persistent=*/true);
+}
+
+void AlignDevicesHook::init(nn::Module& module) {
+  const bool recurse = options_.place_submodules;
+  if (!options_.offload && options_.execution_device) {
+    for (const auto& t : module.named_module_tensors(true, recurse, false)) {
+      if (!t.tensor().is_meta()) {
+        t.entry->slot->assign(move_to(t.tensor(), *options_.execution_device), t.name);
+      }
+    }
+    return;
+  }
+  if (!options_.offload) return;
+  original_placements_.clear();
+  for (const auto& t : module.named_module_tensors(true, recurse, false)) {
+    original_placements_.emplace_back(t.name, placement_of(t.tensor()));
+  }
+  if (!options_.weights_map) {
+    std::map<std::string, at::Tensor> state;
+    for (const auto& t : module.named_module_tensors(options_.offload_buffers, recurse, false)) {
+      if (!t.tensor().is_meta()) state.emplace(t.name, move_to(t.tensor(), Placement::cpu()));
+    }
+    options_.weights_map = io::make_memory_source(std::move(state));
+  }
+  for (const auto& t : managed(module)) {
+    t.entry->slot->assign(meta_like(t.tensor()), t.name);
+  }
+  if (options_.execution_device) {
+    for (const auto& b : module.named_buffers({.recurse = recurse})) {
+      const bool keep_on_device = !options_.offload_buffers || !b.entry->persistent;
+      if (keep_on_device && !b.tensor().is_meta()) {
+        b.entry->slot->assign(move_to(b.tensor(), *options_.execution_device), b.name);
+      }
+    }
+  }
+}
+
+void AlignDevicesHook::pre_forward(nn::Module& module, nn::TensorView& args) {
+  if (options_.io_same_device) input_device_ = find_device(args);
+  if (options_.offload && options_.execution_device) {
+    onloaded_.clear();
+    for (const auto& t : managed(module)) {
+      const nn::SlotPtr& slot = t.slot();
+      if (!slot->tensor().is_meta()) continue;  // Note [Tied weights across placements]
+      FERRY_CHECK(options_.weights_map->contains(t.name), MissingTensor,
+                  "tensor '{}' of offloaded module {} is not in its weights map ({})", t.name,
+                  module.class_name(), options_.weights_map->description());
+      // The stored value follows the model's dtype (the meta placeholder's), as Accelerate's
+      // set_module_tensor_to_device does.
+      io::LoadOptions load{.dtype = from_scalar_type(slot->tensor().scalar_type())};
+      slot->assign(move_to(options_.weights_map->load(t.name, load), *options_.execution_device),
+                   t.name);
+      onloaded_.push_back(slot);
+    }
+  }
+  if (options_.execution_device) {
+    send_to_device(args, *options_.execution_device, options_.skip_keys);
+  }
+}
+
+void AlignDevicesHook::post_forward(nn::Module& module, nn::TensorView& outputs) {
+  for (const nn::SlotPtr& slot : onloaded_) slot->assign(meta_like(slot->tensor()), "");
+  onloaded_.clear();
+  if (options_.io_same_device && input_device_) {
+    send_to_device(outputs, *input_device_, options_.skip_keys);
+  }
+}
+
+void AlignDevicesHook::detach(nn::Module& module) {
+  if (!options_.offload) return;
+  for (const auto& [name, placement] : original_placements_) {
+    if (!placement) continue;  // was on meta before the hook
+    nn::NamedTensor t = module.find_tensor(name);
+    at::Tensor value = options_.weights_map && options_.weights_map->contains(name)
+                           ? options_.weights_map->load(name)
+                           : t.tensor();
+    if (value.is_meta()) continue;
+    t.entry->slot->assign(move_to(value.to(t.tensor().scalar_type()), *placement), name);
+  }
+}
+
+std::string AlignDevicesHook::describe() const {
+  return fmt::format(
+      "AlignDevicesHook(execution_device={}, offload={}, io_same_device={}, offload_buffers={}, "
+      "place_submodules={}, skip_keys=[{}])",
+      placement_text(options_.execution_device), options_.offload, options_.io_same_device,
+      options_.offload_buffers, options_.place_submodules, fmt::join(options_.skip_keys, ", "));
+}
+
+namespace {
+void attach_recursive(nn::Module& module, Placement execution_device, bool offload,
+                      const AttachOptions& options, const std::string& module_name) {
+  const bool has_direct = !module.tensors().empty();
+  const bool full_offload = offload && contains(options.preload_module_classes,
+                                                module.class_name());
+  if (has_direct || full_offload) {
+    WeightsMap prefixed;
+    if (options.weights_map) {
+      prefixed = module_name.empty() ? options.weights_map
+                                     : options.weights_map->prefixed(module_name + ".");
+    }
+    add_hook_to_module(module,
+                       std::make_shared<AlignDevicesHook>(
+                           AlignDevicesOptions{.execution_device = execution_device,
+                                               .offload = offload,
+                                               .weights_map = std::move(prefixed),
+                                               .offload_buffers = options.offload_buffers,
+                                               .place_submodules = full_offload,
+                                               .skip_keys = options.skip_keys}),
+                       /*append=*/true);
+  }
+  if (full_offload) return;
+  for (const auto& [name, child] : module.children()) {
+    attach_recursive(*child, execution_device, offload, options,
+                     module_name.empty() ? name : module_name + "." + name);
+  }
+}
+}  // namespace
+
+void attach_align_device_hook(nn::Module& module, Placement execution_device, bool offload,
+                              const AttachOptions& options, const std::string& module_name) {
+  if (!offload || options.weights_map) {
+    attach_recursive(module, execution_device, offload, options, module_name);
+    return;
+  }
+  // One weights map for the whole tree, every name of a tied parameter included, so a module
+  // whose tied weight another hook already sent to meta still finds it.
+  AttachOptions with_map = options;
+  std::map<std::string, at::Tensor> state;
+  for (auto& [name, t] : module.state_dict({.keep_tied = true})) {
+    if (!t.is_meta()) state.emplace(module_name.empty() ? name : module_name + "." + name,
+                                    move_to(t, Placement::cpu()));
+  }
+  with_map.weights_map = io::make_memory_source(std::move(state));
+  attach_recursive(module, execution_device, offload, with_map, module_name);
+}
+
+void attach_execution_device_hook(nn::Module& module, Placement execution_device,
+                                  const AttachOptions& options) {
+  if (!module.hook() && !module.state_dict().empty()) {
+    add_hook_to_module(module, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
+                                   .execution_device = execution_device,
+                                   .skip_keys = options.skip_keys}));
+  }
+  if (contains(options.preload_module_classes, module.class_name())) return;
+  for (const auto& [name, child] : module.children()) {
+    attach_execution_device_hook(*child, execution_device, options);
+  }
+}
+
+void attach_align_device_hook_on_blocks(nn::Module& module,
+                                        const std::map<std::string, Placement>& execution_device,
+                                        const std::map<std::string, bool>& offload,
+                                        const AttachOptions& options,
+                                        const std::string& module_name) {
+  const auto exec = execution_device.find(module_name);
+  if (exec != execution_device.end()) {
+    const auto off = offload.find(module_name);
+    const bool offloaded = off != offload.end() && off->second;
+    if (!offloaded) {
+      add_hook_to_module(module, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
+                                     .execution_device = exec->second,
+                                     .io_same_device = module_name.empty(),
+                                     .offload_buffers = options.offload_buffers,
+                                     .place_submodules = true,
+                                     .skip_keys = options.skip_keys}));
+      attach_execution_device_hook(module, exec->second, options);
+    } else {
+      attach_align_device_hook(module, exec->second, /*offload=*/true, options, module_name);
+      if (!module.hook()) {
+        add_hook_to_module(module, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
+                                       .execution_device = exec->second,
+                                       .io_same_device = module_name.empty(),
+                                       .skip_keys = options.skip_keys}));
+      }
+      attach_execution_device_hook(module, exec->second, options);
+    }
+  } else if (module_name.empty()) {
+    const auto root = execution_device.find("");
+    add_hook_to_module(module, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
+                                   .execution_device = root == execution_device.end()
+                                                           ? std::nullopt
+                                                           : std::optional(root->second),
+                                   .io_same_device = true,
+                                   .skip_keys = options.skip_keys}));
+  }
+  for (const auto& [name, child] : module.children()) {
+    attach_align_device_hook_on_blocks(*child, execution_device, offload, options,
+                                       module_name.empty() ? name : module_name + "." + name);
+  }
+}
+
+void move_module(nn::Module& module, Placement device) {
+  for (const auto& t : module.named_module_tensors(/*include_buffers=*/true, /*recurse=*/true)) {
+    if (!t.tensor().is_meta()) t.entry->slot->assign(move_to(t.tensor(), device), t.name);
+  }
+}
+
+}  // namespace ferry::dispatch

@@ -1,0 +1,179 @@
+#include "ferry/dispatch/dispatch_model.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <set>
+
+#include "ferry/core/devices.h"
+#include "ferry/core/error.h"
+#include "ferry/core/log.h"
+#include "ferry/dispatch/weights_map.h"
+#include "ferry/io/offload_folder.h"
+#include "ferry/nn/tied.h"
+
+namespace ferry::dispatch {
+namespace {
+
+// The root hook of a dispatched model remembers its device map.
+class DeviceMapRecord final : public ModelHook {
+ public:
+  explicit DeviceMapRecord(plan::DeviceMap map) : map_(std::move(map)) {}
+  const plan::DeviceMap& map() const noexcept { return map_; }
+
+ private:
+  plan::DeviceMap map_;
+};
+
+bool has_any_hook(nn::Module& model) {
+  for (const auto& m : model.named_modules()) {
+    if (m.module->hook()) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> keys_on(const plan::DeviceMap& map, bool (Placement::*pred)() const) {
+  std::vector<std::string> out;
+  for (const auto& [key, p] : map.entries()) {
+    if ((p.*pred)()) out.push_back(key);
+  }
+  return out;
+}
+
+}  // namespace
+
+void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map,
+                    DispatchOptions options) {
+  plan::check_device_map(model, device_map);
+  const std::vector<Placement> devices = device_map.placements();
+  const bool has_disk = std::any_of(devices.begin(), devices.end(),
+                                    [](Placement p) { return p.is_disk(); });
+  if (devices.size() > 1 || has_disk || options.force_hooks) {
+    const Placement main = options.main_device.value_or(plan::main_device(device_map));
+    FERRY_CHECK(!main.is_disk(), InvalidDeviceMap, "the main device cannot be 'disk'");
+    WeightsMap cpu_state = options.state_dict;
+    const std::vector<std::string> cpu_modules = keys_on(device_map, &Placement::is_cpu);
+    if (!main.is_cpu() && !cpu_state && !cpu_modules.empty()) {
+      cpu_state = cpu_weights(
+          extract_submodules_state_dict(model.state_dict({.keep_tied = true}), cpu_modules));
+    }
+    const std::vector<std::string> disk_modules = keys_on(device_map, &Placement::is_disk);
+    WeightsMap disk_state = options.offload_index;
+    if (!disk_modules.empty() && !disk_state) {
+      if (options.offload_dir.empty()) {
+        throw InvalidDeviceMap(
+            fmt::format("We need an `offload_dir` to dispatch this model according to this "
+                        "`device_map`, the following submodules need to be offloaded: {}.",
+                        fmt::join(disk_modules, ", ")),
+            ErrorFields{.path = fmt::format("{}", fmt::join(disk_modules, ", "))});
+      }
+      if (!std::filesystem::exists(options.offload_dir / "index.json")) {
+        io::offload_state_dict(options.offload_dir,
+                               extract_submodules_state_dict(model.state_dict({.keep_tied = true}),
+                                                             disk_modules));
+      }
+      disk_state = io::OffloadFolder::open(options.offload_dir);
+    }
+    std::map<std::string, Placement> execution;
+    std::map<std::string, bool> offload;
+    for (const auto& [key, p] : device_map.entries()) {
+      execution.insert_or_assign(key, p.is_gpu() ? p : main);
+      offload[key] = p.is_disk() || (p.is_cpu() && !main.is_cpu());
+    }
+    execution.emplace("", main);
+    attach_align_device_hook_on_blocks(
+        model, execution, offload,
+        AttachOptions{.weights_map = combine_weights({cpu_state, disk_state}),
+                      .offload_buffers = options.offload_buffers,
+                      .skip_keys = options.skip_keys,
+                      .preload_module_classes = options.preload_module_classes});
+    std::vector<std::string> offloaded_to;
+    for (Placement p : devices) {
+      if (p.is_cpu() || p.is_disk()) offloaded_to.push_back(p.to_string());
+    }
+    if (!offloaded_to.empty()) {
+      log_warning("Some parameters are on the meta device because they were offloaded to the {}.",
+                  fmt::join(offloaded_to, " and "));
+    }
+    nn::retie_parameters(model, nn::find_tied_parameters(model));
+  } else if (!devices.empty()) {
+    move_module(model, devices.front());
+  }
+  // Remember the map on the root, beside its own hook, without re-running that hook's lifecycle.
+  std::shared_ptr<ModelHook> record = std::make_shared<DeviceMapRecord>(device_map);
+  if (std::shared_ptr<ModelHook> root = model.hook()) {
+    model.set_hook(std::make_shared<SequentialHook>(
+        std::vector<std::shared_ptr<ModelHook>>{std::move(root), std::move(record)}));
+  } else {
+    model.set_hook(std::move(record));
+  }
+}
+
+std::optional<plan::DeviceMap> hf_device_map(const nn::Module& model) {
+  const auto records = find_hooks<DeviceMapRecord>(model);
+  if (records.empty()) return std::nullopt;
+  return records.back()->map();
+}
+
+void cpu_offload(nn::Module& model, OffloadOptions options) {
+  Placement exec = Placement::cpu();
+  if (options.execution_device) {
+    exec = *options.execution_device;
+  } else {
+    for (const auto& p : model.named_parameters()) {
+      if (auto where = placement_of(p.tensor())) {
+        exec = *where;
+        break;
+      }
+    }
+  }
+  WeightsMap state = options.state_dict
+                         ? options.state_dict
+                         : cpu_weights(model.state_dict({.keep_tied = true}));
+  add_hook_to_module(model, std::make_shared<AlignDevicesHook>(
+                                AlignDevicesOptions{.io_same_device = true}),
+                     /*append=*/true);
+  attach_align_device_hook(model, exec, /*offload=*/true,
+                           AttachOptions{.weights_map = std::move(state),
+                                         .offload_buffers = options.offload_buffers,
+                                         .preload_module_classes = options.preload_module_classes});
+}
+
+void disk_offload(nn::Module& model, const std::filesystem::path& offload_dir,
+                  OffloadOptions options) {
+  if (!std::filesystem::is_directory(offload_dir) ||
+      !std::filesystem::exists(offload_dir / "index.json")) {
+    io::offload_state_dict(offload_dir, model.state_dict({.keep_tied = true}));
+  }
+  Placement exec = options.execution_device.value_or(Placement::cpu());
+  if (!options.execution_device) {
+    for (const auto& p : model.named_parameters()) {
+      if (auto where = placement_of(p.tensor())) {
+        exec = *where;
+        break;
+      }
+    }
+  }
+  add_hook_to_module(model, std::make_shared<AlignDevicesHook>(
+                                AlignDevicesOptions{.io_same_device = true}),
+                     /*append=*/true);
+  attach_align_device_hook(model, exec, /*offload=*/true,
+                           AttachOptions{.weights_map = io::OffloadFolder::open(offload_dir),
+                                         .offload_buffers = options.offload_buffers,
+                                         .preload_module_classes = options.preload_module_classes});
+}
+
+void move_model(nn::Module& model, Placement device) {
+  if (has_any_hook(model)) {
+    log_warning("You shouldn't move a model that is dispatched using ferry hooks.");
+    for (const auto& p : model.named_parameters()) {
+      if (p.tensor().is_meta()) {
+        throw InvalidDeviceMap("You can't move a model that has some modules offloaded to cpu or disk.",
+                               ErrorFields{.path = p.name});
+      }
+    }
+  }
+  move_module(model, device);
+}
+
+}  // namespace ferry::dispatch

@@ -1,0 +1,90 @@
+#include "ferry/dispatch/weights_map.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "ferry/core/devices.h"
+
+namespace ferry::dispatch {
+namespace {
+
+class CombinedSource final : public io::TensorSource {
+ public:
+  explicit CombinedSource(std::vector<WeightsMap> sources) : sources_(std::move(sources)) {
+    for (std::size_t i = 0; i < sources_.size(); ++i) {
+      for (const std::string& name : sources_[i]->names()) {
+        if (owner_.emplace(name, i).second) names_.push_back(name);
+      }
+    }
+    std::sort(names_.begin(), names_.end());
+  }
+
+  const std::vector<std::string>& names() const override { return names_; }
+  std::optional<TensorInfo> find(std::string_view name) const override {
+    const io::TensorSource* s = source_of(name);
+    return s == nullptr ? std::nullopt : s->find(name);
+  }
+  at::Tensor load(std::string_view name, const io::LoadOptions& options) const override {
+    const io::TensorSource* s = source_of(name);
+    if (s == nullptr) throw missing(name);
+    return s->load(name, options);
+  }
+  std::filesystem::path file_of(std::string_view name) const override {
+    const io::TensorSource* s = source_of(name);
+    if (s == nullptr) throw missing(name);
+    return s->file_of(name);
+  }
+  std::string description() const override {
+    std::vector<std::string> parts;
+    for (const auto& s : sources_) parts.push_back(s->description());
+    return fmt::format("weights map [{}]", fmt::join(parts, " + "));
+  }
+
+ private:
+  const io::TensorSource* source_of(std::string_view name) const {
+    auto it = owner_.find(std::string(name));
+    return it == owner_.end() ? nullptr : sources_[it->second].get();
+  }
+
+  std::vector<WeightsMap> sources_;
+  std::unordered_map<std::string, std::size_t> owner_;
+  std::vector<std::string> names_;
+};
+
+bool belongs(const std::string& name, const std::string& module) {
+  if (module.empty() || name == module) return true;
+  return name.size() > module.size() && name.starts_with(module) && name[module.size()] == '.';
+}
+
+}  // namespace
+
+WeightsMap combine_weights(std::vector<WeightsMap> sources) {
+  std::erase(sources, nullptr);
+  if (sources.size() == 1) return sources.front();
+  return std::make_shared<CombinedSource>(std::move(sources));
+}
+
+std::vector<std::pair<std::string, at::Tensor>> extract_submodules_state_dict(
+    const std::vector<std::pair<std::string, at::Tensor>>& state,
+    const std::vector<std::string>& modules) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& [name, tensor] : state) {
+    if (std::any_of(modules.begin(), modules.end(),
+                    [&](const std::string& m) { return belongs(name, m); })) {
+      out.emplace_back(name, tensor);
+    }
+  }
+  return out;
+}
+
+WeightsMap cpu_weights(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  std::map<std::string, at::Tensor> state;
+  for (const auto& [name, t] : tensors) {
+    if (!t.is_meta()) state.emplace(name, move_to(t, Placement::cpu()));
+  }
+  return io::make_memory_source(std::move(state));
+}
+
+}  // namespace ferry::dispatch

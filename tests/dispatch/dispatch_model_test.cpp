@@ -1,0 +1,185 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "ferry/core/devices.h"
+#include "ferry/core/error.h"
+#include "ferry/core/log.h"
+#include "ferry/dispatch/dispatch_model.h"
+#include "dispatch_test_models.h"
+
+namespace ferry::dispatch {
+namespace {
+
+using testing::ModelForTest;
+using testing::TinyStack;
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("ferry-dispatch-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    std::filesystem::remove_all(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path path_;
+};
+
+TEST(DispatchModel, SingleDeviceMapJustMovesTheModel) {
+  SimGpuScope gpus({1_MiB});
+  ModelForTest m;
+  const at::Tensor x = at::randn({2, 3});
+  const at::Tensor expected = m(x);
+  dispatch_model(m, plan::DeviceMap{{"", Placement::gpu(0)}});
+  EXPECT_EQ(placement_of(m.linear1->weight()), Placement::gpu(0));
+  EXPECT_EQ(m.linear1->hook(), nullptr);
+  EXPECT_TRUE(at::equal(m(x), expected));
+  ASSERT_TRUE(hf_device_map(m).has_value());
+  EXPECT_EQ(*hf_device_map(m), (plan::DeviceMap{{"", Placement::gpu(0)}}));
+}
+
+TEST(DispatchModel, SplitOverGpusCpuAndDiskEqualsUndispatched) {
+  SimGpuScope gpus({1_MiB, 1_MiB});
+  TempDir dir;
+  ModelForTest m;
+  const at::Tensor x = at::randn({2, 3});
+  const at::Tensor expected = m(x);
+  LogCapture log;
+  dispatch_model(m,
+                 plan::DeviceMap{{"linear1", Placement::gpu(1)},
+                                 {"batchnorm", Placement::cpu()},
+                                 {"linear2", Placement::disk()}},
+                 DispatchOptions{.offload_dir = dir.path()});
+  EXPECT_TRUE(log.contains(LogLevel::kWarning,
+                           "Some parameters are on the meta device because they were offloaded "
+                           "to the cpu and disk."));
+  EXPECT_EQ(placement_of(m.linear1->weight()), Placement::gpu(1));
+  EXPECT_TRUE(m.batchnorm->find_tensor("weight").tensor().is_meta());
+  EXPECT_TRUE(m.linear2->weight().is_meta());
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "index.json"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "linear2.weight.dat"));
+  const at::Tensor y = m(x);
+  EXPECT_TRUE(at::equal(y, expected));
+  EXPECT_EQ(placement_of(y), Placement::cpu());  // io_same_device
+}
+
+TEST(DispatchModel, DiskWithoutOffloadDirIsAnError) {
+  ModelForTest m;
+  try {
+    dispatch_model(m, plan::DeviceMap{{"linear1", Placement::cpu()},
+                                      {"batchnorm", Placement::disk()},
+                                      {"linear2", Placement::disk()}});
+    FAIL();
+  } catch (const InvalidDeviceMap& e) {
+    EXPECT_STREQ(e.what(),
+                 "We need an `offload_dir` to dispatch this model according to this `device_map`, "
+                 "the following submodules need to be offloaded: batchnorm, linear2.");
+  }
+}
+
+TEST(DispatchModel, IncompleteMapIsAnError) {
+  ModelForTest m;
+  try {
+    dispatch_model(m, plan::DeviceMap{{"linear1", Placement::cpu()}});
+    FAIL();
+  } catch (const InvalidDeviceMap& e) {
+    EXPECT_NE(std::string(e.what()).find("The device_map provided does not give any device for "
+                                         "the following parameters: batchnorm.weight"),
+              std::string::npos);
+  }
+}
+
+TEST(DispatchModel, MovingADispatchedModel) {
+  SimGpuScope gpus({1_MiB});
+  {
+    ModelForTest m;
+    dispatch_model(m, plan::DeviceMap{{"linear1", Placement::gpu(0)},
+                                      {"batchnorm", Placement::cpu()},
+                                      {"linear2", Placement::gpu(0)}});
+    LogCapture log;
+    try {
+      move_model(m, Placement::cpu());
+      FAIL();
+    } catch (const InvalidDeviceMap& e) {
+      EXPECT_STREQ(e.what(), "You can't move a model that has some modules offloaded to cpu or disk.");
+    }
+    EXPECT_TRUE(log.contains(LogLevel::kWarning, "You shouldn't move a model that is dispatched"));
+  }
+  {
+    ModelForTest m;
+    dispatch_model(m, plan::DeviceMap{{"", Placement::gpu(0)}}, DispatchOptions{.force_hooks = true});
+    LogCapture log;
+    move_model(m, Placement::cpu());
+    EXPECT_TRUE(log.contains(LogLevel::kWarning, "You shouldn't move a model that is dispatched"));
+    EXPECT_EQ(placement_of(m.linear1->weight()), Placement::cpu());
+  }
+}
+
+TEST(CpuOffload, EqualsUndispatchedAndKeepsGpuPeakToOneModule) {
+  SimGpuScope gpus({1_MiB});
+  TinyStack model(17, 8, 3);
+  const at::Tensor ids = at::randint(17, {2, 6});
+  const at::Tensor expected = model(ids);
+  cpu_offload(model, OffloadOptions{.execution_device = Placement::gpu(0)});
+  for (const auto& p : model.named_parameters()) EXPECT_TRUE(p.tensor().is_meta()) << p.name;
+  reset_sim_gpu_peak(0);
+  EXPECT_TRUE(at::equal(model(ids), expected));
+  // Only the root's buffer stays resident (buffers are not offloaded without offload_buffers).
+  EXPECT_EQ(sim_gpu_stats(0).resident, Bytes(4));
+  // Largest module: the tied embedding/head (17 x 8 floats) plus the moved activations.
+  EXPECT_LE(sim_gpu_stats(0).peak.value(), 17U * 8U * 4U + 4096U);
+}
+
+TEST(DiskOffload, EqualsUndispatchedReadingTheOffloadFolder) {
+  TempDir dir;
+  TinyStack model(13, 8, 2);
+  const at::Tensor ids = at::randint(13, {1, 4});
+  const at::Tensor expected = model(ids);
+  disk_offload(model, dir.path());
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "layers.0.fc1.weight.dat"));
+  EXPECT_TRUE(at::equal(model(ids), expected));
+}
+
+// Random maps over {gpu 0, gpu 1, cpu, disk} at block or leaf granularity give the undispatched
+// output bit for bit, and no simulated GPU exceeds its capacity.
+TEST(DispatchModel, RandomDeviceMapsAreEquivalent) {
+  std::mt19937 rng(1234);
+  const std::vector<Placement> choices{Placement::gpu(0), Placement::gpu(1), Placement::cpu(),
+                                       Placement::disk()};
+  for (int trial = 0; trial < 200; ++trial) {
+    SimGpuScope gpus({256_KiB, 256_KiB});
+    TempDir dir;
+    at::manual_seed(trial);
+    TinyStack model(19, 8, 3);
+    const at::Tensor ids = at::randint(19, {2, 5});
+    const at::Tensor expected = model(ids);
+    auto pick = [&] { return choices[rng() % choices.size()]; };
+    plan::DeviceMap map;
+    // embed and head are tied: keep them together, as infer_auto_device_map would.
+    const Placement tied = pick();
+    map.set("embed", tied);
+    map.set("head", tied);
+    for (int i = 0; i < 3; ++i) {
+      const std::string block = "layers." + std::to_string(i);
+      if (rng() % 2 == 0) {
+        map.set(block, pick());
+      } else {
+        for (const char* leaf : {"norm", "fc1", "act", "fc2"}) map.set(block + "." + leaf, pick());
+      }
+    }
+    map.set("norm", pick());
+    map.set("scale", pick());
+    dispatch_model(model, map, DispatchOptions{.offload_dir = dir.path()});
+    const at::Tensor y = model(ids);
+    ASSERT_TRUE(at::equal(y, expected)) << "trial " << trial << " map " << map.to_json();
+    for (int g = 0; g < 2; ++g) EXPECT_LE(sim_gpu_stats(g).peak, 256_KiB);
+  }
+}
+
+}  // namespace
+}  // namespace ferry::dispatch
