@@ -5,7 +5,7 @@
 #include <string_view>
 
 #include "ferry/core/error.h"
-#include "ferry/io/offload_folder.h"
+#include "ferry/io/offload_index.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "ferry/core/error.h"
-#include "ferry/io/offload_folder.h"
+#include "ferry/io/offload_index.h"
 #include "io/json_file.h"
 #include "io/offload_names.h"
 #include "io/printable.h"
