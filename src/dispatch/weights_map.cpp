@@ -53,6 +53,39 @@ class CombinedSource final : public io::TensorSource {
   std::vector<std::string> names_;
 };
 
+// Names that read another name of the same source.
+class AliasSource final : public io::TensorSource {
+ public:
+  AliasSource(WeightsMap base, std::unordered_map<std::string, std::string> aliases)
+      : base_(std::move(base)), aliases_(std::move(aliases)) {
+    names_ = base_->names();
+    for (const auto& [alias, target] : aliases_) names_.push_back(alias);
+    std::sort(names_.begin(), names_.end());
+  }
+  const std::vector<std::string>& names() const override { return names_; }
+  std::optional<TensorInfo> find(std::string_view name) const override {
+    auto info = base_->find(resolve(name));
+    if (info) info->name = std::string(name);
+    return info;
+  }
+  at::Tensor load(std::string_view name, const io::LoadOptions& options) const override {
+    return base_->load(resolve(name), options);
+  }
+  std::filesystem::path file_of(std::string_view name) const override {
+    return base_->file_of(resolve(name));
+  }
+  std::string description() const override { return base_->description(); }
+
+ private:
+  std::string resolve(std::string_view name) const {
+    auto it = aliases_.find(std::string(name));
+    return it == aliases_.end() ? std::string(name) : it->second;
+  }
+  WeightsMap base_;
+  std::unordered_map<std::string, std::string> aliases_;
+  std::vector<std::string> names_;
+};
+
 bool belongs(const std::string& name, const std::string& module) {
   if (module.empty() || name == module) return true;
   return name.size() > module.size() && name.starts_with(module) && name[module.size()] == '.';
@@ -77,6 +110,22 @@ std::vector<std::pair<std::string, at::Tensor>> extract_submodules_state_dict(
     }
   }
   return out;
+}
+
+WeightsMap with_tied_aliases(WeightsMap weights,
+                             const std::vector<std::vector<std::string>>& tied_groups) {
+  if (!weights) return weights;
+  std::unordered_map<std::string, std::string> aliases;
+  for (const auto& group : tied_groups) {
+    auto present = std::find_if(group.begin(), group.end(),
+                                [&](const std::string& n) { return weights->contains(n); });
+    if (present == group.end()) continue;
+    for (const std::string& n : group) {
+      if (!weights->contains(n)) aliases.emplace(n, *present);
+    }
+  }
+  if (aliases.empty()) return weights;
+  return std::make_shared<AliasSource>(std::move(weights), std::move(aliases));
 }
 
 WeightsMap cpu_weights(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {

@@ -23,6 +23,11 @@ std::vector<std::pair<std::string, at::Tensor>> extract_submodules_state_dict(
     const std::vector<std::pair<std::string, at::Tensor>>& state,
     const std::vector<std::string>& modules);
 
+// `weights` plus, for each tied group, every name of the group that `weights` lacks, read as the
+// first name of the group it has (a checkpoint stores a tied weight once).
+WeightsMap with_tied_aliases(WeightsMap weights,
+                             const std::vector<std::vector<std::string>>& tied_groups);
+
 // An in-memory weights map over `tensors`, each moved to the CPU.
 WeightsMap cpu_weights(const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 

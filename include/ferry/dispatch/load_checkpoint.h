@@ -1,0 +1,68 @@
+#pragma once
+// Loading a checkpoint into a model built on meta, per a device map, and the one-call
+// load_checkpoint_and_dispatch (spec §1 items 7–8, §2.18).
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "ferry/core/dtype.h"
+#include "ferry/dispatch/align_devices.h"
+#include "ferry/plan/device_map.h"
+#include "ferry/plan/memory_budget.h"
+#include "ferry/plan/strategy.h"
+
+namespace ferry::dispatch {
+
+struct LoadCheckpointOptions {
+  std::optional<plan::DeviceMap> device_map;  // nullopt: every tensor to the CPU
+  std::filesystem::path offload_folder;       // required when the map has "disk"
+  std::optional<DType> dtype;                 // floating tensors converted to it; ints untouched
+  // Accelerate bounds RAM by staging CPU weights through a temporary folder. ferry's CPU tensors
+  // are views of the mapped checkpoint (page cache, not process memory), which bounds RAM
+  // already; the option is accepted and changes nothing.
+  bool offload_state_dict = false;
+  bool offload_buffers = false;  // disk modules' persistent buffers go to disk too
+  bool strict = false;           // missing or unexpected keys are errors instead of warnings
+  std::vector<std::string> keep_in_fp32_modules;  // with dtype float16: these stay float32
+};
+
+struct LoadReport {
+  std::vector<std::string> missing_keys;     // model tensors the checkpoint did not provide
+  std::vector<std::string> unexpected_keys;  // checkpoint tensors the model does not have
+  WeightsMap disk_weights;                   // where disk-placed tensors are read from (or null)
+};
+
+// Loads `checkpoint` (a .safetensors file, a *.index.json, or a folder with either) into
+// `model`. CPU tensors are zero-copy views of the mapped file where no conversion is needed;
+// GPU tensors are copied there; "disk" tensors rest on meta and are referenced in place in the
+// checkpoint (or, when a dtype conversion is needed, written to offload_folder), the index
+// published last. Throws InvalidDeviceMap, ShapeMismatch (naming tensor, file, shapes),
+// MissingTensor (strict), CorruptFile / IoError from the reader.
+LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::path& checkpoint,
+                                    const LoadCheckpointOptions& options = {});
+
+struct LoadAndDispatchOptions {
+  // Nothing: load on the CPU without dispatch; a strategy: plan with it; a map: use it.
+  std::variant<std::monostate, plan::Strategy, plan::DeviceMap> device_map;
+  std::optional<plan::MemoryBudget> max_memory;   // nullopt: probed budgets
+  plan::MemoryBudget reserve;                     // kept free per device when planning
+  std::vector<std::string> no_split_module_classes;
+  std::filesystem::path offload_folder;
+  bool offload_buffers = false;
+  std::optional<DType> dtype;
+  std::optional<bool> offload_state_dict;         // default: true iff the map has "disk"
+  std::vector<std::string> skip_keys;
+  std::vector<std::string> preload_module_classes;
+  bool force_hooks = false;
+  bool strict = false;
+};
+
+// Plans (for a strategy), loads, and dispatches. Returns the device map used (empty when none).
+plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
+                                             const std::filesystem::path& checkpoint,
+                                             const LoadAndDispatchOptions& options = {});
+
+}  // namespace ferry::dispatch

@@ -1,0 +1,189 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "ferry/core/devices.h"
+#include "ferry/core/error.h"
+#include "ferry/core/log.h"
+#include "ferry/dispatch/dispatch_model.h"
+#include "ferry/dispatch/load_checkpoint.h"
+#include "ferry/io/offload_folder.h"
+#include "ferry/io/safetensors_writer.h"
+#include "ferry/io/sharded.h"
+#include "ferry/nn/init.h"
+#include "dispatch_test_models.h"
+
+namespace ferry::dispatch {
+namespace {
+
+using testing::ModelForTest;
+using testing::TinyStack;
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("ferry-load-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path path_;
+};
+
+// A reference model with real weights saved to `dir` as a sharded checkpoint (tied head omitted,
+// as Hugging Face checkpoints do).
+std::filesystem::path save_reference(TinyStack& reference, const std::filesystem::path& dir) {
+  return io::save_sharded(dir, reference.state_dict(), io::ShardOptions{.max_shard_size = Bytes(2000)});
+}
+
+std::unique_ptr<TinyStack> empty_stack() {
+  nn::InitEmptyWeights guard;
+  return std::make_unique<TinyStack>(23, 8, 3);
+}
+
+TEST(LoadCheckpoint, WithoutMapLoadsZeroCopyOnCpu) {
+  TempDir dir;
+  at::manual_seed(1);
+  TinyStack reference(23, 8, 3);
+  const at::Tensor ids = at::randint(23, {2, 4});
+  const at::Tensor expected = reference(ids);
+  const auto checkpoint = save_reference(reference, dir.path());
+  auto model = empty_stack();
+  const LoadReport report = load_checkpoint_in_model(*model, dir.path());
+  EXPECT_TRUE(report.unexpected_keys.empty());
+  EXPECT_TRUE(report.missing_keys.empty()) << report.missing_keys.front();
+  EXPECT_TRUE(at::equal((*model)(ids), expected));
+  EXPECT_TRUE(model->embed->weight().is_cpu());
+  // The tie survives: head reads the embedding's slot.
+  EXPECT_EQ(model->find_tensor("head.weight").slot(), model->find_tensor("embed.weight").slot());
+}
+
+TEST(LoadCheckpoint, AndDispatchWithAutoOnSimulatedGpuCpuAndDisk) {
+  SimGpuScope gpus({3_KiB});
+  TempDir dir;
+  TempDir offload;
+  at::manual_seed(2);
+  TinyStack reference(23, 8, 3);
+  const at::Tensor ids = at::randint(23, {2, 4});
+  const at::Tensor expected = reference(ids);
+  save_reference(reference, dir.path());
+  auto model = empty_stack();
+  plan::MemoryBudget budget;
+  budget.set(Placement::gpu(0), 3_KiB);
+  budget.set(Placement::cpu(), Bytes(1500));
+  const plan::DeviceMap map = load_checkpoint_and_dispatch(
+      *model, dir.path(),
+      LoadAndDispatchOptions{.device_map = plan::Strategy::kSequential,
+                             .max_memory = budget,
+                             .no_split_module_classes = {"Block"},
+                             .offload_folder = offload.path()});
+  const auto placements = map.placements();
+  EXPECT_NE(std::find(placements.begin(), placements.end(), Placement::disk()), placements.end())
+      << map.to_json();
+  EXPECT_TRUE(at::equal((*model)(ids), expected)) << map.to_json();
+  EXPECT_LE(sim_gpu_stats(0).peak, 3_KiB);
+  // Disk weights are read in place from the checkpoint: no .dat copies.
+  bool any_dat = false;
+  for (const auto& e : std::filesystem::directory_iterator(offload.path())) {
+    any_dat |= e.path().extension() == ".dat";
+  }
+  EXPECT_FALSE(any_dat);
+  EXPECT_TRUE(std::filesystem::exists(offload.path() / "index.json"));
+}
+
+TEST(LoadCheckpoint, DtypeConversionWritesOffloadCopiesAndLeavesIntegersAlone) {
+  TempDir dir;
+  TempDir offload;
+  ModelForTest reference;
+  const auto state = reference.state_dict();
+  io::save_safetensors(dir.path() / "model.safetensors",
+                       std::map<std::string, at::Tensor>(state.begin(), state.end()));
+  std::unique_ptr<ModelForTest> model;
+  {
+    nn::InitEmptyWeights guard;
+    model = std::make_unique<ModelForTest>();
+  }
+  load_checkpoint_in_model(*model, dir.path() / "model.safetensors",
+                           LoadCheckpointOptions{.device_map = plan::DeviceMap{{"linear1", Placement::cpu()},
+                                                                               {"batchnorm", Placement::cpu()},
+                                                                               {"linear2", Placement::disk()}},
+                                                 .offload_folder = offload.path(),
+                                                 .dtype = DType::kF16});
+  EXPECT_EQ(model->linear1->weight().scalar_type(), at::kHalf);
+  EXPECT_EQ(model->batchnorm->find_tensor("num_batches_tracked").tensor().scalar_type(), at::kLong);
+  EXPECT_TRUE(model->linear2->weight().is_meta());
+  EXPECT_EQ(model->linear2->weight().scalar_type(), at::kHalf);
+  EXPECT_TRUE(std::filesystem::exists(offload.path() / "linear2.weight.dat"));
+  const auto folder = io::OffloadFolder::open(offload.path());
+  EXPECT_EQ(folder->info("linear2.weight").dtype, DType::kF16);
+}
+
+TEST(LoadCheckpoint, ErrorsNameTensorFileAndShapes) {
+  TempDir dir;
+  io::save_safetensors(dir.path() / "model.safetensors",
+                       {{"linear1.weight", at::zeros({3, 4})}, {"extra", at::zeros({1})}});
+  ModelForTest model;
+  try {
+    load_checkpoint_in_model(model, dir.path());
+    FAIL();
+  } catch (const ShapeMismatch& e) {
+    EXPECT_EQ(e.path(), "linear1.weight");
+    EXPECT_NE(e.file().find("model.safetensors"), std::string::npos);
+    EXPECT_EQ(e.expected(), "[4, 3]");
+    EXPECT_EQ(e.actual(), "[3, 4]");
+  }
+  try {
+    load_checkpoint_in_model(model, dir.path(),
+                             LoadCheckpointOptions{.device_map = plan::DeviceMap{{"linear1", Placement::disk()}}});
+    FAIL();
+  } catch (const InvalidDeviceMap& e) {
+    EXPECT_STREQ(e.what(),
+                 "At least one of the model submodule will be offloaded to disk, please pass along "
+                 "an `offload_folder`.");
+  }
+}
+
+TEST(LoadCheckpoint, UnexpectedAndMissingKeysAreReportedOrStrictErrors) {
+  TempDir dir;
+  ModelForTest reference;
+  auto state = reference.state_dict();
+  std::map<std::string, at::Tensor> tensors(state.begin(), state.end());
+  tensors.erase("linear2.bias");
+  tensors.emplace("decoder.weight", at::zeros({2}));
+  io::save_safetensors(dir.path() / "model.safetensors", tensors);
+  ModelForTest model;
+  LogCapture log;
+  const LoadReport report = load_checkpoint_in_model(model, dir.path());
+  EXPECT_EQ(report.unexpected_keys, std::vector<std::string>{"decoder.weight"});
+  EXPECT_EQ(report.missing_keys, std::vector<std::string>{"linear2.bias"});
+  EXPECT_TRUE(log.contains(LogLevel::kWarning, "were not used when initializing ModelForTest: "
+                                               "[decoder.weight]"));
+  EXPECT_THROW(load_checkpoint_in_model(model, dir.path(), LoadCheckpointOptions{.strict = true}),
+               MissingTensor);
+  try {
+    load_checkpoint_in_model(model, dir.path(),
+                             LoadCheckpointOptions{.device_map = plan::DeviceMap{{"linear1", Placement::cpu()}}});
+    FAIL();
+  } catch (const InvalidDeviceMap& e) {
+    EXPECT_STREQ(e.what(), "batchnorm.bias doesn't have any device set.");
+  }
+}
+
+TEST(LoadCheckpoint, BadStrategyStringIsTheSpecError) {
+  try {
+    plan::parse_strategy("fastest");
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_STREQ(e.what(),
+                 "If passing a string for `device_map`, please choose 'auto', 'balanced', "
+                 "'balanced_low_0' or 'sequential'.");
+  }
+}
+
+}  // namespace
+}  // namespace ferry::dispatch
