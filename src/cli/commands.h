@@ -15,5 +15,7 @@ using Runner = std::function<int()>;
 void add_demo_command(CLI::App& app, Runner& runner);
 // Adds `ferry inspect PATH [--json]`.
 void add_inspect_command(CLI::App& app, Runner& runner);
+// Adds `ferry plan`.
+void add_plan_command(CLI::App& app, Runner& runner);
 
 }  // namespace ferry::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   ferry::cli::Runner runner;
   ferry::cli::add_demo_command(app, runner);
   ferry::cli::add_inspect_command(app, runner);
+  ferry::cli::add_plan_command(app, runner);
 
   try {
     app.parse(argc, argv);
