@@ -65,6 +65,10 @@ void AlignDevicesHook::init(nn::Module& module) {
     options_.weights_map = io::make_memory_source(std::move(state));
   }
   for (const auto& t : managed(module)) {
+    // A missing weight is found now, when dispatching, not at the first forward.
+    FERRY_CHECK(options_.weights_map->contains(t.name), MissingTensor,
+                "tensor '{}' of offloaded module {} is not in its weights map ({})", t.name,
+                module.class_name(), options_.weights_map->description());
     t.entry->slot->assign(meta_like(t.tensor()), t.name);
   }
   if (options_.execution_device) {

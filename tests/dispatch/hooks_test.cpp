@@ -2,6 +2,7 @@
 
 #include "ferry/core/devices.h"
 #include "ferry/dispatch/align_devices.h"
+#include "ferry/dispatch/cpu_offload_hook.h"
 #include "ferry/dispatch/hooks.h"
 #include "ferry/dispatch/send.h"
 #include "ferry/io/tensor_source.h"
@@ -147,12 +148,12 @@ TEST(AlignDevicesHook, OffloadBuffersControlsWhereBuffersLive) {
 TEST(AlignDevicesHook, MissingWeightIsATypedErrorNamingIt) {
   SimGpuScope gpus({1_MiB});
   nn::Linear lin(2, 2);
-  add_hook_to_module(lin, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                              .execution_device = Placement::gpu(0),
-                              .offload = true,
-                              .weights_map = io::make_memory_source({{"weight", at::ones({2, 2})}})}));
   try {
-    lin(at::ones({1, 2}));
+    // Found when the hook is attached (dispatch time), not at the first forward.
+    add_hook_to_module(lin, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
+                                .execution_device = Placement::gpu(0),
+                                .offload = true,
+                                .weights_map = io::make_memory_source({{"weight", at::ones({2, 2})}})}));
     FAIL();
   } catch (const MissingTensor& e) {
     EXPECT_NE(std::string(e.what()).find("'bias'"), std::string::npos);
@@ -172,6 +173,35 @@ TEST(AttachAlignDeviceHook, HooksEveryModuleWithTensorsAndPreloadStops) {
   EXPECT_EQ(find_hooks<AlignDevicesHook>(*model.blocks[0]).front()->options().place_submodules,
             true);
   EXPECT_TRUE(at::equal(model(ids), expected));
+}
+
+}  // namespace
+}  // namespace ferry::dispatch
+
+namespace ferry::dispatch {
+namespace {
+
+TEST(CpuOffloadWithHook, PipelineKeepsOneModelOnTheDevice) {
+  SimGpuScope gpus({1_MiB});
+  nn::Linear a(8, 8);
+  nn::Linear b(8, 8);
+  const at::Tensor x = at::randn({2, 8});
+  const at::Tensor expected = b(a(x));
+  auto hook_a = cpu_offload_with_hook(a, Placement::gpu(0));
+  auto hook_b = cpu_offload_with_hook(b, Placement::gpu(0), hook_a);
+  EXPECT_EQ(placement_of(a.weight()), Placement::cpu());
+  const at::Tensor mid = a(x);
+  EXPECT_EQ(placement_of(a.weight()), Placement::gpu(0));  // stays after its call
+  const at::Tensor y = b(mid);
+  EXPECT_EQ(placement_of(a.weight()), Placement::cpu());   // b's call offloaded a
+  EXPECT_EQ(placement_of(b.weight()), Placement::gpu(0));
+  EXPECT_TRUE(at::equal(y, expected));
+  // One model at a time on the device: its weights plus one moved input.
+  EXPECT_EQ(sim_gpu_stats(0).peak.value(), (8U * 8 * 4 + 8 * 4) + 2U * 8 * 4);
+  hook_b->offload();
+  EXPECT_EQ(placement_of(b.weight()), Placement::cpu());
+  hook_b->remove();
+  EXPECT_EQ(b.hook(), nullptr);
 }
 
 }  // namespace
