@@ -1,0 +1,35 @@
+#pragma once
+// What generation needs from any architecture: a module tree to load and dispatch, its config,
+// the class name of its decoder block (its no-split class), and logits for a step.
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+#include "ferry/models/config.h"
+#include "ferry/models/kv_cache.h"
+#include "ferry/nn/module.h"
+
+namespace ferry::models {
+
+// One forward step of a batch. Padding is on the left.
+struct StepInput {
+  at::Tensor input_ids;       // [batch, tokens] int64: the new tokens of this step
+  at::Tensor position_ids;    // [batch, tokens] int64: their positions (padding excluded)
+  at::Tensor attention_mask;  // [batch, cached + tokens] int64: 1 = real token, 0 = padding
+};
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+  // The root of the module tree; its tensor paths are the checkpoint's tensor names.
+  virtual nn::Module& module() = 0;
+  virtual const ModelConfig& config() const = 0;
+  // The decoder block's class name ("LlamaDecoderLayer", "GPT2Block"): never split by planning.
+  virtual std::string decoder_layer_class() const = 0;
+  // Runs one step and appends its keys and values to `cache` (which must have one layer per
+  // decoder layer). Returns float32 logits [batch, tokens, vocab] on the CPU.
+  virtual at::Tensor step(const StepInput& input, KvCache& cache) = 0;
+};
+
+}  // namespace ferry::models

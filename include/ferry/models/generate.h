@@ -1,0 +1,46 @@
+#pragma once
+// Text generation with a KV cache: the whole (left-padded) batch of prompts in one prefill,
+// then one token per step, until max_new_tokens, an EOS id, a stop string, or the model's
+// maximum positions.
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ferry/models/causal_lm.h"
+#include "ferry/models/sampling.h"
+
+namespace ferry::models {
+
+struct GenerateOptions {
+  std::int64_t max_new_tokens = 32;       // per prompt
+  SamplingOptions sampling;               // greedy by default
+  std::vector<std::int64_t> eos_token_ids;  // a row stops after producing one (it is kept)
+  std::vector<std::string> stop_strings;  // a row stops once its decoded text contains one
+  // Decodes a row's generated ids; required when stop_strings is not empty.
+  std::function<std::string(const std::vector<std::int64_t>&)> decode;
+  // Called for every generated token as soon as it is chosen: (row, token id).
+  std::function<void(std::size_t row, std::int64_t token)> on_token;
+  std::int64_t pad_token_id = 0;          // fills the left padding (never attended to)
+  bool keep_prompt_logits = false;        // return the prefill's logits
+};
+
+struct GenerateResult {
+  std::vector<std::vector<std::int64_t>> tokens;  // generated ids per prompt
+  std::vector<std::string> finish_reasons;        // "eos", "stop_string", "length", "max_positions"
+  at::Tensor prompt_logits;  // with keep_prompt_logits: [batch, longest prompt, vocab] float32
+  double first_token_seconds = 0;  // prefill until the first token is chosen
+  double decode_seconds = 0;       // every later step
+  std::int64_t decode_steps = 0;   // steps after the prefill
+};
+
+// Generates for `prompts` (token ids; at least one, none empty). Throws InvalidArgument for an
+// empty prompt, a token outside the vocabulary, or a prompt longer than the config's
+// max_position_embeddings (naming config.json and the field).
+GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int64_t>>& prompts,
+                        const GenerateOptions& options = {});
+
+}  // namespace ferry::models

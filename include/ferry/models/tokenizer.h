@@ -1,0 +1,53 @@
+#pragma once
+// Text ↔ token ids from a Hugging Face tokenizer.json: BPE models either byte-level (GPT-2,
+// Llama 3, Qwen2: ByteLevel / Split-regex pre-tokenizers) or over characters with the '▁'
+// metaspace and byte fallback (Llama 2, Mistral: Prepend/Replace normalizers or a Metaspace
+// pre-tokenizer); added and special tokens matched before everything else. BOS/EOS insertion
+// follows tokenizer_config.json (add_bos_token, add_eos_token) when present beside it, else the
+// tokenizer.json's TemplateProcessing post-processor. Unicode normalisation (NFC) is assumed
+// done: normalizer steps other than Prepend and Replace are ignored.
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ferry::models {
+
+class Tokenizer {
+ public:
+  // Reads `path`: a tokenizer.json, or a folder holding one (and maybe tokenizer_config.json).
+  // Throws IoError, CorruptFile naming the file and the field that cannot be used (an unknown
+  // model type, a merge naming a token not in the vocabulary, a pre-tokenizer regex PCRE2
+  // rejects).
+  static Tokenizer load(const std::filesystem::path& path);
+  // Parses tokenizer.json text (and optionally tokenizer_config.json text); `file` names it in
+  // errors.
+  static Tokenizer from_json(std::string_view tokenizer_json, const std::filesystem::path& file,
+                             std::string_view tokenizer_config_json = {});
+
+  // Token ids of `text` (UTF-8); with add_special_tokens, BOS/EOS as configured.
+  std::vector<std::int64_t> encode(std::string_view text, bool add_special_tokens = true) const;
+  // Text of `ids`; bytes of partial UTF-8 sequences are kept as they are. Unknown ids throw
+  // InvalidArgument.
+  std::string decode(const std::vector<std::int64_t>& ids, bool skip_special_tokens = false) const;
+
+  std::optional<std::int64_t> token_to_id(std::string_view token) const;
+  // The token string (as the vocabulary spells it); InvalidArgument for an unknown id.
+  const std::string& id_to_token(std::int64_t id) const;
+  // 1 + the largest id (vocabulary and added tokens).
+  std::int64_t vocab_size() const;
+  std::optional<std::int64_t> bos_token_id() const;
+  std::optional<std::int64_t> eos_token_id() const;
+
+  struct Impl;
+
+ private:
+  explicit Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<const Impl> impl_;
+};
+
+}  // namespace ferry::models

@@ -1,0 +1,123 @@
+#include "ferry/models/generate.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "ferry/core/error.h"
+
+namespace ferry::models {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+void check_prompts(const ModelConfig& c, const std::vector<std::vector<std::int64_t>>& prompts) {
+  FERRY_CHECK(!prompts.empty(), InvalidArgument, "generate: no prompt given");
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    FERRY_CHECK(!prompts[i].empty(), InvalidArgument, "generate: prompt {} is empty", i);
+    for (std::int64_t id : prompts[i]) {
+      FERRY_CHECK(id >= 0 && id < c.vocab_size, InvalidArgument,
+                  "prompt {}: token id {} is outside the vocabulary [0, {}) of {}", i, id,
+                  c.vocab_size, c.file.string());
+    }
+    if (static_cast<std::int64_t>(prompts[i].size()) > c.max_position_embeddings) {
+      const std::string field = c.model_type == "gpt2" ? "n_positions" : "max_position_embeddings";
+      throw InvalidArgument(
+          fmt::format("prompt {} has {} tokens, more than the model's {} = {} in {}", i,
+                      prompts[i].size(), field, c.max_position_embeddings, c.file.string()),
+          ErrorFields{.path = field, .file = c.file.string(),
+                      .expected = fmt::format("<= {}", c.max_position_embeddings),
+                      .actual = std::to_string(prompts[i].size())});
+    }
+  }
+}
+
+}  // namespace
+
+GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int64_t>>& prompts,
+                        const GenerateOptions& options) {
+  const ModelConfig& c = model.config();
+  check_prompts(c, prompts);
+  FERRY_CHECK(options.stop_strings.empty() || options.decode, InvalidArgument,
+              "generate: stop strings need a decode function");
+  at::NoGradGuard no_grad;
+  const auto batch = static_cast<std::int64_t>(prompts.size());
+  std::int64_t longest = 0;
+  for (const auto& p : prompts) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(p.size()));
+
+  // Left padding: every row's last prompt token sits in the last column.
+  at::Tensor ids = at::full({batch, longest}, options.pad_token_id, at::kLong);
+  at::Tensor mask = at::zeros({batch, longest}, at::kLong);
+  at::Tensor positions = at::zeros({batch, longest}, at::kLong);
+  std::vector<std::vector<std::int64_t>> seen(prompts.size());
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const auto& p = prompts[static_cast<std::size_t>(b)];
+    const auto n = static_cast<std::int64_t>(p.size());
+    ids[b].narrow(0, longest - n, n).copy_(at::tensor(p, at::kLong));
+    mask[b].narrow(0, longest - n, n).fill_(1);
+    positions[b].narrow(0, longest - n, n).copy_(at::arange(n, at::kLong));
+    seen[static_cast<std::size_t>(b)] = p;
+  }
+
+  GenerateResult result;
+  result.tokens.resize(prompts.size());
+  result.finish_reasons.assign(prompts.size(), "length");
+  std::vector<bool> done(prompts.size(), options.max_new_tokens <= 0);
+  KvCache cache(static_cast<std::size_t>(c.n_layers));
+  Sampler sampler(options.sampling);
+  at::Tensor next_positions = positions.narrow(1, longest - 1, 1) + 1;
+
+  const auto start = Clock::now();
+  at::Tensor logits = model.step({.input_ids = ids, .position_ids = positions, .attention_mask = mask}, cache);
+  if (options.keep_prompt_logits) result.prompt_logits = logits;
+  for (std::int64_t step = 0; step < options.max_new_tokens; ++step) {
+    if (step > 0) {
+      // Tokens of finished rows are fed (and ignored); the batch keeps its shape.
+      logits = model.step({.input_ids = ids, .position_ids = next_positions, .attention_mask = mask}, cache);
+      next_positions = next_positions + 1;
+    }
+    const at::Tensor chosen = sampler.next(logits.select(1, logits.size(1) - 1), seen);
+    if (step == 0) {
+      result.first_token_seconds = seconds_since(start);
+    } else {
+      ++result.decode_steps;
+    }
+    const auto chosen_ids = chosen.accessor<std::int64_t, 1>();
+    for (std::size_t b = 0; b < prompts.size(); ++b) {
+      if (done[b]) continue;
+      const std::int64_t token = chosen_ids[static_cast<std::int64_t>(b)];
+      result.tokens[b].push_back(token);
+      seen[b].push_back(token);
+      if (options.on_token) options.on_token(b, token);
+      if (std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), token) !=
+          options.eos_token_ids.end()) {
+        done[b] = true;
+        result.finish_reasons[b] = "eos";
+      } else if (!options.stop_strings.empty()) {
+        const std::string text = options.decode(result.tokens[b]);
+        for (const auto& s : options.stop_strings) {
+          if (!s.empty() && text.find(s) != std::string::npos) {
+            done[b] = true;
+            result.finish_reasons[b] = "stop_string";
+          }
+        }
+      }
+    }
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    if (next_positions.max().item<std::int64_t>() >= c.max_position_embeddings) {
+      for (std::size_t b = 0; b < prompts.size(); ++b) {
+        if (!done[b]) result.finish_reasons[b] = "max_positions";
+      }
+      break;
+    }
+    ids = chosen.unsqueeze(1);
+    mask = at::cat({mask, at::ones({batch, 1}, at::kLong)}, 1);
+  }
+  result.decode_seconds = seconds_since(start) - result.first_token_seconds;
+  return result;
+}
+
+}  // namespace ferry::models
