@@ -17,5 +17,9 @@ void add_demo_command(CLI::App& app, Runner& runner);
 void add_inspect_command(CLI::App& app, Runner& runner);
 // Adds `ferry plan`.
 void add_plan_command(CLI::App& app, Runner& runner);
+// Adds `ferry make-model`.
+void add_make_model_command(CLI::App& app, Runner& runner);
+// Adds `ferry run MODEL`.
+void add_run_command(CLI::App& app, Runner& runner);
 
 }  // namespace ferry::cli

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   ferry::cli::add_demo_command(app, runner);
   ferry::cli::add_inspect_command(app, runner);
   ferry::cli::add_plan_command(app, runner);
+  ferry::cli::add_make_model_command(app, runner);
+  ferry::cli::add_run_command(app, runner);
 
   try {
     app.parse(argc, argv);

@@ -280,6 +280,8 @@ std::string Tokenizer::decode(const std::vector<std::int64_t>& ids, bool skip_sp
   const Impl& t = *impl_;
   std::string out;
   for (std::int64_t id : ids) {
+    // Ids past the tokenizer (padded embedding rows) decode to nothing, as in transformers.
+    if (id >= 0 && (id >= vocab_size() || impl_->tokens[static_cast<std::size_t>(id)].empty())) continue;
     const std::string& token = id_to_token(id);
     const bool is_added = t.special[static_cast<std::size_t>(id)] ||
                           std::any_of(t.added.begin(), t.added.end(), [&](const auto& a) { return a.second == id; });

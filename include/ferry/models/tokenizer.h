@@ -31,8 +31,8 @@ class Tokenizer {
 
   // Token ids of `text` (UTF-8); with add_special_tokens, BOS/EOS as configured.
   std::vector<std::int64_t> encode(std::string_view text, bool add_special_tokens = true) const;
-  // Text of `ids`; bytes of partial UTF-8 sequences are kept as they are. Unknown ids throw
-  // InvalidArgument.
+  // Text of `ids`; bytes of partial UTF-8 sequences are kept as they are. Ids past the
+  // vocabulary (padded embedding rows) decode to nothing; negative ids throw InvalidArgument.
   std::string decode(const std::vector<std::int64_t>& ids, bool skip_special_tokens = false) const;
 
   std::optional<std::int64_t> token_to_id(std::string_view token) const;

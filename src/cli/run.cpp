@@ -1,0 +1,226 @@
+// `ferry run MODEL --prompt TEXT`: loads a checkpoint folder under a device map (disk offload
+// included), streams generated text, and reports load time, time to first token, tokens per
+// second and peak memory per device.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "ferry/core/devices.h"
+#include "ferry/core/memory.h"
+#include "ferry/io/safetensors_writer.h"
+#include "ferry/models/generate.h"
+#include "ferry/models/registry.h"
+#include "ferry/models/tokenizer.h"
+
+namespace ferry::cli {
+namespace {
+
+struct RunOptions {
+  std::string model;
+  std::vector<std::string> prompts;
+  std::string prompt_ids;  // "1,2,3"
+  std::string dump_logits;
+  std::int64_t max_new_tokens = 32;
+  models::SamplingOptions sampling;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+  std::string device_map = "auto";
+  std::string max_memory;
+  std::string offload_folder;
+  std::string dtype;
+  std::vector<std::string> no_split;
+  bool json = false;
+};
+
+std::vector<std::int64_t> parse_ids(const std::string& text) {
+  std::vector<std::int64_t> ids;
+  std::size_t at = 0;
+  while (at <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, comma - at);
+    std::size_t used = 0;
+    std::int64_t v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    FERRY_CHECK(used == item.size() && !item.empty(), InvalidArgument,
+                "--prompt-ids: '{}' is not an integer (expected e.g. 1,2,3)", item);
+    ids.push_back(v);
+    at = comma + 1;
+  }
+  return ids;
+}
+
+double seconds(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+int run(const RunOptions& o) {
+  FERRY_CHECK(!o.prompts.empty() != !o.prompt_ids.empty(), InvalidArgument,
+              "give either --prompt TEXT or --prompt-ids 1,2,3");
+  const std::filesystem::path folder(o.model);
+  std::optional<models::Tokenizer> tokenizer;
+  if (!o.prompts.empty() || std::filesystem::exists(folder / "tokenizer.json")) {
+    tokenizer = models::Tokenizer::load(folder);
+  }
+  std::vector<std::vector<std::int64_t>> prompts;
+  if (o.prompt_ids.empty()) {
+    for (const auto& p : o.prompts) prompts.push_back(tokenizer->encode(p));
+  } else {
+    prompts.push_back(parse_ids(o.prompt_ids));
+  }
+
+  models::LoadModelOptions load;
+  const bool is_file = o.device_map.ends_with(".json");
+  if (is_file) {
+    std::FILE* f = std::fopen(o.device_map.c_str(), "rb");
+    FERRY_CHECK(f != nullptr, IoError, "--device-map: cannot read {}", o.device_map);
+    std::string text;
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+    std::fclose(f);
+    load.dispatch.device_map = plan::DeviceMap::from_json(text);
+  } else {
+    load.dispatch.device_map = plan::parse_strategy(o.device_map);
+  }
+  if (!o.max_memory.empty()) load.dispatch.max_memory = plan::get_max_memory(plan::parse_budget_entries(o.max_memory));
+  load.dispatch.offload_folder = o.offload_folder.empty()
+      ? std::filesystem::temp_directory_path() / fmt::format("ferry-offload-{}", ::getpid())
+      : std::filesystem::path(o.offload_folder);
+  if (!o.dtype.empty()) load.dispatch.dtype = parse_dtype(o.dtype);
+  load.dispatch.no_split_module_classes = o.no_split;
+  const plan::MemoryBudget budget = load.dispatch.max_memory ? *load.dispatch.max_memory : plan::get_max_memory();
+
+  if (!o.json) fmt::print("ferry run: loading {} ...\n", o.model);
+  std::fflush(stdout);
+  const auto load_start = std::chrono::steady_clock::now();
+  models::LoadedModel loaded = models::load_model(folder, load);
+  const double load_seconds = seconds(load_start);
+
+  // Bytes resting on each placement, from the map (tensors on meta still have their sizes).
+  std::map<std::string, std::uint64_t> placed;
+  for (const auto& t : loaded.model->module().named_parameters()) {
+    const auto p = loaded.device_map.placement_of(t.name);
+    placed[p ? p->to_string() : "cpu"] += static_cast<std::uint64_t>(t.tensor().nbytes());
+  }
+  if (!o.json) {
+    fmt::print("  {} ({} layers, hidden {}), loaded in {:.2f} s\n  placement:", loaded.config.model_type,
+               loaded.config.n_layers, loaded.config.hidden_size, load_seconds);
+    for (const auto& [where, bytes] : placed) fmt::print(" {} {}", where, format_bytes(bytes));
+    fmt::print("\n");
+    if (!loaded.device_map.empty()) {
+      std::map<std::string, std::vector<std::string>> by_place;
+      for (const auto& [path, p] : loaded.device_map.entries()) by_place[p.to_string()].push_back(path);
+      for (const auto& [where, paths] : by_place) {
+        fmt::print("    {:<5} {} module(s): {}{}\n", where, paths.size(),
+                   paths.front().empty() ? "(whole model)" : paths.front(),
+                   paths.size() > 1 ? fmt::format(" ... {}", paths.back()) : "");
+      }
+    }
+    fmt::print("  prompt: {} token(s)\n---\n", prompts.front().size());
+    if (tokenizer && o.prompt_ids.empty()) fmt::print("{}", o.prompts.front());
+    std::fflush(stdout);
+  }
+
+  models::GenerateOptions g{.max_new_tokens = o.max_new_tokens, .sampling = o.sampling,
+                            .stop_strings = o.stop, .keep_prompt_logits = !o.dump_logits.empty()};
+  if (!o.ignore_eos) {
+    g.eos_token_ids = loaded.config.eos_token_ids;
+    if (tokenizer && tokenizer->eos_token_id()) g.eos_token_ids.push_back(*tokenizer->eos_token_id());
+  }
+  std::vector<std::int64_t> streamed;
+  std::size_t printed = 0;
+  if (tokenizer) {
+    g.decode = [&](const std::vector<std::int64_t>& ids) { return tokenizer->decode(ids, true); };
+  }
+  if (!o.json) {
+    g.on_token = [&](std::size_t row, std::int64_t token) {
+      if (row != 0) return;
+      streamed.push_back(token);
+      if (!tokenizer) {
+        fmt::print("{} ", token);
+      } else {
+        const std::string text = tokenizer->decode(streamed, true);
+        if (text.size() > printed) fmt::print("{}", text.substr(printed));
+        printed = std::max(printed, text.size());
+      }
+      std::fflush(stdout);
+    };
+  }
+  const models::GenerateResult r = models::generate(*loaded.model, prompts, g);
+  if (!o.dump_logits.empty()) {
+    io::save_safetensors(o.dump_logits, {{"logits", r.prompt_logits},
+                                         {"input_ids", at::tensor(prompts.front(), at::kLong)}});
+  }
+  const double tps = r.decode_seconds > 0 ? static_cast<double>(r.decode_steps) / r.decode_seconds : 0.0;
+
+  std::map<std::string, std::uint64_t> peak{{"cpu", peak_rss().value()}};
+  for (int i = 0; i < simulated_gpu_count(); ++i) peak[std::to_string(i)] = sim_gpu_stats(i).peak.value();
+  if (placed.contains("disk")) peak["disk"] = placed["disk"];
+  const std::string text = tokenizer ? tokenizer->decode(r.tokens.front(), true) : "";
+
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["text"] = text;
+    j["token_ids"] = r.tokens.front();
+    j["prompt_ids"] = prompts.front();
+    j["finish_reason"] = r.finish_reasons.front();
+    j["device_map"] = nlohmann::ordered_json::parse(loaded.device_map.empty() ? "{}" : loaded.device_map.to_json());
+    j["load_seconds"] = load_seconds;
+    j["first_token_seconds"] = r.first_token_seconds;
+    j["tokens_per_second"] = tps;
+    j["peak_bytes"] = peak;
+    j["placed_bytes"] = placed;
+    if (r.tokens.size() > 1) j["batch_token_ids"] = r.tokens;
+    fmt::print("{}\n", j.dump(2));
+    return 0;
+  }
+  fmt::print("\n---\n  finish: {}; {} token(s) generated\n", r.finish_reasons.front(), r.tokens.front().size());
+  fmt::print("  load {:.2f} s, first token {:.2f} s, {:.2f} tokens/s\n", load_seconds,
+             r.first_token_seconds, tps);
+  fmt::print("  peak memory:");
+  for (const auto& [where, bytes] : peak) {
+    const auto b = budget.find(where == "cpu" ? Placement::cpu() : where == "disk" ? Placement::disk()
+                                                                                 : Placement::gpu(std::stoi(where)));
+    fmt::print(" {} {}{}", where, format_bytes(bytes), b ? fmt::format(" (budget {})", format_bytes(b->value())) : "");
+  }
+  fmt::print("\n");
+  if (!o.dump_logits.empty()) fmt::print("  prompt logits written to {}\n", o.dump_logits);
+  return 0;
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app, Runner& runner) {
+  auto* cmd = app.add_subcommand("run", "Generate text with a checkpoint folder (config.json + safetensors)");
+  auto o = std::make_shared<RunOptions>();
+  cmd->add_option("MODEL", o->model, "Model folder")->required();
+  cmd->add_option("--prompt", o->prompts, "Prompt text (repeat for a batch)");
+  cmd->add_option("--prompt-ids", o->prompt_ids, "Prompt token ids, e.g. 1,2,3 (no tokenizer needed)");
+  cmd->add_option("--dump-logits", o->dump_logits, "Write the prompt's logits (safetensors)");
+  cmd->add_option("--max-new-tokens", o->max_new_tokens, "Tokens to generate");
+  cmd->add_option("--temperature", o->sampling.temperature, "0 = greedy");
+  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens");
+  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass");
+  cmd->add_option("--repetition-penalty", o->sampling.repetition_penalty, "> 1 discourages repeats");
+  cmd->add_option("--seed", o->sampling.seed, "Sampling seed");
+  cmd->add_option("--stop", o->stop, "Stop when the text contains this (repeatable)");
+  cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at EOS");
+  cmd->add_option("--device-map", o->device_map, "auto|balanced|balanced_low_0|sequential|FILE.json");
+  cmd->add_option("--max-memory", o->max_memory, "Budgets, e.g. 0=20GiB,cpu=2GiB");
+  cmd->add_option("--offload-folder", o->offload_folder, "Where disk-offloaded weights are indexed");
+  cmd->add_option("--dtype", o->dtype, "Convert floating weights (float32, bfloat16, float16)");
+  cmd->add_option("--no-split", o->no_split, "Extra module classes never split");
+  cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->callback([&runner, o] { runner = [o] { return run(*o); }; });
+}
+
+}  // namespace ferry::cli

@@ -1,0 +1,191 @@
+#include "ferry/models/make_model.h"
+
+#include <nlohmann/json.hpp>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <map>
+
+#include "byte_level.h"
+#include "ferry/core/error.h"
+#include "ferry/io/sharded.h"
+#include "ferry/models/registry.h"
+#include "ferry/nn/init.h"
+#include "io/json_file.h"
+
+namespace ferry::models {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// Text the synthetic tokenizer learns its merges from: common English, so prompts in English
+// get multi-byte tokens.
+constexpr std::string_view kCorpus =
+    "The quick brown fox jumps over the lazy dog. Once upon a time there was a little model that "
+    "was far too big for the memory of the machine it ran on. It kept some of its layers on the "
+    "disk and the others in memory, and it moved each one to where the computation happened just "
+    "before it was needed. The people who used it were happy, because they could run the model "
+    "they wanted on the computer they had. This is the story of that model and of the things it "
+    "said when they asked it questions about the world, about the weather, and about what it "
+    "would like to do in the future. It said that it would like to be faster and smaller.";
+
+std::vector<std::string> special_tokens(const std::string& arch) {
+  if (arch == "gpt2") return {"<|endoftext|>"};
+  return {"<|begin_of_text|>", "<|end_of_text|>"};
+}
+
+// Dimensions for about `target` bytes: the widest hidden size (head_dim 64) that still gives
+// at least 8 layers.
+void choose_dims(MakeModelOptions& o, const Bytes target) {
+  const std::uint64_t e = static_cast<std::uint64_t>(element_size(o.dtype));
+  std::int64_t chosen = 64;
+  for (std::int64_t h : {64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 5120, 8192}) {
+    const double per_layer = (o.arch == "gpt2" ? 12.0 : 10.75) * static_cast<double>(h * h) * static_cast<double>(e);
+    if (static_cast<double>(target.value()) / per_layer >= 8) chosen = h;
+  }
+  const double per_layer = (o.arch == "gpt2" ? 12.0 : 10.75) * static_cast<double>(chosen * chosen) * static_cast<double>(e);
+  if (o.hidden_size == 0) o.hidden_size = chosen;
+  if (o.n_layers == 0) {
+    o.n_layers = std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(target.value()) / per_layer));
+  }
+}
+
+ModelConfig config_for(MakeModelOptions o, std::int64_t vocab_size) {
+  FERRY_CHECK(o.arch == "llama" || o.arch == "gpt2", InvalidArgument,
+              "make-model: arch '{}' is not supported (llama, gpt2)", o.arch);
+  if (o.target_size) choose_dims(o, *o.target_size);
+  if (o.hidden_size == 0) o.hidden_size = 64;
+  if (o.n_layers == 0) o.n_layers = 2;
+  if (o.n_heads == 0) o.n_heads = std::max<std::int64_t>(1, o.hidden_size / 64);
+  if (o.n_kv_heads == 0) o.n_kv_heads = o.n_heads % 4 == 0 ? o.n_heads / 4 : o.n_heads;
+  FERRY_CHECK(o.hidden_size % o.n_heads == 0 && (o.hidden_size / o.n_heads) % 2 == 0, InvalidArgument,
+              "make-model: {} heads must divide hidden size {} into even head sizes", o.n_heads, o.hidden_size);
+  FERRY_CHECK(o.n_heads % o.n_kv_heads == 0, InvalidArgument,
+              "make-model: {} key/value heads must divide {} heads", o.n_kv_heads, o.n_heads);
+  ModelConfig c;
+  c.model_type = o.arch;
+  c.vocab_size = vocab_size;
+  c.hidden_size = o.hidden_size;
+  c.n_layers = o.n_layers;
+  c.n_heads = o.n_heads;
+  c.n_kv_heads = o.arch == "gpt2" ? o.n_heads : o.n_kv_heads;
+  c.head_dim = o.hidden_size / o.n_heads;
+  c.torch_dtype = std::string(torch_name(o.dtype));
+  if (o.arch == "gpt2") {
+    c.intermediate_size = o.intermediate_size ? o.intermediate_size : 4 * o.hidden_size;
+    c.max_position_embeddings = o.max_position_embeddings ? o.max_position_embeddings : 1024;
+    c.norm_eps = 1e-5;
+    c.hidden_act = "gelu_new";
+    c.tie_word_embeddings = c.attention_bias = c.mlp_bias = true;
+    c.bos_token_id = vocab_size - 1;
+    c.eos_token_ids = {vocab_size - 1};
+  } else {
+    c.intermediate_size = o.intermediate_size ? o.intermediate_size : (o.hidden_size * 11 / 4 + 63) / 64 * 64;
+    c.max_position_embeddings = o.max_position_embeddings ? o.max_position_embeddings : 2048;
+    c.norm_eps = 1e-5;
+    c.rope_theta = 500000.0;
+    c.tie_word_embeddings = o.tie_word_embeddings;
+    if (!o.rope_scaling.empty()) {
+      c.rope_scaling = {.type = o.rope_scaling, .factor = 2.0, .low_freq_factor = 1.0,
+                        .high_freq_factor = 4.0, .original_max_position_embeddings = 64};
+    }
+    c.bos_token_id = vocab_size - 2;
+    c.eos_token_ids = {vocab_size - 1};
+  }
+  return c;
+}
+
+}  // namespace
+
+std::string make_tokenizer_json(const std::string& arch, int n_merges) {
+  // Learn merges: count adjacent symbol pairs over the corpus' pre-tokenized words, merge the
+  // most frequent (ties: the smallest pair), repeat.
+  const detail::Regex regex(detail::kGpt2Pattern);
+  std::map<std::vector<std::string>, std::int64_t> words;
+  for (const std::string& w : regex.split(kCorpus)) ++words[detail::utf8_chars(detail::bytes_to_printable(w))];
+  Json vocab = Json::object();
+  std::int64_t next_id = 0;
+  for (int b = 0; b < 256; ++b) vocab[detail::bytes_to_printable(std::string(1, static_cast<char>(b)))] = next_id++;
+  Json merges = Json::array();
+  for (int m = 0; m < n_merges; ++m) {
+    std::map<std::pair<std::string, std::string>, std::int64_t> pairs;
+    for (const auto& [symbols, count] : words) {
+      for (std::size_t i = 0; i + 1 < symbols.size(); ++i) pairs[{symbols[i], symbols[i + 1]}] += count;
+    }
+    if (pairs.empty()) break;
+    auto best = pairs.begin();
+    for (auto it = pairs.begin(); it != pairs.end(); ++it) {
+      if (it->second > best->second) best = it;
+    }
+    const auto [left, right] = best->first;
+    merges.push_back(left + " " + right);
+    if (!vocab.contains(left + right)) vocab[left + right] = next_id++;
+    std::map<std::vector<std::string>, std::int64_t> merged;
+    for (const auto& [symbols, count] : words) merged[detail::bpe(symbols, {{left + " " + right, 0}})] += count;
+    words = std::move(merged);
+  }
+  Json added = Json::array();
+  for (const std::string& s : special_tokens(arch)) {
+    added.push_back({{"id", next_id}, {"content", s}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+    vocab[s] = next_id++;
+  }
+  Json j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  j["added_tokens"] = added;
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  j["post_processor"] = nullptr;
+  j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+  j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
+                {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
+                {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", merges}};
+  return j.dump(2) + "\n";
+}
+
+MadeModel make_model(const std::filesystem::path& folder, const MakeModelOptions& options) {
+  const std::string tokenizer = make_tokenizer_json(options.arch, options.n_merges);
+  const auto token_count = static_cast<std::int64_t>(Json::parse(tokenizer).at("model").at("vocab").size());
+  MadeModel made;
+  // The embedding table rounded up to a multiple of 64 rows, as real checkpoints often are.
+  made.config = config_for(options, (token_count + 63) / 64 * 64);
+  ModelConfig& c = made.config;
+  // Special tokens sit at the end of the tokenizer; ids in the config must name them.
+  const std::int64_t first_special = token_count - static_cast<std::int64_t>(special_tokens(options.arch).size());
+  c.bos_token_id = first_special;
+  c.eos_token_ids = {token_count - 1};
+
+  std::shared_ptr<CausalLM> model;
+  {
+    nn::InitEmptyWeights guard;
+    model = create_model(c, require_scalar_type(options.dtype));
+  }
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& t : model->module().named_parameters()) {
+    const bool is_norm = t.name.find("norm") != std::string::npos || t.name.find("ln_") != std::string::npos;
+    const bool is_bias = t.name.ends_with(".bias");
+    at::Tensor w = at::normal(0.0, 1.0, t.tensor().sizes(), gen, at::kFloat);
+    // Norm weights near 1 (and not exactly 1, so a reference that skips them would differ).
+    w = is_norm && !is_bias ? 1.0 + 0.1 * w : 0.02 * w;
+    tensors.emplace_back(t.name, w.to(require_scalar_type(options.dtype)));
+    made.n_parameters += static_cast<std::uint64_t>(w.numel());
+  }
+  made.size = Bytes(made.n_parameters * static_cast<std::uint64_t>(element_size(options.dtype)));
+  std::filesystem::create_directories(folder);
+  io::save_sharded(folder, tensors, {.max_shard_size = options.max_shard_size});
+  io::write_text_file(folder / "config.json", config_to_json(c));
+  io::write_text_file(folder / "tokenizer.json", tokenizer);
+  const auto names = special_tokens(options.arch);
+  const Json tokenizer_config{{"add_bos_token", options.arch != "gpt2"},
+                              {"add_eos_token", false},
+                              {"bos_token", names.front()},
+                              {"eos_token", names.back()},
+                              {"model_max_length", c.max_position_embeddings}};
+  io::write_text_file(folder / "tokenizer_config.json", tokenizer_config.dump(2) + "\n");
+  return made;
+}
+
+}  // namespace ferry::models
