@@ -18,10 +18,12 @@ IoError os_error(std::string_view what, const std::filesystem::path& path, int e
                  ErrorFields{.file = path.string(), .actual = std::strerror(err)});
 }
 
-// Closes a descriptor on every path out of open(); the mapping outlives it.
+// Closes a descriptor on every failure path out of open().
 struct FdCloser {
   int fd;
-  ~FdCloser() { ::close(fd); }
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
 };
 
 // madvise wants a page-aligned start; widen the range down to the page boundary.
@@ -56,16 +58,38 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
   // no read-only tensors); such writes land in private copy-on-write pages, never in the file.
   void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   if (data == MAP_FAILED) throw os_error("map", path, errno);
-  // Checkpoints are read in large runs; a sequential hint doubles the kernel's readahead.
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  closer.fd = -1;
   return std::shared_ptr<const MappedFile>(
-      new MappedFile(path, static_cast<std::byte*>(data), size));
+      new MappedFile(path, fd, static_cast<std::byte*>(data), size));
 }
 
-MappedFile::MappedFile(std::filesystem::path path, std::byte* data, std::uint64_t size_bytes)
-    : path_(std::move(path)), data_(data), size_bytes_(size_bytes) {}
+MappedFile::MappedFile(std::filesystem::path path, int fd, std::byte* data,
+                       std::uint64_t size_bytes)
+    : path_(std::move(path)), fd_(fd), data_(data), size_bytes_(size_bytes) {}
 
-MappedFile::~MappedFile() { ::munmap(data_, size_bytes_); }
+MappedFile::~MappedFile() {
+  ::munmap(data_, size_bytes_);
+  ::close(fd_);
+}
+
+void MappedFile::read(std::uint64_t offset_bytes, std::span<std::byte> dest) const {
+  FERRY_ASSERT(offset_bytes <= size_bytes_ && dest.size() <= size_bytes_ - offset_bytes,
+               "read of {} bytes at {} past the end of {}", dest.size(), offset_bytes,
+               path_.string());
+  std::size_t done = 0;
+  while (done < dest.size()) {
+    const std::size_t chunk = std::min<std::size_t>(dest.size() - done, std::size_t{1} << 30);
+    const ssize_t n = ::pread(fd_, dest.data() + done, chunk,
+                              static_cast<off_t>(offset_bytes + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw os_error("read", path_, errno);
+    if (n == 0) {
+      throw IoError(fmt::format("cannot read {}: file shrank while mapped", path_.string()),
+                    ErrorFields{.file = path_.string()});
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
 
 void MappedFile::advise_willneed(std::uint64_t offset_bytes,
                                  std::uint64_t length_bytes) const noexcept {

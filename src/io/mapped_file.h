@@ -1,6 +1,6 @@
 #pragma once
-// A read-only view of a whole file through one private memory mapping. Private to io: public
-// headers expose tensors and byte spans, never the mapping itself.
+// A whole file mapped once (private, copy-on-write), plus positioned reads of the same file for
+// copies. Private to io: public headers expose tensors and byte spans, never the mapping itself.
 
 #include <cstddef>
 #include <cstdint>
@@ -26,14 +26,19 @@ class MappedFile {
   // through it never reach the file.
   std::byte* mutable_data() const noexcept { return data_; }
 
+  // Copies [offset, offset + dest.size()) of the file into `dest` with pread: faster than
+  // faulting the mapping in when the bytes are to be copied anyway. Throws IoError.
+  void read(std::uint64_t offset_bytes, std::span<std::byte> dest) const;
+
   // Asks the kernel to start reading [offset, offset + length) in the background. Best effort.
   void advise_willneed(std::uint64_t offset_bytes, std::uint64_t length_bytes) const noexcept;
   // Tells the kernel the range will be read once, front to back (larger readahead). Best effort.
   void advise_sequential(std::uint64_t offset_bytes, std::uint64_t length_bytes) const noexcept;
 
  private:
-  MappedFile(std::filesystem::path path, std::byte* data, std::uint64_t size_bytes);
+  MappedFile(std::filesystem::path path, int fd, std::byte* data, std::uint64_t size_bytes);
   std::filesystem::path path_;
+  int fd_;
   std::byte* data_;
   std::uint64_t size_bytes_;
 };

@@ -145,11 +145,7 @@ at::Tensor OffloadFolder::load(std::string_view name, const LoadOptions& options
                     .expected = std::to_string(info.size_bytes()),
                     .actual = std::to_string(mapping->size_bytes())});
   }
-  if (options.copy || options.dtype || !options.device.is_cpu()) {
-    mapping->advise_willneed(0, mapping->size_bytes());
-  }
-  std::span<std::byte> bytes(mapping->mutable_data(), mapping->size_bytes());
-  return tensor_from_bytes(bytes, info, mapping, options, path.string());
+  return load_from_file(mapping, 0, info, options);
 }
 
 std::filesystem::path OffloadFolder::file_of(std::string_view name) const {

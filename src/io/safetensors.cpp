@@ -1,6 +1,7 @@
 #include "ferry/io/safetensors.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
@@ -11,7 +12,20 @@ namespace ferry::io {
 
 std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
   auto mapping = MappedFile::open(path);
-  SafetensorsHeader header = parse_safetensors_header(mapping->bytes(), path.string());
+  // The header is read with pread, not through the mapping: a first fault on a cold mapping
+  // reads a whole readahead window (megabytes) around it, for a header of a few kilobytes.
+  const std::uint64_t size = mapping->size_bytes();
+  std::vector<std::byte> start(std::min<std::uint64_t>(size, 8));
+  mapping->read(0, start);
+  if (start.size() == 8) {
+    std::uint64_t header_bytes = 0;
+    std::memcpy(&header_bytes, start.data(), 8);
+    if (header_bytes <= kMaxHeaderBytes && header_bytes <= size - 8) {
+      start.resize(8 + header_bytes);
+      mapping->read(0, start);
+    }
+  }
+  SafetensorsHeader header = parse_safetensors_header(start, size, path.string());
   return std::shared_ptr<const SafetensorsFile>(
       new SafetensorsFile(path, std::move(mapping), std::move(header)));
 }
@@ -59,13 +73,7 @@ std::optional<TensorInfo> SafetensorsFile::find(std::string_view name) const {
 
 at::Tensor SafetensorsFile::load(std::string_view name, const LoadOptions& options) const {
   const SafetensorsEntry& e = require(name);
-  const std::uint64_t offset = header_.data_offset_bytes + e.begin_bytes;
-  const std::uint64_t length = e.end_bytes - e.begin_bytes;
-  const bool view = !options.copy && !options.dtype && options.device.is_cpu();
-  // A copy reads the whole range at once: start readahead for all of it before faulting it in.
-  if (!view) mapping_->advise_willneed(offset, length);
-  std::span<std::byte> bytes(mapping_->mutable_data() + offset, length);
-  return tensor_from_bytes(bytes, e.info, mapping_, options, path_.string());
+  return load_from_file(mapping_, header_.data_offset_bytes + e.begin_bytes, e.info, options);
 }
 
 std::filesystem::path SafetensorsFile::file_of(std::string_view name) const {

@@ -331,8 +331,14 @@ void check_coverage(const Failure& fail, std::vector<SafetensorsEntry>& entries,
 
 SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_bytes,
                                            std::string_view file_name) {
+  return parse_safetensors_header(file_bytes, file_bytes.size(), file_name);
+}
+
+SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_bytes,
+                                           std::uint64_t file_size, std::string_view file_name) {
   const Failure fail(file_name);
-  const std::uint64_t file_size = file_bytes.size();
+  FERRY_ASSERT(file_bytes.size() <= file_size, "{} bytes of a {}-byte file", file_bytes.size(),
+               file_size);
   if (file_size < 8) {
     fail.file_level(file_size == 0 ? "file is empty" : "file is too short for a header length",
                     "at least 8 bytes", fmt::format("{} bytes", file_size));
@@ -348,6 +354,8 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_bytes
                     fmt::format("at most {} bytes", file_size - 8),
                     fmt::format("{} bytes", header_bytes));
   }
+  FERRY_ASSERT(file_bytes.size() >= 8 + header_bytes, "header of {} needs {} bytes, given {}",
+               file_name, 8 + header_bytes, file_bytes.size());
   SafetensorsHeader out;
   out.data_offset_bytes = 8 + header_bytes;
   HeaderHandler handler(fail, out);

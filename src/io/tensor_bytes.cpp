@@ -1,5 +1,7 @@
 #include "io/tensor_bytes.h"
 
+#include <sys/mman.h>
+
 #include <bit>
 #include <cstring>
 
@@ -58,6 +60,34 @@ at::Tensor tensor_from_bytes(std::span<std::byte> bytes, const TensorInfo& info,
   }
   if (!converts) return tensor;
   return convert(tensor, LoadOptions{.dtype = options.dtype, .device = options.device});
+}
+
+at::Tensor load_from_file(const std::shared_ptr<const MappedFile>& file, std::uint64_t offset_bytes,
+                          const TensorInfo& info, const LoadOptions& options) {
+  const std::string name = file->path().string();
+  const c10::ScalarType stored = scalar_type_for(info, name);
+  const bool converts = (options.dtype && require_scalar_type(*options.dtype) != stored) ||
+                        options.device != c10::Device(c10::kCPU);
+  std::span<std::byte> bytes(file->mutable_data() + offset_bytes, info.size_bytes());
+  const bool aligned =
+      reinterpret_cast<std::uintptr_t>(bytes.data()) %
+          static_cast<std::uintptr_t>(element_size(info.dtype)) == 0;
+  if (converts || (aligned && !options.copy)) {
+    if (converts) file->advise_willneed(offset_bytes, bytes.size());
+    return tensor_from_bytes(bytes, info, file, options, name);
+  }
+  at::Tensor tensor = at::empty(info.shape, at::TensorOptions().dtype(stored));
+  if (bytes.empty()) return tensor;
+  // A fresh multi-MiB buffer is faulted in page by page while it is filled; huge pages (where
+  // the system has them on request) cut the faults 512-fold.
+  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<std::uintptr_t>(tensor.data_ptr());
+  const std::uintptr_t first = (begin + kHuge - 1) / kHuge * kHuge;
+  const std::uintptr_t last = (begin + bytes.size()) / kHuge * kHuge;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  file->read(offset_bytes, std::span<std::byte>(static_cast<std::byte*>(tensor.data_ptr()),
+                                                bytes.size()));
+  return tensor;
 }
 
 std::span<const std::byte> tensor_bytes(const at::Tensor& contiguous_cpu) {

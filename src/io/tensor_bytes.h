@@ -11,6 +11,7 @@
 
 #include "ferry/core/tensor_info.h"
 #include "ferry/io/load_options.h"
+#include "io/mapped_file.h"
 
 namespace ferry::io {
 
@@ -22,6 +23,12 @@ namespace ferry::io {
 at::Tensor tensor_from_bytes(std::span<std::byte> bytes, const TensorInfo& info,
                              std::shared_ptr<const void> owner, const LoadOptions& options,
                              std::string_view file);
+
+// The tensor `info` stored at `offset_bytes` of `file` (exactly info.size_bytes() bytes there),
+// per `options`: a view of the mapping when that is allowed and aligned (see tensor_from_bytes),
+// else one positioned read into a fresh tensor, then any dtype/device conversion.
+at::Tensor load_from_file(const std::shared_ptr<const MappedFile>& file, std::uint64_t offset_bytes,
+                          const TensorInfo& info, const LoadOptions& options);
 
 // Applies options.dtype/device to a tensor already in memory (one copy at most; none when
 // nothing changes unless options.copy).

@@ -38,5 +38,10 @@ struct SafetensorsHeader {
 // does not know, e.g. F4) whose message and fields name `file_name` and the tensor.
 SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_bytes,
                                            std::string_view file_name);
+// The same, given only the start of the file (at least its first 8 + header-length bytes, or all
+// of it when shorter) and the file's size: how a reader validates before touching the data.
+SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_start,
+                                           std::uint64_t file_size_bytes,
+                                           std::string_view file_name);
 
 }  // namespace ferry::io
