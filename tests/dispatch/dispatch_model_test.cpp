@@ -183,3 +183,26 @@ TEST(DispatchModel, RandomDeviceMapsAreEquivalent) {
 
 }  // namespace
 }  // namespace ferry::dispatch
+
+namespace ferry::dispatch {
+namespace {
+
+// The same paths on a real CUDA device when one is present (skipped cleanly otherwise).
+TEST(DispatchModelCuda, SplitOverCudaCpuAndDiskEqualsUndispatched) {
+  SimGpuScope no_simulation({});
+  if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU";
+  TempDir dir;
+  TinyStack model(19, 8, 3);
+  const at::Tensor ids = at::randint(19, {2, 5});
+  const at::Tensor expected = model(ids);
+  dispatch_model(model,
+                 plan::DeviceMap{{"embed", Placement::gpu(0)}, {"head", Placement::gpu(0)},
+                                 {"layers.0", Placement::cpu()}, {"layers.1", Placement::disk()},
+                                 {"layers.2", Placement::gpu(0)}, {"norm", Placement::gpu(0)},
+                                 {"scale", Placement::gpu(0)}},
+                 DispatchOptions{.offload_dir = dir.path()});
+  EXPECT_TRUE(at::allclose(model(ids).cpu(), expected, 1e-5, 1e-5));
+}
+
+}  // namespace
+}  // namespace ferry::dispatch
