@@ -16,7 +16,8 @@ void add_make_model_command(CLI::App& app, Runner& runner) {
   auto size = std::make_shared<std::string>();
   auto dtype = std::make_shared<std::string>("float32");
   auto shard = std::make_shared<std::string>("200MB");
-  cmd->add_option("--arch", options->arch, "llama or gpt2")->check(CLI::IsMember({"llama", "gpt2"}));
+  cmd->add_option("--arch", options->arch, "llama, mistral, qwen2 or gpt2")
+      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "gpt2"}));
   cmd->add_option("--size", *size, "Approximate size of the weights (e.g. 1.5GB); picks dimensions");
   cmd->add_option("--hidden", options->hidden_size, "Hidden size");
   cmd->add_option("--layers", options->n_layers, "Decoder layers");
@@ -26,6 +27,9 @@ void add_make_model_command(CLI::App& app, Runner& runner) {
   cmd->add_option("--max-positions", options->max_position_embeddings, "Maximum positions");
   cmd->add_flag("--tie", options->tie_word_embeddings, "Tie lm_head to the embedding (llama)");
   cmd->add_option("--rope-scaling", options->rope_scaling, "linear or llama3 (llama)");
+  cmd->add_flag("--attention-bias", options->attention_bias, "Biases on q/k/v/o (llama)");
+  cmd->add_flag("--mlp-bias", options->mlp_bias, "Biases in the MLP (llama)");
+  cmd->add_option("--merges", options->n_merges, "BPE merges of the tokenizer");
   cmd->add_option("--dtype", *dtype, "Stored dtype (float32, bfloat16, float16)");
   cmd->add_option("--seed", options->seed, "Random seed of the weights");
   cmd->add_option("--max-shard-size", *shard, "Largest shard file");

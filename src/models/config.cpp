@@ -194,7 +194,9 @@ std::string config_to_json(const ModelConfig& c) {
     j["layer_norm_epsilon"] = c.norm_eps;
     j["activation_function"] = c.hidden_act;
   } else {
-    j["architectures"] = {c.model_type == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
+    j["architectures"] = {c.model_type == "qwen2"     ? "Qwen2ForCausalLM"
+                          : c.model_type == "mistral" ? "MistralForCausalLM"
+                                                      : "LlamaForCausalLM"};
     j["hidden_size"] = c.hidden_size;
     j["intermediate_size"] = c.intermediate_size;
     j["num_hidden_layers"] = c.n_layers;

@@ -51,8 +51,9 @@ void choose_dims(MakeModelOptions& o, const Bytes target) {
 }
 
 ModelConfig config_for(MakeModelOptions o, std::int64_t vocab_size) {
-  FERRY_CHECK(o.arch == "llama" || o.arch == "gpt2", InvalidArgument,
-              "make-model: arch '{}' is not supported (llama, gpt2)", o.arch);
+  FERRY_CHECK(o.arch == "llama" || o.arch == "mistral" || o.arch == "qwen2" || o.arch == "gpt2",
+              InvalidArgument, "make-model: arch '{}' is not supported (llama, mistral, qwen2, gpt2)",
+              o.arch);
   if (o.target_size) choose_dims(o, *o.target_size);
   if (o.hidden_size == 0) o.hidden_size = 64;
   if (o.n_layers == 0) o.n_layers = 2;
@@ -85,6 +86,8 @@ ModelConfig config_for(MakeModelOptions o, std::int64_t vocab_size) {
     c.norm_eps = 1e-5;
     c.rope_theta = 500000.0;
     c.tie_word_embeddings = o.tie_word_embeddings;
+    c.attention_bias = o.attention_bias || o.arch == "qwen2";
+    c.mlp_bias = o.mlp_bias;
     if (!o.rope_scaling.empty()) {
       c.rope_scaling = {.type = o.rope_scaling, .factor = 2.0, .low_freq_factor = 1.0,
                         .high_freq_factor = 4.0, .original_max_position_embeddings = 64};

@@ -222,13 +222,13 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, const std::files
     // BOS/EOS: TemplateProcessing's single sequence, unless tokenizer_config.json says.
     const Json post = j.value("post_processor", Json());
     if (!post.is_null() && post.dump().find("TemplateProcessing") != std::string::npos) {
-      for (const Json& step : post.contains("single") ? post.at("single") : Json::array()) {
-        if (step.contains("SpecialToken")) {
-          auto it = t->vocab.find(step.at("SpecialToken").at("id").get<std::string>());
-          if (it == t->vocab.end()) continue;
-          if (&step == &post.at("single").front()) { t->bos = it->second; t->add_bos = true; }
-          else { t->eos = it->second; t->add_eos = true; }
-        }
+      const Json single = post.value("single", Json::array());
+      for (std::size_t i = 0; i < single.size(); ++i) {
+        if (!single[i].contains("SpecialToken")) continue;
+        auto it = t->vocab.find(single[i].at("SpecialToken").at("id").get<std::string>());
+        if (it == t->vocab.end()) continue;
+        (i == 0 ? t->bos : t->eos) = it->second;
+        (i == 0 ? t->add_bos : t->add_eos) = true;
       }
     }
     if (!tokenizer_config_json.empty()) {

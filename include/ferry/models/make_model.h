@@ -15,7 +15,7 @@
 namespace ferry::models {
 
 struct MakeModelOptions {
-  std::string arch = "llama";          // "llama" or "gpt2"
+  std::string arch = "llama";          // "llama", "mistral", "qwen2" (q/k/v biases) or "gpt2"
   std::optional<Bytes> target_size;    // choose the dimensions for about this many bytes
   // Explicit dimensions; 0 means: from target_size, else a tiny default.
   std::int64_t hidden_size = 0;
@@ -25,6 +25,8 @@ struct MakeModelOptions {
   std::int64_t intermediate_size = 0;
   std::int64_t max_position_embeddings = 0;  // 0: 2048 (llama), 1024 (gpt2)
   bool tie_word_embeddings = false;    // llama only (gpt2 is always tied)
+  bool attention_bias = false;         // llama: biases on q/k/v/o
+  bool mlp_bias = false;               // llama: biases in the MLP
   std::string rope_scaling;            // llama: "", "linear" or "llama3" (factor 2)
   DType dtype = DType::kF32;           // weights as stored
   std::uint64_t seed = 0;              // weights and nothing else depend on it
