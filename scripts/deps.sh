@@ -8,6 +8,7 @@ packages=(
   g++ cmake ninja-build pkg-config
   libtorch-dev libopenblas0-openmp   # tensor engine; OpenBLAS, or LibTorch falls back to reference BLAS (~30x slower)
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
+  libpcre2-dev                       # tokenizer pre-tokenizer regexes (\p{L} classes)
   libgtest-dev libgmock-dev
 )
 
