@@ -8,6 +8,7 @@
 #include "ferry/core/log.h"
 #include "ferry/dispatch/dispatch_model.h"
 #include "dispatch_test_models.h"
+#include "scratch_dir.h"
 
 namespace ferry::dispatch {
 namespace {
@@ -15,20 +16,7 @@ namespace {
 using testing::ModelForTest;
 using testing::TinyStack;
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("ferry-dispatch-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    std::filesystem::remove_all(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
+using TempDir = ferry::testing::ScratchDir;
 
 TEST(DispatchModel, SingleDeviceMapJustMovesTheModel) {
   SimGpuScope gpus({1_MiB});
