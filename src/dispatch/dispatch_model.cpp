@@ -42,9 +42,29 @@ std::vector<std::string> keys_on(const plan::DeviceMap& map, bool (Placement::*p
 
 }  // namespace
 
+void check_tied_parameters_on_same_device(nn::Module& model, const plan::DeviceMap& device_map) {
+  for (const auto& group : nn::find_tied_parameters(model)) {
+    std::vector<std::string> where;
+    std::set<std::string> distinct;
+    for (const std::string& name : group) {
+      const auto p = device_map.placement_of(name);
+      const std::string text = p ? p->to_string() : "None";
+      where.push_back(fmt::format("'{}': {}", name, text));
+      distinct.insert(text);
+    }
+    if (distinct.size() > 1) {
+      log_warning(
+          "Tied parameters are on different devices: {{{}}}. Please modify your custom device map "
+          "or set `device_map='auto'`. ",
+          fmt::join(where, ", "));
+    }
+  }
+}
+
 void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map,
                     DispatchOptions options) {
   plan::check_device_map(model, device_map);
+  check_tied_parameters_on_same_device(model, device_map);
   const std::vector<Placement> devices = device_map.placements();
   const bool has_disk = std::any_of(devices.begin(), devices.end(),
                                     [](Placement p) { return p.is_disk(); });

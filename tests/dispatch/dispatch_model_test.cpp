@@ -56,6 +56,24 @@ TEST(DispatchModel, SplitOverGpusCpuAndDiskEqualsUndispatched) {
   EXPECT_EQ(placement_of(y), Placement::cpu());  // io_same_device
 }
 
+TEST(DispatchModel, TiedParametersOnDifferentDevicesWarn) {
+  TempDir dir;
+  TinyStack model(11, 4, 1);
+  const at::Tensor ids = at::randint(11, {1, 3});
+  const at::Tensor expected = model(ids);
+  LogCapture log;
+  dispatch_model(model,
+                 plan::DeviceMap{{"embed", Placement::cpu()}, {"layers", Placement::cpu()},
+                                 {"norm", Placement::cpu()}, {"scale", Placement::cpu()},
+                                 {"head", Placement::disk()}},
+                 DispatchOptions{.offload_dir = dir.path()});
+  EXPECT_TRUE(log.contains(LogLevel::kWarning,
+                           "Tied parameters are on different devices: {'embed.weight': cpu, "
+                           "'head.weight': disk}. Please modify your custom device map or set "
+                           "`device_map='auto'`."));
+  EXPECT_TRUE(at::equal(model(ids), expected));  // still correct, only slower
+}
+
 TEST(DispatchModel, DiskWithoutOffloadDirIsAnError) {
   ModelForTest m;
   try {

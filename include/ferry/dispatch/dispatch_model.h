@@ -32,6 +32,12 @@ struct DispatchOptions {
 void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map,
                     DispatchOptions options = {});
 
+// Accelerate's check_tied_parameters_on_same_device: logs "Tied parameters are on different
+// devices: {...}. Please modify your custom device map or set `device_map='auto'`. " when the
+// names of one tied group rest on different placements under `device_map`. Called by
+// dispatch_model.
+void check_tied_parameters_on_same_device(nn::Module& model, const plan::DeviceMap& device_map);
+
 // The device map `model` was dispatched with (Accelerate's hf_device_map); nullopt if none.
 std::optional<plan::DeviceMap> hf_device_map(const nn::Module& model);
 
