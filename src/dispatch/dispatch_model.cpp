@@ -6,6 +6,7 @@
 #include <set>
 
 #include "ferry/core/devices.h"
+#include "ferry/core/dtype.h"
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
 #include "ferry/dispatch/weights_map.h"
@@ -101,12 +102,52 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map,
       offload[key] = p.is_disk() || (p.is_cpu() && !main.is_cpu());
     }
     execution.emplace("", main);
+    const WeightsMap weights = combine_weights({cpu_state, disk_state});
+    // Note [Tied weights split between resident and offloaded modules]
+    // A tied group is one slot. When one of its names rests on a device and another is
+    // offloaded, the offloaded module's hook sends the shared slot to meta at init; the resident
+    // member must keep its weight, so the slot is put back on the resident member's device after
+    // the hooks are attached. The offloaded module then finds it materialized and uses it as is
+    // (Note [Tied weights across placements]).
+    struct Resident {
+      std::string name;
+      nn::SlotPtr slot;
+      at::Tensor value;  // before hooks; meta when the checkpoint sent the group to disk
+      Placement device;
+    };
+    std::vector<Resident> residents;
+    const auto tied_groups = nn::find_tied_parameters(model);
+    for (const auto& group : tied_groups) {
+      for (const std::string& name : group) {
+        const auto p = device_map.placement_of(name);
+        if (p && (p->is_gpu() || (p->is_cpu() && main.is_cpu()))) {
+          nn::NamedTensor t = model.find_tensor(name);
+          residents.push_back({name, t.slot(), t.tensor(), *p});
+          break;
+        }
+      }
+    }
     attach_align_device_hook_on_blocks(
         model, execution, offload,
-        AttachOptions{.weights_map = combine_weights({cpu_state, disk_state}),
+        AttachOptions{.weights_map = weights,
                       .offload_buffers = options.offload_buffers,
                       .skip_keys = options.skip_keys,
                       .preload_module_classes = options.preload_module_classes});
+    for (Resident& r : residents) {
+      if (r.value.is_meta()) {
+        const auto group = std::find_if(tied_groups.begin(), tied_groups.end(), [&](const auto& g) {
+          return std::find(g.begin(), g.end(), r.name) != g.end();
+        });
+        const auto stored = std::find_if(group->begin(), group->end(), [&](const std::string& n) {
+          return weights && weights->contains(n);
+        });
+        FERRY_CHECK(stored != group->end(), MissingTensor,
+                    "tied parameter '{}' rests on {} but no weights map holds any of its names",
+                    r.name, r.device.to_string());
+        r.value = weights->load(*stored, {.dtype = from_scalar_type(r.value.scalar_type())});
+      }
+      r.slot->assign(move_to(r.value, r.device), r.name);
+    }
     std::vector<std::string> offloaded_to;
     for (Placement p : devices) {
       if (p.is_cpu() || p.is_disk()) offloaded_to.push_back(p.to_string());
