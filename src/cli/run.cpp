@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/progress_bar.h"
 #include "ferry/core/devices.h"
 #include "ferry/core/memory.h"
 #include "ferry/io/safetensors_writer.h"
@@ -36,6 +37,7 @@ struct RunOptions {
   std::string dtype;
   std::vector<std::string> no_split;
   bool json = false;
+  bool no_progress = false;
 };
 
 std::vector<std::int64_t> parse_ids(const std::string& text) {
@@ -101,9 +103,16 @@ int run(const RunOptions& o) {
 
   if (!o.json) fmt::print("ferry run: loading {} ...\n", o.model);
   std::fflush(stdout);
+  // The bar goes to stderr, and only to a terminal: piped output and --json stay clean.
+  std::optional<LoadProgressBar> bar;
+  if (!o.json && !o.no_progress && is_terminal(stderr)) {
+    bar.emplace(stderr);
+    load.dispatch.progress = [&bar](const dispatch::LoadProgress& p) { bar->update(p); };
+  }
   const auto load_start = std::chrono::steady_clock::now();
   models::LoadedModel loaded = models::load_model(folder, load);
   const double load_seconds = seconds(load_start);
+  bar.reset();
 
   // Bytes resting on each placement, from the map (tensors on meta still have their sizes).
   std::map<std::string, std::uint64_t> placed;
@@ -220,6 +229,7 @@ void add_run_command(CLI::App& app, Runner& runner) {
   cmd->add_option("--dtype", o->dtype, "Convert floating weights (float32, bfloat16, float16)");
   cmd->add_option("--no-split", o->no_split, "Extra module classes never split");
   cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->add_flag("--no-progress", o->no_progress, "No progress bar while loading (drawn on stderr when it is a terminal)");
   cmd->callback([&runner, o] { runner = [o] { return run(*o); }; });
 }
 

@@ -63,13 +63,29 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
   LoadReport report;
   io::OffloadIndex disk_index;
   std::unordered_set<const nn::Slot*> loaded;
+  LoadProgress progress{.tensors_total = source->names().size(),
+                        .bytes_total = options.progress ? source->total_bytes() : 0};
+  std::filesystem::path progress_file;
+  // Reported after each tensor, whichever way the loop body leaves it.
+  const auto report_progress = [&](const std::string& name) {
+    if (!options.progress) return;
+    ++progress.tensors_done;
+    progress.bytes_done += source->info(name).size_bytes();
+    progress_file = source->file_of(name);
+    progress.current_file = progress_file.native();
+    options.progress(progress);
+  };
   for (const std::string& name : source->names()) {
-    if (name.find("SCB") != std::string::npos) continue;
+    if (name.find("SCB") != std::string::npos) {
+      report_progress(name);
+      continue;
+    }
     std::optional<nn::NamedTensor> target;
     try {
       target = model.find_tensor(name);
     } catch (const MissingTensor&) {
       report.unexpected_keys.push_back(name);
+      report_progress(name);
       continue;
     }
     const TensorInfo stored = source->info(name);
@@ -117,6 +133,7 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
       target->entry->slot->assign(std::move(value), name);
     }
     loaded.insert(target->slot().get());
+    report_progress(name);
   }
 
   for (const auto& [name, tensor] : model.state_dict({.keep_tied = true})) {
@@ -181,7 +198,8 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                             .dtype = options.dtype,
                             .offload_state_dict = options.offload_state_dict.value_or(any_disk),
                             .offload_buffers = options.offload_buffers,
-                            .strict = options.strict});
+                            .strict = options.strict,
+                            .progress = options.progress});
   if (!map) return {};
   dispatch_model(model, *map,
                  DispatchOptions{.offload_dir = options.offload_folder,

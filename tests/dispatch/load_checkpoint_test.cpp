@@ -1,17 +1,20 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 
 #include "ferry/core/devices.h"
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
 #include "ferry/dispatch/dispatch_model.h"
 #include "ferry/dispatch/load_checkpoint.h"
+#include "ferry/io/checkpoint.h"
 #include "ferry/io/offload_folder.h"
 #include "ferry/io/safetensors_writer.h"
 #include "ferry/io/sharded.h"
 #include "ferry/nn/init.h"
 #include "dispatch_test_models.h"
+#include "scratch_dir.h"
 
 namespace ferry::dispatch {
 namespace {
@@ -19,21 +22,7 @@ namespace {
 using testing::ModelForTest;
 using testing::TinyStack;
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("ferry-load-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
+using TempDir = ferry::testing::ScratchDir;
 
 // A reference model with real weights saved to `dir` as a sharded checkpoint (tied head omitted,
 // as Hugging Face checkpoints do).
@@ -61,6 +50,45 @@ TEST(LoadCheckpoint, WithoutMapLoadsZeroCopyOnCpu) {
   EXPECT_TRUE(model->embed->weight().is_cpu());
   // The tie survives: head reads the embedding's slot.
   EXPECT_EQ(model->find_tensor("head.weight").slot(), model->find_tensor("embed.weight").slot());
+}
+
+TEST(LoadCheckpoint, ProgressCountsEveryTensorAndByteOfEveryShard) {
+  TempDir dir;
+  TempDir offload;
+  at::manual_seed(3);
+  TinyStack reference(23, 8, 3);
+  save_reference(reference, dir.path());
+  std::set<std::filesystem::path> shards;
+  std::uint64_t shard_tensor_bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    if (e.path().extension() != ".safetensors") continue;
+    shards.insert(e.path().filename());
+    shard_tensor_bytes += io::open_checkpoint(e.path())->total_bytes();
+  }
+  ASSERT_GE(shards.size(), 2u);
+  std::vector<LoadProgress> calls;
+  std::set<std::filesystem::path> files;
+  auto model = empty_stack();
+  load_checkpoint_and_dispatch(
+      *model, dir.path(),
+      LoadAndDispatchOptions{.device_map = plan::DeviceMap{{"", Placement::cpu()}},
+                             .offload_folder = offload.path(),
+                             .progress = [&](const LoadProgress& p) {
+                               calls.push_back(p);
+                               files.insert(std::filesystem::path(p.current_file).filename());
+                             }});
+  const std::size_t n_tensors = reference.state_dict().size();
+  ASSERT_EQ(calls.size(), n_tensors);
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].tensors_done, i + 1);
+    EXPECT_EQ(calls[i].tensors_total, n_tensors);
+    EXPECT_EQ(calls[i].bytes_total, shard_tensor_bytes);
+    if (i > 0) {
+      EXPECT_GT(calls[i].bytes_done, calls[i - 1].bytes_done);
+    }
+  }
+  EXPECT_EQ(calls.back().bytes_done, shard_tensor_bytes);
+  EXPECT_EQ(files, shards);
 }
 
 TEST(LoadCheckpoint, AndDispatchWithAutoOnSimulatedGpuCpuAndDisk) {

@@ -2,9 +2,13 @@
 // Loading a checkpoint into a model built on meta, per a device map, and the one-call
 // load_checkpoint_and_dispatch (spec §1 items 7–8, §2.18).
 
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -15,6 +19,18 @@
 #include "ferry/plan/strategy.h"
 
 namespace ferry::dispatch {
+
+// Where a load stands, reported after each checkpoint tensor (skipped and unexpected ones
+// included, so the counts reach their totals). Bytes are stored bytes, as in the file.
+struct LoadProgress {
+  std::size_t tensors_done = 0;
+  std::size_t tensors_total = 0;
+  std::uint64_t bytes_done = 0;
+  std::uint64_t bytes_total = 0;     // the checkpoint's TensorSource::total_bytes()
+  std::string_view current_file;     // the file the last tensor came from; valid during the call
+};
+// Called on the loading thread; an exception it throws aborts the load and propagates.
+using LoadProgressCallback = std::function<void(const LoadProgress&)>;
 
 struct LoadCheckpointOptions {
   std::optional<plan::DeviceMap> device_map;  // nullopt: every tensor to the CPU
@@ -27,6 +43,7 @@ struct LoadCheckpointOptions {
   bool offload_buffers = false;  // disk modules' persistent buffers go to disk too
   bool strict = false;           // missing or unexpected keys are errors instead of warnings
   std::vector<std::string> keep_in_fp32_modules;  // with dtype float16: these stay float32
+  LoadProgressCallback progress;                  // empty: no reports
 };
 
 struct LoadReport {
@@ -58,6 +75,7 @@ struct LoadAndDispatchOptions {
   std::vector<std::string> preload_module_classes;
   bool force_hooks = false;
   bool strict = false;
+  LoadProgressCallback progress;                  // passed to load_checkpoint_in_model
 };
 
 // Plans (for a strategy), loads, and dispatches. Returns the device map used (empty when none).
