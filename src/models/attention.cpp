@@ -6,13 +6,18 @@
 
 namespace ferry::models::detail {
 
-at::Tensor causal_mask(const at::Tensor& attention_mask, std::int64_t tokens) {
+at::Tensor causal_mask(const at::Tensor& attention_mask, std::int64_t tokens,
+                       std::optional<std::int64_t> sliding_window) {
   const std::int64_t total = attention_mask.size(1);
   const std::int64_t past = total - tokens;
   const auto cpu = attention_mask.device();
   const at::Tensor query_pos = at::arange(past, total, at::TensorOptions().dtype(at::kLong).device(cpu));
   const at::Tensor key_pos = at::arange(total, at::TensorOptions().dtype(at::kLong).device(cpu));
-  const at::Tensor causal = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1);       // [T, S]
+  at::Tensor causal = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1);  // [T, S]
+  if (sliding_window) {
+    // transformers' Mistral masks keys at or before query - sliding_window.
+    causal = causal.logical_and(key_pos.unsqueeze(0) > query_pos.unsqueeze(1) - *sliding_window);
+  }
   const at::Tensor real = attention_mask.to(at::kBool).unsqueeze(1).unsqueeze(1);  // [B,1,1,S]
   const at::Tensor allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(real);   // [B,1,T,S]
   return at::zeros(allowed.sizes(), at::TensorOptions().dtype(at::kFloat).device(cpu))

@@ -4,14 +4,19 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 #include "ferry/models/config.h"
 
 namespace ferry::models::detail {
 
 // Additive mask [batch, 1, tokens, cached + tokens] in float32: 0 where query i (the last
-// `tokens` positions) may see key j — j not after i and attention_mask[b, j] = 1 — else the
-// lowest float (finite, so a fully padded row gives uniform weights instead of NaN).
-at::Tensor causal_mask(const at::Tensor& attention_mask, std::int64_t tokens);
+// `tokens` positions) may see key j — j not after i, attention_mask[b, j] = 1, and with a
+// sliding window, i - j < sliding_window — else the lowest float (finite, so a fully padded row
+// gives uniform weights instead of NaN). i and j index the mask, padding included, as
+// transformers' cache positions do.
+at::Tensor causal_mask(const at::Tensor& attention_mask, std::int64_t tokens,
+                       std::optional<std::int64_t> sliding_window = std::nullopt);
 
 // Rotary inverse frequencies [head_dim / 2] (float32) with the config's rope_theta and
 // rope_scaling (transformers' _compute_default / _compute_linear / _compute_llama3 parameters).

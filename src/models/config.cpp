@@ -88,6 +88,11 @@ void read_llama_family(const Reader& r, ModelConfig& c) {
   c.attention_bias = c.model_type == "qwen2" ? true : r.boolean("attention_bias", false);
   c.mlp_bias = r.boolean("mlp_bias", false);
   c.hidden_act = r.string("hidden_act", "silu");
+  // Qwen2 configs carry sliding_window too, but use_sliding_window is off in released models;
+  // only Mistral's window is applied.
+  if (c.model_type == "mistral" && r.has("sliding_window")) {
+    c.sliding_window = r.positive("sliding_window");
+  }
   if (r.has("head_dim")) {
     c.head_dim = r.positive("head_dim");
   } else {
@@ -210,6 +215,9 @@ std::string config_to_json(const ModelConfig& c) {
     j["attention_bias"] = c.attention_bias;
     j["mlp_bias"] = c.mlp_bias;
     j["hidden_act"] = c.hidden_act;
+    if (c.model_type == "mistral") {
+      j["sliding_window"] = c.sliding_window ? Json(*c.sliding_window) : Json(nullptr);
+    }
     if (c.rope_scaling.type.empty()) {
       j["rope_scaling"] = nullptr;
     } else {

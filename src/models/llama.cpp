@@ -124,7 +124,8 @@ class Backbone : public nn::Callable<Backbone> {
  public:
   Backbone(const ModelConfig& c, at::ScalarType dtype)
       : Callable(family_prefix(c.model_type) + "Model"),
-        inverse_frequencies_(detail::rope_inverse_frequencies(c)) {
+        inverse_frequencies_(detail::rope_inverse_frequencies(c)),
+        sliding_window_(c.sliding_window) {
     embed_tokens = register_module(
         "embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
     auto list = register_module("layers", std::make_shared<nn::ModuleList>());
@@ -142,11 +143,13 @@ class Backbone : public nn::Callable<Backbone> {
     at::Tensor h = (*embed_tokens)(ids);
     auto [cos, sin] = detail::rope_cos_sin(inverse_frequencies_, positions);
     const LayerContext ctx{.cos = cos, .sin = sin,
-                           .mask = detail::causal_mask(attention_mask, ids.size(1))};
+                           .mask = detail::causal_mask(attention_mask, ids.size(1), sliding_window_)};
     for (std::size_t i = 0; i < layers_.size(); ++i) h = (*layers_[i])(h, ctx, &cache->layer(i));
     return (*norm_)(h);
   }
   at::Tensor inverse_frequencies_;  // computed, never loaded (transformers' inv_freq buffer)
+  // The cache keeps every position (no rolling buffer); the mask alone applies the window.
+  std::optional<std::int64_t> sliding_window_;
   std::vector<std::shared_ptr<DecoderLayer>> layers_;
   std::shared_ptr<nn::RMSNorm> norm_;
 };

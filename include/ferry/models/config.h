@@ -37,6 +37,9 @@ struct ModelConfig {
   bool attention_bias = false;         // q/k/v/o biases (qwen2: q/k/v only, always)
   bool mlp_bias = false;
   std::string hidden_act = "silu";     // gpt2: activation_function
+  // mistral: a token attends only to the last sliding_window positions (itself included);
+  // nullopt (or another model_type) attends to all earlier positions.
+  std::optional<std::int64_t> sliding_window;
   std::optional<std::int64_t> bos_token_id;
   std::vector<std::int64_t> eos_token_ids;  // eos_token_id: an integer or a list
   std::string torch_dtype;             // as written ("float32", "bfloat16"), "" when absent

@@ -4,7 +4,7 @@
 // mlp.{gate,up,down}_proj, input_layernorm, post_attention_layernorm}, model.norm, lm_head.
 // Grouped-query attention, rotary positions (rope_theta, linear and llama3 scaling), optional
 // attention and MLP biases (qwen2: q/k/v biases), a head optionally tied to the embedding.
-// Mistral's sliding window is not applied: exact for prompts within the window.
+// Mistral's sliding window (config sliding_window) is applied in the attention mask.
 
 #include <memory>
 
