@@ -9,6 +9,7 @@ packages=(
   libtorch-dev libopenblas0-openmp   # tensor engine; OpenBLAS, or LibTorch falls back to reference BLAS (~30x slower)
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libpcre2-dev                       # tokenizer pre-tokenizer regexes (\p{L} classes)
+  libsentencepiece-dev               # tokenizer.model files (optional at build time)
   libgtest-dev libgmock-dev
 )
 

@@ -13,6 +13,8 @@
 #include "cli/commands.h"
 #include "cli/progress_bar.h"
 #include "ferry/core/devices.h"
+#include "ferry/core/error.h"
+#include "ferry/core/log.h"
 #include "ferry/core/memory.h"
 #include "ferry/io/safetensors_writer.h"
 #include "ferry/models/generate.h"
@@ -70,8 +72,16 @@ int run(const RunOptions& o) {
               "give either --prompt TEXT or --prompt-ids 1,2,3");
   const std::filesystem::path folder(o.model);
   std::optional<models::Tokenizer> tokenizer;
-  if (!o.prompts.empty() || std::filesystem::exists(folder / "tokenizer.json")) {
+  if (!o.prompts.empty()) {
     tokenizer = models::Tokenizer::load(folder);
+  } else if (std::filesystem::exists(folder / "tokenizer.json") ||
+             std::filesystem::exists(folder / "tokenizer.model")) {
+    // Only for showing the output: --prompt-ids works without a usable tokenizer.
+    try {
+      tokenizer = models::Tokenizer::load(folder);
+    } catch (const Unsupported& e) {
+      log_warning("{}; printing token ids instead of text", e.what());
+    }
   }
   std::vector<std::vector<std::int64_t>> prompts;
   if (o.prompt_ids.empty()) {

@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "byte_level.h"
+#include "sentencepiece.h"
 #include "ferry/core/error.h"
 #include "io/json_file.h"
 
@@ -32,6 +33,7 @@ struct Tokenizer::Impl {
   std::optional<std::int64_t> bos, eos;
   bool add_bos = false, add_eos = false;
   bool strip_leading_space = false;  // decoder Strip(" ", 1, 0) of the metaspace family
+  std::shared_ptr<const detail::SentencePiece> spm;  // a tokenizer.model does all of the above
 
   std::vector<std::int64_t> encode_segment(std::string text, bool first) const;
 };
@@ -156,10 +158,45 @@ std::vector<std::int64_t> Tokenizer::Impl::encode_segment(std::string text, bool
 
 Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   const bool folder = std::filesystem::is_directory(path);
-  const std::filesystem::path file = folder ? path / "tokenizer.json" : path;
+  std::filesystem::path file = folder ? path / "tokenizer.json" : path;
+  if (folder && !std::filesystem::exists(file) && std::filesystem::exists(path / "tokenizer.model")) {
+    file = path / "tokenizer.model";
+  }
   const std::filesystem::path config = file.parent_path() / "tokenizer_config.json";
   const std::string config_text = std::filesystem::exists(config) ? io::read_text_file(config) : "";
+  if (file.extension() == ".model") return from_sentencepiece(file, config_text);
   return from_json(io::read_text_file(file), file, config_text);
+}
+
+Tokenizer Tokenizer::from_sentencepiece(const std::filesystem::path& file,
+                                        std::string_view tokenizer_config_json) {
+  auto t = std::make_shared<Impl>();
+  t->spm = detail::SentencePiece::open(file);
+  const std::int64_t size = t->spm->size();
+  t->tokens.resize(static_cast<std::size_t>(size));
+  t->special.resize(static_cast<std::size_t>(size));
+  for (std::int64_t id = 0; id < size; ++id) {
+    t->tokens[static_cast<std::size_t>(id)] = t->spm->piece(id);
+    t->special[static_cast<std::size_t>(id)] = t->spm->is_control(id);
+    t->vocab.emplace(t->spm->piece(id), id);
+  }
+  t->bos = t->spm->bos_id();
+  t->eos = t->spm->eos_id();
+  // transformers' LlamaTokenizer (the slow, sentencepiece one) adds BOS and not EOS by default.
+  t->add_bos = t->bos.has_value();
+  if (!tokenizer_config_json.empty()) {
+    const std::filesystem::path config = file.parent_path() / "tokenizer_config.json";
+    const Json c = io::parse_json(tokenizer_config_json, config.string());
+    try {
+      if (auto id = special_id(c, "bos_token", *t)) t->bos = id;
+      if (auto id = special_id(c, "eos_token", *t)) t->eos = id;
+      if (c.contains("add_bos_token")) t->add_bos = c.at("add_bos_token").get<bool>() && t->bos;
+      if (c.contains("add_eos_token")) t->add_eos = c.at("add_eos_token").get<bool>() && t->eos;
+    } catch (const Json::exception& e) {
+      fail(config, "structure", fmt::format("cannot be read: {}", e.what()));
+    }
+  }
+  return Tokenizer(std::move(t));
 }
 
 Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, const std::filesystem::path& file,
@@ -248,6 +285,12 @@ std::vector<std::int64_t> Tokenizer::encode(std::string_view text, bool add_spec
   const Impl& t = *impl_;
   std::vector<std::int64_t> ids;
   if (add_special_tokens && t.add_bos) ids.push_back(*t.bos);
+  if (t.spm) {
+    const auto body = t.spm->encode(text);
+    ids.insert(ids.end(), body.begin(), body.end());
+    if (add_special_tokens && t.add_eos) ids.push_back(*t.eos);
+    return ids;
+  }
   std::size_t start = 0;
   bool first = true;
   auto flush = [&](std::size_t end) {
@@ -278,6 +321,7 @@ std::vector<std::int64_t> Tokenizer::encode(std::string_view text, bool add_spec
 
 std::string Tokenizer::decode(const std::vector<std::int64_t>& ids, bool skip_special_tokens) const {
   const Impl& t = *impl_;
+  if (t.spm) return decode_sentencepiece(ids, skip_special_tokens);
   std::string out;
   for (std::int64_t id : ids) {
     // Ids past the tokenizer (padded embedding rows) decode to nothing, as in transformers.
@@ -304,6 +348,27 @@ std::string Tokenizer::decode(const std::vector<std::int64_t>& ids, bool skip_sp
   }
   if (t.strip_leading_space && !out.empty() && out[0] == ' ') out.erase(0, 1);
   return out;
+}
+
+// sentencepiece decodes runs of ordinary pieces (joining '▁'s and byte pieces across them) and
+// drops control pieces; those are spelled out between runs unless skipped.
+std::string Tokenizer::decode_sentencepiece(const std::vector<std::int64_t>& ids,
+                                            bool skip_special_tokens) const {
+  const Impl& t = *impl_;
+  std::string out;
+  std::vector<std::int64_t> run;
+  for (std::int64_t id : ids) {
+    FERRY_CHECK(id >= 0, InvalidArgument, "token id {} is negative", id);
+    if (id >= vocab_size()) continue;  // padded embedding rows, as in decode()
+    if (!t.special[static_cast<std::size_t>(id)]) {
+      run.push_back(id);
+      continue;
+    }
+    out += t.spm->decode(run);
+    run.clear();
+    if (!skip_special_tokens) out += t.tokens[static_cast<std::size_t>(id)];
+  }
+  return out + t.spm->decode(run);
 }
 
 std::optional<std::int64_t> Tokenizer::token_to_id(std::string_view token) const {

@@ -6,6 +6,8 @@
 // follows tokenizer_config.json (add_bos_token, add_eos_token) when present beside it, else the
 // tokenizer.json's TemplateProcessing post-processor. Unicode normalisation (NFC) is assumed
 // done: normalizer steps other than Prepend and Replace are ignored.
+// A folder with only a tokenizer.model (SentencePiece) is read through libsentencepiece when
+// ferry was built with it; BOS is then added unless tokenizer_config.json says otherwise.
 
 #include <cstdint>
 #include <filesystem>
@@ -19,11 +21,16 @@ namespace ferry::models {
 
 class Tokenizer {
  public:
-  // Reads `path`: a tokenizer.json, or a folder holding one (and maybe tokenizer_config.json).
-  // Throws IoError, CorruptFile naming the file and the field that cannot be used (an unknown
-  // model type, a merge naming a token not in the vocabulary, a pre-tokenizer regex PCRE2
-  // rejects).
+  // Reads `path`: a tokenizer.json or tokenizer.model, or a folder holding one (tokenizer.json
+  // preferred) and maybe tokenizer_config.json. Throws IoError, CorruptFile naming the file and
+  // the field that cannot be used (an unknown model type, a merge naming a token not in the
+  // vocabulary, a pre-tokenizer regex PCRE2 rejects, a .model that is not SentencePiece's),
+  // Unsupported for a tokenizer.model when ferry was built without libsentencepiece.
   static Tokenizer load(const std::filesystem::path& path);
+  // Reads a SentencePiece model file (and optionally tokenizer_config.json text). Throws as
+  // load() does.
+  static Tokenizer from_sentencepiece(const std::filesystem::path& file,
+                                      std::string_view tokenizer_config_json = {});
   // Parses tokenizer.json text (and optionally tokenizer_config.json text); `file` names it in
   // errors.
   static Tokenizer from_json(std::string_view tokenizer_json, const std::filesystem::path& file,
@@ -47,6 +54,7 @@ class Tokenizer {
 
  private:
   explicit Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  std::string decode_sentencepiece(const std::vector<std::int64_t>& ids, bool skip_special_tokens) const;
   std::shared_ptr<const Impl> impl_;
 };
 
