@@ -5,16 +5,15 @@
 // independent of size, ≤ 50 ms for 1 GiB) for the whole checkpoint and for a small one.
 //
 //   bench_load [--size-mib 1024] [--shard-mib 256] [--dir /tmp/ferry_bench_load] [--runs 3]
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <fcntl.h>
 #include <filesystem>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include "ferry/core/bytes.h"
@@ -63,8 +62,7 @@ void write_checkpoint(const std::filesystem::path& dir, std::int64_t size_mib,
     tensors.emplace_back(fmt::format("model.layers.{}.norm.weight", i), at::ones({4096}));
   }
   ferry::io::save_sharded(
-      dir, tensors,
-      {.max_shard_size = ferry::Bytes(static_cast<std::uint64_t>(shard_mib) << 20)});
+      dir, tensors, {.max_shard_size = ferry::Bytes(static_cast<std::uint64_t>(shard_mib) << 20)});
 }
 
 double time_dd(const std::vector<std::filesystem::path>& files) {
@@ -142,8 +140,7 @@ int main(int argc, char** argv) {
   const double gib = static_cast<double>(bytes) / (1 << 30);
   fmt::print("cold read, median of {} runs ({:.2f} GiB in {} files):\n", runs, gib, files.size());
   fmt::print("  dd bs=16M            {:7.3f} s  {:6.2f} GiB/s\n", median(dd), gib / median(dd));
-  fmt::print("  ferry load (copy)    {:7.3f} s  {:6.2f} GiB/s\n", median(load),
-             gib / median(load));
+  fmt::print("  ferry load (copy)    {:7.3f} s  {:6.2f} GiB/s\n", median(load), gib / median(load));
   fmt::print("  ratio ferry / dd     {:7.3f}   (target <= 1.10)\n", median(load) / median(dd));
   fmt::print("open + zero-copy view of every tensor (cold cache):\n");
   fmt::print("  {:5} MiB checkpoint  {:7.2f} ms\n", size_mib, 1e3 * median(open_big));

@@ -9,8 +9,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {
-    ferry::io::parse_offload_index(
-        std::string_view(reinterpret_cast<const char*>(data), size), "fuzz/index.json");
+    ferry::io::parse_offload_index(std::string_view(reinterpret_cast<const char*>(data), size),
+                                   "fuzz/index.json");
   } catch (const ferry::Error&) {
   }
   return 0;

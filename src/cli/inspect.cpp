@@ -64,8 +64,10 @@ void check_dat_sizes(const io::TensorSource& folder) {
       throw CorruptFile(
           fmt::format("tensor '{}' in {}: size does not match index.json: expected {} bytes, "
                       "got {}",
-                      name, file.string(), info.size_bytes(), ec ? "no file" : std::to_string(size)),
-          ErrorFields{.path = name, .file = file.string(),
+                      name, file.string(), info.size_bytes(),
+                      ec ? "no file" : std::to_string(size)),
+          ErrorFields{.path = name,
+                      .file = file.string(),
                       .expected = std::to_string(info.size_bytes()),
                       .actual = ec ? "no file" : std::to_string(size)});
     }
@@ -171,8 +173,7 @@ void print_table(const Report& r) {
   for (const bool by_dtype : {true, false}) {
     fmt::print("\ntotals by {}\n", by_dtype ? "dtype" : "file");
     for (const auto& [key, t] : totals_by(r, by_dtype)) {
-      fmt::print("  {:<40}  {:>6} tensors  {:>12}\n", key, t.n_tensors,
-                 format_bytes(t.size_bytes));
+      fmt::print("  {:<40}  {:>6} tensors  {:>12}\n", key, t.n_tensors, format_bytes(t.size_bytes));
     }
   }
   if (!r.metadata.empty()) {

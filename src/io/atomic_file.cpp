@@ -1,11 +1,10 @@
 #include "io/atomic_file.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "ferry/core/error.h"
 

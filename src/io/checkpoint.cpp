@@ -14,7 +14,8 @@ Unsupported pickle_checkpoint(const std::filesystem::path& path) {
   return Unsupported(fmt::format("{} is a PyTorch pickle checkpoint; ferry reads safetensors only "
                                  "(convert it with safetensors' convert script)",
                                  path.string()),
-                     ErrorFields{.file = path.string(), .expected = "a safetensors checkpoint",
+                     ErrorFields{.file = path.string(),
+                                 .expected = "a safetensors checkpoint",
                                  .actual = "a .bin pickle"});
 }
 
@@ -34,7 +35,8 @@ CheckpointLocation resolve_folder(const std::filesystem::path& folder) {
     throw InvalidArgument(fmt::format("{} containing more than one `.index.json` file, delete the "
                                       "irrelevant ones.",
                                       folder.string()),
-                          ErrorFields{.file = folder.string(), .expected = "one .index.json",
+                          ErrorFields{.file = folder.string(),
+                                      .expected = "one .index.json",
                                       .actual = std::to_string(indexes.size())});
   }
   if (indexes.size() == 1) {
@@ -65,8 +67,8 @@ CheckpointLocation resolve_checkpoint(const std::filesystem::path& path) {
                     "the index of a sharded checkpoint, or a folder containing a sharded "
                     "checkpoint or the whole state dict, but got {}.",
                     path.string()),
-        ErrorFields{.file = path.string(), .expected = "a file or folder",
-                    .actual = "no such path"});
+        ErrorFields{
+            .file = path.string(), .expected = "a file or folder", .actual = "no such path"});
   }
   const std::string name = path.filename().string();
   if (name == "index.json") return {CheckpointKind::kOffloadFolder, path.parent_path()};
@@ -87,7 +89,7 @@ std::shared_ptr<const TensorSource> open_checkpoint(const std::filesystem::path&
     case CheckpointKind::kShardedIndex: return ShardedCheckpoint::open(where.path);
     case CheckpointKind::kOffloadFolder: return OffloadFolder::open(where.path);
   }
-  FERRY_ASSERT(false, "unknown checkpoint kind");
+  throw InternalError("open_checkpoint: unknown checkpoint kind");
 }
 
 }  // namespace ferry::io

@@ -34,8 +34,10 @@ nlohmann::ordered_json parse_json(std::string_view text, std::string_view file) 
         throw CorruptFile(fmt::format("{}: key '{}' appears twice in one object: expected each "
                                       "name once, got a second entry",
                                       file, printable(key)),
-                          ErrorFields{.path = key, .file = std::string(file),
-                                      .expected = "each name once", .actual = "twice"});
+                          ErrorFields{.path = key,
+                                      .file = std::string(file),
+                                      .expected = "each name once",
+                                      .actual = "twice"});
       }
     }
     return true;
@@ -43,9 +45,10 @@ nlohmann::ordered_json parse_json(std::string_view text, std::string_view file) 
   try {
     return nlohmann::ordered_json::parse(text.begin(), text.end(), callback);
   } catch (const nlohmann::json::exception& e) {
-    throw CorruptFile(fmt::format("{}: not valid JSON: {}", file, printable(e.what())),
-                      ErrorFields{.file = std::string(file), .expected = "valid JSON",
-                                  .actual = printable(e.what())});
+    throw CorruptFile(
+        fmt::format("{}: not valid JSON: {}", file, printable(e.what())),
+        ErrorFields{
+            .file = std::string(file), .expected = "valid JSON", .actual = printable(e.what())});
   }
 }
 

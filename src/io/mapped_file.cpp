@@ -1,12 +1,11 @@
 #include "io/mapped_file.h"
 
+#include <cerrno>
+#include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 
 #include "ferry/core/error.h"
 
@@ -50,9 +49,9 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
   }
   const auto size = static_cast<std::uint64_t>(st.st_size);
   if (size == 0) {
-    throw CorruptFile(fmt::format("{} is empty: expected at least 8 bytes, got 0", path.string()),
-                      ErrorFields{.file = path.string(), .expected = "at least 8 bytes",
-                                  .actual = "0 bytes"});
+    throw CorruptFile(
+        fmt::format("{} is empty: expected at least 8 bytes, got 0", path.string()),
+        ErrorFields{.file = path.string(), .expected = "at least 8 bytes", .actual = "0 bytes"});
   }
   // MAP_PRIVATE + PROT_WRITE: tensors viewing the mapping may be written in place (LibTorch has
   // no read-only tensors); such writes land in private copy-on-write pages, never in the file.
@@ -79,8 +78,8 @@ void MappedFile::read(std::uint64_t offset_bytes, std::span<std::byte> dest) con
   std::size_t done = 0;
   while (done < dest.size()) {
     const std::size_t chunk = std::min<std::size_t>(dest.size() - done, std::size_t{1} << 30);
-    const ssize_t n = ::pread(fd_, dest.data() + done, chunk,
-                              static_cast<off_t>(offset_bytes + done));
+    const ssize_t n =
+        ::pread(fd_, dest.data() + done, chunk, static_cast<off_t>(offset_bytes + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw os_error("read", path_, errno);
     if (n == 0) {

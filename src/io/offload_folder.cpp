@@ -31,8 +31,8 @@ void offload_weight(const at::Tensor& weight, const std::string& name,
   // Accelerate views bfloat16 as int16 for numpy; the bytes are the same, so they are written
   // as they are and the index says "bfloat16". A 0-dim tensor is one element either way.
   const at::Tensor cpu = weight.detach().to(c10::kCPU).contiguous();
-  OffloadEntry entry{.name = name, .dtype = from_scalar_type(cpu.scalar_type()),
-                     .shape = cpu.sizes().vec()};
+  OffloadEntry entry{
+      .name = name, .dtype = from_scalar_type(cpu.scalar_type()), .shape = cpu.sizes().vec()};
   std::filesystem::create_directories(folder);
   AtomicFile file(dat_path(folder, name));
   file.write(tensor_bytes(cpu));
@@ -57,10 +57,10 @@ std::shared_ptr<const OffloadFolder> OffloadFolder::open(const std::filesystem::
   const auto index_path = folder / "index.json";
   std::error_code ec;
   if (!std::filesystem::is_regular_file(index_path, ec)) {
-    throw IoError(fmt::format("{} is not an offload folder: it has no index.json",
-                              folder.string()),
-                  ErrorFields{.file = index_path.string(), .expected = "index.json",
-                              .actual = "no such file"});
+    throw IoError(
+        fmt::format("{} is not an offload folder: it has no index.json", folder.string()),
+        ErrorFields{
+            .file = index_path.string(), .expected = "index.json", .actual = "no such file"});
   }
   auto result = std::shared_ptr<OffloadFolder>(new OffloadFolder());
   result->folder_ = folder;
@@ -100,7 +100,9 @@ std::shared_ptr<const SafetensorsFile> OffloadFolder::safetensors(const OffloadE
                     "expected a tensor '{}', got none",
                     printable(entry.name), description(), printable(weight), path.string(),
                     printable(weight)),
-        ErrorFields{.path = entry.name, .file = description(), .expected = weight,
+        ErrorFields{.path = entry.name,
+                    .file = description(),
+                    .expected = weight,
                     .actual = "no such tensor"});
   }
   std::lock_guard lock(mutex_);
@@ -141,7 +143,8 @@ at::Tensor OffloadFolder::load(std::string_view name, const LoadOptions& options
                     "bytes, got {}",
                     printable(e.name), path.string(), offload_dtype_name(info.dtype),
                     shape_string(info.shape), info.size_bytes(), mapping->size_bytes()),
-        ErrorFields{.path = e.name, .file = path.string(),
+        ErrorFields{.path = e.name,
+                    .file = path.string(),
                     .expected = std::to_string(info.size_bytes()),
                     .actual = std::to_string(mapping->size_bytes())});
   }

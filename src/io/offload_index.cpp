@@ -1,9 +1,10 @@
 // The index.json of an offload folder: parse_offload_index, load_offload_index,
 // save_offload_index of ferry/io/offload_folder.h.
+#include "ferry/io/offload_index.h"
+
 #include <algorithm>
 
 #include "ferry/core/error.h"
-#include "ferry/io/offload_index.h"
 #include "io/json_file.h"
 #include "io/offload_names.h"
 #include "io/printable.h"
@@ -13,12 +14,14 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-[[noreturn]] void entry_error(std::string_view file, std::string_view name, std::string_view problem,
-                              std::string expected, std::string actual) {
-  throw CorruptFile(fmt::format("tensor '{}' in {}: {}: expected {}, got {}", printable(name),
-                                file, problem, expected, actual),
-                    ErrorFields{.path = std::string(name), .file = std::string(file),
-                                .expected = expected, .actual = actual});
+[[noreturn]] void entry_error(std::string_view file, std::string_view name,
+                              std::string_view problem, std::string expected, std::string actual) {
+  throw CorruptFile(fmt::format("tensor '{}' in {}: {}: expected {}, got {}", printable(name), file,
+                                problem, expected, actual),
+                    ErrorFields{.path = std::string(name),
+                                .file = std::string(file),
+                                .expected = expected,
+                                .actual = actual});
 }
 
 DType entry_dtype(const Json& value, std::string_view file, std::string_view name) {
@@ -61,8 +64,7 @@ OffloadEntry parse_entry(const std::string& name, const Json& value, std::string
                 value.contains("shape") ? value["shape"].dump() : "none");
   }
   for (const Json& d : value["shape"]) {
-    if (!d.is_number_unsigned() ||
-        d.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
+    if (!d.is_number_unsigned() || d.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
       entry_error(file, name, "shape", "non-negative sizes", value["shape"].dump());
     }
     entry.shape.push_back(d.get<std::int64_t>());
@@ -97,9 +99,10 @@ Json entry_json(const OffloadEntry& e) {
 OffloadIndex parse_offload_index(std::string_view json, std::string_view file) {
   const Json parsed = parse_json(json, file);
   if (!parsed.is_object()) {
-    throw CorruptFile(fmt::format("{}: offload index is not a JSON object", file),
-                      ErrorFields{.file = std::string(file), .expected = "an object",
-                                  .actual = parsed.type_name()});
+    throw CorruptFile(
+        fmt::format("{}: offload index is not a JSON object", file),
+        ErrorFields{
+            .file = std::string(file), .expected = "an object", .actual = parsed.type_name()});
   }
   OffloadIndex index;
   index.reserve(parsed.size());

@@ -102,7 +102,8 @@ void check_pt_format(const SafetensorsFile& file) {
                                 "metadata. Make sure you save your model with the "
                                 "`save_pretrained` method.",
                                 file.path().string()),
-                    ErrorFields{.file = file.path().string(), .expected = "format pt",
+                    ErrorFields{.file = file.path().string(),
+                                .expected = "format pt",
                                 .actual = format.empty() ? "no format" : format});
 }
 

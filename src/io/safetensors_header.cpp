@@ -20,8 +20,8 @@ using Json = nlohmann::json;
 
 // Codes of newer safetensors releases that ferry does not represent: a valid file, not a corrupt
 // one, so they raise Unsupported.
-constexpr std::array<std::string_view, 7> kNewerCodes{
-    "F4", "F6_E2M3", "F6_E3M2", "F8_E8M0", "C64", "F8_E4M3FNUZ", "F8_E5M2FNUZ"};
+constexpr std::array<std::string_view, 7> kNewerCodes{"F4",  "F6_E2M3",     "F6_E3M2",    "F8_E8M0",
+                                                      "C64", "F8_E4M3FNUZ", "F8_E5M2FNUZ"};
 
 // Builds errors that name the file and, where known, the tensor.
 class Failure {
@@ -33,16 +33,16 @@ class Failure {
                                std::string actual) const {
     throw CorruptFile(fmt::format("safetensors file {}: {}: expected {}, got {}", file_, problem,
                                   expected, actual),
-                      ErrorFields{.file = file_, .expected = expected,
-                                  .actual = actual});
+                      ErrorFields{.file = file_, .expected = expected, .actual = actual});
   }
 
   [[noreturn]] void tensor(std::string_view name, std::string_view problem, std::string expected,
                            std::string actual) const {
-    throw CorruptFile(fmt::format("tensor '{}' in {}: {}: expected {}, got {}", printable(name),
-                                  file_, problem, expected, actual),
-                      ErrorFields{.path = std::string(name), .file = file_,
-                                  .expected = expected, .actual = actual});
+    throw CorruptFile(
+        fmt::format("tensor '{}' in {}: {}: expected {}, got {}", printable(name), file_, problem,
+                    expected, actual),
+        ErrorFields{
+            .path = std::string(name), .file = file_, .expected = expected, .actual = actual});
   }
 
  private:
@@ -148,12 +148,12 @@ class HeaderHandler : public nlohmann::json_sax<Json> {
     } else if (in_metadata_) {
       metadata_key_ = k;
     } else {
-      field_ = k == "dtype" ? Field::kDType
-               : k == "shape" ? Field::kShape
+      field_ = k == "dtype"          ? Field::kDType
+               : k == "shape"        ? Field::kShape
                : k == "data_offsets" ? Field::kOffsets
                                      : Field::kOther;
-      bool* seen = field_ == Field::kDType ? &has_dtype_
-                   : field_ == Field::kShape ? &has_shape_
+      bool* seen = field_ == Field::kDType     ? &has_dtype_
+                   : field_ == Field::kShape   ? &has_shape_
                    : field_ == Field::kOffsets ? &has_offsets_
                                                : nullptr;
       if (seen && *seen) fail_.tensor(name_, "duplicate field", "each field once", k);
@@ -165,9 +165,9 @@ class HeaderHandler : public nlohmann::json_sax<Json> {
   bool parse_error(std::size_t position, const std::string&,
                    const nlohmann::detail::exception& ex) override {
     // nlohmann's message quotes the offending token; keep it on one printable line.
-    fail_.file_level("header is not valid UTF-8 JSON", "a JSON object",
-                     fmt::format("an error at byte {} of the header ({})", position,
-                                 printable(ex.what())));
+    fail_.file_level(
+        "header is not valid UTF-8 JSON", "a JSON object",
+        fmt::format("an error at byte {} of the header ({})", position, printable(ex.what())));
   }
 
   // The top level must have been an object.
@@ -198,8 +198,9 @@ class HeaderHandler : public nlohmann::json_sax<Json> {
     if (depth_ == 1 && name_ == "__metadata__") {
       fail_.file_level("__metadata__ is not an object", "a string-to-string map", std::move(what));
     }
-    if (depth_ == 1) fail_.tensor(name_, "entry is not an object", "{dtype, shape, data_offsets}",
-                                  std::move(what));
+    if (depth_ == 1)
+      fail_.tensor(name_, "entry is not an object", "{dtype, shape, data_offsets}",
+                   std::move(what));
     if (in_metadata_) {
       fail_.file_level(fmt::format("__metadata__ value of '{}'", printable(metadata_key_)),
                        "a string", std::move(what));
@@ -229,8 +230,10 @@ class HeaderHandler : public nlohmann::json_sax<Json> {
     if (std::find(kNewerCodes.begin(), kNewerCodes.end(), code) != kNewerCodes.end()) {
       throw Unsupported(fmt::format("tensor '{}' in {}: dtype {} is not supported by ferry",
                                     printable(name_), fail_.file(), code),
-                        ErrorFields{.path = name_, .file = fail_.file(),
-                                    .expected = "a dtype ferry supports", .actual = code});
+                        ErrorFields{.path = name_,
+                                    .file = fail_.file(),
+                                    .expected = "a dtype ferry supports",
+                                    .actual = code});
     }
     fail_.tensor(name_, "unknown dtype", "a safetensors dtype code (F32, F16, BF16, I64, ...)",
                  fmt::format("\"{}\"", printable(code)));
@@ -259,11 +262,11 @@ class HeaderHandler : public nlohmann::json_sax<Json> {
     }
     const std::uint64_t range = entry_.end_bytes - entry_.begin_bytes;
     if (bytes != range) {
-      fail_.tensor(name_, "shape does not match data_offsets",
-                   fmt::format("{} bytes for {} {}", bytes,
-                               safetensors_name(entry_.info.dtype), shape_string(shape)),
-                   fmt::format("{} bytes in [{}, {}]", range, entry_.begin_bytes,
-                               entry_.end_bytes));
+      fail_.tensor(
+          name_, "shape does not match data_offsets",
+          fmt::format("{} bytes for {} {}", bytes, safetensors_name(entry_.info.dtype),
+                      shape_string(shape)),
+          fmt::format("{} bytes in [{}, {}]", range, entry_.begin_bytes, entry_.end_bytes));
     }
     out_.entries.push_back(std::move(entry_));
   }
@@ -303,10 +306,10 @@ void check_coverage(const Failure& fail, std::vector<SafetensorsEntry>& entries,
                   fmt::format("an end <= {} (the data region's size)", data_bytes), range);
     }
     if (e.begin_bytes < expected) {
-      fail.tensor(e.info.name, "data_offsets overlap another tensor",
-                  fmt::format("a begin >= {} (end of '{}')", expected,
-                              printable(previous->info.name)),
-                  range);
+      fail.tensor(
+          e.info.name, "data_offsets overlap another tensor",
+          fmt::format("a begin >= {} (end of '{}')", expected, printable(previous->info.name)),
+          range);
     }
     if (e.begin_bytes > expected) {
       fail.tensor(e.info.name, "gap in the data region before this tensor",
@@ -322,8 +325,7 @@ void check_coverage(const Failure& fail, std::vector<SafetensorsEntry>& entries,
     fail.file_level(previous ? fmt::format("data region continues after the last tensor '{}'",
                                            printable(previous->info.name))
                              : std::string("data region has bytes but the header no tensors"),
-                    fmt::format("{} bytes of data", expected),
-                    fmt::format("{} bytes", data_bytes));
+                    fmt::format("{} bytes of data", expected), fmt::format("{} bytes", data_bytes));
   }
 }
 

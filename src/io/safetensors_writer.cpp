@@ -69,7 +69,8 @@ void save_safetensors(const std::filesystem::path& path,
   std::vector<Pending> items;
   items.reserve(tensors.size());
   for (const auto& [name, tensor] : tensors) {
-    TensorInfo info{.name = name, .dtype = from_scalar_type(tensor.scalar_type()),
+    TensorInfo info{.name = name,
+                    .dtype = from_scalar_type(tensor.scalar_type()),
                     .shape = tensor.sizes().vec()};
     items.push_back(Pending{std::move(info), [&t = tensor](AtomicFile& file) {
                               const at::Tensor cpu = t.detach().to(c10::kCPU).contiguous();
@@ -86,12 +87,12 @@ void save_safetensors(const std::filesystem::path& path, std::span<const RawTens
   std::set<std::string_view> names;
   for (const RawTensor& t : tensors) {
     FERRY_CHECK(names.insert(t.info.name).second, InvalidArgument,
-                "cannot write {}: tensor '{}' given twice", path.string(),
-                printable(t.info.name));
+                "cannot write {}: tensor '{}' given twice", path.string(), printable(t.info.name));
     if (t.bytes.size() != t.info.size_bytes()) {
       throw make_mismatch<InvalidArgument>(
           "tensor", "byte count",
-          ErrorFields{.path = t.info.name, .file = path.string(),
+          ErrorFields{.path = t.info.name,
+                      .file = path.string(),
                       .expected = std::to_string(t.info.size_bytes()),
                       .actual = std::to_string(t.bytes.size())});
     }

@@ -14,9 +14,10 @@ namespace {
 
 CorruptFile index_error(const std::filesystem::path& index, std::string_view tensor,
                         std::string message, std::string expected, std::string actual) {
-  return CorruptFile(std::move(message),
-                     ErrorFields{.path = std::string(tensor), .file = index.string(),
-                                 .expected = std::move(expected), .actual = std::move(actual)});
+  return CorruptFile(std::move(message), ErrorFields{.path = std::string(tensor),
+                                                     .file = index.string(),
+                                                     .expected = std::move(expected),
+                                                     .actual = std::move(actual)});
 }
 
 // A shard name must stay inside the index's folder.
@@ -109,12 +110,12 @@ std::shared_ptr<const SafetensorsFile> ShardedCheckpoint::check_shard(
       log_debug("{}: tensor '{}' of shard {} is not in the index; ignored", index, e.info.name,
                 file);
     } else if (it->second != file) {
-      throw index_error(index_path_, e.info.name,
-                        fmt::format("tensor '{}' in {}: named in two shards, {} (per the index) "
-                                    "and {}: expected it only in {}, got it also in {}",
-                                    printable(e.info.name), index, it->second, file, it->second,
-                                    file),
-                        it->second, file);
+      throw index_error(
+          index_path_, e.info.name,
+          fmt::format("tensor '{}' in {}: named in two shards, {} (per the index) "
+                      "and {}: expected it only in {}, got it also in {}",
+                      printable(e.info.name), index, it->second, file, it->second, file),
+          it->second, file);
     }
   }
   for (const auto& [name, where] : weight_map_) {
@@ -139,8 +140,8 @@ void ShardedCheckpoint::validate() const {
   }
   if (total_size_bytes_ && *total_size_bytes_ != total) {
     // Tensors sharing storage are counted once in total_size, so a larger sum is not an error.
-    log_info("{}: metadata.total_size is {} bytes; its tensors hold {} bytes",
-             index_path_.string(), *total_size_bytes_, total);
+    log_info("{}: metadata.total_size is {} bytes; its tensors hold {} bytes", index_path_.string(),
+             *total_size_bytes_, total);
   }
 }
 

@@ -44,8 +44,8 @@ std::filesystem::path save_sharded(const std::filesystem::path& folder,
   }
   nlohmann::json weight_map = nlohmann::json::object();
   for (std::size_t i = 0; i < shards.size(); ++i) {
-    const std::string file = fmt::format("{}-{:05d}-of-{:05d}.safetensors", options.base_name,
-                                         i + 1, shards.size());
+    const std::string file =
+        fmt::format("{}-{:05d}-of-{:05d}.safetensors", options.base_name, i + 1, shards.size());
     save_safetensors(folder / file, shards[i], save);
     for (const auto& entry : shards[i]) weight_map[entry.first] = file;
   }

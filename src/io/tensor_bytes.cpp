@@ -1,9 +1,8 @@
 #include "io/tensor_bytes.h"
 
-#include <sys/mman.h>
-
 #include <bit>
 #include <cstring>
+#include <sys/mman.h>
 
 #include "ferry/core/error.h"
 
@@ -20,7 +19,8 @@ c10::ScalarType scalar_type_for(const TensorInfo& info, std::string_view file) {
       fmt::format("tensor '{}' in {}: dtype {} has no LibTorch scalar type in this build; "
                   "its bytes can be inspected and copied but not loaded as a tensor",
                   info.name, file, safetensors_name(info.dtype)),
-      ErrorFields{.path = info.name, .file = std::string(file),
+      ErrorFields{.path = info.name,
+                  .file = std::string(file),
                   .expected = "a dtype LibTorch supports",
                   .actual = std::string(safetensors_name(info.dtype))});
 }
@@ -45,9 +45,9 @@ at::Tensor tensor_from_bytes(std::span<std::byte> bytes, const TensorInfo& info,
   const auto cpu = at::TensorOptions().dtype(stored).device(c10::kCPU);
   const bool converts = (options.dtype && require_scalar_type(*options.dtype) != stored) ||
                         options.device != c10::Device(c10::kCPU);
-  const bool aligned =
-      reinterpret_cast<std::uintptr_t>(bytes.data()) % static_cast<std::uintptr_t>(
-                                                           element_size(info.dtype)) == 0;
+  const bool aligned = reinterpret_cast<std::uintptr_t>(bytes.data()) %
+                           static_cast<std::uintptr_t>(element_size(info.dtype)) ==
+                       0;
   at::Tensor tensor;
   if (owner && aligned && (converts || !options.copy)) {
     // The view keeps the owner (the mapping) alive for as long as LibTorch holds the storage.
@@ -56,7 +56,6 @@ at::Tensor tensor_from_bytes(std::span<std::byte> bytes, const TensorInfo& info,
   } else {
     tensor = at::empty(info.shape, cpu);
     if (!bytes.empty()) std::memcpy(tensor.data_ptr(), bytes.data(), bytes.size());
-    if (!converts) return tensor;
   }
   if (!converts) return tensor;
   return convert(tensor, LoadOptions{.dtype = options.dtype, .device = options.device});
@@ -69,9 +68,9 @@ at::Tensor load_from_file(const std::shared_ptr<const MappedFile>& file, std::ui
   const bool converts = (options.dtype && require_scalar_type(*options.dtype) != stored) ||
                         options.device != c10::Device(c10::kCPU);
   std::span<std::byte> bytes(file->mutable_data() + offset_bytes, info.size_bytes());
-  const bool aligned =
-      reinterpret_cast<std::uintptr_t>(bytes.data()) %
-          static_cast<std::uintptr_t>(element_size(info.dtype)) == 0;
+  const bool aligned = reinterpret_cast<std::uintptr_t>(bytes.data()) %
+                           static_cast<std::uintptr_t>(element_size(info.dtype)) ==
+                       0;
   if (converts || (aligned && !options.copy)) {
     if (converts) file->advise_willneed(offset_bytes, bytes.size());
     return tensor_from_bytes(bytes, info, file, options, name);
@@ -85,8 +84,8 @@ at::Tensor load_from_file(const std::shared_ptr<const MappedFile>& file, std::ui
   const std::uintptr_t first = (begin + kHuge - 1) / kHuge * kHuge;
   const std::uintptr_t last = (begin + bytes.size()) / kHuge * kHuge;
   if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-  file->read(offset_bytes, std::span<std::byte>(static_cast<std::byte*>(tensor.data_ptr()),
-                                                bytes.size()));
+  file->read(offset_bytes,
+             std::span<std::byte>(static_cast<std::byte*>(tensor.data_ptr()), bytes.size()));
   return tensor;
 }
 

@@ -51,7 +51,8 @@ class MemorySource final : public TensorSource {
   explicit MemorySource(std::map<std::string, at::Tensor> tensors) : tensors_(std::move(tensors)) {
     for (const auto& [name, tensor] : tensors_) {
       names_.push_back(name);
-      infos_.push_back(TensorInfo{.name = name, .dtype = from_scalar_type(tensor.scalar_type()),
+      infos_.push_back(TensorInfo{.name = name,
+                                  .dtype = from_scalar_type(tensor.scalar_type()),
                                   .shape = tensor.sizes().vec()});
     }
   }

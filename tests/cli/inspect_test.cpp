@@ -67,7 +67,8 @@ TEST_F(InspectCommand, JsonListsTensorsAndTotals) {
 }
 
 TEST_F(InspectCommand, TableEndsWithVerdict) {
-  const Result r = run_ferry("inspect " + (dir_ / "model" / "model.safetensors.index.json").string());
+  const Result r =
+      run_ferry("inspect " + (dir_ / "model" / "model.safetensors.index.json").string());
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("layers.1.weight"));
   EXPECT_THAT(r.out, HasSubstr("totals by dtype"));

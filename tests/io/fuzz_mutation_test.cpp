@@ -25,12 +25,20 @@ class Mutator {
     const int n = 1 + static_cast<int>(pick(4));
     for (int i = 0; i < n; ++i) {
       switch (pick(7)) {
-        case 0: if (!s.empty()) s[pick(s.size())] ^= static_cast<char>(1u << pick(8)); break;
-        case 1: if (!s.empty()) s[pick(s.size())] = static_cast<char>(pick(256)); break;
+        case 0:
+          if (!s.empty()) s[pick(s.size())] ^= static_cast<char>(1u << pick(8));
+          break;
+        case 1:
+          if (!s.empty()) s[pick(s.size())] = static_cast<char>(pick(256));
+          break;
         case 2: s.resize(pick(s.size() + 1)); break;
         case 3: s.insert(pick(s.size() + 1), 1, kTokens[pick(kTokens.size())]); break;
-        case 4: if (!s.empty()) s.erase(pick(s.size()), 1 + pick(8)); break;
-        case 5: if (s.size() >= 8) s[pick(8)] = static_cast<char>(pick(256)); break;  // length
+        case 4:
+          if (!s.empty()) s.erase(pick(s.size()), 1 + pick(8));
+          break;
+        case 5:
+          if (s.size() >= 8) s[pick(8)] = static_cast<char>(pick(256));
+          break;    // length
         default: {  // replace a digit: offsets and shapes
           const std::size_t at = s.find_first_of("0123456789", pick(s.size() + 1));
           if (at != std::string::npos) s[at] = static_cast<char>('0' + pick(10));

@@ -1,27 +1,28 @@
 // The offload folder: exactly Accelerate's layout (index.json text, raw .dat bytes, bfloat16 and
 // scalars), round trips, index merging, entries that point into safetensors files, bad input.
+#include "ferry/io/offload_folder.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "ferry/core/error.h"
 #include "ferry/io/checkpoint.h"
-#include "ferry/io/offload_folder.h"
 #include "ferry/io/safetensors_writer.h"
 #include "io_test_util.h"
 
 namespace ferry::io {
 namespace {
 
+using testing::catch_error;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using testing::catch_error;
 using testing::ScratchDir;
 
 TEST(OffloadWrite, AccelerateLayout) {
   ScratchDir dir;
-  offload_state_dict(dir.path(), {{"batchnorm.weight", at::ones({4})},
-                                  {"batchnorm.num_batches_tracked",
-                                   at::scalar_tensor(3, at::kLong)}});
+  offload_state_dict(dir.path(),
+                     {{"batchnorm.weight", at::ones({4})},
+                      {"batchnorm.num_batches_tracked", at::scalar_tensor(3, at::kLong)}});
   EXPECT_EQ(testing::read_file(dir / "index.json"),
             "{\n"
             "  \"batchnorm.weight\": {\n"

@@ -1,19 +1,20 @@
 // One test per way a safetensors header can be wrong, each asserting the error type and that
 // the message and fields name the file and the tensor; plus what a valid header keeps.
+#include "ferry/io/safetensors_header.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "ferry/core/error.h"
 #include "ferry/io/safetensors.h"
-#include "ferry/io/safetensors_header.h"
 #include "io_test_util.h"
 
 namespace ferry::io {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::as_bytes;
 using testing::catch_error;
+using ::testing::HasSubstr;
 using testing::safetensors_bytes;
 
 constexpr std::string_view kFile = "model-00002-of-00004.safetensors";
@@ -74,8 +75,7 @@ TEST(SafetensorsHeader, HeaderTooLarge) {
 TEST(SafetensorsHeader, NotJson) { expect_corrupt(safetensors_bytes("{not json"), "", "JSON"); }
 
 TEST(SafetensorsHeader, TruncatedJson) {
-  expect_corrupt(safetensors_bytes("{" + f32("w", "[1]", 0, 4), "abcd", /*pad=*/false), "",
-                 "JSON");
+  expect_corrupt(safetensors_bytes("{" + f32("w", "[1]", 0, 4), "abcd", /*pad=*/false), "", "JSON");
 }
 
 TEST(SafetensorsHeader, InvalidUtf8) {
@@ -93,15 +93,16 @@ TEST(SafetensorsHeader, UnknownDType) {
 TEST(SafetensorsHeader, NewerDTypeIsUnsupported) {
   const std::string bytes =
       safetensors_bytes(R"({"w":{"dtype":"F4","shape":[2],"data_offsets":[0,1]}})", "a");
-  const auto e = catch_error<Unsupported>([&] { parse_safetensors_header(as_bytes(bytes), kFile); });
+  const auto e =
+      catch_error<Unsupported>([&] { parse_safetensors_header(as_bytes(bytes), kFile); });
   ASSERT_TRUE(e);
   EXPECT_EQ(e->path(), "w");
   EXPECT_EQ(e->actual(), "F4");
 }
 
 TEST(SafetensorsHeader, ShapeDoesNotMatchByteRange) {
-  const auto e = corrupt(safetensors_bytes("{" + f32("w", "[2,3]", 0, 20) + "}",
-                                           std::string(20, 'x')));
+  const auto e =
+      corrupt(safetensors_bytes("{" + f32("w", "[2,3]", 0, 20) + "}", std::string(20, 'x')));
   ASSERT_TRUE(e);
   EXPECT_EQ(e->path(), "w");
   EXPECT_THAT(e->what(), HasSubstr("shape does not match"));
@@ -110,9 +111,8 @@ TEST(SafetensorsHeader, ShapeDoesNotMatchByteRange) {
 }
 
 TEST(SafetensorsHeader, OverlappingRanges) {
-  const std::string bytes =
-      safetensors_bytes("{" + f32("a", "[2]", 0, 8) + "," + f32("b", "[2]", 4, 12) + "}",
-                        std::string(12, 'x'));
+  const std::string bytes = safetensors_bytes(
+      "{" + f32("a", "[2]", 0, 8) + "," + f32("b", "[2]", 4, 12) + "}", std::string(12, 'x'));
   expect_corrupt(bytes, "b", "overlap");
   const auto e = corrupt(bytes);
   ASSERT_TRUE(e);
@@ -120,9 +120,8 @@ TEST(SafetensorsHeader, OverlappingRanges) {
 }
 
 TEST(SafetensorsHeader, Gap) {
-  const std::string bytes =
-      safetensors_bytes("{" + f32("a", "[1]", 0, 4) + "," + f32("b", "[1]", 8, 12) + "}",
-                        std::string(12, 'x'));
+  const std::string bytes = safetensors_bytes(
+      "{" + f32("a", "[1]", 0, 4) + "," + f32("b", "[1]", 8, 12) + "}", std::string(12, 'x'));
   expect_corrupt(bytes, "b", "gap");
 }
 
@@ -140,8 +139,7 @@ TEST(SafetensorsHeader, OffsetsOutOfBounds) {
 }
 
 TEST(SafetensorsHeader, ReversedOffsets) {
-  expect_corrupt(safetensors_bytes("{" + f32("w", "[0]", 8, 4) + "}", "12345678"), "w",
-                 "reversed");
+  expect_corrupt(safetensors_bytes("{" + f32("w", "[0]", 8, 4) + "}", "12345678"), "w", "reversed");
 }
 
 TEST(SafetensorsHeader, TrailingBytesAfterLastTensor) {
@@ -150,8 +148,7 @@ TEST(SafetensorsHeader, TrailingBytesAfterLastTensor) {
 }
 
 TEST(SafetensorsHeader, DuplicateName) {
-  expect_corrupt(safetensors_bytes("{" + f32("w", "[1]", 0, 4) + "," + f32("w", "[1]", 4, 8) +
-                                       "}",
+  expect_corrupt(safetensors_bytes("{" + f32("w", "[1]", 0, 4) + "," + f32("w", "[1]", 4, 8) + "}",
                                    "12345678"),
                  "w", "duplicate name");
 }
@@ -166,9 +163,9 @@ TEST(SafetensorsHeader, NegativeDimension) {
 }
 
 TEST(SafetensorsHeader, FractionalOffset) {
-  expect_corrupt(safetensors_bytes(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4.0]}})",
-                                   "abcd"),
-                 "w", "data_offsets");
+  expect_corrupt(
+      safetensors_bytes(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4.0]}})", "abcd"), "w",
+      "data_offsets");
 }
 
 TEST(SafetensorsHeader, ShapeOverflow) {
@@ -215,7 +212,8 @@ TEST(SafetensorsHeader, EmptyHeaderIsValid) {
 TEST(SafetensorsFileOpen, EmptyFileNamesThePath) {
   testing::ScratchDir dir;
   testing::write_file(dir / "empty.safetensors", "");
-  const auto e = catch_error<CorruptFile>([&] { SafetensorsFile::open(dir / "empty.safetensors"); });
+  const auto e =
+      catch_error<CorruptFile>([&] { SafetensorsFile::open(dir / "empty.safetensors"); });
   ASSERT_TRUE(e);
   EXPECT_THAT(e->what(), HasSubstr("empty.safetensors"));
 }

@@ -1,5 +1,7 @@
 // safetensors write-read round trips (every dtype, 0-dim and empty tensors, bit-exact), the
 // zero-copy view and its lifetime, conversions, the reference byte layout, atomic writes.
+#include "ferry/io/safetensors.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -7,15 +9,14 @@
 
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
-#include "ferry/io/safetensors.h"
 #include "ferry/io/safetensors_writer.h"
 #include "io_test_util.h"
 
 namespace ferry::io {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::catch_error;
+using ::testing::HasSubstr;
 using testing::ScratchDir;
 
 std::vector<std::byte> random_bytes(std::size_t n, std::uint32_t seed) {
@@ -39,9 +40,10 @@ TEST(SafetensorsRoundTrip, RawBytesOfEveryDTypeAndShape) {
   std::vector<RawTensor> raw;
   for (DType d : all_dtypes()) {
     for (std::size_t i = 0; i < kShapes.size(); ++i) {
-      TensorInfo info{.name = fmt::format("{}.{}", safetensors_name(d), i), .dtype = d,
-                      .shape = kShapes[i]};
-      storage.push_back(random_bytes(info.size_bytes(), static_cast<std::uint32_t>(storage.size())));
+      TensorInfo info{
+          .name = fmt::format("{}.{}", safetensors_name(d), i), .dtype = d, .shape = kShapes[i]};
+      storage.push_back(
+          random_bytes(info.size_bytes(), static_cast<std::uint32_t>(storage.size())));
       raw.push_back(RawTensor{info, storage.back()});
     }
   }
@@ -84,9 +86,9 @@ TEST(SafetensorsRoundTrip, TensorsOfEveryLibTorchDTypeLoadBitExact) {
     const at::Tensor loaded = file->load(name);
     EXPECT_EQ(loaded.scalar_type(), expected.scalar_type()) << name;
     EXPECT_EQ(loaded.sizes(), expected.sizes()) << name;
-    EXPECT_TRUE(same_bytes(loaded, std::as_bytes(std::span<const char>(
-                                       static_cast<const char*>(expected.data_ptr()),
-                                       static_cast<std::size_t>(expected.nbytes())))))
+    EXPECT_TRUE(same_bytes(
+        loaded, std::as_bytes(std::span<const char>(static_cast<const char*>(expected.data_ptr()),
+                                                    static_cast<std::size_t>(expected.nbytes())))))
         << name;
   }
 }
@@ -189,9 +191,8 @@ TEST(SafetensorsWrite, ReferenceByteLayout) {
 
 TEST(SafetensorsWrite, ReferenceOrderAndDefaultMetadata) {
   ScratchDir dir;
-  save_safetensors(dir / "o.safetensors", {{"a", at::ones({2}, at::kHalf)},
-                                           {"c", at::ones({2})},
-                                           {"b", at::ones({2})}});
+  save_safetensors(dir / "o.safetensors",
+                   {{"a", at::ones({2}, at::kHalf)}, {"c", at::ones({2})}, {"b", at::ones({2})}});
   const std::string bytes = testing::read_file(dir / "o.safetensors");
   EXPECT_EQ(bytes.substr(8, 32), R"({"__metadata__":{"format":"pt"},)");
   const auto file = SafetensorsFile::open(dir / "o.safetensors");
@@ -227,7 +228,8 @@ TEST(SafetensorsWrite, RawByteCountMustMatch) {
 TEST(SafetensorsMetadata, FormatCheckFollowsAccelerate) {
   ScratchDir dir;
   save_safetensors(dir / "none.safetensors", {{"w", at::ones({1})}}, {.metadata = {}});
-  save_safetensors(dir / "tf.safetensors", {{"w", at::ones({1})}}, {.metadata = {{"format", "tf"}}});
+  save_safetensors(dir / "tf.safetensors", {{"w", at::ones({1})}},
+                   {.metadata = {{"format", "tf"}}});
   save_safetensors(dir / "odd.safetensors", {{"w", at::ones({1})}}, {.metadata = {{"x", "y"}}});
   {
     LogCapture capture;

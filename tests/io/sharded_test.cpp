@@ -1,20 +1,21 @@
 // Sharded checkpoints: the splitting writer and its index, lazy shards, conflicts between the
 // index and the shards, and folder resolution (spec §2.18, §3.2).
+#include "ferry/io/sharded.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "ferry/core/error.h"
 #include "ferry/io/checkpoint.h"
 #include "ferry/io/safetensors_writer.h"
-#include "ferry/io/sharded.h"
 #include "io_test_util.h"
 
 namespace ferry::io {
 namespace {
 
+using testing::catch_error;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using testing::catch_error;
 using testing::ScratchDir;
 
 // Four float tensors of 16, 16, 40 and 8 bytes, in state-dict order.
@@ -54,9 +55,9 @@ TEST(ShardedRead, RoundTripOpensShardsLazily) {
   ScratchDir dir;
   save_sharded(dir.path(), state_dict(), {.max_shard_size = Bytes(32)});
   const auto ckpt = ShardedCheckpoint::open(dir / "model.safetensors.index.json");
-  EXPECT_THAT(ckpt->shard_files(), ElementsAre("model-00001-of-00003.safetensors",
-                                               "model-00002-of-00003.safetensors",
-                                               "model-00003-of-00003.safetensors"));
+  EXPECT_THAT(ckpt->shard_files(),
+              ElementsAre("model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                          "model-00003-of-00003.safetensors"));
   EXPECT_EQ(ckpt->total_size_bytes(), 80u);
   for (const auto& [name, tensor] : state_dict()) {
     EXPECT_TRUE(at::equal(ckpt->load(name), tensor)) << name;

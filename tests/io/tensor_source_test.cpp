@@ -1,5 +1,7 @@
 // TensorSource: the same questions answered by every backing store, and prefix views whose
 // names and sizes agree with their parent.
+#include "ferry/io/tensor_source.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -8,15 +10,14 @@
 #include "ferry/io/offload_folder.h"
 #include "ferry/io/safetensors_writer.h"
 #include "ferry/io/sharded.h"
-#include "ferry/io/tensor_source.h"
 #include "io_test_util.h"
 
 namespace ferry::io {
 namespace {
 
+using testing::catch_error;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using testing::catch_error;
 using testing::ScratchDir;
 
 std::vector<std::pair<std::string, at::Tensor>> tiny_model() {
@@ -69,8 +70,8 @@ TEST(TensorSource, PrefixViewNamesAndSizesAgree) {
     EXPECT_THAT(layer->names(), ElementsAre("mlp.up.bias", "mlp.up.weight", "step"));
     EXPECT_EQ(layer->total_bytes(), 4u + 12u + 8u);
     EXPECT_EQ(layer->info("mlp.up.weight").name, "mlp.up.weight");
-    EXPECT_TRUE(at::equal(layer->load("mlp.up.weight"),
-                          source->load("model.layers.3.mlp.up.weight")));
+    EXPECT_TRUE(
+        at::equal(layer->load("mlp.up.weight"), source->load("model.layers.3.mlp.up.weight")));
     EXPECT_EQ(layer->file_of("step"), source->file_of("model.layers.3.step"));
     const auto mlp = layer->prefixed("mlp.");
     EXPECT_THAT(mlp->names(), ElementsAre("up.bias", "up.weight"));

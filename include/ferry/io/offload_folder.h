@@ -57,9 +57,9 @@ class OffloadFolder final : public TensorSource {
 
   std::filesystem::path folder_;
   OffloadIndex index_;
-  std::vector<std::string> names_;                  // sorted
+  std::vector<std::string> names_;                             // sorted
   std::map<std::string, std::size_t, std::less<>> positions_;  // name → index_ position
-  mutable std::mutex mutex_;                        // guards files_
+  mutable std::mutex mutex_;                                   // guards files_
   mutable std::map<std::filesystem::path, std::shared_ptr<const SafetensorsFile>> files_;
 };
 

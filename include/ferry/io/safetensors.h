@@ -59,7 +59,7 @@ class SafetensorsFile final : public TensorSource {
   std::filesystem::path path_;
   std::shared_ptr<const MappedFile> mapping_;
   SafetensorsHeader header_;
-  std::vector<std::string> names_;                          // sorted
+  std::vector<std::string> names_;                           // sorted
   std::unordered_map<std::string_view, std::size_t> index_;  // name → position in entries
 };
 

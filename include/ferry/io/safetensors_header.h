@@ -25,9 +25,9 @@ struct SafetensorsEntry {
 };
 
 struct SafetensorsHeader {
-  std::vector<SafetensorsEntry> entries;          // in data order (by begin_bytes)
-  std::map<std::string, std::string> metadata;    // "__metadata__", empty when absent
-  std::uint64_t data_offset_bytes = 0;            // 8 + header length: where data begins
+  std::vector<SafetensorsEntry> entries;        // in data order (by begin_bytes)
+  std::map<std::string, std::string> metadata;  // "__metadata__", empty when absent
+  std::uint64_t data_offset_bytes = 0;          // 8 + header length: where data begins
 };
 
 // Parses and validates the header of the complete file `file_bytes`: the 8-byte little-endian

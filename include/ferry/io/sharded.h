@@ -57,10 +57,10 @@ class ShardedCheckpoint final : public TensorSource {
 
   std::filesystem::path index_path_;
   std::optional<std::uint64_t> total_size_bytes_;
-  std::vector<std::string> names_;                              // sorted
-  std::unordered_map<std::string, std::string> weight_map_;     // name → shard file
+  std::vector<std::string> names_;                           // sorted
+  std::unordered_map<std::string, std::string> weight_map_;  // name → shard file
   std::vector<std::string> shard_files_;
-  mutable std::mutex mutex_;                                    // guards shards_
+  mutable std::mutex mutex_;  // guards shards_
   mutable std::map<std::string, std::shared_ptr<const SafetensorsFile>> shards_;
 };
 
@@ -72,7 +72,8 @@ struct ShardOptions {
 
 // Writes `tensors` into `folder` split greedily in the given (state-dict) order as Accelerate's
 // save_model does (a new shard when the current one would pass max_shard_size; a larger tensor
-// gets its own), then "<base>.safetensors.index.json" (indent 2, sorted keys). A single shard is written as
+// gets its own), then "<base>.safetensors.index.json" (indent 2, sorted keys). A single shard is
+// written as
 // "<base>.safetensors" without an index. Every file is written atomically; the index last.
 // Returns the index path, or the single file's path.
 std::filesystem::path save_sharded(const std::filesystem::path& folder,
