@@ -12,26 +12,15 @@
 #include "ferry/io/offload_folder.h"
 #include "ferry/io/safetensors_writer.h"
 #include "ferry/io/sharded.h"
+#include "run_ferry.h"
 
 namespace ferry::cli {
 namespace {
 
 using ::testing::HasSubstr;
 
-struct Result {
-  int exit_code;
-  std::string out;  // stdout and stderr
-};
-
-Result run_ferry(const std::string& args) {
-  const std::string command = std::string(FERRY_CLI_PATH) + " " + args + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  std::string out;
-  char buffer[4096];
-  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) out.append(buffer, n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using testing::Result;
+using testing::run_ferry;
 
 class InspectCommand : public ::testing::Test {
  protected:

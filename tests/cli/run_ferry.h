@@ -1,0 +1,31 @@
+#pragma once
+// Runs the ferry binary (FERRY_CLI_PATH) as a process, for the CLI tests.
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
+
+namespace ferry::cli::testing {
+
+struct Result {
+  int exit_code;
+  std::string out;  // stdout and stderr
+};
+
+inline Result run_ferry(const std::string& args) {
+  const std::string command = std::string(FERRY_CLI_PATH) + " " + args + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  std::string out;
+  char buffer[4096];
+  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) out.append(buffer, n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// Only stdout (for --json output, which must parse on its own).
+inline Result run_ferry_stdout(const std::string& args) {
+  return run_ferry(args + " 2>/dev/null");
+}
+
+}  // namespace ferry::cli::testing
