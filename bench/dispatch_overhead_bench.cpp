@@ -1,14 +1,13 @@
 // P3 (DESIGN.md): dispatch overhead with every weight resident — the same model called through
 // AlignDevicesHooks (dispatch_model with force_hooks, all on the CPU) vs called without hooks.
 // Target: ≤ 3 % slower. Alternates the two variants per round; prints medians and the ratio.
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <vector>
-
-#include <ATen/Parallel.h>
 
 #include "ferry/dispatch/dispatch_model.h"
 #include "ferry/nn/activation.h"
@@ -79,8 +78,9 @@ int main(int argc, char** argv) {
   }
   const double pa = median(a);
   const double pb = median(b);
-  fmt::print("P3: {} blocks (dim {}, {} modules with hooks), input [1, 1, {}], threads {}, {} rounds\n",
-             n_layers, dim, n_layers * 5, dim, at::get_num_threads(), rounds);
+  fmt::print(
+      "P3: {} blocks (dim {}, {} modules with hooks), input [1, 1, {}], threads {}, {} rounds\n",
+      n_layers, dim, n_layers * 5, dim, at::get_num_threads(), rounds);
   fmt::print("  without hooks  median {:.3f} ms/forward (min {:.3f}, max {:.3f})\n", pa,
              *std::min_element(a.begin(), a.end()), *std::max_element(a.begin(), a.end()));
   fmt::print("  dispatched     median {:.3f} ms/forward (min {:.3f}, max {:.3f})\n", pb,

@@ -55,8 +55,8 @@ void bench_headers(const char* label, const std::vector<ferry::TensorInfo>& info
   const auto start = Clock::now();
   const ModuleTree tree = ModuleTree::from_tensors(infos);
   const PlanOptions options{.no_split_patterns = infer_no_split_patterns(tree)};
-  const StrategyPlan plan = plan_with_strategy(
-      tree, {.max_memory = budget("0=40GiB,1=40GiB,cpu=64GiB")}, options);
+  const StrategyPlan plan =
+      plan_with_strategy(tree, {.max_memory = budget("0=40GiB,1=40GiB,cpu=64GiB")}, options);
   const double total_ms = ms_since(start);
   fmt::print("{}: {} tensors, tree + balanced budgets + auto map in {:.1f} ms ({} map entries)\n",
              label, infos.size(), total_ms, plan.plan.device_map.size());

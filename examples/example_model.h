@@ -6,7 +6,6 @@
 #include <ferry/nn/embedding.h>
 #include <ferry/nn/linear.h>
 #include <ferry/nn/norm.h>
-
 #include <memory>
 #include <vector>
 
@@ -17,8 +16,8 @@ class Block : public ferry::nn::Callable<Block> {
   explicit Block(std::int64_t dim) : Callable("Block") {
     norm_ = register_module("norm", std::make_shared<ferry::nn::RMSNorm>(dim));
     up_ = register_module("up", std::make_shared<ferry::nn::Linear>(dim, 4 * dim));
-    act_ = register_module("act", std::make_shared<ferry::nn::Activation>(
-                                      ferry::nn::ActivationKind::kSiLU));
+    act_ = register_module(
+        "act", std::make_shared<ferry::nn::Activation>(ferry::nn::ActivationKind::kSiLU));
     down_ = register_module("down", std::make_shared<ferry::nn::Linear>(4 * dim, dim));
   }
 
@@ -37,7 +36,8 @@ class Model : public ferry::nn::Callable<Model> {
   Model(std::int64_t vocab, std::int64_t dim, int n_layers) : Callable("Model") {
     embed_ = register_module("embed", std::make_shared<ferry::nn::Embedding>(vocab, dim));
     auto layers = register_module("layers", std::make_shared<ferry::nn::ModuleList>());
-    for (int i = 0; i < n_layers; ++i) blocks_.push_back(layers->push_back(std::make_shared<Block>(dim)));
+    for (int i = 0; i < n_layers; ++i)
+      blocks_.push_back(layers->push_back(std::make_shared<Block>(dim)));
     head_ = register_module("head", std::make_shared<ferry::nn::Linear>(dim, vocab));
   }
 

@@ -2,14 +2,14 @@
 // ferry plans where each block rests under the budgets and brings offloaded blocks to the
 // execution device just in time. Usage: example_load_and_dispatch WORK_DIR
 #include <ferry/io/sharded.h>
-
 #include <filesystem>
 #include <iostream>
 
 #include "example_model.h"
 
 int main(int argc, char** argv) {
-  const std::filesystem::path work = argc > 1 ? argv[1] : std::filesystem::temp_directory_path() / "ferry-example";
+  const std::filesystem::path work =
+      argc > 1 ? argv[1] : std::filesystem::temp_directory_path() / "ferry-example";
   std::filesystem::create_directories(work);
   // A checkpoint to load: the state dict of a model with real weights, in 4 KB shards.
   example::Model trained(64, 16, 4);
@@ -27,12 +27,12 @@ int main(int argc, char** argv) {
   // 2. Plan, load and dispatch: a small CPU budget pushes the tail of the model to disk.
   ferry::plan::MemoryBudget budget;
   budget.set(ferry::Placement::cpu(), ferry::Bytes(12000));
-  const ferry::plan::DeviceMap map = ferry::dispatch::load_checkpoint_and_dispatch(
-      *model, work / "checkpoint",
-      {.device_map = ferry::plan::Strategy::kAuto,
-       .max_memory = budget,
-       .no_split_module_classes = {"Block"},
-       .offload_folder = work / "offload"});
+  const ferry::plan::DeviceMap map =
+      ferry::dispatch::load_checkpoint_and_dispatch(*model, work / "checkpoint",
+                                                    {.device_map = ferry::plan::Strategy::kAuto,
+                                                     .max_memory = budget,
+                                                     .no_split_module_classes = {"Block"},
+                                                     .offload_folder = work / "offload"});
   std::cout << "device map: " << map.to_json() << "\n";
   // 3. Run: same result as the model that never left memory.
   const bool same = at::equal((*model)(ids), expected);

@@ -2,10 +2,10 @@
 // A fresh folder for one test (several per test allowed), removed with its contents at the end.
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <string>
+#include <unistd.h>
 
 namespace ferry::testing {
 

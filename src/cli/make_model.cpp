@@ -1,16 +1,18 @@
 // `ferry make-model --arch llama|gpt2 (--size 1.5GB | --hidden N --layers N ...) --out DIR`:
 // a synthetic checkpoint folder with random weights and a working tokenizer.
+#include "ferry/models/make_model.h"
+
 #include <fmt/format.h>
 
 #include <chrono>
 
 #include "cli/commands.h"
-#include "ferry/models/make_model.h"
 
 namespace ferry::cli {
 
 void add_make_model_command(CLI::App& app, Runner& runner) {
-  auto* cmd = app.add_subcommand("make-model", "Write a synthetic checkpoint folder (random weights)");
+  auto* cmd =
+      app.add_subcommand("make-model", "Write a synthetic checkpoint folder (random weights)");
   auto options = std::make_shared<models::MakeModelOptions>();
   auto out = std::make_shared<std::string>();
   auto size = std::make_shared<std::string>();
@@ -18,7 +20,8 @@ void add_make_model_command(CLI::App& app, Runner& runner) {
   auto shard = std::make_shared<std::string>("200MB");
   cmd->add_option("--arch", options->arch, "llama, mistral, qwen2 or gpt2")
       ->check(CLI::IsMember({"llama", "mistral", "qwen2", "gpt2"}));
-  cmd->add_option("--size", *size, "Approximate size of the weights (e.g. 1.5GB); picks dimensions");
+  cmd->add_option("--size", *size,
+                  "Approximate size of the weights (e.g. 1.5GB); picks dimensions");
   cmd->add_option("--hidden", options->hidden_size, "Hidden size");
   cmd->add_option("--layers", options->n_layers, "Decoder layers");
   cmd->add_option("--heads", options->n_heads, "Attention heads");

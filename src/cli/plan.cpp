@@ -1,11 +1,11 @@
 // `ferry plan CHECKPOINT`: where each layer of a checkpoint would rest under given budgets, and
 // whether it fits — from the headers alone, no weights read.
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "ferry/core/bytes.h"
@@ -94,7 +94,8 @@ int run_plan(const PlanCommandOptions& o) {
   if (!o.max_memory.empty()) {
     strategy.max_memory = plan::get_max_memory(plan::parse_budget_entries(o.max_memory));
   }
-  const plan::MemoryBudget base = strategy.max_memory ? *strategy.max_memory : plan::get_max_memory();
+  const plan::MemoryBudget base =
+      strategy.max_memory ? *strategy.max_memory : plan::get_max_memory();
   strategy.reserve = parse_reserve(o.reserve, base);
   const plan::StrategyPlan result = plan::plan_with_strategy(tree, strategy, options);
   const auto estimates = plan::estimate_memory(tree, {.patterns = no_split});
@@ -141,10 +142,11 @@ int run_plan(const PlanCommandOptions& o) {
     return 0;
   }
 
-  fmt::print("ferry plan: {} ({} tensors, {}; planned in {:.1f} ms)\n", o.checkpoint,
-             infos.size(), format_bytes(total_bytes), elapsed_ms);
-  fmt::print("  strategy {}; never split: {}\n\nDevice map:\n", plan::to_string(strategy.strategy),
-             no_split.empty() ? std::string("(nothing)") : fmt::format("{}", fmt::join(no_split, ", ")));
+  fmt::print("ferry plan: {} ({} tensors, {}; planned in {:.1f} ms)\n", o.checkpoint, infos.size(),
+             format_bytes(total_bytes), elapsed_ms);
+  fmt::print(
+      "  strategy {}; never split: {}\n\nDevice map:\n", plan::to_string(strategy.strategy),
+      no_split.empty() ? std::string("(nothing)") : fmt::format("{}", fmt::join(no_split, ", ")));
   const auto rows = compact_entries(tree, p.device_map);
   std::size_t width = 0;
   for (const auto& [name, placement] : rows) width = std::max(width, name.size());
@@ -168,18 +170,20 @@ int run_plan(const PlanCommandOptions& o) {
                budget >= taken ? format_bytes(budget - taken) : "-" + format_bytes(taken - budget));
   }
   if (disk_bytes > 0) {
-    fmt::print("\nThe model does not fit in the given memory: {} of its {} of weights go to disk.\n",
-               format_bytes(disk_bytes), format_bytes(total_bytes));
+    fmt::print(
+        "\nThe model does not fit in the given memory: {} of its {} of weights go to disk.\n",
+        format_bytes(disk_bytes), format_bytes(total_bytes));
   } else {
     fmt::print("\nThe model fits in memory: nothing goes to disk.\n");
   }
   for (const auto& [placement, bits] : p.min_required_bits) {
-    fmt::print("  {} got nothing: its first module needed {} (with the room kept for the largest "
-               "layer).\n",
-               placement.to_string(), format_bytes((bits + 7) / 8));
+    fmt::print(
+        "  {} got nothing: its first module needed {} (with the room kept for the largest "
+        "layer).\n",
+        placement.to_string(), format_bytes((bits + 7) / 8));
   }
   fmt::print("\n{}", plan::format_estimate_table(
-                          std::filesystem::path(o.checkpoint).filename().string(), estimates));
+                         std::filesystem::path(o.checkpoint).filename().string(), estimates));
   return 0;
 }
 
@@ -188,7 +192,8 @@ int run_plan(const PlanCommandOptions& o) {
 void add_plan_command(CLI::App& app, Runner& runner) {
   auto options = std::make_shared<PlanCommandOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "plan", "Show where each layer of a checkpoint would rest and whether it fits (headers only)");
+      "plan",
+      "Show where each layer of a checkpoint would rest and whether it fits (headers only)");
   cmd->add_option("checkpoint", options->checkpoint,
                   "safetensors file, sharded index, or folder holding either")
       ->required();

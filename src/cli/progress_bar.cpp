@@ -1,9 +1,9 @@
 #include "cli/progress_bar.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <filesystem>
+#include <unistd.h>
 
 #include "ferry/core/bytes.h"
 
@@ -22,14 +22,15 @@ void LoadProgressBar::update(const dispatch::LoadProgress& p) {
   // By bytes where there are any (shards differ in size, tensors even more), else by tensors.
   const double fraction =
       p.bytes_total > 0 ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total)
-      : p.tensors_total > 0 ? static_cast<double>(p.tensors_done) / static_cast<double>(p.tensors_total)
-                            : 1.0;
+      : p.tensors_total > 0
+          ? static_cast<double>(p.tensors_done) / static_cast<double>(p.tensors_total)
+          : 1.0;
   const int filled = static_cast<int>(fraction * kWidth);
-  std::string line = fmt::format(
-      "  loading [{}{}] {:3.0f}%  {} / {}  {}/{} tensors  {}", std::string(filled, '#'),
-      std::string(kWidth - filled, '.'), fraction * 100, format_bytes(p.bytes_done),
-      format_bytes(p.bytes_total), p.tensors_done, p.tensors_total,
-      std::filesystem::path(p.current_file).filename().string());
+  std::string line =
+      fmt::format("  loading [{}{}] {:3.0f}%  {} / {}  {}/{} tensors  {}", std::string(filled, '#'),
+                  std::string(kWidth - filled, '.'), fraction * 100, format_bytes(p.bytes_done),
+                  format_bytes(p.bytes_total), p.tensors_done, p.tensors_total,
+                  std::filesystem::path(p.current_file).filename().string());
   const std::size_t width = line.size();
   if (width < last_width_) line.append(last_width_ - width, ' ');
   last_width_ = width;

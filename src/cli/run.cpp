@@ -2,12 +2,12 @@
 // included), streams generated text, and reports load time, time to first token, tokens per
 // second and peak memory per device.
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include "cli/commands.h"
@@ -103,13 +103,16 @@ int run(const RunOptions& o) {
   } else {
     load.dispatch.device_map = plan::parse_strategy(o.device_map);
   }
-  if (!o.max_memory.empty()) load.dispatch.max_memory = plan::get_max_memory(plan::parse_budget_entries(o.max_memory));
-  load.dispatch.offload_folder = o.offload_folder.empty()
-      ? std::filesystem::temp_directory_path() / fmt::format("ferry-offload-{}", ::getpid())
-      : std::filesystem::path(o.offload_folder);
+  if (!o.max_memory.empty())
+    load.dispatch.max_memory = plan::get_max_memory(plan::parse_budget_entries(o.max_memory));
+  load.dispatch.offload_folder =
+      o.offload_folder.empty()
+          ? std::filesystem::temp_directory_path() / fmt::format("ferry-offload-{}", ::getpid())
+          : std::filesystem::path(o.offload_folder);
   if (!o.dtype.empty()) load.dispatch.dtype = parse_dtype(o.dtype);
   load.dispatch.no_split_module_classes = o.no_split;
-  const plan::MemoryBudget budget = load.dispatch.max_memory ? *load.dispatch.max_memory : plan::get_max_memory();
+  const plan::MemoryBudget budget =
+      load.dispatch.max_memory ? *load.dispatch.max_memory : plan::get_max_memory();
 
   if (!o.json) fmt::print("ferry run: loading {} ...\n", o.model);
   std::fflush(stdout);
@@ -131,13 +134,15 @@ int run(const RunOptions& o) {
     placed[p ? p->to_string() : "cpu"] += static_cast<std::uint64_t>(t.tensor().nbytes());
   }
   if (!o.json) {
-    fmt::print("  {} ({} layers, hidden {}), loaded in {:.2f} s\n  placement:", loaded.config.model_type,
-               loaded.config.n_layers, loaded.config.hidden_size, load_seconds);
+    fmt::print(
+        "  {} ({} layers, hidden {}), loaded in {:.2f} s\n  placement:", loaded.config.model_type,
+        loaded.config.n_layers, loaded.config.hidden_size, load_seconds);
     for (const auto& [where, bytes] : placed) fmt::print(" {} {}", where, format_bytes(bytes));
     fmt::print("\n");
     if (!loaded.device_map.empty()) {
       std::map<std::string, std::vector<std::string>> by_place;
-      for (const auto& [path, p] : loaded.device_map.entries()) by_place[p.to_string()].push_back(path);
+      for (const auto& [path, p] : loaded.device_map.entries())
+        by_place[p.to_string()].push_back(path);
       for (const auto& [where, paths] : by_place) {
         fmt::print("    {:<5} {} module(s): {}{}\n", where, paths.size(),
                    paths.front().empty() ? "(whole model)" : paths.front(),
@@ -149,11 +154,14 @@ int run(const RunOptions& o) {
     std::fflush(stdout);
   }
 
-  models::GenerateOptions g{.max_new_tokens = o.max_new_tokens, .sampling = o.sampling,
-                            .stop_strings = o.stop, .keep_prompt_logits = !o.dump_logits.empty()};
+  models::GenerateOptions g{.max_new_tokens = o.max_new_tokens,
+                            .sampling = o.sampling,
+                            .stop_strings = o.stop,
+                            .keep_prompt_logits = !o.dump_logits.empty()};
   if (!o.ignore_eos) {
     g.eos_token_ids = loaded.config.eos_token_ids;
-    if (tokenizer && tokenizer->eos_token_id()) g.eos_token_ids.push_back(*tokenizer->eos_token_id());
+    if (tokenizer && tokenizer->eos_token_id())
+      g.eos_token_ids.push_back(*tokenizer->eos_token_id());
   }
   std::vector<std::int64_t> streamed;
   std::size_t printed = 0;
@@ -179,10 +187,12 @@ int run(const RunOptions& o) {
     io::save_safetensors(o.dump_logits, {{"logits", r.prompt_logits},
                                          {"input_ids", at::tensor(prompts.front(), at::kLong)}});
   }
-  const double tps = r.decode_seconds > 0 ? static_cast<double>(r.decode_steps) / r.decode_seconds : 0.0;
+  const double tps =
+      r.decode_seconds > 0 ? static_cast<double>(r.decode_steps) / r.decode_seconds : 0.0;
 
   std::map<std::string, std::uint64_t> peak{{"cpu", peak_rss().value()}};
-  for (int i = 0; i < simulated_gpu_count(); ++i) peak[std::to_string(i)] = sim_gpu_stats(i).peak.value();
+  for (int i = 0; i < simulated_gpu_count(); ++i)
+    peak[std::to_string(i)] = sim_gpu_stats(i).peak.value();
   if (placed.contains("disk")) peak["disk"] = placed["disk"];
   const std::string text = tokenizer ? tokenizer->decode(r.tokens.front(), true) : "";
 
@@ -192,7 +202,8 @@ int run(const RunOptions& o) {
     j["token_ids"] = r.tokens.front();
     j["prompt_ids"] = prompts.front();
     j["finish_reason"] = r.finish_reasons.front();
-    j["device_map"] = nlohmann::ordered_json::parse(loaded.device_map.empty() ? "{}" : loaded.device_map.to_json());
+    j["device_map"] = nlohmann::ordered_json::parse(
+        loaded.device_map.empty() ? "{}" : loaded.device_map.to_json());
     j["load_seconds"] = load_seconds;
     j["first_token_seconds"] = r.first_token_seconds;
     j["tokens_per_second"] = tps;
@@ -202,14 +213,17 @@ int run(const RunOptions& o) {
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  fmt::print("\n---\n  finish: {}; {} token(s) generated\n", r.finish_reasons.front(), r.tokens.front().size());
+  fmt::print("\n---\n  finish: {}; {} token(s) generated\n", r.finish_reasons.front(),
+             r.tokens.front().size());
   fmt::print("  load {:.2f} s, first token {:.2f} s, {:.2f} tokens/s\n", load_seconds,
              r.first_token_seconds, tps);
   fmt::print("  peak memory:");
   for (const auto& [where, bytes] : peak) {
-    const auto b = budget.find(where == "cpu" ? Placement::cpu() : where == "disk" ? Placement::disk()
-                                                                                 : Placement::gpu(std::stoi(where)));
-    fmt::print(" {} {}{}", where, format_bytes(bytes), b ? fmt::format(" (budget {})", format_bytes(b->value())) : "");
+    const auto b = budget.find(where == "cpu"    ? Placement::cpu()
+                               : where == "disk" ? Placement::disk()
+                                                 : Placement::gpu(std::stoi(where)));
+    fmt::print(" {} {}{}", where, format_bytes(bytes),
+               b ? fmt::format(" (budget {})", format_bytes(b->value())) : "");
   }
   fmt::print("\n");
   if (!o.dump_logits.empty()) fmt::print("  prompt logits written to {}\n", o.dump_logits);
@@ -219,27 +233,33 @@ int run(const RunOptions& o) {
 }  // namespace
 
 void add_run_command(CLI::App& app, Runner& runner) {
-  auto* cmd = app.add_subcommand("run", "Generate text with a checkpoint folder (config.json + safetensors)");
+  auto* cmd = app.add_subcommand(
+      "run", "Generate text with a checkpoint folder (config.json + safetensors)");
   auto o = std::make_shared<RunOptions>();
   cmd->add_option("MODEL", o->model, "Model folder")->required();
   cmd->add_option("--prompt", o->prompts, "Prompt text (repeat for a batch)");
-  cmd->add_option("--prompt-ids", o->prompt_ids, "Prompt token ids, e.g. 1,2,3 (no tokenizer needed)");
+  cmd->add_option("--prompt-ids", o->prompt_ids,
+                  "Prompt token ids, e.g. 1,2,3 (no tokenizer needed)");
   cmd->add_option("--dump-logits", o->dump_logits, "Write the prompt's logits (safetensors)");
   cmd->add_option("--max-new-tokens", o->max_new_tokens, "Tokens to generate");
   cmd->add_option("--temperature", o->sampling.temperature, "0 = greedy");
   cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens");
   cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass");
-  cmd->add_option("--repetition-penalty", o->sampling.repetition_penalty, "> 1 discourages repeats");
+  cmd->add_option("--repetition-penalty", o->sampling.repetition_penalty,
+                  "> 1 discourages repeats");
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed");
   cmd->add_option("--stop", o->stop, "Stop when the text contains this (repeatable)");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at EOS");
-  cmd->add_option("--device-map", o->device_map, "auto|balanced|balanced_low_0|sequential|FILE.json");
+  cmd->add_option("--device-map", o->device_map,
+                  "auto|balanced|balanced_low_0|sequential|FILE.json");
   cmd->add_option("--max-memory", o->max_memory, "Budgets, e.g. 0=20GiB,cpu=2GiB");
-  cmd->add_option("--offload-folder", o->offload_folder, "Where disk-offloaded weights are indexed");
+  cmd->add_option("--offload-folder", o->offload_folder,
+                  "Where disk-offloaded weights are indexed");
   cmd->add_option("--dtype", o->dtype, "Convert floating weights (float32, bfloat16, float16)");
   cmd->add_option("--no-split", o->no_split, "Extra module classes never split");
   cmd->add_flag("--json", o->json, "Print one JSON object");
-  cmd->add_flag("--no-progress", o->no_progress, "No progress bar while loading (drawn on stderr when it is a terminal)");
+  cmd->add_flag("--no-progress", o->no_progress,
+                "No progress bar while loading (drawn on stderr when it is a terminal)");
   cmd->callback([&runner, o] { runner = [o] { return run(*o); }; });
 }
 

@@ -55,10 +55,10 @@ class SimAllocator final : public c10::Allocator {
             fmt::format("simulated GPU {} out of memory: tried to allocate {} with {} of {} in use",
                         gpu_->index, format_bytes(n), s.resident.to_string(),
                         s.capacity.to_string()),
-            ErrorFields{.path = fmt::format("gpu {}", gpu_->index),
-                        .expected = fmt::format("at most {} free", s.capacity.value() -
-                                                                       s.resident.value()),
-                        .actual = fmt::format("{} requested", n)});
+            ErrorFields{
+                .path = fmt::format("gpu {}", gpu_->index),
+                .expected = fmt::format("at most {} free", s.capacity.value() - s.resident.value()),
+                .actual = fmt::format("{} requested", n)});
       }
       s.resident = Bytes(s.resident.value() + n);
       if (s.resident > s.peak) s.peak = s.resident;
@@ -70,8 +70,7 @@ class SimAllocator final : public c10::Allocator {
       throw OutOfBudget(fmt::format("host allocation of {} for simulated GPU {} failed",
                                     format_bytes(n), gpu_->index));
     }
-    return c10::DataPtr(data, new SimAllocation{gpu_, data, n}, &sim_free,
-                        c10::Device(c10::kCPU));
+    return c10::DataPtr(data, new SimAllocation{gpu_, data, n}, &sim_free, c10::Device(c10::kCPU));
   }
   c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
 
@@ -211,8 +210,7 @@ at::Tensor move_to(const at::Tensor& tensor, Placement placement, bool non_block
   FERRY_CHECK(!placement.is_disk(), InvalidArgument,
               "cannot move a tensor to 'disk': disk is where weights rest, not a device");
   FERRY_CHECK(tensor.defined() && !tensor.is_meta(), InvalidArgument,
-              "cannot move a tensor without data (meta or undefined) to {}",
-              placement.to_string());
+              "cannot move a tensor without data (meta or undefined) to {}", placement.to_string());
   const std::optional<Placement> here = placement_of(tensor);
   if (here == placement) return tensor;
   const std::uint64_t bytes = static_cast<std::uint64_t>(tensor.numel()) *

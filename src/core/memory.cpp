@@ -62,9 +62,8 @@ std::vector<GpuMemory> probe_gpus() {
   std::vector<GpuMemory> gpus;
   for (int i = 0; i < simulated_gpu_count(); ++i) {
     const SimGpuStats s = sim_gpu_stats(i);
-    gpus.push_back({.index = i,
-                    .free = Bytes(s.capacity.value() - s.resident.value()),
-                    .total = s.capacity});
+    gpus.push_back(
+        {.index = i, .free = Bytes(s.capacity.value() - s.resident.value()), .total = s.capacity});
   }
   return gpus;
 }

@@ -33,8 +33,8 @@ std::string placement_text(const std::optional<Placement>& p) {
 // So a tied weight is onloaded once per execution device and call, never duplicated.
 
 AlignDevicesHook::AlignDevicesHook(AlignDevicesOptions options) : options_(std::move(options)) {
-  FERRY_CHECK(!options_.execution_device || !options_.execution_device->is_disk(),
-              InvalidArgument, "the execution device of a hook cannot be 'disk'");
+  FERRY_CHECK(!options_.execution_device || !options_.execution_device->is_disk(), InvalidArgument,
+              "the execution device of a hook cannot be 'disk'");
 }
 
 std::vector<nn::NamedTensor> AlignDevicesHook::managed(nn::Module& module) const {
@@ -137,8 +137,8 @@ namespace {
 void attach_recursive(nn::Module& module, Placement execution_device, bool offload,
                       const AttachOptions& options, const std::string& module_name) {
   const bool has_direct = !module.tensors().empty();
-  const bool full_offload = offload && contains(options.preload_module_classes,
-                                                module.class_name());
+  const bool full_offload =
+      offload && contains(options.preload_module_classes, module.class_name());
   if (has_direct || full_offload) {
     WeightsMap prefixed;
     if (options.weights_map) {
@@ -174,8 +174,9 @@ void attach_align_device_hook(nn::Module& module, Placement execution_device, bo
   AttachOptions with_map = options;
   std::map<std::string, at::Tensor> state;
   for (auto& [name, t] : module.state_dict({.keep_tied = true})) {
-    if (!t.is_meta()) state.emplace(module_name.empty() ? name : module_name + "." + name,
-                                    move_to(t, Placement::cpu()));
+    if (!t.is_meta())
+      state.emplace(module_name.empty() ? name : module_name + "." + name,
+                    move_to(t, Placement::cpu()));
   }
   with_map.weights_map = io::make_memory_source(std::move(state));
   attach_recursive(module, execution_device, offload, with_map, module_name);
@@ -184,9 +185,9 @@ void attach_align_device_hook(nn::Module& module, Placement execution_device, bo
 void attach_execution_device_hook(nn::Module& module, Placement execution_device,
                                   const AttachOptions& options) {
   if (!module.hook() && !module.state_dict().empty()) {
-    add_hook_to_module(module, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                                   .execution_device = execution_device,
-                                   .skip_keys = options.skip_keys}));
+    add_hook_to_module(module,
+                       std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
+                           .execution_device = execution_device, .skip_keys = options.skip_keys}));
   }
   if (contains(options.preload_module_classes, module.class_name())) return;
   for (const auto& [name, child] : module.children()) {
@@ -204,31 +205,31 @@ void attach_align_device_hook_on_blocks(nn::Module& module,
     const auto off = offload.find(module_name);
     const bool offloaded = off != offload.end() && off->second;
     if (!offloaded) {
-      add_hook_to_module(module, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                                     .execution_device = exec->second,
-                                     .io_same_device = module_name.empty(),
-                                     .offload_buffers = options.offload_buffers,
-                                     .place_submodules = true,
-                                     .skip_keys = options.skip_keys}));
+      add_hook_to_module(module, std::make_shared<AlignDevicesHook>(
+                                     AlignDevicesOptions{.execution_device = exec->second,
+                                                         .io_same_device = module_name.empty(),
+                                                         .offload_buffers = options.offload_buffers,
+                                                         .place_submodules = true,
+                                                         .skip_keys = options.skip_keys}));
       attach_execution_device_hook(module, exec->second, options);
     } else {
       attach_align_device_hook(module, exec->second, /*offload=*/true, options, module_name);
       if (!module.hook()) {
-        add_hook_to_module(module, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                                       .execution_device = exec->second,
-                                       .io_same_device = module_name.empty(),
-                                       .skip_keys = options.skip_keys}));
+        add_hook_to_module(module, std::make_shared<AlignDevicesHook>(
+                                       AlignDevicesOptions{.execution_device = exec->second,
+                                                           .io_same_device = module_name.empty(),
+                                                           .skip_keys = options.skip_keys}));
       }
       attach_execution_device_hook(module, exec->second, options);
     }
   } else if (module_name.empty()) {
     const auto root = execution_device.find("");
-    add_hook_to_module(module, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                                   .execution_device = root == execution_device.end()
-                                                           ? std::nullopt
-                                                           : std::optional(root->second),
-                                   .io_same_device = true,
-                                   .skip_keys = options.skip_keys}));
+    add_hook_to_module(
+        module, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
+                    .execution_device =
+                        root == execution_device.end() ? std::nullopt : std::optional(root->second),
+                    .io_same_device = true,
+                    .skip_keys = options.skip_keys}));
   }
   for (const auto& [name, child] : module.children()) {
     attach_align_device_hook_on_blocks(*child, execution_device, offload, options,

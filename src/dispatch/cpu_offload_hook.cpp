@@ -8,8 +8,8 @@ namespace ferry::dispatch {
 
 CpuOffloadHook::CpuOffloadHook(std::optional<Placement> execution_device,
                                std::shared_ptr<UserCpuOffloadHook> prev_module_hook)
-    : execution_device_(execution_device.value_or(gpu_count() > 0 ? Placement::gpu(0)
-                                                                  : Placement::cpu())),
+    : execution_device_(
+          execution_device.value_or(gpu_count() > 0 ? Placement::gpu(0) : Placement::cpu())),
       prev_(std::move(prev_module_hook)) {}
 
 void CpuOffloadHook::init(nn::Module& module) { move_module(module, Placement::cpu()); }

@@ -62,13 +62,12 @@ void check_tied_parameters_on_same_device(nn::Module& model, const plan::DeviceM
   }
 }
 
-void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map,
-                    DispatchOptions options) {
+void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, DispatchOptions options) {
   plan::check_device_map(model, device_map);
   check_tied_parameters_on_same_device(model, device_map);
   const std::vector<Placement> devices = device_map.placements();
-  const bool has_disk = std::any_of(devices.begin(), devices.end(),
-                                    [](Placement p) { return p.is_disk(); });
+  const bool has_disk =
+      std::any_of(devices.begin(), devices.end(), [](Placement p) { return p.is_disk(); });
   if (devices.size() > 1 || has_disk || options.force_hooks) {
     const Placement main = options.main_device.value_or(plan::main_device(device_map));
     FERRY_CHECK(!main.is_disk(), InvalidDeviceMap, "the main device cannot be 'disk'");
@@ -89,9 +88,9 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map,
             ErrorFields{.path = fmt::format("{}", fmt::join(disk_modules, ", "))});
       }
       if (!std::filesystem::exists(options.offload_dir / "index.json")) {
-        io::offload_state_dict(options.offload_dir,
-                               extract_submodules_state_dict(model.state_dict({.keep_tied = true}),
-                                                             disk_modules));
+        io::offload_state_dict(
+            options.offload_dir,
+            extract_submodules_state_dict(model.state_dict({.keep_tied = true}), disk_modules));
       }
       disk_state = io::OffloadFolder::open(options.offload_dir);
     }
@@ -188,12 +187,11 @@ void cpu_offload(nn::Module& model, OffloadOptions options) {
       }
     }
   }
-  WeightsMap state = options.state_dict
-                         ? options.state_dict
-                         : cpu_weights(model.state_dict({.keep_tied = true}));
-  add_hook_to_module(model, std::make_shared<AlignDevicesHook>(
-                                AlignDevicesOptions{.io_same_device = true}),
-                     /*append=*/true);
+  WeightsMap state =
+      options.state_dict ? options.state_dict : cpu_weights(model.state_dict({.keep_tied = true}));
+  add_hook_to_module(
+      model, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{.io_same_device = true}),
+      /*append=*/true);
   attach_align_device_hook(model, exec, /*offload=*/true,
                            AttachOptions{.weights_map = std::move(state),
                                          .offload_buffers = options.offload_buffers,
@@ -215,9 +213,9 @@ void disk_offload(nn::Module& model, const std::filesystem::path& offload_dir,
       }
     }
   }
-  add_hook_to_module(model, std::make_shared<AlignDevicesHook>(
-                                AlignDevicesOptions{.io_same_device = true}),
-                     /*append=*/true);
+  add_hook_to_module(
+      model, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{.io_same_device = true}),
+      /*append=*/true);
   attach_align_device_hook(model, exec, /*offload=*/true,
                            AttachOptions{.weights_map = io::OffloadFolder::open(offload_dir),
                                          .offload_buffers = options.offload_buffers,
@@ -229,8 +227,9 @@ void move_model(nn::Module& model, Placement device) {
     log_warning("You shouldn't move a model that is dispatched using ferry hooks.");
     for (const auto& p : model.named_parameters()) {
       if (p.tensor().is_meta()) {
-        throw InvalidDeviceMap("You can't move a model that has some modules offloaded to cpu or disk.",
-                               ErrorFields{.path = p.name});
+        throw InvalidDeviceMap(
+            "You can't move a model that has some modules offloaded to cpu or disk.",
+            ErrorFields{.path = p.name});
       }
     }
   }

@@ -22,8 +22,8 @@ namespace {
 
 bool in_fp32_module(const std::string& name, const std::vector<std::string>& modules) {
   for (const std::string& key : modules) {
-    if (key == name || (name.find(key) != std::string::npos &&
-                        name.find(key + ".") != std::string::npos)) {
+    if (key == name ||
+        (name.find(key) != std::string::npos && name.find(key + ".") != std::string::npos)) {
       return true;
     }
   }
@@ -91,12 +91,11 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
     const TensorInfo stored = source->info(name);
     const at::Tensor& current = target->tensor();
     if (c10::IntArrayRef(stored.shape) != current.sizes()) {
-      throw make_mismatch<ShapeMismatch>(
-          "tensor", "shape",
-          ErrorFields{.path = name,
-                      .file = source->file_of(name).string(),
-                      .expected = shape_string(current.sizes()),
-                      .actual = shape_string(stored.shape)});
+      throw make_mismatch<ShapeMismatch>("tensor", "shape",
+                                         ErrorFields{.path = name,
+                                                     .file = source->file_of(name).string(),
+                                                     .expected = shape_string(current.sizes()),
+                                                     .actual = shape_string(stored.shape)});
     }
     std::optional<Placement> placement = Placement::cpu();
     if (map) {
@@ -110,9 +109,8 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
     const bool is_buffer = target->entry->is_buffer();
     if (placement->is_disk() && (options.offload_buffers || !is_buffer)) {
       target->entry->slot->assign(
-          at::empty(current.sizes(), at::TensorOptions()
-                                         .dtype(require_scalar_type(dtype))
-                                         .device(c10::kMeta)),
+          at::empty(current.sizes(),
+                    at::TensorOptions().dtype(require_scalar_type(dtype)).device(c10::kMeta)),
           name);
       const std::filesystem::path file = source->file_of(name);
       if (dtype == stored.dtype && file.extension() == ".safetensors") {
@@ -175,14 +173,14 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
   std::optional<plan::DeviceMap> map;
   if (const auto* strategy = std::get_if<plan::Strategy>(&options.device_map)) {
     const plan::ModuleTree tree = plan::ModuleTree::from_module(model);
-    map = plan::plan_with_strategy(tree,
-                                   plan::StrategyOptions{.strategy = *strategy,
-                                                         .max_memory = options.max_memory,
-                                                         .reserve = options.reserve},
-                                   plan::PlanOptions{
-                                       .no_split_module_classes = options.no_split_module_classes,
-                                       .dtype = options.dtype,
-                                       .offload_buffers = options.offload_buffers})
+    map = plan::plan_with_strategy(
+              tree,
+              plan::StrategyOptions{.strategy = *strategy,
+                                    .max_memory = options.max_memory,
+                                    .reserve = options.reserve},
+              plan::PlanOptions{.no_split_module_classes = options.no_split_module_classes,
+                                .dtype = options.dtype,
+                                .offload_buffers = options.offload_buffers})
               .plan.device_map;
   } else if (const auto* given = std::get_if<plan::DeviceMap>(&options.device_map)) {
     map = *given;

@@ -58,8 +58,7 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
   // MAP_NORESERVE: a writable private mapping is otherwise charged in full against the commit
   // limit, and the kernel refuses to map a checkpoint larger than RAM — the very files ferry is
   // for. Only pages actually written are ever private copies.
-  void* data =
-      ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
   if (data == MAP_FAILED) throw os_error("map", path, errno);
   closer.fd = -1;
   return std::shared_ptr<const MappedFile>(

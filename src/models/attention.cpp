@@ -11,7 +11,8 @@ at::Tensor causal_mask(const at::Tensor& attention_mask, std::int64_t tokens,
   const std::int64_t total = attention_mask.size(1);
   const std::int64_t past = total - tokens;
   const auto cpu = attention_mask.device();
-  const at::Tensor query_pos = at::arange(past, total, at::TensorOptions().dtype(at::kLong).device(cpu));
+  const at::Tensor query_pos =
+      at::arange(past, total, at::TensorOptions().dtype(at::kLong).device(cpu));
   const at::Tensor key_pos = at::arange(total, at::TensorOptions().dtype(at::kLong).device(cpu));
   at::Tensor causal = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1);  // [T, S]
   if (sliding_window) {
@@ -25,7 +26,8 @@ at::Tensor causal_mask(const at::Tensor& attention_mask, std::int64_t tokens,
 }
 
 at::Tensor rope_inverse_frequencies(const ModelConfig& c) {
-  const at::Tensor exponents = at::arange(0, c.head_dim, 2, at::kFloat) / static_cast<double>(c.head_dim);
+  const at::Tensor exponents =
+      at::arange(0, c.head_dim, 2, at::kFloat) / static_cast<double>(c.head_dim);
   at::Tensor inv = 1.0 / at::pow(c.rope_theta, exponents);
   const RopeScaling& s = c.rope_scaling;
   if (s.type == "linear") return inv / s.factor;
@@ -37,8 +39,8 @@ at::Tensor rope_inverse_frequencies(const ModelConfig& c) {
   const double high_wavelen = old_len / s.high_freq_factor;
   const at::Tensor wavelen = 2.0 * std::numbers::pi / inv;
   at::Tensor scaled = at::where(wavelen > low_wavelen, inv / s.factor, inv);
-  const at::Tensor smooth = (old_len / wavelen - s.low_freq_factor) /
-                            (s.high_freq_factor - s.low_freq_factor);
+  const at::Tensor smooth =
+      (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
   const at::Tensor smoothed = (1.0 - smooth) * scaled / s.factor + smooth * scaled;
   const at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
   return at::where(medium, smoothed, scaled);

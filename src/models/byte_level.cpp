@@ -1,10 +1,9 @@
 #include "byte_level.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <array>
 #include <limits>
+#include <pcre2.h>
 
 #include "ferry/core/error.h"
 

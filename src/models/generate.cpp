@@ -28,7 +28,8 @@ void check_prompts(const ModelConfig& c, const std::vector<std::vector<std::int6
       throw InvalidArgument(
           fmt::format("prompt {} has {} tokens, more than the model's {} = {} in {}", i,
                       prompts[i].size(), field, c.max_position_embeddings, c.file.string()),
-          ErrorFields{.path = field, .file = c.file.string(),
+          ErrorFields{.path = field,
+                      .file = c.file.string(),
                       .expected = fmt::format("<= {}", c.max_position_embeddings),
                       .actual = std::to_string(prompts[i].size())});
     }
@@ -46,7 +47,8 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
   at::NoGradGuard no_grad;
   const auto batch = static_cast<std::int64_t>(prompts.size());
   std::int64_t longest = 0;
-  for (const auto& p : prompts) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(p.size()));
+  for (const auto& p : prompts)
+    longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(p.size()));
 
   // Left padding: every row's last prompt token sits in the last column.
   at::Tensor ids = at::full({batch, longest}, options.pad_token_id, at::kLong);
@@ -71,12 +73,14 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
   at::Tensor next_positions = positions.narrow(1, longest - 1, 1) + 1;
 
   const auto start = Clock::now();
-  at::Tensor logits = model.step({.input_ids = ids, .position_ids = positions, .attention_mask = mask}, cache);
+  at::Tensor logits =
+      model.step({.input_ids = ids, .position_ids = positions, .attention_mask = mask}, cache);
   if (options.keep_prompt_logits) result.prompt_logits = logits;
   for (std::int64_t step = 0; step < options.max_new_tokens; ++step) {
     if (step > 0) {
       // Tokens of finished rows are fed (and ignored); the batch keeps its shape.
-      logits = model.step({.input_ids = ids, .position_ids = next_positions, .attention_mask = mask}, cache);
+      logits = model.step(
+          {.input_ids = ids, .position_ids = next_positions, .attention_mask = mask}, cache);
       next_positions = next_positions + 1;
     }
     const at::Tensor chosen = sampler.next(logits.select(1, logits.size(1) - 1), seen);

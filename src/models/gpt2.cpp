@@ -15,8 +15,8 @@ class Attention : public nn::Callable<Attention> {
  public:
   Attention(const ModelConfig& c, at::ScalarType dtype)
       : Callable("GPT2Attention"), n_heads_(c.n_heads), head_dim_(c.head_dim) {
-    c_attn_ = register_module("c_attn",
-                              std::make_shared<nn::Conv1D>(3 * c.hidden_size, c.hidden_size, dtype));
+    c_attn_ = register_module(
+        "c_attn", std::make_shared<nn::Conv1D>(3 * c.hidden_size, c.hidden_size, dtype));
     c_proj_ = register_module("c_proj",
                               std::make_shared<nn::Conv1D>(c.hidden_size, c.hidden_size, dtype));
   }
@@ -27,7 +27,9 @@ class Attention : public nn::Callable<Attention> {
     const std::int64_t b = x.size(0);
     const std::int64_t t = x.size(1);
     const auto qkv = (*c_attn_)(x).split(n_heads_ * head_dim_, -1);
-    auto heads = [&](const at::Tensor& y) { return y.view({b, t, n_heads_, head_dim_}).transpose(1, 2); };
+    auto heads = [&](const at::Tensor& y) {
+      return y.view({b, t, n_heads_, head_dim_}).transpose(1, 2);
+    };
     const auto [keys, values] = cache->append(heads(qkv[1]), heads(qkv[2]));
     return (*c_proj_)(detail::attend(heads(qkv[0]), keys, values, mask));
   }
@@ -39,12 +41,12 @@ class Attention : public nn::Callable<Attention> {
 class Mlp : public nn::Callable<Mlp> {
  public:
   Mlp(const ModelConfig& c, at::ScalarType dtype) : Callable("GPT2MLP") {
-    c_fc_ = register_module("c_fc", std::make_shared<nn::Conv1D>(c.intermediate_size,
-                                                                 c.hidden_size, dtype));
-    c_proj_ = register_module("c_proj", std::make_shared<nn::Conv1D>(c.hidden_size,
-                                                                     c.intermediate_size, dtype));
-    act_ = register_module("act", std::make_shared<nn::Activation>(
-                                      nn::activation_from_name(c.hidden_act)));
+    c_fc_ = register_module(
+        "c_fc", std::make_shared<nn::Conv1D>(c.intermediate_size, c.hidden_size, dtype));
+    c_proj_ = register_module(
+        "c_proj", std::make_shared<nn::Conv1D>(c.hidden_size, c.intermediate_size, dtype));
+    act_ = register_module(
+        "act", std::make_shared<nn::Activation>(nn::activation_from_name(c.hidden_act)));
   }
 
  private:
@@ -79,16 +81,17 @@ class Block : public nn::Callable<Block> {
 class Gpt2Model : public nn::Callable<Gpt2Model> {
  public:
   Gpt2Model(const ModelConfig& c, at::ScalarType dtype) : Callable("GPT2Model") {
-    wte = register_module("wte", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
-    wpe_ = register_module("wpe", std::make_shared<nn::Embedding>(c.max_position_embeddings,
-                                                                  c.hidden_size, dtype));
+    wte =
+        register_module("wte", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
+    wpe_ = register_module(
+        "wpe", std::make_shared<nn::Embedding>(c.max_position_embeddings, c.hidden_size, dtype));
     auto list = register_module("h", std::make_shared<nn::ModuleList>());
     for (std::int64_t i = 0; i < c.n_layers; ++i) {
       blocks_.push_back(list->push_back(std::make_shared<Block>(c, dtype)));
     }
-    ln_f_ = register_module("ln_f", std::make_shared<nn::LayerNorm>(
-                                        c.hidden_size, nn::LayerNormOptions{.eps = c.norm_eps,
-                                                                            .dtype = dtype}));
+    ln_f_ = register_module(
+        "ln_f", std::make_shared<nn::LayerNorm>(
+                    c.hidden_size, nn::LayerNormOptions{.eps = c.norm_eps, .dtype = dtype}));
   }
   std::shared_ptr<nn::Embedding> wte;
 

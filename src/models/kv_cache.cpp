@@ -24,9 +24,9 @@ std::pair<at::Tensor, at::Tensor> LayerCache::append(const at::Tensor& key,
     key_ = key;
     value_ = value;
   } else {
-    FERRY_ASSERT(key_.size(0) == key.size(0) && key_.size(1) == key.size(1) &&
-                     key_.size(3) == key.size(3),
-                 "cache of shape {} cannot take {}", shape_string(key_.sizes()), shape_string(key.sizes()));
+    FERRY_ASSERT(
+        key_.size(0) == key.size(0) && key_.size(1) == key.size(1) && key_.size(3) == key.size(3),
+        "cache of shape {} cannot take {}", shape_string(key_.sizes()), shape_string(key.sizes()));
     key_ = at::cat({follow(key_, key), key}, 2);
     value_ = at::cat({follow(value_, value), value}, 2);
   }

@@ -76,8 +76,8 @@ class Mlp : public nn::Callable<Mlp> {
     const nn::LinearOptions o{.bias = c.mlp_bias, .dtype = dtype};
     gate_proj_ = register_module(
         "gate_proj", std::make_shared<nn::Linear>(c.hidden_size, c.intermediate_size, o));
-    up_proj_ = register_module(
-        "up_proj", std::make_shared<nn::Linear>(c.hidden_size, c.intermediate_size, o));
+    up_proj_ = register_module("up_proj",
+                               std::make_shared<nn::Linear>(c.hidden_size, c.intermediate_size, o));
     down_proj_ = register_module(
         "down_proj", std::make_shared<nn::Linear>(c.intermediate_size, c.hidden_size, o));
     act_fn_ = register_module(
@@ -132,7 +132,8 @@ class Backbone : public nn::Callable<Backbone> {
     for (std::int64_t i = 0; i < c.n_layers; ++i) {
       layers_.push_back(list->push_back(std::make_shared<DecoderLayer>(c, dtype)));
     }
-    norm_ = register_module("norm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.norm_eps, dtype));
+    norm_ =
+        register_module("norm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.norm_eps, dtype));
   }
   std::shared_ptr<nn::Embedding> embed_tokens;
 
@@ -142,8 +143,10 @@ class Backbone : public nn::Callable<Backbone> {
                      const at::Tensor& attention_mask, KvCache* cache) {
     at::Tensor h = (*embed_tokens)(ids);
     auto [cos, sin] = detail::rope_cos_sin(inverse_frequencies_, positions);
-    const LayerContext ctx{.cos = cos, .sin = sin,
-                           .mask = detail::causal_mask(attention_mask, ids.size(1), sliding_window_)};
+    const LayerContext ctx{
+        .cos = cos,
+        .sin = sin,
+        .mask = detail::causal_mask(attention_mask, ids.size(1), sliding_window_)};
     for (std::size_t i = 0; i < layers_.size(); ++i) h = (*layers_[i])(h, ctx, &cache->layer(i));
     return (*norm_)(h);
   }

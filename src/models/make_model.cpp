@@ -1,8 +1,7 @@
 #include "ferry/models/make_model.h"
 
-#include <nlohmann/json.hpp>
-
 #include <ATen/CPUGeneratorImpl.h>
+#include <nlohmann/json.hpp>
 
 #include <map>
 
@@ -40,27 +39,32 @@ void choose_dims(MakeModelOptions& o, const Bytes target) {
   const std::uint64_t e = static_cast<std::uint64_t>(element_size(o.dtype));
   std::int64_t chosen = 64;
   for (std::int64_t h : {64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 5120, 8192}) {
-    const double per_layer = (o.arch == "gpt2" ? 12.0 : 10.75) * static_cast<double>(h * h) * static_cast<double>(e);
+    const double per_layer =
+        (o.arch == "gpt2" ? 12.0 : 10.75) * static_cast<double>(h * h) * static_cast<double>(e);
     if (static_cast<double>(target.value()) / per_layer >= 8) chosen = h;
   }
-  const double per_layer = (o.arch == "gpt2" ? 12.0 : 10.75) * static_cast<double>(chosen * chosen) * static_cast<double>(e);
+  const double per_layer = (o.arch == "gpt2" ? 12.0 : 10.75) *
+                           static_cast<double>(chosen * chosen) * static_cast<double>(e);
   if (o.hidden_size == 0) o.hidden_size = chosen;
   if (o.n_layers == 0) {
-    o.n_layers = std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(target.value()) / per_layer));
+    o.n_layers = std::max<std::int64_t>(
+        1, static_cast<std::int64_t>(static_cast<double>(target.value()) / per_layer));
   }
 }
 
 ModelConfig config_for(MakeModelOptions o, std::int64_t vocab_size) {
   FERRY_CHECK(o.arch == "llama" || o.arch == "mistral" || o.arch == "qwen2" || o.arch == "gpt2",
-              InvalidArgument, "make-model: arch '{}' is not supported (llama, mistral, qwen2, gpt2)",
-              o.arch);
+              InvalidArgument,
+              "make-model: arch '{}' is not supported (llama, mistral, qwen2, gpt2)", o.arch);
   if (o.target_size) choose_dims(o, *o.target_size);
   if (o.hidden_size == 0) o.hidden_size = 64;
   if (o.n_layers == 0) o.n_layers = 2;
   if (o.n_heads == 0) o.n_heads = std::max<std::int64_t>(1, o.hidden_size / 64);
   if (o.n_kv_heads == 0) o.n_kv_heads = o.n_heads % 4 == 0 ? o.n_heads / 4 : o.n_heads;
-  FERRY_CHECK(o.hidden_size % o.n_heads == 0 && (o.hidden_size / o.n_heads) % 2 == 0, InvalidArgument,
-              "make-model: {} heads must divide hidden size {} into even head sizes", o.n_heads, o.hidden_size);
+  FERRY_CHECK(o.hidden_size % o.n_heads == 0 && (o.hidden_size / o.n_heads) % 2 == 0,
+              InvalidArgument,
+              "make-model: {} heads must divide hidden size {} into even head sizes", o.n_heads,
+              o.hidden_size);
   FERRY_CHECK(o.n_heads % o.n_kv_heads == 0, InvalidArgument,
               "make-model: {} key/value heads must divide {} heads", o.n_kv_heads, o.n_heads);
   ModelConfig c;
@@ -81,7 +85,8 @@ ModelConfig config_for(MakeModelOptions o, std::int64_t vocab_size) {
     c.bos_token_id = vocab_size - 1;
     c.eos_token_ids = {vocab_size - 1};
   } else {
-    c.intermediate_size = o.intermediate_size ? o.intermediate_size : (o.hidden_size * 11 / 4 + 63) / 64 * 64;
+    c.intermediate_size =
+        o.intermediate_size ? o.intermediate_size : (o.hidden_size * 11 / 4 + 63) / 64 * 64;
     c.max_position_embeddings = o.max_position_embeddings ? o.max_position_embeddings : 2048;
     c.norm_eps = 1e-5;
     c.rope_theta = 500000.0;
@@ -89,8 +94,11 @@ ModelConfig config_for(MakeModelOptions o, std::int64_t vocab_size) {
     c.attention_bias = o.attention_bias || o.arch == "qwen2";
     c.mlp_bias = o.mlp_bias;
     if (!o.rope_scaling.empty()) {
-      c.rope_scaling = {.type = o.rope_scaling, .factor = 2.0, .low_freq_factor = 1.0,
-                        .high_freq_factor = 4.0, .original_max_position_embeddings = 64};
+      c.rope_scaling = {.type = o.rope_scaling,
+                        .factor = 2.0,
+                        .low_freq_factor = 1.0,
+                        .high_freq_factor = 4.0,
+                        .original_max_position_embeddings = 64};
     }
     c.bos_token_id = vocab_size - 2;
     c.eos_token_ids = {vocab_size - 1};
@@ -105,15 +113,18 @@ std::string make_tokenizer_json(const std::string& arch, int n_merges) {
   // most frequent (ties: the smallest pair), repeat.
   const detail::Regex regex(detail::kGpt2Pattern);
   std::map<std::vector<std::string>, std::int64_t> words;
-  for (const std::string& w : regex.split(kCorpus)) ++words[detail::utf8_chars(detail::bytes_to_printable(w))];
+  for (const std::string& w : regex.split(kCorpus))
+    ++words[detail::utf8_chars(detail::bytes_to_printable(w))];
   Json vocab = Json::object();
   std::int64_t next_id = 0;
-  for (int b = 0; b < 256; ++b) vocab[detail::bytes_to_printable(std::string(1, static_cast<char>(b)))] = next_id++;
+  for (int b = 0; b < 256; ++b)
+    vocab[detail::bytes_to_printable(std::string(1, static_cast<char>(b)))] = next_id++;
   Json merges = Json::array();
   for (int m = 0; m < n_merges; ++m) {
     std::map<std::pair<std::string, std::string>, std::int64_t> pairs;
     for (const auto& [symbols, count] : words) {
-      for (std::size_t i = 0; i + 1 < symbols.size(); ++i) pairs[{symbols[i], symbols[i + 1]}] += count;
+      for (std::size_t i = 0; i + 1 < symbols.size(); ++i)
+        pairs[{symbols[i], symbols[i + 1]}] += count;
     }
     if (pairs.empty()) break;
     auto best = pairs.begin();
@@ -124,13 +135,19 @@ std::string make_tokenizer_json(const std::string& arch, int n_merges) {
     merges.push_back(left + " " + right);
     if (!vocab.contains(left + right)) vocab[left + right] = next_id++;
     std::map<std::vector<std::string>, std::int64_t> merged;
-    for (const auto& [symbols, count] : words) merged[detail::bpe(symbols, {{left + " " + right, 0}})] += count;
+    for (const auto& [symbols, count] : words)
+      merged[detail::bpe(symbols, {{left + " " + right, 0}})] += count;
     words = std::move(merged);
   }
   Json added = Json::array();
   for (const std::string& s : special_tokens(arch)) {
-    added.push_back({{"id", next_id}, {"content", s}, {"single_word", false}, {"lstrip", false},
-                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+    added.push_back({{"id", next_id},
+                     {"content", s},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
     vocab[s] = next_id++;
   }
   Json j;
@@ -139,24 +156,38 @@ std::string make_tokenizer_json(const std::string& arch, int n_merges) {
   j["padding"] = nullptr;
   j["added_tokens"] = added;
   j["normalizer"] = nullptr;
-  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  j["pre_tokenizer"] = {{"type", "ByteLevel"},
+                        {"add_prefix_space", false},
+                        {"trim_offsets", true},
+                        {"use_regex", true}};
   j["post_processor"] = nullptr;
-  j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
-  j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
-                {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
-                {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", merges}};
+  j["decoder"] = {{"type", "ByteLevel"},
+                  {"add_prefix_space", true},
+                  {"trim_offsets", true},
+                  {"use_regex", true}};
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"continuing_subword_prefix", nullptr},
+                {"end_of_word_suffix", nullptr},
+                {"fuse_unk", false},
+                {"byte_fallback", false},
+                {"vocab", vocab},
+                {"merges", merges}};
   return j.dump(2) + "\n";
 }
 
 MadeModel make_model(const std::filesystem::path& folder, const MakeModelOptions& options) {
   const std::string tokenizer = make_tokenizer_json(options.arch, options.n_merges);
-  const auto token_count = static_cast<std::int64_t>(Json::parse(tokenizer).at("model").at("vocab").size());
+  const auto token_count =
+      static_cast<std::int64_t>(Json::parse(tokenizer).at("model").at("vocab").size());
   MadeModel made;
   // The embedding table rounded up to a multiple of 64 rows, as real checkpoints often are.
   made.config = config_for(options, (token_count + 63) / 64 * 64);
   ModelConfig& c = made.config;
   // Special tokens sit at the end of the tokenizer; ids in the config must name them.
-  const std::int64_t first_special = token_count - static_cast<std::int64_t>(special_tokens(options.arch).size());
+  const std::int64_t first_special =
+      token_count - static_cast<std::int64_t>(special_tokens(options.arch).size());
   c.bos_token_id = first_special;
   c.eos_token_ids = {token_count - 1};
 
@@ -168,7 +199,8 @@ MadeModel make_model(const std::filesystem::path& folder, const MakeModelOptions
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& t : model->module().named_parameters()) {
-    const bool is_norm = t.name.find("norm") != std::string::npos || t.name.find("ln_") != std::string::npos;
+    const bool is_norm =
+        t.name.find("norm") != std::string::npos || t.name.find("ln_") != std::string::npos;
     const bool is_bias = t.name.ends_with(".bias");
     at::Tensor w = at::normal(0.0, 1.0, t.tensor().sizes(), gen, at::kFloat);
     // Norm weights near 1 (and not exactly 1, so a reference that skips them would differ).

@@ -59,7 +59,8 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType
     throw InvalidArgument(
         fmt::format("{}: model_type '{}' is not supported (supported: {})", config.file.string(),
                     config.model_type, fmt::join(supported_model_types(), ", ")),
-        ErrorFields{.path = "model_type", .file = config.file.string(), .actual = config.model_type});
+        ErrorFields{
+            .path = "model_type", .file = config.file.string(), .actual = config.model_type});
   }
   return factory(config, dtype);
 }
@@ -80,7 +81,8 @@ LoadedModel load_model(const std::filesystem::path& folder, const LoadModelOptio
   }
   const std::filesystem::path checkpoint =
       std::filesystem::is_directory(folder) ? folder : folder.parent_path();
-  out.device_map = dispatch::load_checkpoint_and_dispatch(out.model->module(), checkpoint, dispatch);
+  out.device_map =
+      dispatch::load_checkpoint_and_dispatch(out.model->module(), checkpoint, dispatch);
   return out;
 }
 

@@ -42,7 +42,8 @@ at::Tensor Sampler::next(at::Tensor logits, const std::vector<std::vector<std::i
   logits = logits / options_.temperature;
   const float lowest = -std::numeric_limits<float>::infinity();
   if (options_.top_k > 0 && options_.top_k < vocab) {
-    const at::Tensor kth = std::get<0>(logits.topk(options_.top_k, -1)).narrow(-1, options_.top_k - 1, 1);
+    const at::Tensor kth =
+        std::get<0>(logits.topk(options_.top_k, -1)).narrow(-1, options_.top_k - 1, 1);
     logits = logits.masked_fill(logits < kth, lowest);
   }
   if (options_.top_p < 1.0) {

@@ -6,9 +6,8 @@
 
 #if FERRY_HAVE_SENTENCEPIECE
 #include <dlfcn.h>
-#include <sentencepiece_processor.h>
-
 #include <new>
+#include <sentencepiece_processor.h>
 #endif
 
 namespace ferry::models::detail {
@@ -46,18 +45,23 @@ const Library& library() {
   static const Library lib = [] {
     Library l;
 #if defined(__SANITIZE_ADDRESS__)
-    l.error = "the sanitizer runtime does not support RTLD_DEEPBIND (Note [sentencepiece is dlopen'ed])";
+    l.error =
+        "the sanitizer runtime does not support RTLD_DEEPBIND (Note [sentencepiece is dlopen'ed])";
     return l;
 #else
-    for (const char* name : {FERRY_SENTENCEPIECE_PATH, "libsentencepiece.so.0", "libsentencepiece.so"}) {
+    for (const char* name :
+         {FERRY_SENTENCEPIECE_PATH, "libsentencepiece.so.0", "libsentencepiece.so"}) {
       l.handle = ::dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
       if (l.handle != nullptr) break;
       l.error += fmt::format("{}{}", l.error.empty() ? "" : "; ", ::dlerror());
     }
     if (l.handle == nullptr) return l;
-    l.construct = symbol<decltype(l.construct)>(l.handle, "_ZN13sentencepiece22SentencePieceProcessorC1Ev");
-    l.destroy_status = symbol<decltype(l.destroy_status)>(l.handle, "_ZN13sentencepiece4util6StatusD1Ev");
-    l.status_message = symbol<decltype(l.status_message)>(l.handle, "_ZNK13sentencepiece4util6Status13error_messageEv");
+    l.construct =
+        symbol<decltype(l.construct)>(l.handle, "_ZN13sentencepiece22SentencePieceProcessorC1Ev");
+    l.destroy_status =
+        symbol<decltype(l.destroy_status)>(l.handle, "_ZN13sentencepiece4util6StatusD1Ev");
+    l.status_message = symbol<decltype(l.status_message)>(
+        l.handle, "_ZNK13sentencepiece4util6Status13error_messageEv");
     if (l.construct == nullptr || l.destroy_status == nullptr || l.status_message == nullptr) {
       l.error = "libsentencepiece lacks the expected symbols (another version?)";
       l.handle = nullptr;
@@ -89,8 +93,9 @@ std::shared_ptr<const SentencePiece> SentencePiece::open(const std::filesystem::
   FERRY_CHECK(std::filesystem::is_regular_file(file), IoError, "{}: no such file", file.string());
   const Library& lib = library();
   if (lib.handle == nullptr) {
-    throw Unsupported(fmt::format("{}: cannot load libsentencepiece to read it: {}", file.string(), lib.error),
-                      ErrorFields{.file = file.string()});
+    throw Unsupported(
+        fmt::format("{}: cannot load libsentencepiece to read it: {}", file.string(), lib.error),
+        ErrorFields{.file = file.string()});
   }
   auto processor = std::make_unique<Processor>();
   void* memory = ::operator new(sizeof(spm::SentencePieceProcessor));
@@ -165,7 +170,8 @@ std::optional<std::int64_t> SentencePiece::eos_id() const { return std::nullopt;
 
 #endif
 
-SentencePiece::SentencePiece(std::unique_ptr<Processor> processor) : processor_(std::move(processor)) {}
+SentencePiece::SentencePiece(std::unique_ptr<Processor> processor)
+    : processor_(std::move(processor)) {}
 SentencePiece::~SentencePiece() = default;
 
 }  // namespace ferry::models::detail

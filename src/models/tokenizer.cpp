@@ -7,9 +7,9 @@
 #include <unordered_map>
 
 #include "byte_level.h"
-#include "sentencepiece.h"
 #include "ferry/core/error.h"
 #include "io/json_file.h"
+#include "sentencepiece.h"
 
 namespace ferry::models {
 
@@ -20,7 +20,7 @@ struct Tokenizer::Impl {
   std::vector<std::string> tokens;  // by id; "" where unused
   std::vector<bool> special;        // by id
   detail::MergeRanks ranks;
-  bool byte_level = false;       // ByteLevel pre-tokenizer/decoder: bytes as printable chars
+  bool byte_level = false;        // ByteLevel pre-tokenizer/decoder: bytes as printable chars
   bool add_prefix_space = false;  // ByteLevel's add_prefix_space
   std::vector<std::shared_ptr<detail::Regex>> splits;  // Split / ByteLevel regexes, in order
   std::string prepend;                                 // normalizer Prepend / Metaspace "always"
@@ -68,7 +68,8 @@ void read_normalizer(const Json& n, Tokenizer::Impl& t, const std::filesystem::p
   } else if (type == "Prepend") {
     t.prepend = n.at("prepend").get<std::string>();
   } else if (type == "Replace") {
-    t.replacements.emplace_back(string_pattern(n.at("pattern")), n.at("content").get<std::string>());
+    t.replacements.emplace_back(string_pattern(n.at("pattern")),
+                                n.at("content").get<std::string>());
   }  // NFC, NFKC, Lowercase, ...: see the header (input assumed normalised).
 }
 
@@ -80,7 +81,8 @@ void read_pre_tokenizer(const Json& p, Tokenizer::Impl& t, const std::filesystem
   } else if (type == "ByteLevel") {
     t.byte_level = true;
     t.add_prefix_space = p.value("add_prefix_space", false);
-    if (p.value("use_regex", true)) t.splits.push_back(std::make_shared<detail::Regex>(detail::kGpt2Pattern));
+    if (p.value("use_regex", true))
+      t.splits.push_back(std::make_shared<detail::Regex>(detail::kGpt2Pattern));
   } else if (type == "Split") {
     const Json& pattern = p.at("pattern");
     const std::string regex = pattern.contains("Regex") ? pattern.at("Regex").get<std::string>()
@@ -93,7 +95,8 @@ void read_pre_tokenizer(const Json& p, Tokenizer::Impl& t, const std::filesystem
   } else if (type == "Metaspace") {
     const std::string replacement = p.value("replacement", "\xE2\x96\x81");
     t.replacements.emplace_back(" ", replacement);
-    const std::string scheme = p.value("prepend_scheme", p.value("add_prefix_space", true) ? "always" : "never");
+    const std::string scheme =
+        p.value("prepend_scheme", p.value("add_prefix_space", true) ? "always" : "never");
     if (scheme != "never") t.prepend = replacement;
     t.prepend_first_only = scheme == "first";
     if (p.value("split", false)) {
@@ -105,7 +108,8 @@ void read_pre_tokenizer(const Json& p, Tokenizer::Impl& t, const std::filesystem
   }
 }
 
-std::optional<std::int64_t> special_id(const Json& config, const char* key, const Tokenizer::Impl& t) {
+std::optional<std::int64_t> special_id(const Json& config, const char* key,
+                                       const Tokenizer::Impl& t) {
   if (!config.contains(key) || config.at(key).is_null()) return std::nullopt;
   const Json& v = config.at(key);
   const std::string name = v.is_string() ? v.get<std::string>() : v.value("content", "");
@@ -145,8 +149,10 @@ std::vector<std::int64_t> Tokenizer::Impl::encode_segment(std::string text, bool
       } else if (byte_fallback) {
         for (unsigned char b : symbol) {
           auto bit = vocab.find(fmt::format("<0x{:02X}>", b));
-          if (bit != vocab.end()) ids.push_back(bit->second);
-          else if (unk) ids.push_back(*unk);
+          if (bit != vocab.end())
+            ids.push_back(bit->second);
+          else if (unk)
+            ids.push_back(*unk);
         }
       } else if (unk) {
         ids.push_back(*unk);
@@ -159,7 +165,8 @@ std::vector<std::int64_t> Tokenizer::Impl::encode_segment(std::string text, bool
 Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   const bool folder = std::filesystem::is_directory(path);
   std::filesystem::path file = folder ? path / "tokenizer.json" : path;
-  if (folder && !std::filesystem::exists(file) && std::filesystem::exists(path / "tokenizer.model")) {
+  if (folder && !std::filesystem::exists(file) &&
+      std::filesystem::exists(path / "tokenizer.model")) {
     file = path / "tokenizer.model";
   }
   const std::filesystem::path config = file.parent_path() / "tokenizer_config.json";
@@ -207,8 +214,10 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, const std::files
     if (!j.is_object() || !j.contains("model")) fail(file, "model", "is missing");
     const Json& model = j.at("model");
     const std::string type = model.value("type", "BPE");
-    if (type != "BPE") fail(file, "model.type", fmt::format("'{}' is not supported (only BPE)", type));
-    for (const auto& [token, id] : model.at("vocab").items()) t->vocab[token] = id.get<std::int64_t>();
+    if (type != "BPE")
+      fail(file, "model.type", fmt::format("'{}' is not supported (only BPE)", type));
+    for (const auto& [token, id] : model.at("vocab").items())
+      t->vocab[token] = id.get<std::int64_t>();
     for (const Json& a : j.value("added_tokens", Json::array())) {
       const std::string content = a.at("content").get<std::string>();
       t->vocab[content] = a.at("id").get<std::int64_t>();
@@ -219,7 +228,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, const std::files
     t->tokens.assign(static_cast<std::size_t>(size), "");
     t->special.assign(static_cast<std::size_t>(size), false);
     for (const auto& [token, id] : t->vocab) {
-      if (id < 0) fail(file, "model.vocab", fmt::format("token '{}' has negative id {}", token, id));
+      if (id < 0)
+        fail(file, "model.vocab", fmt::format("token '{}' has negative id {}", token, id));
       t->tokens[static_cast<std::size_t>(id)] = token;
     }
     for (const Json& a : j.value("added_tokens", Json::array())) {
@@ -236,12 +246,15 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, const std::files
       } else {
         const std::string s = m.get<std::string>();
         const std::size_t space = s.find(' ', 1);
-        if (space == std::string::npos) fail(file, "model.merges", fmt::format("entry '{}' is not 'a b'", s));
+        if (space == std::string::npos)
+          fail(file, "model.merges", fmt::format("entry '{}' is not 'a b'", s));
         left = s.substr(0, space);
         right = s.substr(space + 1);
       }
       if (!t->vocab.contains(left + right)) {
-        fail(file, "model.merges", fmt::format("merge '{} {}' makes '{}', which is not in the vocabulary", left, right, left + right));
+        fail(file, "model.merges",
+             fmt::format("merge '{} {}' makes '{}', which is not in the vocabulary", left, right,
+                         left + right));
       }
       t->ranks.emplace(left + ' ' + right, rank++);
     }
@@ -255,7 +268,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, const std::files
     read_pre_tokenizer(j.value("pre_tokenizer", Json()), *t, file);
     const Json decoder = j.value("decoder", Json());
     if (!decoder.is_null() && decoder.value("type", "") == "ByteLevel") t->byte_level = true;
-    if (!decoder.is_null() && decoder.dump().find("\"Strip\"") != std::string::npos) t->strip_leading_space = true;
+    if (!decoder.is_null() && decoder.dump().find("\"Strip\"") != std::string::npos)
+      t->strip_leading_space = true;
     // BOS/EOS: TemplateProcessing's single sequence, unless tokenizer_config.json says.
     const Json post = j.value("post_processor", Json());
     if (!post.is_null() && post.dump().find("TemplateProcessing") != std::string::npos) {
@@ -269,7 +283,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, const std::files
       }
     }
     if (!tokenizer_config_json.empty()) {
-      const Json c = io::parse_json(tokenizer_config_json, (file.parent_path() / "tokenizer_config.json").string());
+      const Json c = io::parse_json(tokenizer_config_json,
+                                    (file.parent_path() / "tokenizer_config.json").string());
       if (auto id = special_id(c, "bos_token", *t)) t->bos = id;
       if (auto id = special_id(c, "eos_token", *t)) t->eos = id;
       if (c.contains("add_bos_token")) t->add_bos = c.at("add_bos_token").get<bool>() && t->bos;
@@ -319,21 +334,25 @@ std::vector<std::int64_t> Tokenizer::encode(std::string_view text, bool add_spec
   return ids;
 }
 
-std::string Tokenizer::decode(const std::vector<std::int64_t>& ids, bool skip_special_tokens) const {
+std::string Tokenizer::decode(const std::vector<std::int64_t>& ids,
+                              bool skip_special_tokens) const {
   const Impl& t = *impl_;
   if (t.spm) return decode_sentencepiece(ids, skip_special_tokens);
   std::string out;
   for (std::int64_t id : ids) {
     // Ids past the tokenizer (padded embedding rows) decode to nothing, as in transformers.
-    if (id >= 0 && (id >= vocab_size() || impl_->tokens[static_cast<std::size_t>(id)].empty())) continue;
+    if (id >= 0 && (id >= vocab_size() || impl_->tokens[static_cast<std::size_t>(id)].empty()))
+      continue;
     const std::string& token = id_to_token(id);
-    const bool is_added = t.special[static_cast<std::size_t>(id)] ||
-                          std::any_of(t.added.begin(), t.added.end(), [&](const auto& a) { return a.second == id; });
+    const bool is_added =
+        t.special[static_cast<std::size_t>(id)] ||
+        std::any_of(t.added.begin(), t.added.end(), [&](const auto& a) { return a.second == id; });
     if (is_added) {
       if (!skip_special_tokens || !t.special[static_cast<std::size_t>(id)]) out += token;
     } else if (t.byte_level) {
       out += detail::printable_to_bytes(token);
-    } else if (t.byte_fallback && token.size() == 6 && token.starts_with("<0x") && token.back() == '>') {
+    } else if (t.byte_fallback && token.size() == 6 && token.starts_with("<0x") &&
+               token.back() == '>') {
       out += static_cast<char>(std::stoi(token.substr(3, 2), nullptr, 16));
     } else {
       std::string piece = token;
@@ -378,11 +397,14 @@ std::optional<std::int64_t> Tokenizer::token_to_id(std::string_view token) const
 
 const std::string& Tokenizer::id_to_token(std::int64_t id) const {
   FERRY_CHECK(id >= 0 && id < vocab_size() && !impl_->tokens[static_cast<std::size_t>(id)].empty(),
-              InvalidArgument, "token id {} is not in the tokenizer's vocabulary of {}", id, vocab_size());
+              InvalidArgument, "token id {} is not in the tokenizer's vocabulary of {}", id,
+              vocab_size());
   return impl_->tokens[static_cast<std::size_t>(id)];
 }
 
-std::int64_t Tokenizer::vocab_size() const { return static_cast<std::int64_t>(impl_->tokens.size()); }
+std::int64_t Tokenizer::vocab_size() const {
+  return static_cast<std::int64_t>(impl_->tokens.size());
+}
 std::optional<std::int64_t> Tokenizer::bos_token_id() const { return impl_->bos; }
 std::optional<std::int64_t> Tokenizer::eos_token_id() const { return impl_->eos; }
 

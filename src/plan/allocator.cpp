@@ -118,8 +118,8 @@ DevicePlan Allocator::run() {
       reserved = static_cast<std::int64_t>(max_layer_.size_bits());
       current_max -= reserved;
     }
-    const SizeWithTies with_ties = size_with_ties(
-        ties, module_bits, [this](NodeId p) { return holder_in_queue(p); });
+    const SizeWithTies with_ties =
+        size_with_ties(ties, module_bits, [this](NodeId p) { return holder_in_queue(p); });
     std::int64_t& used = used_bits_[current];
 
     // The entry and the entries holding its tied partners fit: place them all.
@@ -201,13 +201,13 @@ DevicePlan Allocator::run() {
 void Allocator::finish(DevicePlan& plan) const {
   // Weights per device, from what was placed (tied entries counted once, as in the sizes).
   std::vector<std::uint64_t> weights(devices_.size(), 0);
-  for (const auto& [node, device] : placed_) weights[device] += bits_[static_cast<std::size_t>(node)];
+  for (const auto& [node, device] : placed_)
+    weights[device] += bits_[static_cast<std::size_t>(node)];
   for (std::size_t d = 0; d < devices_.size(); ++d) {
-    plan.devices.push_back({.placement = devices_[d],
-                            .budget_bytes = devices_[d].is_disk()
-                                                ? std::nullopt
-                                                : max_memory_.find(devices_[d]),
-                            .used_bits = weights[d]});
+    plan.devices.push_back(
+        {.placement = devices_[d],
+         .budget_bytes = devices_[d].is_disk() ? std::nullopt : max_memory_.find(devices_[d]),
+         .used_bits = weights[d]});
   }
   plan.device_map = options_.clean_result ? clean_device_map(map_) : map_;
 

@@ -65,9 +65,8 @@ std::optional<NodeId> Allocator::fallback_allocate(std::int64_t limit_bits) {
       }
       return std::nullopt;
     };
-    const SizeWithTies with_ties =
-        size_with_ties(ties, static_cast<std::int64_t>(bits_[static_cast<std::size_t>(id)]),
-                       in_search);
+    const SizeWithTies with_ties = size_with_ties(
+        ties, static_cast<std::int64_t>(bits_[static_cast<std::size_t>(id)]), in_search);
     if (with_ties.bits <= limit_bits) {
       found = id;
       break;

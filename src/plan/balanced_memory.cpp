@@ -22,8 +22,8 @@ std::uint64_t first_no_split_block_bits(const ModuleTree& tree, const ModuleSize
     const TreeNode& n = tree.node(id);
     if (!n.is_module()) continue;
     std::string group;
-    if (std::find(no_split.module_classes.begin(), no_split.module_classes.end(),
-                  n.class_name) != no_split.module_classes.end()) {
+    if (std::find(no_split.module_classes.begin(), no_split.module_classes.end(), n.class_name) !=
+        no_split.module_classes.end()) {
       group = "class:" + n.class_name;
     } else {
       for (const std::string& p : no_split.patterns) {
@@ -81,8 +81,9 @@ MemoryBudget get_balanced_memory(const ModuleTree& tree, const MemoryBudget& max
     low_zero = false;
     if (balance.keep_ten_percent) {
       const Placement first = budget.gpus().front();
-      budget.set(first, Bytes(static_cast<std::uint64_t>(
-                            static_cast<double>(budget.at(first).value()) * 0.9)));
+      budget.set(
+          first,
+          Bytes(static_cast<std::uint64_t>(static_cast<double>(budget.at(first).value()) * 0.9)));
       log_info(
           "We will use 90% of the memory on device {} for storing the model, and 10% for the "
           "buffer to avoid OOM. You can set `max_memory` in to a higher value to use more memory "

@@ -1,7 +1,6 @@
 #include "ferry/plan/device_map.h"
 
 #include <fmt/format.h>
-
 #include <nlohmann/json.hpp>
 
 #include "ferry/core/error.h"
@@ -101,8 +100,8 @@ DeviceMap DeviceMap::from_json(std::string_view json) {
       throw InvalidArgument(
           fmt::format("device map entry '{}': expected a GPU index, 'cpu' or 'disk', got {}", path,
                       value.dump()),
-          ErrorFields{.path = path, .expected = "a GPU index, 'cpu' or 'disk'",
-                      .actual = value.dump()});
+          ErrorFields{
+              .path = path, .expected = "a GPU index, 'cpu' or 'disk'", .actual = value.dump()});
     }
   }
   return map;
@@ -123,7 +122,7 @@ struct KeyTrie {
   struct Node {
     std::string_view component;  // last component of this node's path
     int key = -1;                // index of the map entry with exactly this path
-    std::vector<int> kids;  // first-seen order
+    std::vector<int> kids;       // first-seen order
     std::unordered_map<std::string_view, int> by_name;
     // Keys strictly below this node: how many, and their common placement if they share one.
     std::size_t below = 0;
@@ -240,7 +239,8 @@ void check_device_map(const ModuleTree& tree, const DeviceMap& device_map) {
     const std::string list = fmt::format("{}", fmt::join(missing, ", "));
     throw InvalidDeviceMap(
         "The device_map provided does not give any device for the following parameters: " + list,
-        ErrorFields{.path = missing.front(), .expected = "a device for every state-dict entry",
+        ErrorFields{.path = missing.front(),
+                    .expected = "a device for every state-dict entry",
                     .actual = list});
   }
 }

@@ -31,7 +31,8 @@ std::vector<SizeEstimate> estimate_memory(const ModuleTree& tree, const NoSplit&
   for (std::size_t i = tree.size(); i-- > 0;) {
     const TreeNode& n = tree.nodes()[i];
     if (n.is_tensor() && n.counted) {
-      bits[i] = n.numel * static_cast<std::uint64_t>(is_floating(n.dtype) ? 32 : accounting_bits(n.dtype));
+      bits[i] = n.numel *
+                static_cast<std::uint64_t>(is_floating(n.dtype) ? 32 : accounting_bits(n.dtype));
     }
     if (n.parent >= 0) bits[static_cast<std::size_t>(n.parent)] += bits[i];
   }
@@ -85,7 +86,8 @@ std::string format_estimate_table(std::string_view model_name,
   for (const std::size_t w : widths) inner += w;
   auto rule = [&](std::string_view left, std::string_view mid, std::string_view right) {
     std::string out(left);
-    for (std::size_t i = 0; i < 4; ++i) out += repeat("─", widths[i]) + std::string(i < 3 ? mid : right);
+    for (std::size_t i = 0; i < 4; ++i)
+      out += repeat("─", widths[i]) + std::string(i < 3 ? mid : right);
     return out + "\n";
   };
   auto row_text = [&](const std::array<std::string, 4>& row) {

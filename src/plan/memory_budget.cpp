@@ -1,10 +1,10 @@
 #include "ferry/plan/memory_budget.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <charconv>
-#include <nlohmann/json.hpp>
 
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"

@@ -1,10 +1,10 @@
 #include "ferry/plan/module_sizes.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
-#include <nlohmann/json.hpp>
 
 #include "ferry/core/error.h"
 #include "plan/size_format.h"

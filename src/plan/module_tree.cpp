@@ -30,8 +30,8 @@ bool all_digits(std::string_view s) {
 // by value, everything else by name.
 int sibling_rank(std::string_view name) {
   static constexpr std::array<std::string_view, 9> kInputs{
-      "embed_tokens", "embed_in", "wte", "wpe", "word_embeddings", "tok_embeddings",
-      "embeddings", "embed", "shared"};
+      "embed_tokens",   "embed_in",   "wte",   "wpe",   "word_embeddings",
+      "tok_embeddings", "embeddings", "embed", "shared"};
   static constexpr std::array<std::string_view, 5> kHeads{"lm_head", "output", "score",
                                                           "classifier", "embed_out"};
   if (std::find(kInputs.begin(), kInputs.end(), name) != kInputs.end()) return 0;
@@ -90,12 +90,13 @@ class TreeBuilder {
 
   NodeId add_tensor(const nn::TensorEntry& entry, const std::string& prefix, NodeId parent) {
     const at::Tensor& t = entry.slot->tensor();
-    const NodeId id = add_node({.name = join_name(prefix, entry.name),
-                                .kind = entry.is_buffer() ? NodeKind::kBuffer : NodeKind::kParameter,
-                                .dtype = from_scalar_type(t.scalar_type()),
-                                .numel = static_cast<std::uint64_t>(t.numel()),
-                                .persistent = entry.persistent,
-                                .parent = parent});
+    const NodeId id =
+        add_node({.name = join_name(prefix, entry.name),
+                  .kind = entry.is_buffer() ? NodeKind::kBuffer : NodeKind::kParameter,
+                  .dtype = from_scalar_type(t.scalar_type()),
+                  .numel = static_cast<std::uint64_t>(t.numel()),
+                  .persistent = entry.persistent,
+                  .parent = parent});
     tree_.nodes_[id].end = id + 1;
     slots_[static_cast<std::size_t>(id)] = entry.slot.get();
     return id;

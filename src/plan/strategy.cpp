@@ -33,10 +33,10 @@ StrategyPlan plan_with_strategy(const ModuleTree& tree, const StrategyOptions& s
   out.budget = strategy.max_memory ? *strategy.max_memory : get_max_memory();
   out.planning_budget = subtract_reserve(out.budget, strategy.reserve);
   if (strategy.strategy != Strategy::kSequential) {
-    out.planning_budget = get_balanced_memory(
-        tree, out.planning_budget, options,
-        {.low_zero = strategy.strategy == Strategy::kBalancedLow0,
-         .keep_ten_percent = !strategy.max_memory.has_value()});
+    out.planning_budget =
+        get_balanced_memory(tree, out.planning_budget, options,
+                            {.low_zero = strategy.strategy == Strategy::kBalancedLow0,
+                             .keep_ten_percent = !strategy.max_memory.has_value()});
   }
   out.plan = plan_device_map(tree, out.planning_budget, options);
   return out;

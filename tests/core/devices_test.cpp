@@ -1,6 +1,7 @@
+#include "ferry/core/devices.h"
+
 #include <gtest/gtest.h>
 
-#include "ferry/core/devices.h"
 #include "ferry/core/error.h"
 #include "ferry/core/memory.h"
 

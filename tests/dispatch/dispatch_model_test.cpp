@@ -1,13 +1,14 @@
+#include "ferry/dispatch/dispatch_model.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <random>
 
+#include "dispatch_test_models.h"
 #include "ferry/core/devices.h"
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
-#include "ferry/dispatch/dispatch_model.h"
-#include "dispatch_test_models.h"
 #include "scratch_dir.h"
 
 namespace ferry::dispatch {
@@ -63,8 +64,10 @@ TEST(DispatchModel, TiedParametersOnDifferentDevicesWarn) {
   const at::Tensor expected = model(ids);
   LogCapture log;
   dispatch_model(model,
-                 plan::DeviceMap{{"embed", Placement::cpu()}, {"layers", Placement::cpu()},
-                                 {"norm", Placement::cpu()}, {"scale", Placement::cpu()},
+                 plan::DeviceMap{{"embed", Placement::cpu()},
+                                 {"layers", Placement::cpu()},
+                                 {"norm", Placement::cpu()},
+                                 {"scale", Placement::cpu()},
                                  {"head", Placement::disk()}},
                  DispatchOptions{.offload_dir = dir.path()});
   EXPECT_TRUE(log.contains(LogLevel::kWarning,
@@ -112,13 +115,15 @@ TEST(DispatchModel, MovingADispatchedModel) {
       move_model(m, Placement::cpu());
       FAIL();
     } catch (const InvalidDeviceMap& e) {
-      EXPECT_STREQ(e.what(), "You can't move a model that has some modules offloaded to cpu or disk.");
+      EXPECT_STREQ(e.what(),
+                   "You can't move a model that has some modules offloaded to cpu or disk.");
     }
     EXPECT_TRUE(log.contains(LogLevel::kWarning, "You shouldn't move a model that is dispatched"));
   }
   {
     ModelForTest m;
-    dispatch_model(m, plan::DeviceMap{{"", Placement::gpu(0)}}, DispatchOptions{.force_hooks = true});
+    dispatch_model(m, plan::DeviceMap{{"", Placement::gpu(0)}},
+                   DispatchOptions{.force_hooks = true});
     LogCapture log;
     move_model(m, Placement::cpu());
     EXPECT_TRUE(log.contains(LogLevel::kWarning, "You shouldn't move a model that is dispatched"));
@@ -203,9 +208,12 @@ TEST(DispatchModelCuda, SplitOverCudaCpuAndDiskEqualsUndispatched) {
   const at::Tensor ids = at::randint(19, {2, 5});
   const at::Tensor expected = model(ids);
   dispatch_model(model,
-                 plan::DeviceMap{{"embed", Placement::gpu(0)}, {"head", Placement::gpu(0)},
-                                 {"layers.0", Placement::cpu()}, {"layers.1", Placement::disk()},
-                                 {"layers.2", Placement::gpu(0)}, {"norm", Placement::gpu(0)},
+                 plan::DeviceMap{{"embed", Placement::gpu(0)},
+                                 {"head", Placement::gpu(0)},
+                                 {"layers.0", Placement::cpu()},
+                                 {"layers.1", Placement::disk()},
+                                 {"layers.2", Placement::gpu(0)},
+                                 {"norm", Placement::gpu(0)},
                                  {"scale", Placement::gpu(0)}},
                  DispatchOptions{.offload_dir = dir.path()});
   EXPECT_TRUE(at::allclose(model(ids).cpu(), expected, 1e-5, 1e-5));

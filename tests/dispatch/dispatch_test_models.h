@@ -52,10 +52,11 @@ class TinyStack : public nn::Callable<TinyStack> {
   TinyStack(std::int64_t vocab, std::int64_t dim, int n_layers) : Callable("TinyStack") {
     embed = register_module("embed", std::make_shared<nn::Embedding>(vocab, dim));
     layers = register_module("layers", std::make_shared<nn::ModuleList>());
-    for (int i = 0; i < n_layers; ++i) blocks.push_back(layers->push_back(std::make_shared<Block>(dim)));
+    for (int i = 0; i < n_layers; ++i)
+      blocks.push_back(layers->push_back(std::make_shared<Block>(dim)));
     norm = register_module("norm", std::make_shared<nn::RMSNorm>(dim));
-    head = register_module("head",
-                           std::make_shared<nn::Linear>(dim, vocab, nn::LinearOptions{.bias = false}));
+    head = register_module(
+        "head", std::make_shared<nn::Linear>(dim, vocab, nn::LinearOptions{.bias = false}));
     head->set_slot("weight", embed->weight_slot());
     register_buffer("scale", at::full({1}, 0.5));
   }

@@ -1,12 +1,13 @@
+#include "ferry/dispatch/hooks.h"
+
 #include <gtest/gtest.h>
 
+#include "dispatch_test_models.h"
 #include "ferry/core/devices.h"
 #include "ferry/dispatch/align_devices.h"
 #include "ferry/dispatch/cpu_offload_hook.h"
-#include "ferry/dispatch/hooks.h"
 #include "ferry/dispatch/send.h"
 #include "ferry/io/tensor_source.h"
-#include "dispatch_test_models.h"
 
 namespace ferry::dispatch {
 namespace {
@@ -134,11 +135,10 @@ TEST(AlignDevicesHook, OffloadBuffersControlsWhereBuffersLive) {
   }
   {
     ModelForTest m;
-    add_hook_to_module(*m.batchnorm,
-                       std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                           .execution_device = Placement::gpu(0),
-                           .offload = true,
-                           .offload_buffers = true}));
+    add_hook_to_module(
+        *m.batchnorm,
+        std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
+            .execution_device = Placement::gpu(0), .offload = true, .offload_buffers = true}));
     EXPECT_TRUE(m.batchnorm->find_tensor("running_mean").tensor().is_meta());
     const at::Tensor x = at::randn({2, 4});
     EXPECT_EQ((*m.batchnorm)(x).size(1), 4);
@@ -150,10 +150,11 @@ TEST(AlignDevicesHook, MissingWeightIsATypedErrorNamingIt) {
   nn::Linear lin(2, 2);
   try {
     // Found when the hook is attached (dispatch time), not at the first forward.
-    add_hook_to_module(lin, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                                .execution_device = Placement::gpu(0),
-                                .offload = true,
-                                .weights_map = io::make_memory_source({{"weight", at::ones({2, 2})}})}));
+    add_hook_to_module(lin,
+                       std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
+                           .execution_device = Placement::gpu(0),
+                           .offload = true,
+                           .weights_map = io::make_memory_source({{"weight", at::ones({2, 2})}})}));
     FAIL();
   } catch (const MissingTensor& e) {
     EXPECT_NE(std::string(e.what()).find("'bias'"), std::string::npos);
@@ -193,7 +194,7 @@ TEST(CpuOffloadWithHook, PipelineKeepsOneModelOnTheDevice) {
   const at::Tensor mid = a(x);
   EXPECT_EQ(placement_of(a.weight()), Placement::gpu(0));  // stays after its call
   const at::Tensor y = b(mid);
-  EXPECT_EQ(placement_of(a.weight()), Placement::cpu());   // b's call offloaded a
+  EXPECT_EQ(placement_of(a.weight()), Placement::cpu());  // b's call offloaded a
   EXPECT_EQ(placement_of(b.weight()), Placement::gpu(0));
   EXPECT_TRUE(at::equal(y, expected));
   // One model at a time on the device: its weights plus one moved input.

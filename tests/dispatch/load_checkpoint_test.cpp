@@ -1,19 +1,20 @@
+#include "ferry/dispatch/load_checkpoint.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <set>
 
+#include "dispatch_test_models.h"
 #include "ferry/core/devices.h"
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
 #include "ferry/dispatch/dispatch_model.h"
-#include "ferry/dispatch/load_checkpoint.h"
 #include "ferry/io/checkpoint.h"
 #include "ferry/io/offload_folder.h"
 #include "ferry/io/safetensors_writer.h"
 #include "ferry/io/sharded.h"
 #include "ferry/nn/init.h"
-#include "dispatch_test_models.h"
 #include "scratch_dir.h"
 
 namespace ferry::dispatch {
@@ -27,7 +28,8 @@ using TempDir = ferry::testing::ScratchDir;
 // A reference model with real weights saved to `dir` as a sharded checkpoint (tied head omitted,
 // as Hugging Face checkpoints do).
 std::filesystem::path save_reference(TinyStack& reference, const std::filesystem::path& dir) {
-  return io::save_sharded(dir, reference.state_dict(), io::ShardOptions{.max_shard_size = Bytes(2000)});
+  return io::save_sharded(dir, reference.state_dict(),
+                          io::ShardOptions{.max_shard_size = Bytes(2000)});
 }
 
 std::unique_ptr<TinyStack> empty_stack() {
@@ -104,12 +106,12 @@ TEST(LoadCheckpoint, AndDispatchWithAutoOnSimulatedGpuCpuAndDisk) {
   plan::MemoryBudget budget;
   budget.set(Placement::gpu(0), 3_KiB);
   budget.set(Placement::cpu(), Bytes(1500));
-  const plan::DeviceMap map = load_checkpoint_and_dispatch(
-      *model, dir.path(),
-      LoadAndDispatchOptions{.device_map = plan::Strategy::kSequential,
-                             .max_memory = budget,
-                             .no_split_module_classes = {"Block"},
-                             .offload_folder = offload.path()});
+  const plan::DeviceMap map =
+      load_checkpoint_and_dispatch(*model, dir.path(),
+                                   LoadAndDispatchOptions{.device_map = plan::Strategy::kSequential,
+                                                          .max_memory = budget,
+                                                          .no_split_module_classes = {"Block"},
+                                                          .offload_folder = offload.path()});
   const auto placements = map.placements();
   EXPECT_NE(std::find(placements.begin(), placements.end(), Placement::disk()), placements.end())
       << map.to_json();
@@ -136,12 +138,13 @@ TEST(LoadCheckpoint, DtypeConversionWritesOffloadCopiesAndLeavesIntegersAlone) {
     nn::InitEmptyWeights guard;
     model = std::make_unique<ModelForTest>();
   }
-  load_checkpoint_in_model(*model, dir.path() / "model.safetensors",
-                           LoadCheckpointOptions{.device_map = plan::DeviceMap{{"linear1", Placement::cpu()},
-                                                                               {"batchnorm", Placement::cpu()},
-                                                                               {"linear2", Placement::disk()}},
-                                                 .offload_folder = offload.path(),
-                                                 .dtype = DType::kF16});
+  load_checkpoint_in_model(
+      *model, dir.path() / "model.safetensors",
+      LoadCheckpointOptions{.device_map = plan::DeviceMap{{"linear1", Placement::cpu()},
+                                                          {"batchnorm", Placement::cpu()},
+                                                          {"linear2", Placement::disk()}},
+                            .offload_folder = offload.path(),
+                            .dtype = DType::kF16});
   EXPECT_EQ(model->linear1->weight().scalar_type(), at::kHalf);
   EXPECT_EQ(model->batchnorm->find_tensor("num_batches_tracked").tensor().scalar_type(), at::kLong);
   EXPECT_TRUE(model->linear2->weight().is_meta());
@@ -166,8 +169,9 @@ TEST(LoadCheckpoint, ErrorsNameTensorFileAndShapes) {
     EXPECT_EQ(e.actual(), "[3, 4]");
   }
   try {
-    load_checkpoint_in_model(model, dir.path(),
-                             LoadCheckpointOptions{.device_map = plan::DeviceMap{{"linear1", Placement::disk()}}});
+    load_checkpoint_in_model(
+        model, dir.path(),
+        LoadCheckpointOptions{.device_map = plan::DeviceMap{{"linear1", Placement::disk()}}});
     FAIL();
   } catch (const InvalidDeviceMap& e) {
     EXPECT_STREQ(e.what(),
@@ -189,13 +193,15 @@ TEST(LoadCheckpoint, UnexpectedAndMissingKeysAreReportedOrStrictErrors) {
   const LoadReport report = load_checkpoint_in_model(model, dir.path());
   EXPECT_EQ(report.unexpected_keys, std::vector<std::string>{"decoder.weight"});
   EXPECT_EQ(report.missing_keys, std::vector<std::string>{"linear2.bias"});
-  EXPECT_TRUE(log.contains(LogLevel::kWarning, "were not used when initializing ModelForTest: "
-                                               "[decoder.weight]"));
+  EXPECT_TRUE(log.contains(LogLevel::kWarning,
+                           "were not used when initializing ModelForTest: "
+                           "[decoder.weight]"));
   EXPECT_THROW(load_checkpoint_in_model(model, dir.path(), LoadCheckpointOptions{.strict = true}),
                MissingTensor);
   try {
-    load_checkpoint_in_model(model, dir.path(),
-                             LoadCheckpointOptions{.device_map = plan::DeviceMap{{"linear1", Placement::cpu()}}});
+    load_checkpoint_in_model(
+        model, dir.path(),
+        LoadCheckpointOptions{.device_map = plan::DeviceMap{{"linear1", Placement::cpu()}}});
     FAIL();
   } catch (const InvalidDeviceMap& e) {
     EXPECT_STREQ(e.what(), "batchnorm.bias doesn't have any device set.");

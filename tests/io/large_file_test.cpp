@@ -14,8 +14,9 @@ namespace {
 TEST(LargeFile, CheckpointLargerThanRamOpens) {
   testing::ScratchDir dir;
   const std::uint64_t data_bytes = 4 * available_ram().value() + (1ULL << 30);
-  const std::string header = "{\"huge\":{\"dtype\":\"U8\",\"shape\":[" + std::to_string(data_bytes) +
-                             "],\"data_offsets\":[0," + std::to_string(data_bytes) + "]}}";
+  const std::string header = "{\"huge\":{\"dtype\":\"U8\",\"shape\":[" +
+                             std::to_string(data_bytes) + "],\"data_offsets\":[0," +
+                             std::to_string(data_bytes) + "]}}";
   const auto path = dir / "huge.safetensors";
   const std::string head = testing::safetensors_bytes(header);
   testing::write_file(path, head);

@@ -59,30 +59,49 @@ TEST(Config, RoundTripsThroughJson) {
 }
 
 TEST(ConfigErrors, NameFileAndField) {
-  EXPECT_EQ(error_of<InvalidArgument>([] { parse_config(with(kLlama, "\"hidden_size\": 32,", ""), "m/config.json"); }),
+  EXPECT_EQ(error_of<InvalidArgument>(
+                [] { parse_config(with(kLlama, "\"hidden_size\": 32,", ""), "m/config.json"); }),
             "m/config.json: field 'hidden_size' is missing");
-  EXPECT_EQ(error_of<InvalidArgument>([] { parse_config(with(kLlama, "\"hidden_size\": 32", "\"hidden_size\": \"32\""), "c.json"); }),
+  EXPECT_EQ(error_of<InvalidArgument>([] {
+              parse_config(with(kLlama, "\"hidden_size\": 32", "\"hidden_size\": \"32\""),
+                           "c.json");
+            }),
             "c.json: field 'hidden_size' must be an integer, got \"32\"");
-  EXPECT_EQ(error_of<InvalidArgument>([] { parse_config(with(kLlama, "\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"), "c.json"); }),
-            "c.json: field 'num_key_value_heads' (3) must be positive and divide num_attention_heads (4)");
-  EXPECT_EQ(error_of<InvalidArgument>([] { parse_config(with(kLlama, "\"num_attention_heads\": 4", "\"num_attention_heads\": 5"), "c.json"); }),
+  EXPECT_EQ(error_of<InvalidArgument>([] {
+              parse_config(with(kLlama, "\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"),
+                           "c.json");
+            }),
+            "c.json: field 'num_key_value_heads' (3) must be positive and divide "
+            "num_attention_heads (4)");
+  EXPECT_EQ(error_of<InvalidArgument>([] {
+              parse_config(with(kLlama, "\"num_attention_heads\": 4", "\"num_attention_heads\": 5"),
+                           "c.json");
+            }),
             "c.json: field 'num_attention_heads' (5) must divide hidden_size (32)");
-  EXPECT_EQ(error_of<InvalidArgument>([] { parse_config(with(kLlama, "\"llama3\"", "\"yarn\""), "c.json"); }),
-            "c.json: field 'rope_scaling.rope_type' 'yarn' is not supported (supported: linear, llama3)");
-  EXPECT_EQ(error_of<InvalidArgument>([] { parse_config(with(kLlama, "[1, 2]", "[1, 200]"), "c.json"); }),
-            "c.json: field 'eos_token_id' 200 is outside the vocabulary [0, 100)");
+  EXPECT_EQ(
+      error_of<InvalidArgument>(
+          [] { parse_config(with(kLlama, "\"llama3\"", "\"yarn\""), "c.json"); }),
+      "c.json: field 'rope_scaling.rope_type' 'yarn' is not supported (supported: linear, llama3)");
+  EXPECT_EQ(
+      error_of<InvalidArgument>([] { parse_config(with(kLlama, "[1, 2]", "[1, 200]"), "c.json"); }),
+      "c.json: field 'eos_token_id' 200 is outside the vocabulary [0, 100)");
   EXPECT_EQ(error_of<InvalidArgument>([] { parse_config(R"({"vocab_size": 3})", "c.json"); }),
             "c.json: field 'model_type' is missing");
-  EXPECT_EQ(error_of<InvalidArgument>([] { parse_config(R"({"model_type": "gpt2", "vocab_size": 3, "n_embd": 0})", "c.json"); }),
+  EXPECT_EQ(error_of<InvalidArgument>([] {
+              parse_config(R"({"model_type": "gpt2", "vocab_size": 3, "n_embd": 0})", "c.json");
+            }),
             "c.json: field 'n_embd' must be positive, got 0");
-  EXPECT_NE(error_of<CorruptFile>([] { parse_config("{not json", "bad/config.json"); }).find("bad/config.json"),
+  EXPECT_NE(error_of<CorruptFile>([] {
+              parse_config("{not json", "bad/config.json");
+            }).find("bad/config.json"),
             std::string::npos);
 }
 
 TEST(Registry, UnknownModelTypeListsSupported) {
   const ModelConfig c = parse_config(with(kLlama, "llama", "falcon"), "f/config.json");
   EXPECT_EQ(error_of<InvalidArgument>([&] { create_model(c, at::kFloat); }),
-            "f/config.json: model_type 'falcon' is not supported (supported: gpt2, llama, mistral, qwen2)");
+            "f/config.json: model_type 'falcon' is not supported (supported: gpt2, llama, mistral, "
+            "qwen2)");
 }
 
 TEST(Registry, ModulePathsAreCheckpointNames) {
@@ -90,8 +109,10 @@ TEST(Registry, ModulePathsAreCheckpointNames) {
   auto model = create_model(c, at::kFloat);
   EXPECT_EQ(model->decoder_layer_class(), "LlamaDecoderLayer");
   EXPECT_NO_THROW(model->module().find_tensor("model.layers.1.self_attn.k_proj.weight"));
-  EXPECT_EQ(model->module().find_tensor("model.layers.1.self_attn.k_proj.weight").tensor().size(0), 16);
-  EXPECT_EQ(create_model(parse_config(with(kLlama, "llama", "mistral"), "c.json"), at::kFloat)->decoder_layer_class(),
+  EXPECT_EQ(model->module().find_tensor("model.layers.1.self_attn.k_proj.weight").tensor().size(0),
+            16);
+  EXPECT_EQ(create_model(parse_config(with(kLlama, "llama", "mistral"), "c.json"), at::kFloat)
+                ->decoder_layer_class(),
             "MistralDecoderLayer");
 }
 
@@ -105,7 +126,8 @@ TEST(LoadErrors, CheckpointDisagreeingWithConfigNamesTensorAndFile) {
     std::ifstream in(dir.path() / "config.json");
     text.assign(std::istreambuf_iterator<char>(in), {});
   }
-  std::ofstream(dir.path() / "config.json") << with(text, "\"intermediate_size\": 128", "\"intermediate_size\": 80");
+  std::ofstream(dir.path() / "config.json")
+      << with(text, "\"intermediate_size\": 128", "\"intermediate_size\": 80");
   const std::string message = error_of<ShapeMismatch>([&] { load_model(dir.path()); });
   EXPECT_NE(message.find("model.layers.0.mlp.down_proj.weight"), std::string::npos) << message;
   EXPECT_NE(message.find("model.safetensors"), std::string::npos) << message;
@@ -115,11 +137,15 @@ TEST(GenerateErrors, PromptLongerThanMaxPositions) {
   LoadedModel loaded = load_model(fixture("gpt2"));
   const std::vector<std::int64_t> prompt(65, 3);
   const std::string message = error_of<InvalidArgument>([&] { generate(*loaded.model, {prompt}); });
-  EXPECT_NE(message.find("prompt 0 has 65 tokens, more than the model's n_positions = 64 in"), std::string::npos)
+  EXPECT_NE(message.find("prompt 0 has 65 tokens, more than the model's n_positions = 64 in"),
+            std::string::npos)
       << message;
-  EXPECT_EQ(error_of<InvalidArgument>([&] { generate(*loaded.model, {{3, 400}}); }).substr(0, 62),
+  EXPECT_EQ(error_of<InvalidArgument>([&] {
+              generate(*loaded.model, {{3, 400}});
+            }).substr(0, 62),
             "prompt 0: token id 400 is outside the vocabulary [0, 320) of /");
-  EXPECT_EQ(error_of<InvalidArgument>([&] { generate(*loaded.model, {{}}); }), "generate: prompt 0 is empty");
+  EXPECT_EQ(error_of<InvalidArgument>([&] { generate(*loaded.model, {{}}); }),
+            "generate: prompt 0 is empty");
 }
 
 }  // namespace

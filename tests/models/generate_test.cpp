@@ -1,8 +1,9 @@
 // Sampling and the stopping rules of generation.
+#include "ferry/models/generate.h"
+
 #include <gtest/gtest.h>
 
 #include "ferry/core/error.h"
-#include "ferry/models/generate.h"
 #include "ferry/models/registry.h"
 #include "models/model_fixtures.h"
 
@@ -19,7 +20,9 @@ TEST(Sampler, GreedyIsArgmaxAndTopKOneIsGreedy) {
   const at::Tensor peaked = at::tensor({0.0f, 9.0f, 0.0f, 0.0f}).view({1, 4});
   for (int i = 0; i < 20; ++i) {
     EXPECT_EQ(Sampler({.temperature = 1.0, .top_p = 0.5, .seed = static_cast<std::uint64_t>(i)})
-                  .next(peaked, {{}}).item<std::int64_t>(), 1);
+                  .next(peaked, {{}})
+                  .item<std::int64_t>(),
+              1);
   }
 }
 
@@ -29,7 +32,8 @@ TEST(Sampler, RepetitionPenaltyAndSeed) {
   const at::Tensor flat = at::zeros({1, 1000});
   Sampler a({.temperature = 1.0, .seed = 7});
   Sampler b({.temperature = 1.0, .seed = 7});
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(a.next(flat, {{}}).item<std::int64_t>(), b.next(flat, {{}}).item<std::int64_t>());
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(a.next(flat, {{}}).item<std::int64_t>(), b.next(flat, {{}}).item<std::int64_t>());
 }
 
 TEST(Sampler, RejectsBadOptions) {
@@ -51,28 +55,33 @@ class GenerateStops : public ::testing::Test {
  protected:
   LoadedModel loaded_ = load_model(fixture("llama_gqa"), {.dispatch = {.dtype = DType::kF32}});
   std::vector<std::int64_t> prompt_{3, 77, 140, 9, 250, 31, 5, 200};
-  std::vector<std::int64_t> greedy_ = generate(*loaded_.model, {prompt_}, {.max_new_tokens = 8}).tokens[0];
+  std::vector<std::int64_t> greedy_ =
+      generate(*loaded_.model, {prompt_}, {.max_new_tokens = 8}).tokens[0];
 };
 
 TEST_F(GenerateStops, EosStopsAndIsKept) {
-  const GenerateResult r = generate(*loaded_.model, {prompt_}, {.max_new_tokens = 8, .eos_token_ids = {greedy_[2]}});
+  const GenerateResult r =
+      generate(*loaded_.model, {prompt_}, {.max_new_tokens = 8, .eos_token_ids = {greedy_[2]}});
   EXPECT_EQ(r.tokens[0], std::vector<std::int64_t>(greedy_.begin(), greedy_.begin() + 3));
   EXPECT_EQ(r.finish_reasons[0], "eos");
 }
 
 TEST_F(GenerateStops, StopStringsStreamingAndSampling) {
   std::vector<std::int64_t> streamed;
-  const GenerateResult r = generate(
-      *loaded_.model, {prompt_},
-      {.max_new_tokens = 8, .stop_strings = {"<4>"},
-       .decode = [](const std::vector<std::int64_t>& ids) {
-         return "<" + std::to_string(ids.size()) + ">";
-       },
-       .on_token = [&](std::size_t, std::int64_t t) { streamed.push_back(t); }});
+  const GenerateResult r =
+      generate(*loaded_.model, {prompt_},
+               {.max_new_tokens = 8,
+                .stop_strings = {"<4>"},
+                .decode =
+                    [](const std::vector<std::int64_t>& ids) {
+                      return "<" + std::to_string(ids.size()) + ">";
+                    },
+                .on_token = [&](std::size_t, std::int64_t t) { streamed.push_back(t); }});
   EXPECT_EQ(r.tokens[0].size(), 4u);
   EXPECT_EQ(r.finish_reasons[0], "stop_string");
   EXPECT_EQ(streamed, r.tokens[0]);
-  const GenerateOptions sampled{.max_new_tokens = 6, .sampling = {.temperature = 1.0, .top_k = 20, .seed = 3}};
+  const GenerateOptions sampled{.max_new_tokens = 6,
+                                .sampling = {.temperature = 1.0, .top_k = 20, .seed = 3}};
   EXPECT_EQ(generate(*loaded_.model, {prompt_}, sampled).tokens[0],
             generate(*loaded_.model, {prompt_}, sampled).tokens[0]);
   EXPECT_THROW(generate(*loaded_.model, {prompt_}, {.stop_strings = {"x"}}), InvalidArgument);

@@ -27,9 +27,11 @@ Reference reference(const std::string& name) {
   const auto file = fixture(name) / "reference.safetensors";
   const at::Tensor prompt = read_tensor(file, "prompt_ids");
   const at::Tensor greedy = read_tensor(file, "greedy_ids");
-  return {std::vector<std::int64_t>(prompt.data_ptr<std::int64_t>(), prompt.data_ptr<std::int64_t>() + prompt.numel()),
+  return {std::vector<std::int64_t>(prompt.data_ptr<std::int64_t>(),
+                                    prompt.data_ptr<std::int64_t>() + prompt.numel()),
           read_tensor(file, "logits"),
-          std::vector<std::int64_t>(greedy.data_ptr<std::int64_t>(), greedy.data_ptr<std::int64_t>() + greedy.numel())};
+          std::vector<std::int64_t>(greedy.data_ptr<std::int64_t>(),
+                                    greedy.data_ptr<std::int64_t>() + greedy.numel())};
 }
 
 // Loads `name` in float32 with `options`, then checks logits and the greedy continuation.
@@ -39,9 +41,9 @@ void expect_matches_reference(const std::string& name, LoadModelOptions options 
   options.dispatch.dtype = DType::kF32;
   options.dispatch.offload_folder = offload.path();
   LoadedModel loaded = load_model(fixture(name), options);
-  const GenerateResult r = generate(*loaded.model, {ref.prompt},
-                                    {.max_new_tokens = static_cast<std::int64_t>(ref.greedy.size()),
-                                     .keep_prompt_logits = true});
+  const GenerateResult r = generate(
+      *loaded.model, {ref.prompt},
+      {.max_new_tokens = static_cast<std::int64_t>(ref.greedy.size()), .keep_prompt_logits = true});
   ASSERT_EQ(r.prompt_logits.sizes(), ref.logits.sizes());
   EXPECT_LT((r.prompt_logits - ref.logits).abs().max().item<double>(), kTolerance)
       << name << " with map " << loaded.device_map.to_json();
@@ -87,7 +89,8 @@ TEST(ReferenceDeviceMaps, DiskMapReallyOffloads) {
   o.dispatch.offload_folder = offload.path();
   const LoadedModel loaded = load_model(fixture("llama_gqa"), o);
   const auto p = loaded.device_map.placements();
-  EXPECT_NE(std::find(p.begin(), p.end(), Placement::disk()), p.end()) << loaded.device_map.to_json();
+  EXPECT_NE(std::find(p.begin(), p.end(), Placement::disk()), p.end())
+      << loaded.device_map.to_json();
   // The decoder block is the no-split class: no map entry inside a layer.
   for (const auto& [path, where] : loaded.device_map.entries()) {
     EXPECT_EQ(path.find("self_attn"), std::string::npos) << path;
@@ -105,7 +108,9 @@ TEST(ReferenceBatch, LeftPaddedBatchEqualsSeparateRuns) {
   const auto greedy = reference("llama_gqa").greedy;
   EXPECT_EQ(both.tokens[0], std::vector<std::int64_t>(greedy.begin(), greedy.begin() + 6));
   // Row b's logits sit at the right end of the padded prompt.
-  EXPECT_LT((both.prompt_logits[1].narrow(0, 5, 3) - only_b.prompt_logits[0]).abs().max().item<double>(), kTolerance);
+  EXPECT_LT(
+      (both.prompt_logits[1].narrow(0, 5, 3) - only_b.prompt_logits[0]).abs().max().item<double>(),
+      kTolerance);
 }
 
 TEST(ReferenceBatch, GptLeftPaddingUsesPositionsOfRealTokens) {

@@ -29,12 +29,14 @@ TEST(SentencePieceTokenizer, EncodesAsSpmEncodeAndRoundTrips) {
   EXPECT_EQ(t.encode("Hello world! The quick fox.", /*add_special_tokens=*/false), body);
   std::vector<std::int64_t> with_bos{1};
   with_bos.insert(with_bos.end(), body.begin(), body.end());
-  EXPECT_EQ(t.encode("Hello world! The quick fox."), with_bos);  // BOS by default, as LlamaTokenizer
-  for (const std::string text : {"Hello world! The quick fox.", "a sliding window", "loads shards"}) {
+  EXPECT_EQ(t.encode("Hello world! The quick fox."),
+            with_bos);  // BOS by default, as LlamaTokenizer
+  for (const std::string text :
+       {"Hello world! The quick fox.", "a sliding window", "loads shards"}) {
     EXPECT_EQ(t.decode(t.encode(text), /*skip_special_tokens=*/true), text);
   }
   EXPECT_EQ(t.decode(with_bos), "<s>Hello world! The quick fox.");
-  EXPECT_EQ(t.decode({5000, 64, 94}), "H");  // ids past the vocabulary decode to nothing
+  EXPECT_EQ(t.decode({5000, 64, 94}), "H");       // ids past the vocabulary decode to nothing
   EXPECT_EQ(t.id_to_token(15), "\xE2\x96\x81w");  // "▁w"
   EXPECT_EQ(t.token_to_id("</s>"), 2);
   EXPECT_THROW(t.decode({-1}), InvalidArgument);
@@ -46,7 +48,8 @@ TEST(SentencePieceTokenizer, FolderWithOnlyTokenizerModelLoadsItAndItsConfig) {
   const Tokenizer plain = Tokenizer::load(dir.path());
   EXPECT_EQ(plain.encode("fox").front(), 1);
   {
-    std::ofstream(dir.path() / "tokenizer_config.json") << R"({"add_bos_token": false, "add_eos_token": true})";
+    std::ofstream(dir.path() / "tokenizer_config.json")
+        << R"({"add_bos_token": false, "add_eos_token": true})";
   }
   const Tokenizer configured = Tokenizer::load(dir.path());
   const auto ids = configured.encode("fox");
@@ -62,7 +65,8 @@ TEST(SentencePieceTokenizer, NotAModelIsCorruptFile) {
     Tokenizer::load(dir.path());
     FAIL();
   } catch (const CorruptFile& e) {
-    EXPECT_NE(std::string(e.what()).find("tokenizer.model: not a SentencePiece model"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("tokenizer.model: not a SentencePiece model"),
+              std::string::npos)
         << e.what();
   }
 }

@@ -19,8 +19,13 @@ constexpr double kTolerance = 1e-4;  // fp32; the slice's rotary angles differ b
 
 // A one-layer mistral in `dir` with the given sliding_window.
 LoadedModel tiny_mistral(const std::filesystem::path& dir, std::optional<std::int64_t> window) {
-  make_model(dir, {.arch = "mistral", .hidden_size = 32, .n_layers = 1, .n_heads = 4,
-                   .n_kv_heads = 2, .intermediate_size = 64, .seed = 7});
+  make_model(dir, {.arch = "mistral",
+                   .hidden_size = 32,
+                   .n_layers = 1,
+                   .n_heads = 4,
+                   .n_kv_heads = 2,
+                   .intermediate_size = 64,
+                   .seed = 7});
   ModelConfig config = load_config(dir);
   config.sliding_window = window;
   std::ofstream(dir / "config.json") << config_to_json(config);
@@ -57,8 +62,9 @@ TEST(SlidingWindow, EachPositionSeesOnlyTheLastWindowTokens) {
   LoadedModel loaded = tiny_mistral(dir.path(), kWindow);
   const at::Tensor full = logits(*loaded.model, kIds);
   for (std::size_t i = kWindow - 1; i < kIds.size(); ++i) {
-    const std::vector<std::int64_t> slice(kIds.begin() + static_cast<std::ptrdiff_t>(i + 1 - kWindow),
-                                          kIds.begin() + static_cast<std::ptrdiff_t>(i + 1));
+    const std::vector<std::int64_t> slice(
+        kIds.begin() + static_cast<std::ptrdiff_t>(i + 1 - kWindow),
+        kIds.begin() + static_cast<std::ptrdiff_t>(i + 1));
     const at::Tensor alone = logits(*loaded.model, slice)[kWindow - 1];
     EXPECT_LT((full[static_cast<std::int64_t>(i)] - alone).abs().max().item<double>(), kTolerance)
         << "position " << i;
@@ -85,12 +91,13 @@ TEST(SlidingWindow, DecodingStepByStepFromTheCacheKeepsTheWindow) {
                       .position_ids = at::arange(prefill, at::kLong).unsqueeze(0),
                       .attention_mask = at::ones({1, prefill}, at::kLong)},
                      cache);
-  for (auto i = static_cast<std::int64_t>(prefill); i < static_cast<std::int64_t>(kIds.size()); ++i) {
-    const at::Tensor step =
-        loaded.model->step({.input_ids = at::full({1, 1}, kIds[static_cast<std::size_t>(i)], at::kLong),
-                            .position_ids = at::full({1, 1}, i, at::kLong),
-                            .attention_mask = at::ones({1, i + 1}, at::kLong)},
-                           cache)[0][0];
+  for (auto i = static_cast<std::int64_t>(prefill); i < static_cast<std::int64_t>(kIds.size());
+       ++i) {
+    const at::Tensor step = loaded.model->step(
+        {.input_ids = at::full({1, 1}, kIds[static_cast<std::size_t>(i)], at::kLong),
+         .position_ids = at::full({1, 1}, i, at::kLong),
+         .attention_mask = at::ones({1, i + 1}, at::kLong)},
+        cache)[0][0];
     EXPECT_LT((full[i] - step).abs().max().item<double>(), 1e-5) << "position " << i;
   }
 }

@@ -1,10 +1,11 @@
 // tokenizer.json: byte-level BPE (the synthetic tokenizer, GPT-2 regex, special tokens, BOS),
 // metaspace BPE with byte fallback (Llama 2 style), and files that cannot be used.
+#include "ferry/models/tokenizer.h"
+
 #include <gtest/gtest.h>
 
 #include "ferry/core/error.h"
 #include "ferry/models/make_model.h"
-#include "ferry/models/tokenizer.h"
 #include "models/model_fixtures.h"
 
 namespace ferry::models {
@@ -16,8 +17,9 @@ Tokenizer byte_level(const std::string& arch, std::string_view config = {}) {
 
 TEST(ByteLevelTokenizer, RoundTripsAnyText) {
   const Tokenizer t = byte_level("gpt2");
-  for (const std::string& text : std::vector<std::string>{"The quick brown fox", "  two  spaces\nand\ttabs", "naïve café 日本語 🚀",
-                           "it's 2024: $3.50!", std::string("\xff\xfe bytes", 8)}) {
+  for (const std::string& text : std::vector<std::string>{
+           "The quick brown fox", "  two  spaces\nand\ttabs", "naïve café 日本語 🚀",
+           "it's 2024: $3.50!", std::string("\xff\xfe bytes", 8)}) {
     EXPECT_EQ(t.decode(t.encode(text)), text);
   }
 }
@@ -29,11 +31,12 @@ TEST(ByteLevelTokenizer, MergesAndPreTokenizes) {
   EXPECT_EQ(ids.size(), 2u);
   EXPECT_EQ(ids[0], ids[1]);
   EXPECT_EQ(t.id_to_token(ids[0]), "\xC4\xA0the");  // "Ġthe"
-  EXPECT_EQ(t.encode("A").front(), 'A');  // the 256 byte tokens come first, by byte value
+  EXPECT_EQ(t.encode("A").front(), 'A');            // the 256 byte tokens come first, by byte value
 }
 
 TEST(ByteLevelTokenizer, SpecialTokensAndBos) {
-  const Tokenizer t = byte_level("llama", R"({"add_bos_token": true, "bos_token": "<|begin_of_text|>",
+  const Tokenizer t =
+      byte_level("llama", R"({"add_bos_token": true, "bos_token": "<|begin_of_text|>",
                                               "eos_token": {"content": "<|end_of_text|>"}})");
   const auto bos = *t.token_to_id("<|begin_of_text|>");
   const auto eos = *t.token_to_id("<|end_of_text|>");
@@ -81,20 +84,25 @@ TEST(TokenizerErrors, NameFileAndField) {
   };
   EXPECT_EQ(error(R"({"model": {"type": "Unigram", "vocab": []}})"),
             "m/tokenizer.json: model.type 'Unigram' is not supported (only BPE)");
-  EXPECT_EQ(error(R"({"model": {"vocab": {"a": 0, "b": 1}, "merges": ["a b"]}})"),
-            "m/tokenizer.json: model.merges merge 'a b' makes 'ab', which is not in the vocabulary");
+  EXPECT_EQ(
+      error(R"({"model": {"vocab": {"a": 0, "b": 1}, "merges": ["a b"]}})"),
+      "m/tokenizer.json: model.merges merge 'a b' makes 'ab', which is not in the vocabulary");
   EXPECT_EQ(error(R"({"version": "1.0"})"), "m/tokenizer.json: model is missing");
-  EXPECT_NE(error(R"({"model": {"vocab": {}}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(("}}})")
-                .find("m/tokenizer.json: pre_tokenizer.pattern regex '((' does not compile"),
-            std::string::npos);
+  EXPECT_NE(
+      error(
+          R"({"model": {"vocab": {}}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(("}}})")
+          .find("m/tokenizer.json: pre_tokenizer.pattern regex '((' does not compile"),
+      std::string::npos);
   EXPECT_NE(error("{broken").find("m/tokenizer.json"), std::string::npos);
-  EXPECT_EQ(error(R"({"model": {"vocab": {"a": "zero"}}})").substr(0, 37), "m/tokenizer.json: structure cannot be");
+  EXPECT_EQ(error(R"({"model": {"vocab": {"a": "zero"}}})").substr(0, 37),
+            "m/tokenizer.json: structure cannot be");
 }
 
 TEST(MakeModel, WritesALoadableFolder) {
   testing::TempDir dir;
-  const MadeModel made = make_model(dir.path(), {.arch = "gpt2", .hidden_size = 32, .n_layers = 1,
-                                                 .max_shard_size = Bytes(50'000)});
+  const MadeModel made = make_model(
+      dir.path(),
+      {.arch = "gpt2", .hidden_size = 32, .n_layers = 1, .max_shard_size = Bytes(50'000)});
   EXPECT_TRUE(std::filesystem::exists(dir.path() / "model.safetensors.index.json"));
   const Tokenizer t = Tokenizer::load(dir.path());
   EXPECT_EQ(t.decode(t.encode("hello")), "hello");

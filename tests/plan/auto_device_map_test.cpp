@@ -54,8 +54,11 @@ TEST(InferAutoDeviceMap, TiedWeightsLetTheModelFit) {
 TEST(InferAutoDeviceMap, SplitsAtLayerLevelUnlessNoSplit) {
   auto model = three_models();
   EXPECT_EQ(infer_auto_device_map(*model, budget({{"0", "500"}, {"1", "500"}})),
-            (DeviceMap{{"0", gpu(0)}, {"1.linear1", gpu(0)}, {"1.batchnorm", gpu(0)},
-                       {"1.linear2", gpu(1)}, {"2", gpu(1)}}));
+            (DeviceMap{{"0", gpu(0)},
+                       {"1.linear1", gpu(0)},
+                       {"1.batchnorm", gpu(0)},
+                       {"1.linear2", gpu(1)},
+                       {"2", gpu(1)}}));
   EXPECT_EQ(infer_auto_device_map(*model, budget({{"0", "500"}, {"1", "500"}}),
                                   {.no_split_module_classes = {"ModelForTest"}}),
             (DeviceMap{{"0", gpu(0)}, {"1", gpu(1)}, {"2", gpu(1)}}));
@@ -68,19 +71,27 @@ TEST(InferAutoDeviceMap, TiedWeightsAcrossLayers) {
   auto model = three_models("layer");
   const auto max_memory = budget({{"0", "400"}, {"1", "500"}});
   testing::tie(*model, "layer3.linear2.weight", "layer1.linear2.weight");
-  EXPECT_EQ(infer_auto_device_map(*model, max_memory),
-            (DeviceMap{{"layer1", gpu(0)}, {"layer3.linear2", gpu(0)}, {"layer2", gpu(1)},
-                       {"layer3.linear1", gpu(1)}, {"layer3.batchnorm", gpu(1)}}));
+  EXPECT_EQ(infer_auto_device_map(*model, max_memory), (DeviceMap{{"layer1", gpu(0)},
+                                                                  {"layer3.linear2", gpu(0)},
+                                                                  {"layer2", gpu(1)},
+                                                                  {"layer3.linear1", gpu(1)},
+                                                                  {"layer3.batchnorm", gpu(1)}}));
   testing::tie(*model, "layer2.linear2.weight", "layer1.linear2.weight");
-  EXPECT_EQ(infer_auto_device_map(*model, max_memory),
-            (DeviceMap{{"layer1", gpu(0)}, {"layer2.linear2", gpu(0)}, {"layer3.linear2", gpu(0)},
-                       {"layer2.linear1", gpu(1)}, {"layer2.batchnorm", gpu(1)},
-                       {"layer3.linear1", gpu(1)}, {"layer3.batchnorm", gpu(1)}}));
+  EXPECT_EQ(infer_auto_device_map(*model, max_memory), (DeviceMap{{"layer1", gpu(0)},
+                                                                  {"layer2.linear2", gpu(0)},
+                                                                  {"layer3.linear2", gpu(0)},
+                                                                  {"layer2.linear1", gpu(1)},
+                                                                  {"layer2.batchnorm", gpu(1)},
+                                                                  {"layer3.linear1", gpu(1)},
+                                                                  {"layer3.batchnorm", gpu(1)}}));
   testing::tie(*model, "layer2.linear1.weight", "layer1.linear1.weight");
-  EXPECT_EQ(infer_auto_device_map(*model, max_memory),
-            (DeviceMap{{"layer1", gpu(0)}, {"layer2.linear1", gpu(0)}, {"layer2.linear2", gpu(0)},
-                       {"layer3.linear2", gpu(0)}, {"layer2.batchnorm", gpu(1)},
-                       {"layer3.linear1", gpu(1)}, {"layer3.batchnorm", gpu(1)}}));
+  EXPECT_EQ(infer_auto_device_map(*model, max_memory), (DeviceMap{{"layer1", gpu(0)},
+                                                                  {"layer2.linear1", gpu(0)},
+                                                                  {"layer2.linear2", gpu(0)},
+                                                                  {"layer3.linear2", gpu(0)},
+                                                                  {"layer2.batchnorm", gpu(1)},
+                                                                  {"layer3.linear1", gpu(1)},
+                                                                  {"layer3.batchnorm", gpu(1)}}));
 }
 
 TEST(InferAutoDeviceMap, TiedWeightsInOneSequential) {
@@ -91,9 +102,10 @@ TEST(InferAutoDeviceMap, TiedWeightsInOneSequential) {
   model.add("linear4", std::make_shared<nn::Linear>(6, 6));
   testing::tie(model, "linear3.weight", "linear1.weight");
   testing::tie(model, "linear3.bias", "linear1.bias");
-  EXPECT_EQ(infer_auto_device_map(model, budget({{"0", "250"}, {"1", "400"}})),
-            (DeviceMap{{"linear1", gpu(0)}, {"linear2", gpu(1)}, {"linear3", gpu(0)},
-                       {"linear4", gpu(1)}}));
+  EXPECT_EQ(
+      infer_auto_device_map(model, budget({{"0", "250"}, {"1", "400"}})),
+      (DeviceMap{
+          {"linear1", gpu(0)}, {"linear2", gpu(1)}, {"linear3", gpu(0)}, {"linear4", gpu(1)}}));
 }
 
 TEST(InferAutoDeviceMap, TiedNamesSharingAPrefixDoNotCrash) {
@@ -179,9 +191,10 @@ TEST(InferAutoDeviceMap, FallbackAllocation) {
         "devices due to insufficient memory:\n  - 0: "));
   }
   LogCapture logs;
-  EXPECT_EQ(infer_auto_device_map(*model, budget({{"0", "256"}}), {.fallback_allocation = true}),
-            (DeviceMap{{"module.linear1", disk()}, {"module.linear2", gpu(0)},
-                       {"module.linear3", disk()}}));
+  EXPECT_EQ(
+      infer_auto_device_map(*model, budget({{"0", "256"}}), {.fallback_allocation = true}),
+      (DeviceMap{
+          {"module.linear1", disk()}, {"module.linear2", gpu(0)}, {"module.linear3", disk()}}));
   EXPECT_FALSE(logs.contains(LogLevel::kInfo, "insufficient memory"));
 }
 
@@ -242,7 +255,8 @@ TEST(InferAutoDeviceMap, VerboseTraceWithTiesAndSplits) {
   EXPECT_NE(text.find("  So those parameters need to be taken into account "
                       "['layer3.linear2.weight']\n"),
             std::string::npos);
-  EXPECT_NE(text.find("Putting layer1 and ['layer3.linear2'] (available=300) on 0.\n"), std::string::npos);
+  EXPECT_NE(text.find("Putting layer1 and ['layer3.linear2'] (available=300) on 0.\n"),
+            std::string::npos);
   EXPECT_NE(text.find("Splitting layer3.\n"), std::string::npos);
 }
 
@@ -253,17 +267,17 @@ TEST(InferAutoDeviceMap, SplitModuleKeepsItsDirectBuffers) {
   layer->add("mlp", std::make_shared<nn::Linear>(8, 8));
   layer->add("attn", std::make_shared<nn::Linear>(8, 8));
   layer->register_buffer("layer_scalar", at::ones({1}));
-  const DevicePlan plan = plan_device_map(ModuleTree::from_module(model),
-                                          budget({{"0", "300"}, {"cpu", "300"}}),
-                                          {.clean_result = false});
+  const DevicePlan plan =
+      plan_device_map(ModuleTree::from_module(model), budget({{"0", "300"}, {"cpu", "300"}}),
+                      {.clean_result = false});
   EXPECT_TRUE(plan.device_map.contains("layer.layer_scalar"));
   check_device_map(model, plan.device_map);  // does not throw
 }
 
 TEST(InferAutoDeviceMap, UsageAndMinimumPerDevice) {
   ModelForTest model;
-  const DevicePlan plan = plan_device_map(ModuleTree::from_module(model),
-                                          budget({{"0", "50"}, {"cpu", "400"}}));
+  const DevicePlan plan =
+      plan_device_map(ModuleTree::from_module(model), budget({{"0", "50"}, {"cpu", "400"}}));
   EXPECT_EQ(plan.device_map, (DeviceMap{{"", cpu()}}));
   ASSERT_EQ(plan.devices.size(), 3U);
   EXPECT_EQ(plan.devices[1].used_bytes(), 236U);

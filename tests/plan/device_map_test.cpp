@@ -17,9 +17,10 @@ using testing::ModelForTest;
 TEST(CleanDeviceMap, AccelerateCases) {
   EXPECT_EQ(clean_device_map({{"a", gpu(0)}, {"b", gpu(0)}, {"c", gpu(0)}}),
             (DeviceMap{{"", gpu(0)}}));
-  EXPECT_EQ(clean_device_map(
-                {{"a.x", gpu(0)}, {"a.y", gpu(0)}, {"b.x", gpu(1)}, {"b.y", gpu(1)}, {"c", gpu(1)}}),
-            (DeviceMap{{"a", gpu(0)}, {"b", gpu(1)}, {"c", gpu(1)}}));
+  EXPECT_EQ(
+      clean_device_map(
+          {{"a.x", gpu(0)}, {"a.y", gpu(0)}, {"b.x", gpu(1)}, {"b.y", gpu(1)}, {"c", gpu(1)}}),
+      (DeviceMap{{"a", gpu(0)}, {"b", gpu(1)}, {"c", gpu(1)}}));
   EXPECT_EQ(clean_device_map({{"a.x", gpu(0)},
                               {"a.y", gpu(0)},
                               {"b.x.0", gpu(1)},
@@ -43,8 +44,10 @@ TEST(CleanDeviceMap, MergedKeysAreAppendedAndSingleKeysKept) {
 }
 
 TEST(DeviceMapValue, JsonRoundTripWithIntegerGpus) {
-  const DeviceMap map{{"model.embed_tokens", gpu(0)}, {"model.layers.0", gpu(1)},
-                      {"model.norm", cpu()}, {"lm_head", disk()}};
+  const DeviceMap map{{"model.embed_tokens", gpu(0)},
+                      {"model.layers.0", gpu(1)},
+                      {"model.norm", cpu()},
+                      {"lm_head", disk()}};
   const std::string json = map.to_json();
   EXPECT_EQ(json,
             R"({"model.embed_tokens":0,"model.layers.0":1,"model.norm":"cpu","lm_head":"disk"})");
@@ -97,8 +100,10 @@ TEST(CheckDeviceMap, WarnsForKeysThatNameNoModule) {
                             "The following device_map keys do not match any submodules in the "
                             "model: ['invalid_module', 'another_invalid']"));
   LogCapture quiet;
-  check_device_map(model, {{"linear1.weight", cpu()}, {"linear1.bias", gpu(0)},
-                           {"batchnorm", cpu()}, {"linear2", cpu()}});
+  check_device_map(model, {{"linear1.weight", cpu()},
+                           {"linear1.bias", gpu(0)},
+                           {"batchnorm", cpu()},
+                           {"linear2", cpu()}});
   EXPECT_TRUE(quiet.entries().empty());
 }
 

@@ -42,8 +42,8 @@ TEST(HeaderPlan, RepeatedBlocksStayWholeAndHeadComesLast) {
   const auto infos = llama_headers(4, 8, 16, 32);  // blocks of 656 bf16 = 1312 bytes
   const ModuleTree tree = ModuleTree::from_tensors(infos);
   const PlanOptions options{.no_split_patterns = infer_no_split_patterns(tree)};
-  const DeviceMap map = infer_auto_device_map(
-      tree, budget({{"0", "3200"}, {"1", "3000"}, {"cpu", "3000"}}), options);
+  const DeviceMap map =
+      infer_auto_device_map(tree, budget({{"0", "3200"}, {"1", "3000"}, {"cpu", "3000"}}), options);
   EXPECT_EQ(map, (DeviceMap{{"model.embed_tokens", gpu(0)},
                             {"model.layers.0", gpu(0)},
                             {"model.layers.1", gpu(1)},
@@ -97,8 +97,7 @@ TEST(PlanProperties, RandomTrees) {
                                             {"1", std::to_string(pick(0, 300))},
                                             {"cpu", std::to_string(pick(0, 300))}});
     const DevicePlan plan =
-        plan_device_map(tree, max_memory,
-                        {.no_split_patterns = {trial % 2 ? "m*" : "none"}});
+        plan_device_map(tree, max_memory, {.no_split_patterns = {trial % 2 ? "m*" : "none"}});
     // Coverage: no key is another key's prefix and every tensor has a placement.
     for (const auto& [key, p] : plan.device_map.entries()) {
       for (const auto& [other, q] : plan.device_map.entries()) {

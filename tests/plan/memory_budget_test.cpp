@@ -54,8 +54,8 @@ TEST(GetMaxMemory, WarnsForAbsentGpus) {
   const std::vector<BudgetEntry> entries{{"0", "1GB"}, {"3", "1GB"}};
   const MemoryBudget b = get_max_memory(entries, /*gpu_count=*/2);
   EXPECT_TRUE(b.contains(gpu(3)));
-  EXPECT_TRUE(logs.contains(LogLevel::kWarning,
-                            "Device 3 is not available, available devices are [0, 1]"));
+  EXPECT_TRUE(
+      logs.contains(LogLevel::kWarning, "Device 3 is not available, available devices are [0, 1]"));
 }
 
 TEST(GetMaxMemory, ParsesCliSyntax) {
@@ -119,7 +119,8 @@ TEST(GetBalancedMemory, SingleGpuKeepsTenPercentWhenNotGiven) {
       "We will use 90% of the memory on device 0 for storing the model, and 10% for the buffer to "
       "avoid OOM. You can set `max_memory` in to a higher value to use more memory (at your own "
       "risk)."));
-  EXPECT_EQ(get_balanced_memory(tree, budget({{"0", "1000"}}), {}, BalanceOptions{}), budget({{"0", "1000"}}));
+  EXPECT_EQ(get_balanced_memory(tree, budget({{"0", "1000"}}), {}, BalanceOptions{}),
+            budget({{"0", "1000"}}));
 }
 
 TEST(Strategy, ParsesTheFourNamesOnly) {

@@ -21,12 +21,19 @@ std::map<std::string, std::uint64_t> bytes_of(const ModuleSizes& sizes) {
 TEST(ComputeModuleSizes, ModelForTestExactBytes) {
   ModelForTest model;
   const ModuleSizes sizes = compute_module_sizes(model);
-  const std::map<std::string, std::uint64_t> expected{
-      {"", 236}, {"linear1", 64}, {"linear1.weight", 48}, {"linear1.bias", 16},
-      {"batchnorm", 72}, {"batchnorm.weight", 16}, {"batchnorm.bias", 16},
-      {"batchnorm.running_mean", 16}, {"batchnorm.running_var", 16},
-      {"batchnorm.num_batches_tracked", 8}, {"linear2", 100}, {"linear2.weight", 80},
-      {"linear2.bias", 20}};
+  const std::map<std::string, std::uint64_t> expected{{"", 236},
+                                                      {"linear1", 64},
+                                                      {"linear1.weight", 48},
+                                                      {"linear1.bias", 16},
+                                                      {"batchnorm", 72},
+                                                      {"batchnorm.weight", 16},
+                                                      {"batchnorm.bias", 16},
+                                                      {"batchnorm.running_mean", 16},
+                                                      {"batchnorm.running_var", 16},
+                                                      {"batchnorm.num_batches_tracked", 8},
+                                                      {"linear2", 100},
+                                                      {"linear2.weight", 80},
+                                                      {"linear2.bias", 20}};
   EXPECT_EQ(bytes_of(sizes), expected);
   // Insertion order of Accelerate's dict: prefixes of the parameters first, then buffers.
   EXPECT_EQ(sizes.entries()[0].first, "");
@@ -104,8 +111,8 @@ TEST(MaxLayerSize, LeavesAndNoSplitBlocks) {
   EXPECT_EQ(plain.total_bits / 8, 472U);
   EXPECT_EQ(plain.largest_layer.size_bits / 8, 100U);
   EXPECT_EQ(plain.largest_layer.names, (std::vector<std::string>{"0.linear2", "1.linear2"}));
-  const MaximumSizes blocks = calculate_maximum_sizes(ModuleTree::from_module(model),
-                                                      {.module_classes = {"ModelForTest"}});
+  const MaximumSizes blocks =
+      calculate_maximum_sizes(ModuleTree::from_module(model), {.module_classes = {"ModelForTest"}});
   EXPECT_EQ(blocks.largest_layer.size_bits / 8, 236U);
   EXPECT_EQ(blocks.largest_layer.names, (std::vector<std::string>{"0", "1"}));
   // A top-level tensor is a layer of its own.

@@ -19,11 +19,11 @@ namespace ferry {
 
 // Counters of one simulated GPU.
 struct SimGpuStats {
-  Bytes capacity;              // allocation beyond this fails
-  Bytes resident;              // bytes of live tensors on it now
-  Bytes peak;                  // highest `resident` since configuration or reset_sim_gpu_peak
-  std::uint64_t bytes_in = 0;  // bytes copied onto it
-  std::uint64_t bytes_out = 0; // bytes copied off it
+  Bytes capacity;               // allocation beyond this fails
+  Bytes resident;               // bytes of live tensors on it now
+  Bytes peak;                   // highest `resident` since configuration or reset_sim_gpu_peak
+  std::uint64_t bytes_in = 0;   // bytes copied onto it
+  std::uint64_t bytes_out = 0;  // bytes copied off it
   std::uint64_t allocations = 0;
 };
 

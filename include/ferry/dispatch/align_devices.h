@@ -54,7 +54,7 @@ class AlignDevicesHook final : public ModelHook {
 };
 
 struct AttachOptions {
-  WeightsMap weights_map;              // names relative to the module attached to
+  WeightsMap weights_map;  // names relative to the module attached to
   bool offload_buffers = false;
   std::vector<std::string> skip_keys;
   std::vector<std::string> preload_module_classes;  // load the whole subtree at their forward

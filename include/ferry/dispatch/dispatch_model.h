@@ -21,7 +21,7 @@ struct DispatchOptions {
   bool offload_buffers = false;          // offload persistent buffers of offloaded modules too
   std::vector<std::string> skip_keys;    // struct fields of inputs/outputs never moved
   std::vector<std::string> preload_module_classes;  // load whole subtrees at their forward
-  bool force_hooks = false;              // attach hooks even for a single-device map
+  bool force_hooks = false;                         // attach hooks even for a single-device map
 };
 
 // Places `model` per `device_map`. check_device_map first; a single-device map without
@@ -44,7 +44,7 @@ std::optional<plan::DeviceMap> hf_device_map(const nn::Module& model);
 struct OffloadOptions {
   std::optional<Placement> execution_device;  // default: where the first parameter is (cpu_offload)
   bool offload_buffers = false;
-  WeightsMap state_dict;                      // default: the model's own, copied to the CPU
+  WeightsMap state_dict;  // default: the model's own, copied to the CPU
   std::vector<std::string> preload_module_classes;
 };
 

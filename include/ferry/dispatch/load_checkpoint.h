@@ -26,8 +26,8 @@ struct LoadProgress {
   std::size_t tensors_done = 0;
   std::size_t tensors_total = 0;
   std::uint64_t bytes_done = 0;
-  std::uint64_t bytes_total = 0;     // the checkpoint's TensorSource::total_bytes()
-  std::string_view current_file;     // the file the last tensor came from; valid during the call
+  std::uint64_t bytes_total = 0;  // the checkpoint's TensorSource::total_bytes()
+  std::string_view current_file;  // the file the last tensor came from; valid during the call
 };
 // Called on the loading thread; an exception it throws aborts the load and propagates.
 using LoadProgressCallback = std::function<void(const LoadProgress&)>;
@@ -64,18 +64,18 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
 struct LoadAndDispatchOptions {
   // Nothing: load on the CPU without dispatch; a strategy: plan with it; a map: use it.
   std::variant<std::monostate, plan::Strategy, plan::DeviceMap> device_map;
-  std::optional<plan::MemoryBudget> max_memory;   // nullopt: probed budgets
-  plan::MemoryBudget reserve;                     // kept free per device when planning
+  std::optional<plan::MemoryBudget> max_memory;  // nullopt: probed budgets
+  plan::MemoryBudget reserve;                    // kept free per device when planning
   std::vector<std::string> no_split_module_classes;
   std::filesystem::path offload_folder;
   bool offload_buffers = false;
   std::optional<DType> dtype;
-  std::optional<bool> offload_state_dict;         // default: true iff the map has "disk"
+  std::optional<bool> offload_state_dict;  // default: true iff the map has "disk"
   std::vector<std::string> skip_keys;
   std::vector<std::string> preload_module_classes;
   bool force_hooks = false;
   bool strict = false;
-  LoadProgressCallback progress;                  // passed to load_checkpoint_in_model
+  LoadProgressCallback progress;  // passed to load_checkpoint_in_model
 };
 
 // Plans (for a strategy), loads, and dispatches. Returns the device map used (empty when none).

@@ -13,37 +13,37 @@ namespace ferry::models {
 
 // rope_scaling: none, "linear" (positions divided by factor) or "llama3" (per-frequency).
 struct RopeScaling {
-  std::string type;              // "" (none), "linear", "llama3"
-  double factor = 1.0;           // both types
-  double low_freq_factor = 1.0;  // llama3
-  double high_freq_factor = 4.0; // llama3
+  std::string type;                                      // "" (none), "linear", "llama3"
+  double factor = 1.0;                                   // both types
+  double low_freq_factor = 1.0;                          // llama3
+  double high_freq_factor = 4.0;                         // llama3
   std::int64_t original_max_position_embeddings = 8192;  // llama3
 };
 
 struct ModelConfig {
-  std::string model_type;              // registry key: "llama", "mistral", "qwen2", "gpt2"
+  std::string model_type;  // registry key: "llama", "mistral", "qwen2", "gpt2"
   std::int64_t vocab_size = 0;
-  std::int64_t hidden_size = 0;        // gpt2: n_embd
-  std::int64_t intermediate_size = 0;  // gpt2: n_inner (default 4 * n_embd)
-  std::int64_t n_layers = 0;           // num_hidden_layers / n_layer
-  std::int64_t n_heads = 0;            // num_attention_heads / n_head
-  std::int64_t n_kv_heads = 0;         // num_key_value_heads (default n_heads)
-  std::int64_t head_dim = 0;           // head_dim (default hidden_size / n_heads)
+  std::int64_t hidden_size = 0;              // gpt2: n_embd
+  std::int64_t intermediate_size = 0;        // gpt2: n_inner (default 4 * n_embd)
+  std::int64_t n_layers = 0;                 // num_hidden_layers / n_layer
+  std::int64_t n_heads = 0;                  // num_attention_heads / n_head
+  std::int64_t n_kv_heads = 0;               // num_key_value_heads (default n_heads)
+  std::int64_t head_dim = 0;                 // head_dim (default hidden_size / n_heads)
   std::int64_t max_position_embeddings = 0;  // gpt2: n_positions
-  double norm_eps = 1e-6;              // rms_norm_eps / layer_norm_epsilon
+  double norm_eps = 1e-6;                    // rms_norm_eps / layer_norm_epsilon
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
-  bool tie_word_embeddings = false;    // gpt2: always tied
-  bool attention_bias = false;         // q/k/v/o biases (qwen2: q/k/v only, always)
+  bool tie_word_embeddings = false;  // gpt2: always tied
+  bool attention_bias = false;       // q/k/v/o biases (qwen2: q/k/v only, always)
   bool mlp_bias = false;
-  std::string hidden_act = "silu";     // gpt2: activation_function
+  std::string hidden_act = "silu";  // gpt2: activation_function
   // mistral: a token attends only to the last sliding_window positions (itself included);
   // nullopt (or another model_type) attends to all earlier positions.
   std::optional<std::int64_t> sliding_window;
   std::optional<std::int64_t> bos_token_id;
   std::vector<std::int64_t> eos_token_ids;  // eos_token_id: an integer or a list
-  std::string torch_dtype;             // as written ("float32", "bfloat16"), "" when absent
-  std::filesystem::path file;          // where it was read from, for error messages
+  std::string torch_dtype;                  // as written ("float32", "bfloat16"), "" when absent
+  std::filesystem::path file;               // where it was read from, for error messages
 };
 
 // Parses config.json text; `file` names it in errors. Throws InvalidArgument naming the file

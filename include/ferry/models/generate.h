@@ -16,16 +16,16 @@
 namespace ferry::models {
 
 struct GenerateOptions {
-  std::int64_t max_new_tokens = 32;       // per prompt
-  SamplingOptions sampling;               // greedy by default
+  std::int64_t max_new_tokens = 32;         // per prompt
+  SamplingOptions sampling;                 // greedy by default
   std::vector<std::int64_t> eos_token_ids;  // a row stops after producing one (it is kept)
-  std::vector<std::string> stop_strings;  // a row stops once its decoded text contains one
+  std::vector<std::string> stop_strings;    // a row stops once its decoded text contains one
   // Decodes a row's generated ids; required when stop_strings is not empty.
   std::function<std::string(const std::vector<std::int64_t>&)> decode;
   // Called for every generated token as soon as it is chosen: (row, token id).
   std::function<void(std::size_t row, std::int64_t token)> on_token;
-  std::int64_t pad_token_id = 0;          // fills the left padding (never attended to)
-  bool keep_prompt_logits = false;        // return the prefill's logits
+  std::int64_t pad_token_id = 0;    // fills the left padding (never attended to)
+  bool keep_prompt_logits = false;  // return the prefill's logits
 };
 
 struct GenerateResult {

@@ -15,29 +15,29 @@
 namespace ferry::models {
 
 struct MakeModelOptions {
-  std::string arch = "llama";          // "llama", "mistral", "qwen2" (q/k/v biases) or "gpt2"
-  std::optional<Bytes> target_size;    // choose the dimensions for about this many bytes
+  std::string arch = "llama";        // "llama", "mistral", "qwen2" (q/k/v biases) or "gpt2"
+  std::optional<Bytes> target_size;  // choose the dimensions for about this many bytes
   // Explicit dimensions; 0 means: from target_size, else a tiny default.
   std::int64_t hidden_size = 0;
   std::int64_t n_layers = 0;
   std::int64_t n_heads = 0;
-  std::int64_t n_kv_heads = 0;         // llama: grouped-query heads (0: n_heads / 4 when it divides)
+  std::int64_t n_kv_heads = 0;  // llama: grouped-query heads (0: n_heads / 4 when it divides)
   std::int64_t intermediate_size = 0;
   std::int64_t max_position_embeddings = 0;  // 0: 2048 (llama), 1024 (gpt2)
-  bool tie_word_embeddings = false;    // llama only (gpt2 is always tied)
-  bool attention_bias = false;         // llama: biases on q/k/v/o
-  bool mlp_bias = false;               // llama: biases in the MLP
-  std::string rope_scaling;            // llama: "", "linear" or "llama3" (factor 2)
-  DType dtype = DType::kF32;           // weights as stored
-  std::uint64_t seed = 0;              // weights and nothing else depend on it
-  Bytes max_shard_size{200'000'000};   // shards of at most this size
-  int n_merges = 200;                  // BPE merges learned for the tokenizer
+  bool tie_word_embeddings = false;          // llama only (gpt2 is always tied)
+  bool attention_bias = false;               // llama: biases on q/k/v/o
+  bool mlp_bias = false;                     // llama: biases in the MLP
+  std::string rope_scaling;                  // llama: "", "linear" or "llama3" (factor 2)
+  DType dtype = DType::kF32;                 // weights as stored
+  std::uint64_t seed = 0;                    // weights and nothing else depend on it
+  Bytes max_shard_size{200'000'000};         // shards of at most this size
+  int n_merges = 200;                        // BPE merges learned for the tokenizer
 };
 
 struct MadeModel {
   ModelConfig config;
   std::uint64_t n_parameters = 0;
-  Bytes size;                          // bytes of all weights as stored
+  Bytes size;  // bytes of all weights as stored
 };
 
 // Writes the folder (created if needed; existing files of the same names are replaced). Throws

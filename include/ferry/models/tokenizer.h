@@ -54,7 +54,8 @@ class Tokenizer {
 
  private:
   explicit Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
-  std::string decode_sentencepiece(const std::vector<std::int64_t>& ids, bool skip_special_tokens) const;
+  std::string decode_sentencepiece(const std::vector<std::int64_t>& ids,
+                                   bool skip_special_tokens) const;
   std::shared_ptr<const Impl> impl_;
 };
 

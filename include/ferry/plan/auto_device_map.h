@@ -30,10 +30,10 @@ struct PlanOptions {
   std::vector<std::string> no_split_patterns;        // module path globs never split
   std::optional<DType> dtype;                        // weights converted to this (min rule)
   std::map<std::string, DType, std::less<>> special_dtypes;  // per-tensor dtype overrides
-  bool verbose = false;           // print Accelerate's trace lines
-  std::ostream* trace = nullptr;  // where verbose lines go; stdout when null
-  bool clean_result = true;       // merge keys of one placement into their prefix
-  bool offload_buffers = false;   // buffers of cpu/disk modules are offloaded too (warning only)
+  bool verbose = false;                                      // print Accelerate's trace lines
+  std::ostream* trace = nullptr;     // where verbose lines go; stdout when null
+  bool clean_result = true;          // merge keys of one placement into their prefix
+  bool offload_buffers = false;      // buffers of cpu/disk modules are offloaded too (warning only)
   bool fallback_allocation = false;  // on an empty device, place some smaller module that fits
 
   SizeOptions size_options() const { return {.dtype = dtype, .special_dtypes = special_dtypes}; }

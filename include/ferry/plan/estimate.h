@@ -13,8 +13,8 @@
 namespace ferry::plan {
 
 struct SizeEstimate {
-  std::string dtype;                     // "float32", "float16", "int8", "int4"
-  double largest_layer_bytes = 0;        // as Accelerate: float32 sizes divided by 1, 2, 4, 8
+  std::string dtype;               // "float32", "float16", "int8", "int4"
+  double largest_layer_bytes = 0;  // as Accelerate: float32 sizes divided by 1, 2, 4, 8
   double total_bytes = 0;
   std::optional<double> training_bytes;  // Adam training peak; nullopt ("N/A") for int8/int4
 };
