@@ -16,7 +16,9 @@ namespace {
 
 const std::filesystem::path kModel = testing::fixture("sentencepiece/tokenizer.model");
 
-#if FERRY_HAVE_SENTENCEPIECE
+// Under AddressSanitizer the library cannot be deep-bound, so ferry reports Unsupported there
+// (Note [sentencepiece is dlopen'ed]); the #else branch checks that message.
+#if FERRY_HAVE_SENTENCEPIECE && !defined(__SANITIZE_ADDRESS__)
 
 TEST(SentencePieceTokenizer, EncodesAsSpmEncodeAndRoundTrips) {
   const Tokenizer t = Tokenizer::load(kModel);
