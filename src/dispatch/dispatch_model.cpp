@@ -66,9 +66,7 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, Dispat
   plan::check_device_map(model, device_map);
   check_tied_parameters_on_same_device(model, device_map);
   const std::vector<Placement> devices = device_map.placements();
-  const bool has_disk =
-      std::any_of(devices.begin(), devices.end(), [](Placement p) { return p.is_disk(); });
-  if (devices.size() > 1 || has_disk || options.force_hooks) {
+  if (devices.size() > 1 || device_map.uses(Placement::disk()) || options.force_hooks) {
     const Placement main = options.main_device.value_or(plan::main_device(device_map));
     FERRY_CHECK(!main.is_disk(), InvalidDeviceMap, "the main device cannot be 'disk'");
     WeightsMap cpu_state = options.state_dict;
@@ -175,7 +173,12 @@ std::optional<plan::DeviceMap> hf_device_map(const nn::Module& model) {
   return records.back()->map();
 }
 
-void cpu_offload(nn::Module& model, OffloadOptions options) {
+namespace {
+
+// cpu_offload and disk_offload: every submodule offloaded to `weights`, run on the execution
+// device (default: where the first parameter with data is, else the CPU), outputs returned to
+// where the inputs came from.
+void offload_every_module(nn::Module& model, const OffloadOptions& options, WeightsMap weights) {
   Placement exec = Placement::cpu();
   if (options.execution_device) {
     exec = *options.execution_device;
@@ -187,15 +190,21 @@ void cpu_offload(nn::Module& model, OffloadOptions options) {
       }
     }
   }
-  WeightsMap state =
-      options.state_dict ? options.state_dict : cpu_weights(model.state_dict({.keep_tied = true}));
   add_hook_to_module(
       model, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{.io_same_device = true}),
       /*append=*/true);
   attach_align_device_hook(model, exec, /*offload=*/true,
-                           AttachOptions{.weights_map = std::move(state),
+                           AttachOptions{.weights_map = std::move(weights),
                                          .offload_buffers = options.offload_buffers,
                                          .preload_module_classes = options.preload_module_classes});
+}
+
+}  // namespace
+
+void cpu_offload(nn::Module& model, OffloadOptions options) {
+  WeightsMap state =
+      options.state_dict ? options.state_dict : cpu_weights(model.state_dict({.keep_tied = true}));
+  offload_every_module(model, options, std::move(state));
 }
 
 void disk_offload(nn::Module& model, const std::filesystem::path& offload_dir,
@@ -204,22 +213,7 @@ void disk_offload(nn::Module& model, const std::filesystem::path& offload_dir,
       !std::filesystem::exists(offload_dir / "index.json")) {
     io::offload_state_dict(offload_dir, model.state_dict({.keep_tied = true}));
   }
-  Placement exec = options.execution_device.value_or(Placement::cpu());
-  if (!options.execution_device) {
-    for (const auto& p : model.named_parameters()) {
-      if (auto where = placement_of(p.tensor())) {
-        exec = *where;
-        break;
-      }
-    }
-  }
-  add_hook_to_module(
-      model, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{.io_same_device = true}),
-      /*append=*/true);
-  attach_align_device_hook(model, exec, /*offload=*/true,
-                           AttachOptions{.weights_map = io::OffloadFolder::open(offload_dir),
-                                         .offload_buffers = options.offload_buffers,
-                                         .preload_module_classes = options.preload_module_classes});
+  offload_every_module(model, options, io::OffloadFolder::open(offload_dir));
 }
 
 void move_model(nn::Module& model, Placement device) {
