@@ -49,11 +49,7 @@ DType target_dtype(const std::string& name, const TensorInfo& stored, const at::
 LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::path& checkpoint,
                                     const LoadCheckpointOptions& options) {
   const auto& map = options.device_map;
-  bool any_disk = false;
-  if (map) {
-    for (const auto& [key, p] : map->entries()) any_disk |= p.is_disk();
-  }
-  if (any_disk && options.offload_folder.empty()) {
+  if (map && map->uses(Placement::disk()) && options.offload_folder.empty()) {
     throw InvalidDeviceMap(
         "At least one of the model submodule will be offloaded to disk, please pass along an "
         "`offload_folder`.");
@@ -185,10 +181,7 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
   } else if (const auto* given = std::get_if<plan::DeviceMap>(&options.device_map)) {
     map = *given;
   }
-  bool any_disk = false;
-  if (map) {
-    for (const auto& [key, p] : map->entries()) any_disk |= p.is_disk();
-  }
+  const bool any_disk = map && map->uses(Placement::disk());
   LoadReport report = load_checkpoint_in_model(
       model, checkpoint,
       LoadCheckpointOptions{.device_map = map,

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
 #include "plan/size_format.h"
@@ -62,6 +64,11 @@ std::vector<Placement> DeviceMap::placements() const {
     if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
   }
   return out;
+}
+
+bool DeviceMap::uses(Placement placement) const {
+  return std::any_of(entries_.begin(), entries_.end(),
+                     [&](const auto& entry) { return entry.second == placement; });
 }
 
 std::string DeviceMap::to_json() const {

@@ -14,6 +14,15 @@ using testing::disk;
 using testing::gpu;
 using testing::ModelForTest;
 
+TEST(DeviceMapValue, UsesTellsWhetherAPlacementHoldsAnything) {
+  const DeviceMap map{{"a", Placement::gpu(1)}, {"b", Placement::cpu()}};
+  EXPECT_TRUE(map.uses(Placement::gpu(1)));
+  EXPECT_TRUE(map.uses(Placement::cpu()));
+  EXPECT_FALSE(map.uses(Placement::disk()));
+  EXPECT_FALSE(map.uses(Placement::gpu(0)));
+  EXPECT_FALSE(DeviceMap{}.uses(Placement::cpu()));
+}
+
 TEST(CleanDeviceMap, AccelerateCases) {
   EXPECT_EQ(clean_device_map({{"a", gpu(0)}, {"b", gpu(0)}, {"c", gpu(0)}}),
             (DeviceMap{{"", gpu(0)}}));

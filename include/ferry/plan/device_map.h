@@ -45,6 +45,8 @@ class DeviceMap {
   std::optional<Placement> placement_of(std::string_view path) const;
   // Distinct placements in first-seen order.
   std::vector<Placement> placements() const;
+  // True when some entry rests on `placement` (e.g. whether anything goes to disk).
+  bool uses(Placement placement) const;
 
   // {"model.embed_tokens": 0, "lm_head": "cpu"}: GPUs as JSON integers, "cpu" and "disk" as
   // strings, in order — exactly what Accelerate takes as `device_map`.
