@@ -13,26 +13,11 @@
 #include <string>
 #include <string_view>
 
+#include "scratch_dir.h"
+
 namespace ferry::io::testing {
 
-// A fresh folder, removed with everything in it when the test ends.
-class ScratchDir {
- public:
-  ScratchDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = std::filesystem::temp_directory_path() /
-            (std::string("ferry_io_") + info->test_suite_name() + "_" + info->name() + "_" +
-             std::to_string(::getpid()));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~ScratchDir() { std::filesystem::remove_all(path_); }
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
-};
+using ScratchDir = ferry::testing::ScratchDir;
 
 // The bytes of a safetensors file: 8-byte little-endian length, `header` padded with spaces to
 // a multiple of 8 (unless `pad` is false), then `data`.
