@@ -1,6 +1,7 @@
 // `ferry run MODEL --prompt TEXT`: loads a checkpoint folder under a device map (disk offload
 // included), streams generated text, and reports load time, time to first token, tokens per
 // second and peak memory per device.
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -8,6 +9,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <sched.h>
+#include <thread>
 #include <unistd.h>
 
 #include "cli/commands.h"
@@ -16,6 +19,7 @@
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
 #include "ferry/core/memory.h"
+#include "ferry/dispatch/prefetch.h"
 #include "ferry/io/safetensors_writer.h"
 #include "ferry/models/generate.h"
 #include "ferry/models/registry.h"
@@ -40,7 +44,42 @@ struct RunOptions {
   std::vector<std::string> no_split;
   bool json = false;
   bool no_progress = false;
+  bool no_prefetch = false;
+  std::string prefetch_bytes;       // "" = two of the largest layers
+  std::string io = "direct";        // direct | buffered | mmap
+  int threads = 0;                  // 0 = every CPU this process may use
+  std::string compute_on = "main";  // main | weights
+  std::int64_t rest_max_rows = 16;
 };
+
+// The BLAS LibTorch's CPU kernels call, from the libraries mapped into this process.
+std::string blas_in_use() {
+  std::FILE* f = std::fopen("/proc/self/maps", "r");
+  if (f == nullptr) return "unknown";
+  std::string found = "unknown";
+  char line[4096];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    const std::string_view l(line);
+    if (l.find("openblas") != std::string_view::npos) {
+      found = "OpenBLAS";
+      break;
+    }
+    if (l.find("libmkl") != std::string_view::npos) {
+      found = "MKL";
+      break;
+    }
+    if (l.find("/libblas.so") != std::string_view::npos) found = "reference BLAS (slow)";
+  }
+  std::fclose(f);
+  return found;
+}
+
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1U, std::thread::hardware_concurrency());
+}
 
 std::vector<std::int64_t> parse_ids(const std::string& text) {
   std::vector<std::int64_t> ids;
@@ -90,7 +129,32 @@ int run(const RunOptions& o) {
     prompts.push_back(parse_ids(o.prompt_ids));
   }
 
+  const int threads = o.threads > 0 ? o.threads : usable_cpus();
+  at::set_num_threads(threads);
+  if (blas_in_use().starts_with("reference"))
+    log_warning(
+        "LibTorch runs on the reference BLAS (about 30x slower than OpenBLAS): install "
+        "libopenblas0-openmp");
+
   models::LoadModelOptions load;
+  if (o.io == "mmap") {
+    load.dispatch.prefetch.reset();  // Accelerate's way: each block read when it runs, via mmap
+  } else {
+    FERRY_CHECK(o.io == "direct" || o.io == "buffered", InvalidArgument,
+                "--io: '{}' is not one of direct, buffered, mmap", o.io);
+    load.dispatch.prefetch->read_mode =
+        o.io == "direct" ? io::ReadMode::Direct : io::ReadMode::Buffered;
+    load.dispatch.prefetch->lookahead = !o.no_prefetch;
+    if (!o.prefetch_bytes.empty()) {
+      const std::uint64_t bytes = Bytes::parse(o.prefetch_bytes).value();
+      load.dispatch.prefetch->host_budget_bytes = bytes;
+      load.dispatch.prefetch->device_budget_bytes = bytes;
+    }
+  }
+  if (o.compute_on == "weights") {
+    load.dispatch.compute = {.where = dispatch::ComputePolicy::Where::kWeights,
+                             .max_rows = o.rest_max_rows};
+  }
   const bool is_file = o.device_map.ends_with(".json");
   if (is_file) {
     std::FILE* f = std::fopen(o.device_map.c_str(), "rb");
@@ -195,6 +259,8 @@ int run(const RunOptions& o) {
     peak[std::to_string(i)] = sim_gpu_stats(i).peak.value();
   if (placed.contains("disk")) peak["disk"] = placed["disk"];
   const std::string text = tokenizer ? tokenizer->decode(r.tokens.front(), true) : "";
+  const std::shared_ptr<dispatch::Prefetcher> prefetcher =
+      dispatch::model_prefetcher(loaded.model->module());
 
   if (o.json) {
     nlohmann::ordered_json j;
@@ -209,6 +275,26 @@ int run(const RunOptions& o) {
     j["tokens_per_second"] = tps;
     j["peak_bytes"] = peak;
     j["placed_bytes"] = placed;
+    j["threads"] = threads;
+    j["blas"] = blas_in_use();
+    j["io"] = o.io;
+    if (prefetcher) {
+      const dispatch::PrefetchStats st = prefetcher->stats();
+      j["prefetch"] = {{"lookahead", prefetcher->options().lookahead},
+                       {"host_budget_bytes", st.host_budget_bytes},
+                       {"device_budget_bytes", st.device_budget_bytes},
+                       {"peak_host_reserved_bytes", st.peak_host_reserved_bytes},
+                       {"peak_device_reserved_bytes", st.peak_device_reserved_bytes},
+                       {"peak_pool_bytes", st.peak_pool_bytes},
+                       {"bytes_read", st.bytes_read},
+                       {"bytes_to_device", st.bytes_to_device},
+                       {"hits", st.hits},
+                       {"waits", st.waits},
+                       {"late", st.late},
+                       {"misses", st.misses},
+                       {"evictions", st.evictions},
+                       {"forwards", st.forwards}};
+    }
     if (r.tokens.size() > 1) j["batch_token_ids"] = r.tokens;
     fmt::print("{}\n", j.dump(2));
     return 0;
@@ -224,6 +310,17 @@ int run(const RunOptions& o) {
                                                  : Placement::gpu(std::stoi(where)));
     fmt::print(" {} {}{}", where, format_bytes(bytes),
                b ? fmt::format(" (budget {})", format_bytes(b->value())) : "");
+  }
+  fmt::print("\n  {} thread(s), {}", threads, blas_in_use());
+  if (prefetcher) {
+    const dispatch::PrefetchStats st = prefetcher->stats();
+    fmt::print(
+        "\n  streamed {} from disk ({} I/O), {} to devices; prefetch {} ({} hits, {} waits, "
+        "{} late, {} misses); staging peak: host {} of {}, device {} of {}",
+        format_bytes(st.bytes_read), o.io, format_bytes(st.bytes_to_device),
+        prefetcher->options().lookahead ? "on" : "off", st.hits, st.waits, st.late, st.misses,
+        format_bytes(st.peak_host_reserved_bytes), format_bytes(st.host_budget_bytes),
+        format_bytes(st.peak_device_reserved_bytes), format_bytes(st.device_budget_bytes));
   }
   fmt::print("\n");
   if (!o.dump_logits.empty()) fmt::print("  prompt logits written to {}\n", o.dump_logits);
@@ -258,6 +355,22 @@ void add_run_command(CLI::App& app, Runner& runner) {
   cmd->add_option("--dtype", o->dtype, "Convert floating weights (float32, bfloat16, float16)");
   cmd->add_option("--no-split", o->no_split, "Extra module classes never split");
   cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->add_flag("--no-prefetch", o->no_prefetch,
+                "Load each offloaded block when it runs instead of ahead of need");
+  cmd->add_option("--prefetch-bytes", o->prefetch_bytes,
+                  "Staging memory for streamed blocks, counted in the budgets (default: two of "
+                  "the largest layers)");
+  cmd->add_option("--io", o->io,
+                  "How disk-offloaded weights are read: direct (O_DIRECT where the file system "
+                  "allows), buffered (page cache), mmap (Accelerate's way, no prefetch)")
+      ->check(CLI::IsMember({"direct", "buffered", "mmap"}));
+  cmd->add_option("--compute-on", o->compute_on,
+                  "Where CPU-resident blocks run when a GPU is the main device: main (stream "
+                  "their weights to it) or weights (run them on the CPU for small batches)")
+      ->check(CLI::IsMember({"main", "weights"}));
+  cmd->add_option("--rest-max-rows", o->rest_max_rows,
+                  "With --compute-on weights: largest batch x tokens computed on the CPU");
+  cmd->add_option("--threads", o->threads, "CPU threads for compute (default: all usable CPUs)");
   cmd->add_flag("--no-progress", o->no_progress,
                 "No progress bar while loading (drawn on stderr when it is a terminal)");
   cmd->callback([&runner, o] { runner = [o] { return run(*o); }; });

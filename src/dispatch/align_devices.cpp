@@ -7,6 +7,7 @@
 #include "ferry/core/devices.h"
 #include "ferry/core/dtype.h"
 #include "ferry/core/error.h"
+#include "ferry/dispatch/prefetch.h"
 #include "ferry/dispatch/send.h"
 
 namespace ferry::dispatch {
@@ -81,32 +82,99 @@ void AlignDevicesHook::init(nn::Module& module) {
   }
 }
 
+// Note [Compute where the weights rest]
+// Accelerate always brings an offloaded block's weights to the main GPU. For a block resting in
+// CPU RAM and a call with few rows (decoding one token), running it on the CPU reads the weights
+// once from DRAM and moves only the activations, instead of pushing every weight over the link.
+// The hooks of such a block know where its weights rest and switch per call, by the rows of the
+// call's first input; every hook of the block sees the same rows, so the block's modules agree.
+
+namespace {
+std::int64_t rows_of(const nn::TensorView& args) {
+  for (const auto& f : args.fields()) {
+    const at::Tensor& t = *f.tensor;
+    if (t.dim() >= 1 && t.size(-1) > 0) return t.numel() / t.size(-1);
+  }
+  return 0;
+}
+}  // namespace
+
 void AlignDevicesHook::pre_forward(nn::Module& module, nn::TensorView& args) {
   if (options_.io_same_device) input_device_ = find_device(args);
-  if (options_.offload && options_.execution_device) {
-    onloaded_.clear();
-    for (const auto& t : managed(module)) {
-      const nn::SlotPtr& slot = t.slot();
-      if (!slot->tensor().is_meta()) continue;  // Note [Tied weights across placements]
+  const bool at_rest = options_.rest_device && rows_of(args) <= options_.rest_max_rows;
+  const std::optional<Placement> exec = at_rest ? options_.rest_device : options_.execution_device;
+  if (options_.offload && exec) {
+    offload_now();  // a previous call that threw left its tensors materialized
+    if (at_rest) {
+      for (const auto& t : managed(module)) {
+        const nn::SlotPtr& slot = t.slot();
+        if (!slot->tensor().is_meta()) continue;
+        slot->assign(move_to(options_.weights_map->load(
+                                 t.name, {.dtype = from_scalar_type(slot->tensor().scalar_type())}),
+                             *exec),
+                     t.name);
+        onloaded_.push_back(slot);
+      }
+    } else if (options_.prefetcher) {
+      onload_through_prefetcher(module);
+    } else {
+      for (const auto& t : managed(module)) {
+        const nn::SlotPtr& slot = t.slot();
+        if (!slot->tensor().is_meta()) continue;  // Note [Tied weights across placements]
+        FERRY_CHECK(options_.weights_map->contains(t.name), MissingTensor,
+                    "tensor '{}' of offloaded module {} is not in its weights map ({})", t.name,
+                    module.class_name(), options_.weights_map->description());
+        // The stored value follows the model's dtype (the meta placeholder's), as Accelerate's
+        // set_module_tensor_to_device does.
+        io::LoadOptions load{.dtype = from_scalar_type(slot->tensor().scalar_type())};
+        slot->assign(move_to(options_.weights_map->load(t.name, load), *exec), t.name);
+        onloaded_.push_back(slot);
+      }
+    }
+  }
+  if (exec) send_to_device(args, *exec, options_.skip_keys);
+}
+
+void AlignDevicesHook::onload_through_prefetcher(nn::Module& module) {
+  const std::vector<nn::NamedTensor> tensors = managed(module);
+  if (tensors.empty()) return;  // nothing to load (e.g. a root whose only tensors are buffers)
+  if (!block_) {
+    std::vector<BlockTensor> specs;
+    for (const auto& t : tensors) {
       FERRY_CHECK(options_.weights_map->contains(t.name), MissingTensor,
                   "tensor '{}' of offloaded module {} is not in its weights map ({})", t.name,
                   module.class_name(), options_.weights_map->description());
-      // The stored value follows the model's dtype (the meta placeholder's), as Accelerate's
-      // set_module_tensor_to_device does.
-      io::LoadOptions load{.dtype = from_scalar_type(slot->tensor().scalar_type())};
-      slot->assign(move_to(options_.weights_map->load(t.name, load), *options_.execution_device),
-                   t.name);
-      onloaded_.push_back(slot);
+      specs.push_back({.name = t.name,
+                       .source = options_.weights_map,
+                       .dtype = from_scalar_type(t.tensor().scalar_type())});
     }
+    const std::string path = options_.name.empty() ? module.class_name() : options_.name;
+    block_ = options_.prefetcher->add_block(path, options_.unit, *options_.execution_device,
+                                            std::move(specs));
   }
-  if (options_.execution_device) {
-    send_to_device(args, *options_.execution_device, options_.skip_keys);
+  std::vector<at::Tensor> values = options_.prefetcher->take(*block_);
+  running_ = true;
+  FERRY_ASSERT(values.size() == tensors.size(), "block of {} returned {} tensors for {}",
+               options_.name, values.size(), tensors.size());
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const nn::SlotPtr& slot = tensors[i].slot();
+    if (!slot->tensor().is_meta()) continue;  // Note [Tied weights across placements]
+    slot->assign(std::move(values[i]), tensors[i].name);
+    onloaded_.push_back(slot);
   }
 }
 
-void AlignDevicesHook::post_forward(nn::Module& module, nn::TensorView& outputs) {
+void AlignDevicesHook::offload_now() {
   for (const nn::SlotPtr& slot : onloaded_) slot->assign(meta_like(slot->tensor()), "");
   onloaded_.clear();
+  if (running_) {
+    running_ = false;
+    options_.prefetcher->release(*block_);
+  }
+}
+
+void AlignDevicesHook::post_forward(nn::Module& /*module*/, nn::TensorView& outputs) {
+  offload_now();
   if (options_.io_same_device && input_device_) {
     send_to_device(outputs, *input_device_, options_.skip_keys);
   }
@@ -135,7 +203,8 @@ std::string AlignDevicesHook::describe() const {
 
 namespace {
 void attach_recursive(nn::Module& module, Placement execution_device, bool offload,
-                      const AttachOptions& options, const std::string& module_name) {
+                      const AttachOptions& options, const std::string& module_name,
+                      const std::string& unit) {
   const bool has_direct = !module.tensors().empty();
   const bool full_offload =
       offload && contains(options.preload_module_classes, module.class_name());
@@ -152,13 +221,16 @@ void attach_recursive(nn::Module& module, Placement execution_device, bool offlo
                                                .weights_map = std::move(prefixed),
                                                .offload_buffers = options.offload_buffers,
                                                .place_submodules = full_offload,
-                                               .skip_keys = options.skip_keys}),
+                                               .skip_keys = options.skip_keys,
+                                               .prefetcher = offload ? options.prefetcher : nullptr,
+                                               .name = module_name,
+                                               .unit = unit}),
                        /*append=*/true);
   }
   if (full_offload) return;
   for (const auto& [name, child] : module.children()) {
     attach_recursive(*child, execution_device, offload, options,
-                     module_name.empty() ? name : module_name + "." + name);
+                     module_name.empty() ? name : module_name + "." + name, unit);
   }
 }
 }  // namespace
@@ -166,7 +238,7 @@ void attach_recursive(nn::Module& module, Placement execution_device, bool offlo
 void attach_align_device_hook(nn::Module& module, Placement execution_device, bool offload,
                               const AttachOptions& options, const std::string& module_name) {
   if (!offload || options.weights_map) {
-    attach_recursive(module, execution_device, offload, options, module_name);
+    attach_recursive(module, execution_device, offload, options, module_name, module_name);
     return;
   }
   // One weights map for the whole tree, every name of a tied parameter included, so a module
@@ -179,7 +251,7 @@ void attach_align_device_hook(nn::Module& module, Placement execution_device, bo
                     move_to(t, Placement::cpu()));
   }
   with_map.weights_map = io::make_memory_source(std::move(state));
-  attach_recursive(module, execution_device, offload, with_map, module_name);
+  attach_recursive(module, execution_device, offload, with_map, module_name, module_name);
 }
 
 void attach_execution_device_hook(nn::Module& module, Placement execution_device,

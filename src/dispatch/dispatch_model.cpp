@@ -99,6 +99,11 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, Dispat
       offload[key] = p.is_disk() || (p.is_cpu() && !main.is_cpu());
     }
     execution.emplace("", main);
+    std::shared_ptr<Prefetcher> prefetcher;
+    if (options.prefetch &&
+        std::any_of(offload.begin(), offload.end(), [](const auto& kv) { return kv.second; })) {
+      prefetcher = std::make_shared<Prefetcher>(*options.prefetch);
+    }
     const WeightsMap weights = combine_weights({cpu_state, disk_state});
     // Note [Tied weights split between resident and offloaded modules]
     // A tied group is one slot. When one of its names rests on a device and another is
@@ -129,7 +134,18 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, Dispat
         AttachOptions{.weights_map = weights,
                       .offload_buffers = options.offload_buffers,
                       .skip_keys = options.skip_keys,
-                      .preload_module_classes = options.preload_module_classes});
+                      .preload_module_classes = options.preload_module_classes,
+                      .prefetcher = prefetcher});
+    if (prefetcher) add_prefetch_boundary(model, prefetcher);
+    if (options.compute.where == ComputePolicy::Where::kWeights && !main.is_cpu()) {
+      for (const auto& m : model.named_modules()) {
+        const auto p = device_map.placement_of(m.name);
+        if (m.name.empty() || !p || !p->is_cpu()) continue;
+        for (AlignDevicesHook* h : find_hooks<AlignDevicesHook>(*m.module)) {
+          h->compute_at_rest(Placement::cpu(), options.compute.max_rows);
+        }
+      }
+    }
     for (Resident& r : residents) {
       if (r.value.is_meta()) {
         const auto group = std::find_if(tied_groups.begin(), tied_groups.end(), [&](const auto& g) {
@@ -193,10 +209,14 @@ void offload_every_module(nn::Module& model, const OffloadOptions& options, Weig
   add_hook_to_module(
       model, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{.io_same_device = true}),
       /*append=*/true);
+  std::shared_ptr<Prefetcher> prefetcher =
+      options.prefetch ? std::make_shared<Prefetcher>(*options.prefetch) : nullptr;
   attach_align_device_hook(model, exec, /*offload=*/true,
                            AttachOptions{.weights_map = std::move(weights),
                                          .offload_buffers = options.offload_buffers,
-                                         .preload_module_classes = options.preload_module_classes});
+                                         .preload_module_classes = options.preload_module_classes,
+                                         .prefetcher = prefetcher});
+  if (prefetcher) add_prefetch_boundary(model, std::move(prefetcher));
 }
 
 }  // namespace

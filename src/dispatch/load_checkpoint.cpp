@@ -12,9 +12,11 @@
 #include "ferry/dispatch/dispatch_model.h"
 #include "ferry/dispatch/weights_map.h"
 #include "ferry/io/checkpoint.h"
+#include "ferry/io/direct_reader.h"
 #include "ferry/io/offload_folder.h"
 #include "ferry/nn/tied.h"
 #include "ferry/plan/auto_device_map.h"
+#include "ferry/plan/module_sizes.h"
 #include "ferry/plan/module_tree.h"
 
 namespace ferry::dispatch {
@@ -167,16 +169,54 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                                              const std::filesystem::path& checkpoint,
                                              const LoadAndDispatchOptions& options) {
   std::optional<plan::DeviceMap> map;
+  std::optional<PrefetchOptions> prefetch = options.prefetch;
   if (const auto* strategy = std::get_if<plan::Strategy>(&options.device_map)) {
     const plan::ModuleTree tree = plan::ModuleTree::from_module(model);
+    const plan::PlanOptions plan_options{.no_split_module_classes = options.no_split_module_classes,
+                                         .dtype = options.dtype,
+                                         .offload_buffers = options.offload_buffers};
+    // Note [Staging in the budget]
+    // The prefetcher's staging memory (default: two of the largest layers per side) is kept free
+    // on the main devices while planning — the CPU, which holds read buffers, and the first GPU,
+    // which holds the device copies of streamed blocks — on top of the largest layer the planner
+    // keeps free there itself (headroom for activations and the KV cache). So resident weights
+    // plus staging stay within max_memory.
+    plan::MemoryBudget reserve = options.reserve;
+    if (prefetch) {
+      const plan::MaximumSizes sizes =
+          plan::calculate_maximum_sizes(tree, plan_options.no_split(), plan_options.size_options());
+      std::uint64_t layer_tensors = 1;
+      for (const std::string& name : sizes.largest_layer.names) {
+        const auto layer = tree.find(name);
+        if (!layer) continue;
+        std::uint64_t n = 0;
+        for (plan::NodeId id = 0; id < static_cast<plan::NodeId>(tree.size()); ++id) {
+          n += tree.node(id).is_tensor() && tree.contains(*layer, id) ? 1 : 0;
+        }
+        layer_tensors = std::max(layer_tensors, n);
+      }
+      // Two layers on each side. A converted dtype holds the stored bytes beside the converted
+      // ones (counted as twice the layer); host reads are padded to pages for O_DIRECT.
+      const std::uint64_t layer = sizes.largest_layer.size_bits / 8 * (options.dtype ? 2 : 1);
+      const std::uint64_t host = prefetch->host_budget_bytes.value_or(
+          2 * (layer + layer_tensors * 3 * io::DirectReader::kAlignment));
+      const std::uint64_t device = prefetch->device_budget_bytes.value_or(2 * layer);
+      prefetch->host_budget_bytes = host;
+      prefetch->device_budget_bytes = device;
+      const plan::MemoryBudget budget =
+          options.max_memory ? *options.max_memory : plan::get_max_memory();
+      auto add = [&](Placement p, std::uint64_t bytes) {
+        if (budget.contains(p))
+          reserve.set(p, Bytes(reserve.find(p).value_or(Bytes(0)).value() + bytes));
+      };
+      add(Placement::cpu(), host);
+      if (!budget.gpus().empty()) add(budget.gpus().front(), device);
+    }
     map = plan::plan_with_strategy(
               tree,
-              plan::StrategyOptions{.strategy = *strategy,
-                                    .max_memory = options.max_memory,
-                                    .reserve = options.reserve},
-              plan::PlanOptions{.no_split_module_classes = options.no_split_module_classes,
-                                .dtype = options.dtype,
-                                .offload_buffers = options.offload_buffers})
+              plan::StrategyOptions{
+                  .strategy = *strategy, .max_memory = options.max_memory, .reserve = reserve},
+              plan_options)
               .plan.device_map;
   } else if (const auto* given = std::get_if<plan::DeviceMap>(&options.device_map)) {
     map = *given;
@@ -198,7 +238,9 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                                  .offload_buffers = options.offload_buffers,
                                  .skip_keys = options.skip_keys,
                                  .preload_module_classes = options.preload_module_classes,
-                                 .force_hooks = options.force_hooks});
+                                 .force_hooks = options.force_hooks,
+                                 .prefetch = prefetch,
+                                 .compute = options.compute});
   return *map;
 }
 

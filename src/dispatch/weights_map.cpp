@@ -36,6 +36,11 @@ class CombinedSource final : public io::TensorSource {
     if (s == nullptr) throw missing(name);
     return s->file_of(name);
   }
+  std::optional<io::FileExtent> extent(std::string_view name) const override {
+    const io::TensorSource* s = source_of(name);
+    if (s == nullptr) throw missing(name);
+    return s->extent(name);
+  }
   std::string description() const override {
     std::vector<std::string> parts;
     for (const auto& s : sources_) parts.push_back(s->description());
@@ -73,6 +78,9 @@ class AliasSource final : public io::TensorSource {
   }
   std::filesystem::path file_of(std::string_view name) const override {
     return base_->file_of(resolve(name));
+  }
+  std::optional<io::FileExtent> extent(std::string_view name) const override {
+    return base_->extent(resolve(name));
   }
   std::string description() const override { return base_->description(); }
 

@@ -16,6 +16,8 @@
 
 namespace ferry::dispatch {
 
+class Prefetcher;
+
 using WeightsMap = std::shared_ptr<const io::TensorSource>;
 
 struct AlignDevicesOptions {
@@ -26,12 +28,27 @@ struct AlignDevicesOptions {
   bool offload_buffers = false;   // offload persistent buffers too (else they live on the device)
   bool place_submodules = false;  // manage the tensors of the whole subtree, not only its own
   std::vector<std::string> skip_keys;  // struct fields of inputs/outputs never moved
+  // Offloaded tensors come through this prefetcher (ferry/dispatch/prefetch.h) instead of being
+  // loaded from the weights map on each call; `name` and `unit` name the block it registers.
+  std::shared_ptr<Prefetcher> prefetcher;
+  std::string name;  // the module's path, for messages
+  std::string unit;  // the device-map entry the module belongs to ("": the module itself)
+  // Compute where the weights rest (Note [Compute where the weights rest]): a call whose first
+  // input has at most `rest_max_rows` rows (elements / last dimension: batch x tokens) runs on
+  // `rest_device` with the weights as the weights map holds them; only activations move.
+  std::optional<Placement> rest_device;
+  std::int64_t rest_max_rows = 0;
 };
 
 class AlignDevicesHook final : public ModelHook {
  public:
   explicit AlignDevicesHook(AlignDevicesOptions options);
   const AlignDevicesOptions& options() const noexcept { return options_; }
+  // Sets rest_device and rest_max_rows (dispatch_model does, for blocks resting on the CPU).
+  void compute_at_rest(std::optional<Placement> device, std::int64_t max_rows) {
+    options_.rest_device = device;
+    options_.rest_max_rows = max_rows;
+  }
 
   void init(nn::Module& module) override;
   void pre_forward(nn::Module& module, nn::TensorView& args) override;
@@ -51,6 +68,11 @@ class AlignDevicesHook final : public ModelHook {
   // Slots this call materialized (a slot already materialized — tied with a module running
   // now — is left to the hook that materialized it: Note [Tied weights across placements]).
   std::vector<nn::SlotPtr> onloaded_;
+  std::optional<std::size_t> block_;  // registration with options_.prefetcher
+  bool running_ = false;              // the prefetcher's block is taken and not yet released
+
+  void onload_through_prefetcher(nn::Module& module);
+  void offload_now();
 };
 
 struct AttachOptions {
@@ -58,6 +80,7 @@ struct AttachOptions {
   bool offload_buffers = false;
   std::vector<std::string> skip_keys;
   std::vector<std::string> preload_module_classes;  // load the whole subtree at their forward
+  std::shared_ptr<Prefetcher> prefetcher;           // offloaded blocks stream through it
 };
 
 // Appends an AlignDevicesHook to every module of the tree that has tensors of its own (weights

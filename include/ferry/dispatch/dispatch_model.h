@@ -9,9 +9,21 @@
 
 #include "ferry/core/placement.h"
 #include "ferry/dispatch/align_devices.h"
+#include "ferry/dispatch/prefetch.h"
 #include "ferry/plan/device_map.h"
 
 namespace ferry::dispatch {
+
+// Where a block resting in CPU RAM computes when the main device is a GPU (Note [Compute where
+// the weights rest] in align_devices.cpp).
+struct ComputePolicy {
+  enum class Where {
+    kMainDevice,  // stream its weights to the main device (Accelerate's behaviour)
+    kWeights,     // run it on the CPU when a call has at most max_rows rows
+  };
+  Where where = Where::kMainDevice;
+  std::int64_t max_rows = 16;  // batch x tokens; see docs/design.md for how it was chosen
+};
 
 struct DispatchOptions {
   std::optional<Placement> main_device;  // default: first GPU value in map order, else cpu
@@ -22,6 +34,10 @@ struct DispatchOptions {
   std::vector<std::string> skip_keys;    // struct fields of inputs/outputs never moved
   std::vector<std::string> preload_module_classes;  // load whole subtrees at their forward
   bool force_hooks = false;                         // attach hooks even for a single-device map
+  // Offloaded blocks stream through a prefetcher (model_prefetcher(model)); nullopt loads each
+  // block from its weights map when it runs, as Accelerate does.
+  std::optional<PrefetchOptions> prefetch = PrefetchOptions{};
+  ComputePolicy compute;
 };
 
 // Places `model` per `device_map`. check_device_map first; a single-device map without
@@ -46,6 +62,7 @@ struct OffloadOptions {
   bool offload_buffers = false;
   WeightsMap state_dict;  // default: the model's own, copied to the CPU
   std::vector<std::string> preload_module_classes;
+  std::optional<PrefetchOptions> prefetch = PrefetchOptions{};  // as in DispatchOptions
 };
 
 // Every parameter rests on the CPU (weights map) and is brought to the execution device per

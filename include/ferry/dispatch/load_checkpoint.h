@@ -14,6 +14,8 @@
 
 #include "ferry/core/dtype.h"
 #include "ferry/dispatch/align_devices.h"
+#include "ferry/dispatch/dispatch_model.h"
+#include "ferry/dispatch/prefetch.h"
 #include "ferry/plan/device_map.h"
 #include "ferry/plan/memory_budget.h"
 #include "ferry/plan/strategy.h"
@@ -76,6 +78,8 @@ struct LoadAndDispatchOptions {
   bool force_hooks = false;
   bool strict = false;
   LoadProgressCallback progress;  // passed to load_checkpoint_in_model
+  std::optional<PrefetchOptions> prefetch = PrefetchOptions{};  // see DispatchOptions
+  ComputePolicy compute;                                        // see DispatchOptions
 };
 
 // Plans (for a strategy), loads, and dispatches. Returns the device map used (empty when none).

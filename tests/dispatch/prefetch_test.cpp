@@ -1,0 +1,276 @@
+#include "ferry/dispatch/prefetch.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "../../src/dispatch/staging_pool.h"
+#include "dispatch_test_models.h"
+#include "ferry/core/devices.h"
+#include "ferry/core/error.h"
+#include "ferry/dispatch/dispatch_model.h"
+#include "ferry/nn/containers.h"
+#include "ferry/nn/linear.h"
+#include "scratch_dir.h"
+
+namespace ferry::dispatch {
+namespace {
+
+using testing::TinyStack;
+using TempDir = ferry::testing::ScratchDir;
+
+// Linear layers applied in an order chosen per call: the execution order a prefetcher records
+// can be wrong on the next call.
+class Reorderable : public nn::Callable<Reorderable> {
+ public:
+  Reorderable(std::int64_t dim, int n) : Callable("Reorderable") {
+    auto list = register_module("layers", std::make_shared<nn::ModuleList>());
+    for (int i = 0; i < n; ++i)
+      layers.push_back(list->push_back(std::make_shared<nn::Linear>(dim, dim)));
+  }
+  std::vector<std::shared_ptr<nn::Linear>> layers;
+  std::vector<int> order;
+
+ private:
+  friend class Callable<Reorderable>;
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor h = x;
+    for (int i : order) h = at::tanh((*layers[i])(h));
+    return h;
+  }
+};
+
+TEST(StagingPool, ReusesArenasBySizeAndStaysUnderItsLimit) {
+  auto pool = StagingPool::create();
+  std::byte* first = nullptr;
+  {
+    auto a = pool->acquire(10000, 1 << 20);
+    first = a->data();
+    EXPECT_EQ(a->size(), 12288U);  // whole pages
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(a->data()) % 4096, 0U);
+    EXPECT_EQ(pool->live_bytes(), 12288U);
+  }
+  EXPECT_EQ(pool->live_bytes(), 0U);
+  EXPECT_EQ(pool->cached_bytes(), 12288U);
+  {
+    auto again = pool->acquire(12000, 1 << 20);
+    EXPECT_EQ(again->data(), first);  // the cached arena of that size
+    EXPECT_EQ(pool->cached_bytes(), 0U);
+  }
+  // A new size that does not fit beside the cache drops the cache first.
+  auto big = pool->acquire(16384, 20000);
+  EXPECT_EQ(pool->cached_bytes(), 0U);
+  EXPECT_EQ(pool->live_bytes(), 16384U);
+  EXPECT_LE(pool->peak_bytes(), 16384U + 12288U);
+}
+
+// The property test of dispatch_model, with the prefetcher on (looking ahead or not, O_DIRECT or
+// buffered reads, default or tight budgets) and off: every configuration gives the undispatched
+// output bit for bit on every one of several forwards, and staging stays within its budget.
+TEST(Prefetch, RandomDeviceMapsGiveTheSameOutputsWithAndWithoutPrefetch) {
+  std::mt19937 rng(4321);
+  const std::vector<Placement> choices{Placement::gpu(0), Placement::gpu(1), Placement::cpu(),
+                                       Placement::disk()};
+  for (int trial = 0; trial < 120; ++trial) {
+    SimGpuScope gpus({256_KiB, 256_KiB});
+    at::manual_seed(trial);
+    TinyStack reference(19, 8, 3);
+    const at::Tensor ids = at::randint(19, {2, 5});
+    const at::Tensor expected = reference(ids);
+    auto pick = [&] { return choices[rng() % choices.size()]; };
+    plan::DeviceMap map;
+    const Placement tied = pick();
+    map.set("embed", tied);
+    map.set("head", rng() % 2 == 0 ? tied : pick());
+    for (int i = 0; i < 3; ++i) {
+      const std::string block = "layers." + std::to_string(i);
+      if (rng() % 2 == 0) {
+        map.set(block, pick());
+      } else {
+        for (const char* leaf : {"norm", "fc1", "act", "fc2"}) map.set(block + "." + leaf, pick());
+      }
+    }
+    map.set("norm", pick());
+    map.set("scale", pick());
+    const int variant = trial % 4;
+    std::optional<PrefetchOptions> prefetch;
+    if (variant > 0) {
+      prefetch = PrefetchOptions{
+          .lookahead = variant != 1,
+          .host_budget_bytes =
+              variant == 3 ? std::optional<std::uint64_t>((64_KiB).value()) : std::nullopt,
+          .device_budget_bytes =
+              variant == 3 ? std::optional<std::uint64_t>((16_KiB).value()) : std::nullopt,
+          .read_mode = trial % 2 == 0 ? io::ReadMode::Direct : io::ReadMode::Buffered,
+          .direct_min_bytes = 0};  // these tensors are tiny: read them with O_DIRECT anyway
+    }
+    TempDir dir;
+    at::manual_seed(trial);
+    TinyStack model(19, 8, 3);  // the reference's weights
+    dispatch_model(model, map, DispatchOptions{.offload_dir = dir.path(), .prefetch = prefetch});
+    for (int forward = 0; forward < 3; ++forward) {
+      ASSERT_TRUE(at::equal(model(ids), expected))
+          << "trial " << trial << " variant " << variant << " forward " << forward << " map "
+          << map.to_json();
+    }
+    if (auto p = model_prefetcher(model)) {
+      const PrefetchStats s = p->stats();
+      EXPECT_LE(s.peak_host_reserved_bytes, s.host_budget_bytes) << "trial " << trial;
+      EXPECT_LE(s.peak_device_reserved_bytes, s.device_budget_bytes) << "trial " << trial;
+      EXPECT_LE(s.peak_pool_bytes, s.host_budget_bytes) << "trial " << trial;
+      EXPECT_EQ(s.forwards, 3U);
+    }
+    for (int g = 0; g < 2; ++g) EXPECT_LE(sim_gpu_stats(g).peak, 256_KiB);
+  }
+}
+
+struct DiskModel {
+  TempDir dir;
+  std::unique_ptr<TinyStack> model;
+  at::Tensor ids;
+  at::Tensor expected;
+
+  explicit DiskModel(std::optional<PrefetchOptions> prefetch) {
+    at::manual_seed(7);
+    model = std::make_unique<TinyStack>(64, 32, 6);
+    ids = at::randint(64, {1, 7});
+    expected = (*model)(ids);
+    disk_offload(*model, dir.path(), OffloadOptions{.prefetch = prefetch});
+  }
+  Prefetcher& prefetcher() { return *model_prefetcher(*model); }
+};
+
+TEST(Prefetch, AfterTheFirstForwardEveryBlockIsPrefetched) {
+  DiskModel m(PrefetchOptions{.host_budget_bytes = (64_MiB).value()});
+  EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
+  const PrefetchStats first = m.prefetcher().stats();
+  EXPECT_EQ(first.misses, first.blocks);  // nothing known yet: every block loaded on demand
+  EXPECT_GT(first.bytes_read, 0U);
+  ASSERT_EQ(m.prefetcher().recorded_order().size(), first.blocks);
+  EXPECT_EQ(m.prefetcher().recorded_order().front(), "embed");
+  // Given the time (the loader is idle before each forward), every block is ready when it runs.
+  for (int i = 0; i < 3; ++i) {
+    m.prefetcher().wait_idle();
+    EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
+  }
+  const PrefetchStats later = m.prefetcher().stats();
+  EXPECT_EQ(later.misses, first.misses);  // no block ran unannounced
+  EXPECT_EQ(later.hits, 3 * first.blocks);
+  EXPECT_EQ(later.waits + later.late, 0U);
+  EXPECT_EQ(later.evictions, 0U);
+}
+
+TEST(Prefetch, StagingNeverExceedsItsBudget) {
+  // Budget: a little over the largest block (the tied embedding/head) — prefetching is tight.
+  const std::uint64_t budget = 64 * 32 * 4 + 3 * 4096 + 2 * 4096;
+  DiskModel m(PrefetchOptions{.host_budget_bytes = budget, .direct_min_bytes = 0});
+  for (int i = 0; i < 5; ++i) {
+    m.prefetcher().wait_idle();
+    ASSERT_TRUE(at::equal((*m.model)(m.ids), m.expected)) << "forward " << i;
+  }
+  const PrefetchStats s = m.prefetcher().stats();
+  EXPECT_EQ(s.host_budget_bytes, budget);
+  EXPECT_LE(s.peak_host_reserved_bytes, budget);
+  EXPECT_LE(s.peak_pool_bytes, budget);
+  EXPECT_GT(s.hits + s.waits, 0U);  // some blocks still came ahead of need
+}
+
+TEST(Prefetch, ABudgetSmallerThanABlockIsOutOfBudgetNamingTheBlock) {
+  DiskModel m(PrefetchOptions{.host_budget_bytes = 1024});
+  try {
+    (*m.model)(m.ids);
+    FAIL() << "expected OutOfBudget";
+  } catch (const OutOfBudget& e) {
+    EXPECT_NE(std::string(e.what()).find("block 'embed'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("host staging memory but the prefetch budget is 1024 "
+                                         "bytes"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Prefetch, OutOfOrderExecutionIsCorrectOnlySlower) {
+  at::manual_seed(3);
+  Reorderable model(16, 6);
+  const at::Tensor x = at::randn({2, 16});
+  const std::vector<std::vector<int>> orders{
+      {0, 1, 2, 3, 4, 5}, {0, 1, 2, 3, 4, 5}, {5, 4, 3, 2, 1, 0}, {0, 2, 4}, {1, 3, 5, 0}, {3}};
+  std::vector<at::Tensor> expected;
+  for (const auto& o : orders) {
+    model.order = o;
+    expected.push_back(model(x));
+  }
+  TempDir dir;
+  disk_offload(model, dir.path(),
+               OffloadOptions{.prefetch = PrefetchOptions{.host_budget_bytes = 3 * 4096}});
+  for (std::size_t i = 0; i < orders.size(); ++i) {
+    model.order = orders[i];
+    ASSERT_TRUE(at::equal(model(x), expected[i])) << "order " << i;
+  }
+  Prefetcher& p = *model_prefetcher(model);
+  const PrefetchStats s = p.stats();
+  EXPECT_GT(s.misses, 6U);     // the reversed and partial orders ran blocks nobody prefetched
+  EXPECT_GT(s.evictions, 0U);  // and left prefetched blocks unused
+  EXPECT_EQ(p.recorded_order(), std::vector<std::string>{"layers.3"});  // the last forward's
+  EXPECT_LE(s.peak_host_reserved_bytes, s.host_budget_bytes);
+}
+
+TEST(Prefetch, SimulatedGpuStreamingCopiesEachBlockOncePerForward) {
+  SimGpuScope gpus({1_MiB});
+  at::manual_seed(5);
+  TinyStack model(64, 32, 4);
+  const at::Tensor ids = at::randint(64, {1, 5});
+  const at::Tensor expected = model(ids);
+  std::uint64_t param_bytes = 0;
+  for (const auto& p : model.named_parameters()) param_bytes += p.tensor().nbytes();
+  cpu_offload(
+      model, OffloadOptions{.execution_device = Placement::gpu(0),
+                            .prefetch = PrefetchOptions{.device_budget_bytes = (128_KiB).value()}});
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(at::equal(model(ids).cpu(), expected));
+  const PrefetchStats s = model_prefetcher(model)->stats();
+  // Each forward moves every parameter once, the tied embedding/head twice (the two modules do
+  // not run at once); the prefetch for a fourth forward may have started.
+  const std::uint64_t per_forward = param_bytes + 64 * 32 * 4;
+  EXPECT_GE(s.bytes_to_device, 3 * per_forward);
+  EXPECT_LE(s.bytes_to_device, 4 * per_forward);
+  EXPECT_EQ(s.bytes_read, 0U);  // weights came from memory
+  EXPECT_LE(sim_gpu_stats(0).peak.value(),
+            (128_KiB).value() + (16_KiB).value());  // + activations and the buffer
+}
+
+TEST(Prefetch, TruncatedFileSurfacesAsATypedErrorFromTheForwardThatNeedsIt) {
+  // A budget of a few blocks: layers.3 is read during the next forward, after the truncation.
+  DiskModel m(PrefetchOptions{.host_budget_bytes = (32_KiB).value(), .direct_min_bytes = 0});
+  ASSERT_TRUE(at::equal((*m.model)(m.ids), m.expected));
+  const std::filesystem::path victim = m.dir.path() / "layers.3.fc1.weight.dat";
+  ASSERT_TRUE(std::filesystem::exists(victim));
+  const std::filesystem::path saved = m.dir.path() / "saved.bin";
+  std::filesystem::copy_file(victim, saved);
+  std::filesystem::resize_file(victim, std::filesystem::file_size(victim) / 2);
+  try {
+    (*m.model)(m.ids);
+    FAIL() << "expected CorruptFile";
+  } catch (const CorruptFile& e) {
+    EXPECT_NE(std::string(e.what()).find("layers.3.fc1.weight.dat"), std::string::npos) << e.what();
+  }
+  const PrefetchStats after = m.prefetcher().stats();
+  EXPECT_LE(after.host_reserved_bytes, after.host_budget_bytes);
+  EXPECT_LE(after.pool_bytes, after.host_budget_bytes);
+  // The model recovers once the file is whole again: nothing was left half taken.
+  std::filesystem::copy_file(saved, victim, std::filesystem::copy_options::overwrite_existing);
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
+}
+
+TEST(Prefetch, WithoutLookaheadBlocksAreLoadedWhenTheyRun) {
+  DiskModel m(PrefetchOptions{.lookahead = false});
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
+  const PrefetchStats s = m.prefetcher().stats();
+  EXPECT_EQ(s.misses, 2 * s.blocks);
+  EXPECT_EQ(s.hits + s.waits, 0U);
+  EXPECT_EQ(s.host_reserved_bytes, 0U);  // nothing held between forwards
+}
+
+}  // namespace
+}  // namespace ferry::dispatch
