@@ -176,8 +176,11 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, Dispat
   // Remember the map on the root, beside its own hook, without re-running that hook's lifecycle.
   std::shared_ptr<ModelHook> record = std::make_shared<DeviceMapRecord>(device_map);
   if (std::shared_ptr<ModelHook> root = model.hook()) {
-    model.set_hook(std::make_shared<SequentialHook>(
-        std::vector<std::shared_ptr<ModelHook>>{std::move(root), std::move(record)}));
+    // One flat SequentialHook, so find_hooks sees every hook of the root.
+    std::vector<std::shared_ptr<ModelHook>> hooks{root};
+    if (auto* seq = dynamic_cast<SequentialHook*>(root.get())) hooks = seq->hooks();
+    hooks.push_back(std::move(record));
+    model.set_hook(std::make_shared<SequentialHook>(std::move(hooks)));
   } else {
     model.set_hook(std::move(record));
   }

@@ -170,7 +170,8 @@ struct Prefetcher::State {
   void schedule() {
     if (!options.lookahead || workers.empty() || order.empty() || !cursor) return;
     const std::size_t n = order.size();
-    for (std::size_t d = 1; d < n; ++d) {
+    // Up to a whole cycle: the block that just ran comes last, for the next forward.
+    for (std::size_t d = 1; d <= n; ++d) {
       const BlockId id = order[(*cursor + d) % n];
       Block& b = blocks[id];
       if (b.state != BlockState::Idle) continue;

@@ -136,7 +136,9 @@ TEST(CpuOffload, EqualsUndispatchedAndKeepsGpuPeakToOneModule) {
   TinyStack model(17, 8, 3);
   const at::Tensor ids = at::randint(17, {2, 6});
   const at::Tensor expected = model(ids);
-  cpu_offload(model, OffloadOptions{.execution_device = Placement::gpu(0)});
+  // Accelerate's way (no prefetcher): each module's weights come and go with its call.
+  cpu_offload(model,
+              OffloadOptions{.execution_device = Placement::gpu(0), .prefetch = std::nullopt});
   for (const auto& p : model.named_parameters()) EXPECT_TRUE(p.tensor().is_meta()) << p.name;
   reset_sim_gpu_peak(0);
   EXPECT_TRUE(at::equal(model(ids), expected));

@@ -115,12 +115,18 @@ TEST(Prefetch, RandomDeviceMapsGiveTheSameOutputsWithAndWithoutPrefetch) {
           << "trial " << trial << " variant " << variant << " forward " << forward << " map "
           << map.to_json();
     }
-    if (auto p = model_prefetcher(model)) {
+    const std::shared_ptr<Prefetcher> p = model_prefetcher(model);
+    const bool any_gpu = map.uses(Placement::gpu(0)) || map.uses(Placement::gpu(1));
+    const bool offloaded = map.uses(Placement::disk()) || (map.uses(Placement::cpu()) && any_gpu);
+    ASSERT_EQ(p != nullptr, prefetch.has_value() && offloaded) << map.to_json();
+    if (p) {
       const PrefetchStats s = p->stats();
       EXPECT_LE(s.peak_host_reserved_bytes, s.host_budget_bytes) << "trial " << trial;
       EXPECT_LE(s.peak_device_reserved_bytes, s.device_budget_bytes) << "trial " << trial;
       EXPECT_LE(s.peak_pool_bytes, s.host_budget_bytes) << "trial " << trial;
-      EXPECT_EQ(s.forwards, 3U);
+      // Forwards in which blocks ran (a map whose only offloaded entry is a buffer has none).
+      EXPECT_EQ(s.forwards, s.blocks > 0 ? 3U : 0U) << map.to_json();
+      EXPECT_EQ(s.hits + s.waits + s.late + s.misses, 3 * s.blocks);
     }
     for (int g = 0; g < 2; ++g) EXPECT_LE(sim_gpu_stats(g).peak, 256_KiB);
   }
@@ -270,6 +276,46 @@ TEST(Prefetch, WithoutLookaheadBlocksAreLoadedWhenTheyRun) {
   EXPECT_EQ(s.misses, 2 * s.blocks);
   EXPECT_EQ(s.hits + s.waits, 0U);
   EXPECT_EQ(s.host_reserved_bytes, 0U);  // nothing held between forwards
+}
+
+}  // namespace
+}  // namespace ferry::dispatch
+
+namespace ferry::dispatch {
+namespace {
+
+// Blocks resting on the CPU run there for calls of few rows (only activations move to and from
+// the GPU) and stream to the GPU for larger ones; both give the undispatched output.
+TEST(ComputeWhereWeightsRest, SmallCallsRunOnTheCpuLargeOnesStream) {
+  SimGpuScope gpus({1_MiB});
+  at::manual_seed(11);
+  testing::TinyStack model(29, 16, 3);
+  const at::Tensor small = at::randint(29, {1, 3});  // 3 rows
+  const at::Tensor large = at::randint(29, {2, 6});  // 12 rows
+  const at::Tensor expected_small = model(small);
+  const at::Tensor expected_large = model(large);
+  dispatch_model(
+      model,
+      plan::DeviceMap{{"embed", Placement::gpu(0)},
+                      {"head", Placement::gpu(0)},
+                      {"layers.0", Placement::cpu()},
+                      {"layers.1", Placement::cpu()},
+                      {"layers.2", Placement::gpu(0)},
+                      {"norm", Placement::gpu(0)},
+                      {"scale", Placement::gpu(0)}},
+      DispatchOptions{.compute = {.where = ComputePolicy::Where::kWeights, .max_rows = 4}});
+  ASSERT_NE(model_prefetcher(model), nullptr);
+  Prefetcher& p = *model_prefetcher(model);
+  const std::uint64_t gpu_in_before = sim_gpu_stats(0).bytes_in;
+  EXPECT_TRUE(at::equal(model(small).cpu(), expected_small));
+  EXPECT_EQ(p.stats().bytes_to_device, 0U);  // no weight moved
+  // Only activations crossed: far less than the two CPU layers' weights.
+  const std::uint64_t cpu_layer_bytes =
+      2 * (16 * 32 * 4 + 32 * 4 + 32 * 16 * 4 + 16 * 4 + 2 * 16 * 4);
+  EXPECT_LT(sim_gpu_stats(0).bytes_in - gpu_in_before, cpu_layer_bytes / 4);
+  EXPECT_TRUE(at::equal(model(large).cpu(), expected_large));
+  EXPECT_GE(p.stats().bytes_to_device, cpu_layer_bytes);  // streamed this time
+  EXPECT_TRUE(at::equal(model(small).cpu(), expected_small));
 }
 
 }  // namespace
