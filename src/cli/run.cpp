@@ -296,7 +296,8 @@ int run(const RunOptions& o) {
                        {"forwards", st.forwards}};
     }
     if (r.tokens.size() > 1) j["batch_token_ids"] = r.tokens;
-    fmt::print("{}\n", j.dump(2));
+    // Generated text may cut a multi-byte character: invalid bytes become U+FFFD.
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
   fmt::print("\n---\n  finish: {}; {} token(s) generated\n", r.finish_reasons.front(),
