@@ -151,6 +151,20 @@ at::Tensor OffloadFolder::load(std::string_view name, const LoadOptions& options
   return load_from_file(mapping, 0, info, options);
 }
 
+std::optional<FileExtent> OffloadFolder::extent(std::string_view name) const {
+  const OffloadEntry& e = require(name);
+  if (e.in_safetensors()) {
+    // The file's extent as it is: its stored dtype, not the entry's target dtype.
+    return safetensors(e)->extent(e.weight_name.empty() ? e.name : e.weight_name);
+  }
+  const TensorInfo info = raw_info(e);
+  return FileExtent{.file = dat_path(folder_, e.name),
+                    .offset = 0,
+                    .length = info.size_bytes(),
+                    .dtype = info.dtype,
+                    .shape = info.shape};
+}
+
 std::filesystem::path OffloadFolder::file_of(std::string_view name) const {
   const OffloadEntry& e = require(name);
   return e.in_safetensors() ? safetensors_path(e) : dat_path(folder_, e.name);

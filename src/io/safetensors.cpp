@@ -81,6 +81,15 @@ std::filesystem::path SafetensorsFile::file_of(std::string_view name) const {
   return path_;
 }
 
+std::optional<FileExtent> SafetensorsFile::extent(std::string_view name) const {
+  const SafetensorsEntry& e = require(name);
+  return FileExtent{.file = path_,
+                    .offset = header_.data_offset_bytes + e.begin_bytes,
+                    .length = e.end_bytes - e.begin_bytes,
+                    .dtype = e.info.dtype,
+                    .shape = e.info.shape};
+}
+
 void check_pt_format(const SafetensorsFile& file) {
   auto it = file.metadata().find("format");
   if (file.metadata().empty()) {

@@ -155,6 +155,10 @@ at::Tensor ShardedCheckpoint::load(std::string_view name, const LoadOptions& opt
   return shard(shard_of(name))->load(name, options);
 }
 
+std::optional<FileExtent> ShardedCheckpoint::extent(std::string_view name) const {
+  return shard(shard_of(name))->extent(name);
+}
+
 std::filesystem::path ShardedCheckpoint::file_of(std::string_view name) const {
   return index_path_.parent_path() / shard_of(name);
 }

@@ -34,6 +34,10 @@ class PrefixedSource final : public TensorSource {
     if (!parent_->contains(full(name))) throw missing(name);
     return parent_->file_of(full(name));
   }
+  std::optional<FileExtent> extent(std::string_view name) const override {
+    if (!parent_->contains(full(name))) throw missing(name);
+    return parent_->extent(full(name));
+  }
   std::string description() const override {
     return fmt::format("{} (prefix '{}')", parent_->description(), prefix_);
   }
@@ -85,6 +89,11 @@ class MemorySource final : public TensorSource {
 TensorInfo TensorSource::info(std::string_view name) const {
   if (auto i = find(name)) return *std::move(i);
   throw missing(name);
+}
+
+std::optional<FileExtent> TensorSource::extent(std::string_view name) const {
+  if (!contains(name)) throw missing(name);
+  return std::nullopt;
 }
 
 std::uint64_t TensorSource::total_bytes() const {

@@ -48,6 +48,10 @@ class OffloadFolder final : public TensorSource {
   at::Tensor load(std::string_view name, const LoadOptions& options = {}) const override;
   std::filesystem::path file_of(std::string_view name) const override;
   std::string description() const override;
+  // A raw entry: its whole .dat file (offset 0; the file's size is not checked here). A
+  // safetensors entry: that file's extent, with the *stored* dtype, which may differ from the
+  // entry's (target) dtype that find() reports.
+  std::optional<FileExtent> extent(std::string_view name) const override;
 
  private:
   OffloadFolder() = default;

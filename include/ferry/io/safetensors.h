@@ -50,6 +50,8 @@ class SafetensorsFile final : public TensorSource {
   at::Tensor load(std::string_view name, const LoadOptions& options = {}) const override;
   std::filesystem::path file_of(std::string_view name) const override;
   std::string description() const override { return path_.string(); }
+  // Offset: data_offset_bytes() + the entry's begin_bytes.
+  std::optional<FileExtent> extent(std::string_view name) const override;
 
  private:
   SafetensorsFile(std::filesystem::path path, std::shared_ptr<const MappedFile> mapping,

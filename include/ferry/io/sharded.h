@@ -50,6 +50,8 @@ class ShardedCheckpoint final : public TensorSource {
   at::Tensor load(std::string_view name, const LoadOptions& options = {}) const override;
   std::filesystem::path file_of(std::string_view name) const override;
   std::string description() const override { return index_path_.string(); }
+  // The holding shard's extent (opens that shard on first use, as find() does).
+  std::optional<FileExtent> extent(std::string_view name) const override;
 
  private:
   ShardedCheckpoint() = default;

@@ -19,6 +19,7 @@
 
 #include "ferry/core/error.h"
 #include "ferry/core/tensor_info.h"
+#include "ferry/io/file_extent.h"
 #include "ferry/io/load_options.h"
 
 namespace ferry::io {
@@ -39,6 +40,10 @@ class TensorSource : public std::enable_shared_from_this<TensorSource> {
   virtual std::filesystem::path file_of(std::string_view name) const = 0;
   // What this source reads, for messages: a path, or "<memory>".
   virtual std::string description() const = 0;
+  // Where `name`'s stored bytes lie in a file, for readers that fetch them with pread; nullopt
+  // when the tensor is not read from a file (memory). Cheap: no I/O beyond opening a shard's
+  // header as find() does. Throws MissingTensor. The default: nullopt for every known name.
+  virtual std::optional<FileExtent> extent(std::string_view name) const;
 
   // Like find() but throws MissingTensor naming the tensor and description().
   TensorInfo info(std::string_view name) const;

@@ -1,0 +1,61 @@
+#pragma once
+// Positioned reads of stored tensors into the caller's own (reusable, aligned) buffers, with
+// O_DIRECT where the file system allows: what a prefetcher uses instead of the mapping, so that
+// bytes read once are not also kept in the page cache.
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+
+#include "ferry/io/file_extent.h"
+
+namespace ferry::io {
+
+enum class ReadMode {
+  Direct,    // O_DIRECT, falling back to buffered reads per file where the file system refuses it
+  Buffered,  // ordinary reads through the page cache
+};
+
+// Reads FileExtents with pread. Each file is opened once and kept open until the reader is
+// destroyed. read(), staging_bytes() and is_direct() may be called from several threads at once;
+// set_chunk_bytes() too, though a read already running keeps the chunk size it started with.
+class DirectReader {
+ public:
+  static constexpr std::size_t kAlignment = 4096;
+
+  explicit DirectReader(ReadMode mode = ReadMode::Direct);
+  ~DirectReader();  // closes its fds
+  DirectReader(const DirectReader&) = delete;
+  DirectReader& operator=(const DirectReader&) = delete;
+
+  ReadMode mode() const noexcept { return mode_; }
+
+  // Capacity a destination buffer needs to read `e`: with Direct, the aligned superset
+  // [floor(offset, 4096), ceil(offset + length, 4096)); with Buffered, e.length.
+  std::size_t staging_bytes(const FileExtent& e) const noexcept;
+
+  // Reads e's bytes into `dst` and returns a pointer to the tensor's first byte inside it:
+  // dst + offset % 4096 with Direct (also for a file that fell back to buffered reads), dst
+  // with Buffered. With Direct, `dst` must be aligned to kAlignment; `capacity` must be at least
+  // staging_bytes(e) (InvalidArgument otherwise). Requests larger than the chunk size are issued
+  // as several reads. Throws IoError (cannot open or read: names the file and the OS's reason)
+  // and CorruptFile when the file ends before the extent does (names the file, the offset and
+  // the expected and actual byte counts).
+  std::byte* read(const FileExtent& e, std::byte* dst, std::size_t capacity) const;
+
+  // Whether reads of `file` use O_DIRECT: false in Buffered mode and after a fallback. Opens
+  // the file when it is not open yet (IoError if it cannot be).
+  bool is_direct(const std::filesystem::path& file) const;
+
+  // Largest single read (default 8 MiB), rounded up to a multiple of kAlignment.
+  void set_chunk_bytes(std::size_t bytes);
+  std::size_t chunk_bytes() const noexcept;
+
+ private:
+  class Files;
+
+  ReadMode mode_;
+  std::unique_ptr<Files> files_;  // the fd cache and the chunk size
+};
+
+}  // namespace ferry::io
