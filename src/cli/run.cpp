@@ -45,9 +45,10 @@ struct RunOptions {
   bool json = false;
   bool no_progress = false;
   bool no_prefetch = false;
-  std::string prefetch_bytes;       // "" = two of the largest layers
-  std::string io = "direct";        // direct | buffered | mmap
-  int threads = 0;                  // 0 = every CPU this process may use
+  std::string prefetch_bytes;  // "" = two of the largest layers
+  std::string io = "direct";   // direct | buffered | mmap
+  int threads = 0;             // 0 = every CPU this process may use
+  int io_threads = 1;
   std::string compute_on = "main";  // main | weights
   std::int64_t rest_max_rows = 16;
 };
@@ -145,6 +146,7 @@ int run(const RunOptions& o) {
     load.dispatch.prefetch->read_mode =
         o.io == "direct" ? io::ReadMode::Direct : io::ReadMode::Buffered;
     load.dispatch.prefetch->lookahead = !o.no_prefetch;
+    load.dispatch.prefetch->threads = o.io_threads;
     if (!o.prefetch_bytes.empty()) {
       const std::uint64_t bytes = Bytes::parse(o.prefetch_bytes).value();
       load.dispatch.prefetch->host_budget_bytes = bytes;
@@ -371,6 +373,8 @@ void add_run_command(CLI::App& app, Runner& runner) {
       ->check(CLI::IsMember({"main", "weights"}));
   cmd->add_option("--rest-max-rows", o->rest_max_rows,
                   "With --compute-on weights: largest batch x tokens computed on the CPU");
+  cmd->add_option("--io-threads", o->io_threads, "Loader threads of the prefetcher")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--threads", o->threads, "CPU threads for compute (default: all usable CPUs)");
   cmd->add_flag("--no-progress", o->no_progress,
                 "No progress bar while loading (drawn on stderr when it is a terminal)");

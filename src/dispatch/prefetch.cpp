@@ -72,7 +72,10 @@ std::uint64_t target_bytes(const TensorInfo& info, DType dtype) {
 
 struct Prefetcher::State {
   explicit State(const PrefetchOptions& o)
-      : options(o), direct(o.read_mode), buffered(io::ReadMode::Buffered) {}
+      : options(o), direct(o.read_mode), buffered(io::ReadMode::Buffered) {
+    direct.set_chunk_bytes(o.chunk_bytes);
+    buffered.set_chunk_bytes(o.chunk_bytes);
+  }
 
   PrefetchOptions options;
   io::DirectReader direct;    // large tensors (options.read_mode)

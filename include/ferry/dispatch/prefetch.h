@@ -45,7 +45,8 @@ struct PrefetchOptions {
   // Tensors smaller than this are read through the page cache even with O_DIRECT: an aligned
   // read would pad them to whole pages for no gain.
   std::uint64_t direct_min_bytes = 1 << 20;
-  int threads = 1;  // loader threads (with lookahead)
+  std::size_t chunk_bytes = 16 << 20;  // largest single read
+  int threads = 1;                     // loader threads (with lookahead)
 };
 
 struct PrefetchStats {
