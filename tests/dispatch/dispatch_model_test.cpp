@@ -162,8 +162,6 @@ TEST(DiskOffload, EqualsUndispatchedReadingTheOffloadFolder) {
 // output bit for bit, and no simulated GPU exceeds its capacity.
 TEST(DispatchModel, RandomDeviceMapsAreEquivalent) {
   std::mt19937 rng(1234);
-  const std::vector<Placement> choices{Placement::gpu(0), Placement::gpu(1), Placement::cpu(),
-                                       Placement::disk()};
   for (int trial = 0; trial < 200; ++trial) {
     SimGpuScope gpus({256_KiB, 256_KiB});
     TempDir dir;
@@ -171,23 +169,7 @@ TEST(DispatchModel, RandomDeviceMapsAreEquivalent) {
     TinyStack model(19, 8, 3);
     const at::Tensor ids = at::randint(19, {2, 5});
     const at::Tensor expected = model(ids);
-    auto pick = [&] { return choices[rng() % choices.size()]; };
-    plan::DeviceMap map;
-    // embed and head are tied: together half of the time (as infer_auto_device_map places
-    // them), apart otherwise (a user's map; Note [Tied weights split between ...]).
-    const Placement tied = pick();
-    map.set("embed", tied);
-    map.set("head", rng() % 2 == 0 ? tied : pick());
-    for (int i = 0; i < 3; ++i) {
-      const std::string block = "layers." + std::to_string(i);
-      if (rng() % 2 == 0) {
-        map.set(block, pick());
-      } else {
-        for (const char* leaf : {"norm", "fc1", "act", "fc2"}) map.set(block + "." + leaf, pick());
-      }
-    }
-    map.set("norm", pick());
-    map.set("scale", pick());
+    const plan::DeviceMap map = testing::random_stack_map(rng);
     dispatch_model(model, map, DispatchOptions{.offload_dir = dir.path()});
     const at::Tensor y = model(ids);
     ASSERT_TRUE(at::equal(y, expected)) << "trial " << trial << " map " << map.to_json();

@@ -2,12 +2,16 @@
 // Models for the dispatch tests: Accelerate's ModelForTest and a small transformer-like stack.
 
 #include <memory>
+#include <random>
+#include <string>
+#include <vector>
 
 #include "ferry/nn/activation.h"
 #include "ferry/nn/containers.h"
 #include "ferry/nn/embedding.h"
 #include "ferry/nn/linear.h"
 #include "ferry/nn/norm.h"
+#include "ferry/plan/device_map.h"
 
 namespace ferry::dispatch::testing {
 
@@ -75,5 +79,29 @@ class TinyStack : public nn::Callable<TinyStack> {
     return (*head)((*norm)(h)) * scale.to(h.device());
   }
 };
+
+// A random device map of a TinyStack with 3 layers over {gpu 0, gpu 1, cpu, disk}, at block or
+// leaf granularity. embed and head are tied: together half of the time (as infer_auto_device_map
+// places them), apart otherwise (a user's map; Note [Tied weights split between ...]).
+inline plan::DeviceMap random_stack_map(std::mt19937& rng) {
+  const std::vector<Placement> choices{Placement::gpu(0), Placement::gpu(1), Placement::cpu(),
+                                       Placement::disk()};
+  auto pick = [&] { return choices[rng() % choices.size()]; };
+  plan::DeviceMap map;
+  const Placement tied = pick();
+  map.set("embed", tied);
+  map.set("head", rng() % 2 == 0 ? tied : pick());
+  for (int i = 0; i < 3; ++i) {
+    const std::string block = "layers." + std::to_string(i);
+    if (rng() % 2 == 0) {
+      map.set(block, pick());
+    } else {
+      for (const char* leaf : {"norm", "fc1", "act", "fc2"}) map.set(block + "." + leaf, pick());
+    }
+  }
+  map.set("norm", pick());
+  map.set("scale", pick());
+  return map;
+}
 
 }  // namespace ferry::dispatch::testing

@@ -71,29 +71,13 @@ TEST(StagingPool, ReusesArenasBySizeAndStaysUnderItsLimit) {
 // output bit for bit on every one of several forwards, and staging stays within its budget.
 TEST(Prefetch, RandomDeviceMapsGiveTheSameOutputsWithAndWithoutPrefetch) {
   std::mt19937 rng(4321);
-  const std::vector<Placement> choices{Placement::gpu(0), Placement::gpu(1), Placement::cpu(),
-                                       Placement::disk()};
   for (int trial = 0; trial < 120; ++trial) {
     SimGpuScope gpus({256_KiB, 256_KiB});
     at::manual_seed(trial);
     TinyStack reference(19, 8, 3);
     const at::Tensor ids = at::randint(19, {2, 5});
     const at::Tensor expected = reference(ids);
-    auto pick = [&] { return choices[rng() % choices.size()]; };
-    plan::DeviceMap map;
-    const Placement tied = pick();
-    map.set("embed", tied);
-    map.set("head", rng() % 2 == 0 ? tied : pick());
-    for (int i = 0; i < 3; ++i) {
-      const std::string block = "layers." + std::to_string(i);
-      if (rng() % 2 == 0) {
-        map.set(block, pick());
-      } else {
-        for (const char* leaf : {"norm", "fc1", "act", "fc2"}) map.set(block + "." + leaf, pick());
-      }
-    }
-    map.set("norm", pick());
-    map.set("scale", pick());
+    const plan::DeviceMap map = testing::random_stack_map(rng);
     const int variant = trial % 4;
     std::optional<PrefetchOptions> prefetch;
     if (variant > 0) {
