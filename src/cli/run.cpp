@@ -132,7 +132,8 @@ int run(const RunOptions& o) {
 
   const int threads = o.threads > 0 ? o.threads : usable_cpus();
   at::set_num_threads(threads);
-  if (blas_in_use().starts_with("reference"))
+  const std::string blas = blas_in_use();
+  if (blas.starts_with("reference"))
     log_warning(
         "LibTorch runs on the reference BLAS (about 30x slower than OpenBLAS): install "
         "libopenblas0-openmp");
@@ -141,8 +142,6 @@ int run(const RunOptions& o) {
   if (o.io == "mmap") {
     load.dispatch.prefetch.reset();  // Accelerate's way: each block read when it runs, via mmap
   } else {
-    FERRY_CHECK(o.io == "direct" || o.io == "buffered", InvalidArgument,
-                "--io: '{}' is not one of direct, buffered, mmap", o.io);
     load.dispatch.prefetch->read_mode =
         o.io == "direct" ? io::ReadMode::Direct : io::ReadMode::Buffered;
     load.dispatch.prefetch->lookahead = !o.no_prefetch;
@@ -278,7 +277,7 @@ int run(const RunOptions& o) {
     j["peak_bytes"] = peak;
     j["placed_bytes"] = placed;
     j["threads"] = threads;
-    j["blas"] = blas_in_use();
+    j["blas"] = blas;
     j["io"] = o.io;
     if (prefetcher) {
       const dispatch::PrefetchStats st = prefetcher->stats();
@@ -314,7 +313,7 @@ int run(const RunOptions& o) {
     fmt::print(" {} {}{}", where, format_bytes(bytes),
                b ? fmt::format(" (budget {})", format_bytes(b->value())) : "");
   }
-  fmt::print("\n  {} thread(s), {}", threads, blas_in_use());
+  fmt::print("\n  {} thread(s), {}", threads, blas);
   if (prefetcher) {
     const dispatch::PrefetchStats st = prefetcher->stats();
     fmt::print(

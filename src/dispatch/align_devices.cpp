@@ -105,17 +105,9 @@ void AlignDevicesHook::pre_forward(nn::Module& module, nn::TensorView& args) {
   const std::optional<Placement> exec = at_rest ? options_.rest_device : options_.execution_device;
   if (options_.offload && exec) {
     offload_now();  // a previous call that threw left its tensors materialized
-    if (at_rest) {
-      for (const auto& t : managed(module)) {
-        const nn::SlotPtr& slot = t.slot();
-        if (!slot->tensor().is_meta()) continue;
-        slot->assign(move_to(options_.weights_map->load(
-                                 t.name, {.dtype = from_scalar_type(slot->tensor().scalar_type())}),
-                             *exec),
-                     t.name);
-        onloaded_.push_back(slot);
-      }
-    } else if (options_.prefetcher) {
+    // At rest, the weights are used where the weights map holds them; without a prefetcher,
+    // they are loaded from it per call (Accelerate's way).
+    if (options_.prefetcher && !at_rest) {
       onload_through_prefetcher(module);
     } else {
       for (const auto& t : managed(module)) {

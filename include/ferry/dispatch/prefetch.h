@@ -14,9 +14,10 @@
 // buffers of a pool; a block executing on the CPU computes straight from those buffers. Weights
 // already in memory are copied to the execution device (a simulated GPU, or CUDA) by the worker.
 //
-// Every byte the prefetcher holds — read buffers, converted copies, device copies of blocks that
-// run now or are prefetched — is reserved against one budget before it is allocated, so the
-// staging memory never exceeds it (Note [Staging budget] in prefetch.cpp). A read error or short
+// Every byte the prefetcher holds for blocks that run now or are prefetched is reserved before it
+// is allocated — read buffers and converted copies against the host budget, copies on a GPU
+// against the device budget — so staging memory never exceeds either (Note [Staging budget] in
+// prefetch.cpp). A read error or short
 // read surfaces as a typed error from the forward that needed the block.
 
 #include <cstdint>
