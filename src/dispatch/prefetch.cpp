@@ -63,9 +63,7 @@ struct Block {
 };
 
 std::uint64_t target_bytes(const TensorInfo& info, DType dtype) {
-  std::uint64_t n = 1;
-  for (std::int64_t d : info.shape) n *= static_cast<std::uint64_t>(d);
-  return n * static_cast<std::uint64_t>(element_size(dtype));
+  return info.numel() * static_cast<std::uint64_t>(element_size(dtype));
 }
 
 }  // namespace
@@ -239,7 +237,7 @@ struct Prefetcher::State {
                         "is {} bytes and {} bytes are held by the blocks running now [{}]; raise "
                         "the prefetch budget",
                         b.path, need, host ? "host" : b.device.to_string(), cap, held,
-                        fmt::join(running, ", ")),
+                        running.empty() ? "none" : fmt::format("{}", fmt::join(running, ", "))),
             ErrorFields{.path = b.path,
                         .expected = fmt::format("{} bytes", need),
                         .actual = fmt::format("{} bytes free", cap - held)});

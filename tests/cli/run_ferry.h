@@ -1,10 +1,9 @@
 #pragma once
 // Runs the ferry binary (FERRY_CLI_PATH) as a process, for the CLI tests.
 
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <string>
+#include <sys/wait.h>
 
 namespace ferry::cli::testing {
 
@@ -13,8 +12,9 @@ struct Result {
   std::string out;  // stdout and stderr
 };
 
-inline Result run_ferry(const std::string& args) {
-  const std::string command = std::string(FERRY_CLI_PATH) + " " + args + " 2>&1";
+// Runs `ferry ARGS REDIRECT`.
+inline Result run_ferry_redirected(const std::string& args, const char* redirect) {
+  const std::string command = std::string(FERRY_CLI_PATH) + " " + args + " " + redirect;
   FILE* pipe = ::popen(command.c_str(), "r");
   std::string out;
   char buffer[4096];
@@ -23,9 +23,11 @@ inline Result run_ferry(const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
-// Only stdout (for --json output, which must parse on its own).
+inline Result run_ferry(const std::string& args) { return run_ferry_redirected(args, "2>&1"); }
+
+// Only stdout (for --json output, which must parse on its own; warnings go to stderr).
 inline Result run_ferry_stdout(const std::string& args) {
-  return run_ferry(args + " 2>/dev/null");
+  return run_ferry_redirected(args, "2>/dev/null");
 }
 
 }  // namespace ferry::cli::testing

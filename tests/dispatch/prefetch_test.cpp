@@ -175,7 +175,27 @@ TEST(Prefetch, ABudgetSmallerThanABlockIsOutOfBudgetNamingTheBlock) {
   } catch (const OutOfBudget& e) {
     EXPECT_NE(std::string(e.what()).find("block 'embed'"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("host staging memory but the prefetch budget is 1024 "
-                                         "bytes"),
+                                         "bytes and 0 bytes are held by the blocks running now "
+                                         "[none]"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Prefetch, BadOptionsAndDiskExecutionAreInvalidArguments) {
+  try {
+    Prefetcher p(PrefetchOptions{.threads = 0});
+    FAIL() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("at least one loader thread, got 0"), std::string::npos)
+        << e.what();
+  }
+  Prefetcher p;
+  try {
+    p.add_block("layers.0", "", Placement::disk(), {});
+    FAIL() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("block 'layers.0' cannot execute on 'disk'"),
               std::string::npos)
         << e.what();
   }

@@ -1,0 +1,79 @@
+// `ferry run` with disk offload: every way of reading disk weights gives the same tokens, the
+// prefetcher's counters are reported, and a staging budget smaller than a block is a clear error.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "run_ferry.h"
+#include "scratch_dir.h"
+
+namespace ferry::cli {
+namespace {
+
+using testing::run_ferry;
+using testing::run_ferry_stdout;
+
+class RunCommand : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto made = run_ferry("make-model --arch llama --seed 1 --out " + model());
+    ASSERT_EQ(made.exit_code, 0) << made.out;
+  }
+  std::string model() const { return (dir_.path() / "tiny").string(); }
+
+  // --json of a greedy run of 4 tokens with `flags`.
+  nlohmann::json run_json(const std::string& flags) const {
+    const auto r = run_ferry_stdout(
+        "run " + model() + " --prompt-ids 1,2,3 --max-new-tokens 4 --ignore-eos --json " + flags);
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    return nlohmann::json::parse(r.out);
+  }
+
+  ferry::testing::ScratchDir dir_;
+};
+
+TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
+  const nlohmann::json all_cpu = run_json("");
+  ASSERT_FALSE(all_cpu.contains("prefetch"));  // nothing offloaded, no prefetcher
+  for (const char* flags : {"--io direct", "--io buffered", "--io direct --no-prefetch",
+                            "--io direct --io-threads 2"}) {
+    const nlohmann::json j = run_json(std::string("--max-memory cpu=700KB ") + flags);
+    EXPECT_EQ(j["token_ids"], all_cpu["token_ids"]) << flags;
+    ASSERT_TRUE(j["placed_bytes"].contains("disk")) << flags << j.dump();
+    ASSERT_TRUE(j.contains("prefetch")) << flags;
+    EXPECT_GT(j["prefetch"]["bytes_read"].get<std::uint64_t>(), 0U) << flags;
+    EXPECT_LE(j["prefetch"]["peak_host_reserved_bytes"].get<std::uint64_t>(),
+              j["prefetch"]["host_budget_bytes"].get<std::uint64_t>())
+        << flags;
+    EXPECT_EQ(j["prefetch"]["lookahead"].get<bool>(),
+              std::string(flags).find("--no-prefetch") == std::string::npos)
+        << flags;
+  }
+  // Accelerate's way: no prefetcher, no staging kept free, so more rests on the CPU.
+  const nlohmann::json mmap = run_json("--max-memory cpu=700KB --io mmap");
+  EXPECT_EQ(mmap["token_ids"], all_cpu["token_ids"]);
+  EXPECT_FALSE(mmap.contains("prefetch"));
+  EXPECT_EQ(mmap["io"], "mmap");
+}
+
+TEST_F(RunCommand, AStagingBudgetSmallerThanABlockIsAnError) {
+  const auto r = run_ferry("run " + model() +
+                           " --prompt-ids 1,2,3 --max-new-tokens 2 --max-memory cpu=100KB "
+                           "--prefetch-bytes 1KB");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("needs 131072 bytes of host staging memory but the prefetch budget is "
+                       "1000 bytes"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("raise the prefetch budget"), std::string::npos) << r.out;
+}
+
+TEST_F(RunCommand, UnknownIoModeIsRejected) {
+  const auto r = run_ferry("run " + model() + " --prompt-ids 1,2,3 --io bogus");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--io: bogus not in {direct,buffered,mmap}"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace ferry::cli
