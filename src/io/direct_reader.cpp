@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fcntl.h>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
+#include "io/regular_file.h"
 
 namespace ferry::io {
 namespace {
@@ -30,9 +32,7 @@ IoError os_error(std::string_view what, const std::filesystem::path& file, int e
 }
 
 int open_or_throw(const std::filesystem::path& file, int flags) {
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | flags);
-  if (fd < 0) throw os_error("open", file, errno);
-  return fd;
+  return open_regular_file(file, flags).fd.release();
 }
 
 // Reads [offset, offset + length) of `fd` into `dst`, at most `chunk` bytes per pread,
@@ -60,11 +60,21 @@ std::optional<std::uint64_t> pread_all(int fd, bool direct, std::uint64_t offset
 }
 
 // One file as the reader holds it. `fd` is the descriptor reads use now; it equals `direct_fd`
-// while reads are direct. After a fallback the direct descriptor stays open until the reader is
-// destroyed, because another thread may still be inside a pread on it.
+// while reads are direct. After a fallback the direct descriptor stays open until the OpenFile
+// dies, because another thread may still be inside a pread on it. Readers hold a shared_ptr for
+// the length of a read, so a file the cache evicts is closed only once no read uses it.
 struct OpenFile {
   int direct_fd = -1;  // -1: never direct (Buffered mode, or O_DIRECT refused at open)
   std::atomic<int> fd{-1};
+  std::list<std::string>::iterator lru;  // its place in Files::lru_ while cached
+
+  OpenFile() = default;
+  OpenFile(const OpenFile&) = delete;
+  OpenFile& operator=(const OpenFile&) = delete;
+  ~OpenFile() {
+    if (direct_fd >= 0) ::close(direct_fd);
+    if (fd >= 0 && fd != direct_fd) ::close(fd);
+  }
 };
 
 }  // namespace
@@ -72,34 +82,38 @@ struct OpenFile {
 class DirectReader::Files {
  public:
   explicit Files(ReadMode mode) : mode_(mode) {}
-  ~Files() {
-    for (auto& [path, file] : open_) {
-      if (file->direct_fd >= 0) ::close(file->direct_fd);
-      if (file->fd != file->direct_fd) ::close(file->fd);
-    }
-  }
   Files(const Files&) = delete;
   Files& operator=(const Files&) = delete;
 
-  // The open file of `path`, opened on first use. Throws IoError.
-  OpenFile& get(const std::filesystem::path& path) {
+  // The open file of `path`, opened on first use and kept among the kMaxOpenFiles most recently
+  // used. Throws IoError.
+  std::shared_ptr<OpenFile> get(const std::filesystem::path& path) {
     std::lock_guard lock(mutex_);
-    auto [it, inserted] = open_.try_emplace(path.string());
-    if (!inserted) return *it->second;
-    try {
-      it->second = std::make_unique<OpenFile>();
-      OpenFile& file = *it->second;
-      if (mode_ == ReadMode::Direct) {
-        file.direct_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
-        if (file.direct_fd < 0 && errno != EINVAL) throw os_error("open", path, errno);
-        if (file.direct_fd < 0) log_fallback(path, "open");
-      }
-      file.fd = file.direct_fd >= 0 ? file.direct_fd : open_or_throw(path, 0);
-      return file;
-    } catch (...) {
-      open_.erase(it);  // a later call tries again
-      throw;
+    const std::string key = path.string();
+    if (auto it = open_.find(key); it != open_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second->lru);
+      return it->second;
     }
+    auto file = std::make_shared<OpenFile>();
+    if (mode_ == ReadMode::Direct) {
+      int err = 0;
+      auto direct = try_open_regular_file(path, O_DIRECT, err);
+      if (direct) file->direct_fd = direct->fd.release();
+      if (!direct && err != EINVAL) throw os_error("open", path, err);
+      if (!direct) log_fallback(path, "open");
+    }
+    file->fd = file->direct_fd >= 0 ? file->direct_fd : open_or_throw(path, 0);
+    // Note [Bounded descriptors]: a model of a thousand offloaded tensors in as many files
+    // must not hold a thousand descriptors (ulimit -n is often 1024). The least recently used
+    // file is closed; a later read opens it again.
+    if (open_.size() >= kMaxOpenFiles) {
+      open_.erase(lru_.back());
+      lru_.pop_back();
+    }
+    lru_.push_front(key);
+    file->lru = lru_.begin();
+    open_.emplace(key, file);
+    return file;
   }
 
   // Switches `file` to buffered reads after an O_DIRECT read failed with EINVAL. Idempotent:
@@ -109,6 +123,11 @@ class DirectReader::Files {
     if (file.fd != file.direct_fd) return;
     file.fd = open_or_throw(path, 0);
     log_fallback(path, "read");
+  }
+
+  std::size_t open_files() {
+    std::lock_guard lock(mutex_);
+    return open_.size();
   }
 
   std::atomic<std::size_t> chunk_bytes{kDefaultChunkBytes};
@@ -122,8 +141,9 @@ class DirectReader::Files {
   }
 
   ReadMode mode_;
-  std::mutex mutex_;  // guards open_ and every OpenFile's switch to buffered reads
-  std::unordered_map<std::string, std::unique_ptr<OpenFile>> open_;
+  std::mutex mutex_;  // guards open_, lru_ and every OpenFile's switch to buffered reads
+  std::unordered_map<std::string, std::shared_ptr<OpenFile>> open_;
+  std::list<std::string> lru_;  // keys of open_, most recently used first
 };
 
 DirectReader::DirectReader(ReadMode mode) : mode_(mode), files_(std::make_unique<Files>(mode)) {}
@@ -149,7 +169,8 @@ std::byte* DirectReader::read(const FileExtent& e, std::byte* dst, std::size_t c
   // callers see one layout per mode.
   const std::uint64_t delta = direct_mode ? e.offset % kAlign : 0;
   std::byte* const tensor = dst + delta;
-  OpenFile& file = files_->get(e.file);
+  const std::shared_ptr<OpenFile> held = files_->get(e.file);
+  OpenFile& file = *held;
   if (e.length == 0) return tensor;
   const std::size_t chunk = files_->chunk_bytes.load(std::memory_order_relaxed);
 
@@ -183,9 +204,11 @@ std::byte* DirectReader::read(const FileExtent& e, std::byte* dst, std::size_t c
 }
 
 bool DirectReader::is_direct(const std::filesystem::path& file) const {
-  const OpenFile& f = files_->get(file);
-  return f.fd.load() == f.direct_fd;
+  const std::shared_ptr<OpenFile> f = files_->get(file);
+  return f->fd.load() == f->direct_fd;
 }
+
+std::size_t DirectReader::open_files() const { return files_->open_files(); }
 
 void DirectReader::set_chunk_bytes(std::size_t bytes) {
   FERRY_CHECK(bytes > 0, InvalidArgument, "chunk size must be positive: expected > 0, got 0");

@@ -4,9 +4,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
+
+#include "io/atomic_file.h"
 
 namespace ferry::io {
 
@@ -15,10 +18,18 @@ namespace ferry::io {
 // that hides a conflict), or on nesting deeper than 64 levels.
 nlohmann::ordered_json parse_json(std::string_view text, std::string_view file);
 
-// Reads a whole file as text. Throws IoError.
-std::string read_text_file(const std::filesystem::path& path);
+// Largest text file read_text_file reads by default: tokenizer.json of large vocabularies is
+// tens of MiB; config and index files are far smaller.
+inline constexpr std::uint64_t kMaxTextFileBytes = std::uint64_t{64} << 20;
 
-// Writes `text` to `path` atomically (temporary name, then rename). Throws IoError.
-void write_text_file(const std::filesystem::path& path, std::string_view text);
+// Reads a whole regular file as text, at most `max_size_bytes` of it. Throws IoError naming the
+// file: cannot open or read, not a regular file (a FIFO or device would block or never end),
+// or larger than `max_size_bytes`.
+std::string read_text_file(const std::filesystem::path& path,
+                           std::uint64_t max_size_bytes = kMaxTextFileBytes);
+
+// Writes `text` to `path` atomically (temporary name, then rename) with `mode`. Throws IoError.
+void write_text_file(const std::filesystem::path& path, std::string_view text,
+                     mode_t mode = kPublicFileMode);
 
 }  // namespace ferry::io

@@ -5,6 +5,7 @@
 #include "ferry/core/error.h"
 #include "ferry/core/shape.h"
 #include "io/atomic_file.h"
+#include "io/confined_path.h"
 #include "io/mapped_file.h"
 #include "io/offload_names.h"
 #include "io/printable.h"
@@ -34,7 +35,7 @@ void offload_weight(const at::Tensor& weight, const std::string& name,
   OffloadEntry entry{
       .name = name, .dtype = from_scalar_type(cpu.scalar_type()), .shape = cpu.sizes().vec()};
   std::filesystem::create_directories(folder);
-  AtomicFile file(dat_path(folder, name));
+  AtomicFile file(dat_path(folder, name), kPrivateFileMode);
   file.write(tensor_bytes(cpu));
   file.commit();
   auto it = std::find_if(index.begin(), index.end(),
@@ -62,12 +63,51 @@ std::shared_ptr<const OffloadFolder> OffloadFolder::open(const std::filesystem::
         ErrorFields{
             .file = index_path.string(), .expected = "index.json", .actual = "no such file"});
   }
+  OffloadIndex index = load_offload_index(folder);
+  // Note [Offload index paths]: an index read from disk names files inside its folder only.
+  // The symlink check waits for the file to be opened (data_path); the names are checked now.
+  for (const OffloadEntry& e : index) {
+    if (e.in_safetensors() && !is_confined_name(e.safetensors_file.native())) {
+      throw CorruptFile(
+          fmt::format("tensor '{}' in {}: safetensors_file must name a file inside the offload "
+                      "folder: expected a relative path without '..', got '{}'",
+                      printable(e.name), index_path.string(),
+                      printable(e.safetensors_file.native())),
+          ErrorFields{.path = e.name,
+                      .file = index_path.string(),
+                      .expected = "a relative path inside the folder",
+                      .actual = printable(e.safetensors_file.native())});
+    }
+  }
   auto result = std::shared_ptr<OffloadFolder>(new OffloadFolder());
   result->folder_ = folder;
-  result->index_ = load_offload_index(folder);
+  result->index_ = std::move(index);
   for (std::size_t i = 0; i < result->index_.size(); ++i) {
     result->names_.push_back(result->index_[i].name);
     result->positions_.emplace(result->index_[i].name, i);
+  }
+  std::sort(result->names_.begin(), result->names_.end());
+  return result;
+}
+
+std::shared_ptr<const OffloadFolder> OffloadFolder::from_index(const std::filesystem::path& folder,
+                                                               OffloadIndex entries) {
+  auto result = std::shared_ptr<OffloadFolder>(new OffloadFolder());
+  result->folder_ = folder;
+  result->trusted_ = true;
+  result->index_ = std::move(entries);
+  for (std::size_t i = 0; i < result->index_.size(); ++i) {
+    const OffloadEntry& e = result->index_[i];
+    FERRY_CHECK(is_plain_name(e.name), InvalidArgument,
+                "offload entry '{}' for {}: its name must be a plain file name (no '/')",
+                printable(e.name), folder.string());
+    FERRY_CHECK(e.in_safetensors() || e.dtype.has_value(), InvalidArgument,
+                "offload entry '{}' for {}: a raw .dat entry needs a dtype", printable(e.name),
+                folder.string());
+    FERRY_CHECK(result->positions_.emplace(e.name, i).second, InvalidArgument,
+                "offload entry '{}' for {}: expected each name once, got it twice",
+                printable(e.name), folder.string());
+    result->names_.push_back(e.name);
   }
   std::sort(result->names_.begin(), result->names_.end());
   return result;
@@ -81,13 +121,28 @@ const OffloadEntry& OffloadFolder::require(std::string_view name) const {
   return index_[it->second];
 }
 
-std::filesystem::path OffloadFolder::safetensors_path(const OffloadEntry& entry) const {
-  return entry.safetensors_file.is_absolute() ? entry.safetensors_file
-                                              : folder_ / entry.safetensors_file;
+std::filesystem::path OffloadFolder::data_path(const OffloadEntry& entry) const {
+  const std::filesystem::path named =
+      entry.in_safetensors() ? entry.safetensors_file : std::filesystem::path(entry.name + ".dat");
+  if (trusted_) return named.is_absolute() ? named : folder_ / named;
+  // Note [Offload index paths]
+  // index.json is read from disk, so it is input like any file: what it names must be inside
+  // the folder, with symlinks resolved, or a crafted index (or a .dat linked to /etc/passwd)
+  // reads any file the user can. Indexes ferry builds itself are trusted (from_index).
+  if (auto path = confined_path(folder_, named.native(), Symlinks::kConfine)) return *path;
+  const std::string index = description();
+  throw CorruptFile(
+      fmt::format("tensor '{}' in {}: {} resolves outside the offload folder {}: expected a file "
+                  "inside it (a symlink out of the folder is refused)",
+                  printable(entry.name), index, printable(named.native()), folder_.string()),
+      ErrorFields{.path = entry.name,
+                  .file = index,
+                  .expected = "a file inside the offload folder",
+                  .actual = printable(named.native())});
 }
 
 std::shared_ptr<const SafetensorsFile> OffloadFolder::safetensors(const OffloadEntry& entry) const {
-  const auto path = safetensors_path(entry);
+  const auto path = data_path(entry);
   {
     std::lock_guard lock(mutex_);
     if (auto it = files_.find(path); it != files_.end()) return it->second;
@@ -131,7 +186,7 @@ at::Tensor OffloadFolder::load(std::string_view name, const LoadOptions& options
     return file->load(weight, converted);
   }
   const TensorInfo info = raw_info(e);
-  const auto path = dat_path(folder_, e.name);
+  const auto path = data_path(e);
   if (info.size_bytes() == 0) {
     // Nothing to read (numpy cannot even map an empty file).
     return tensor_from_bytes({}, info, nullptr, options, path.string());
@@ -158,7 +213,7 @@ std::optional<FileExtent> OffloadFolder::extent(std::string_view name) const {
     return safetensors(e)->extent(e.weight_name.empty() ? e.name : e.weight_name);
   }
   const TensorInfo info = raw_info(e);
-  return FileExtent{.file = dat_path(folder_, e.name),
+  return FileExtent{.file = data_path(e),
                     .offset = 0,
                     .length = info.size_bytes(),
                     .dtype = info.dtype,
@@ -167,7 +222,7 @@ std::optional<FileExtent> OffloadFolder::extent(std::string_view name) const {
 
 std::filesystem::path OffloadFolder::file_of(std::string_view name) const {
   const OffloadEntry& e = require(name);
-  return e.in_safetensors() ? safetensors_path(e) : dat_path(folder_, e.name);
+  return data_path(e);
 }
 
 }  // namespace ferry::io

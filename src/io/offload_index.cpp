@@ -132,7 +132,8 @@ void save_offload_index(const OffloadIndex& index, const std::filesystem::path& 
   for (const OffloadEntry& e : merged) out[e.name] = entry_json(e);
   std::filesystem::create_directories(folder);
   // json.dump(index, f, indent=2): no trailing newline, non-ASCII escaped.
-  write_text_file(folder / "index.json", out.dump(2, ' ', /*ensure_ascii=*/true));
+  write_text_file(folder / "index.json", out.dump(2, ' ', /*ensure_ascii=*/true),
+                  kPrivateFileMode);
 }
 
 }  // namespace ferry::io

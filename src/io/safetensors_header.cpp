@@ -347,12 +347,17 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_bytes
   }
   std::uint64_t header_bytes = 0;
   std::memcpy(&header_bytes, file_bytes.data(), 8);  // little-endian, as the host (checked)
+  // An implausible length is not echoed: for a file that is not safetensors at all (a text
+  // file, /etc/passwd) those 8 bytes are its content, which an error message must not leak.
+  // A plausible one (at most kMaxHeaderBytes, < 2^27) has five zero bytes: no text.
   if (header_bytes > kMaxHeaderBytes) {
-    fail.file_level("header length is too large", fmt::format("at most {} bytes", kMaxHeaderBytes),
-                    fmt::format("{} bytes", header_bytes));
+    fail.file_level("not a safetensors file: the header length prefix is too large",
+                    fmt::format("a header of at most {} bytes", kMaxHeaderBytes),
+                    "a larger value");
   }
   if (header_bytes > file_size - 8) {
-    fail.file_level("header length runs past the end of the file",
+    fail.file_level(fmt::format("header length {} runs past the end of the file ({} bytes)",
+                                header_bytes, file_size),
                     fmt::format("at most {} bytes", file_size - 8),
                     fmt::format("{} bytes", header_bytes));
   }
@@ -362,6 +367,14 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_bytes
   out.data_offset_bytes = 8 + header_bytes;
   HeaderHandler handler(fail, out);
   const char* begin = reinterpret_cast<const char*>(file_bytes.data()) + 8;
+  // The JSON reader stops at a NUL as at the end of input, which would accept any bytes after
+  // it. JSON text never holds a raw NUL, and the padding is spaces.
+  if (const void* nul = std::memchr(begin, '\0', header_bytes)) {
+    fail.file_level("header holds a NUL byte",
+                    "UTF-8 JSON padded with spaces",
+                    fmt::format("a NUL at byte {} of the {}-byte header",
+                                static_cast<const char*>(nul) - begin, header_bytes));
+  }
   Json::sax_parse(begin, begin + header_bytes, &handler, nlohmann::detail::input_format_t::json,
                   /*strict=*/true);
   handler.finish();

@@ -6,8 +6,10 @@
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
 #include "ferry/io/safetensors_writer.h"
+#include "io/confined_path.h"
 #include "io/json_file.h"
 #include "io/printable.h"
+#include "io/sharded_index.h"
 
 namespace ferry::io {
 namespace {
@@ -20,62 +22,38 @@ CorruptFile index_error(const std::filesystem::path& index, std::string_view ten
                                                      .actual = std::move(actual)});
 }
 
-// A shard name must stay inside the index's folder.
-bool is_safe_relative(const std::string& file) {
-  const std::filesystem::path p(file);
-  if (file.empty() || p.is_absolute()) return false;
-  return std::none_of(p.begin(), p.end(), [](const auto& part) { return part == ".."; });
-}
-
 }  // namespace
 
 std::shared_ptr<const ShardedCheckpoint> ShardedCheckpoint::open(
     const std::filesystem::path& index_path) {
   const std::string file = index_path.string();
-  const auto json = parse_json(read_text_file(index_path), file);
-  if (!json.is_object()) {
-    throw index_error(index_path, "", fmt::format("{}: index is not a JSON object", file),
-                      "an object", json.type_name());
-  }
+  ShardedIndex parsed = parse_sharded_index(read_text_file(index_path), file);
   auto result = std::shared_ptr<ShardedCheckpoint>(new ShardedCheckpoint());
   result->index_path_ = index_path;
-  // Accelerate also accepts a flat {name: file} map without "weight_map" (§2.18).
-  const auto& map = json.contains("weight_map") ? json["weight_map"] : json;
-  if (json.contains("weight_map") && json.contains("metadata") && json["metadata"].is_object()) {
-    const auto& total = json["metadata"].value("total_size", nlohmann::ordered_json());
-    if (total.is_number_unsigned()) result->total_size_bytes_ = total.get<std::uint64_t>();
-  }
-  if (!map.is_object()) {
-    throw index_error(index_path, "", fmt::format("{}: weight_map is not an object", file),
-                      "an object", map.type_name());
-  }
+  result->total_size_bytes_ = parsed.total_size_bytes;
   std::set<std::string> shards;
-  for (const auto& [name, shard] : map.items()) {
-    if (!json.contains("weight_map") && name == "metadata") continue;
-    if (!shard.is_string() || !is_safe_relative(shard.get<std::string>())) {
-      throw index_error(index_path, name,
-                        fmt::format("tensor '{}' in {}: shard must be a file name in the index's "
-                                    "folder: expected a relative path, got {}",
-                                    printable(name), file, printable(shard.dump())),
-                        "a relative file name", shard.dump());
-    }
-    result->weight_map_.emplace(name, shard.get<std::string>());
+  for (auto& [name, shard] : parsed.weight_map) {
+    shards.insert(shard);
     result->names_.push_back(name);
-    shards.insert(shard.get<std::string>());
+    result->weight_map_.emplace(std::move(name), std::move(shard));
   }
   std::sort(result->names_.begin(), result->names_.end());
   result->shard_files_.assign(shards.begin(), shards.end());
   const std::filesystem::path folder = index_path.parent_path();
   for (const std::string& shard : result->shard_files_) {
+    // Symlinks are followed: the Hugging Face cache links each file of a snapshot to a blob
+    // outside the snapshot's folder. The names themselves were confined by the parser.
+    const auto path = confined_path(folder, shard, Symlinks::kFollow);
+    FERRY_ASSERT(path.has_value(), "shard {} of {} escaped the parser's check", shard, file);
     std::error_code ec;
-    if (!std::filesystem::is_regular_file(folder / shard, ec)) {
+    if (!std::filesystem::is_regular_file(*path, ec)) {
       const auto it = std::find_if(result->weight_map_.begin(), result->weight_map_.end(),
                                    [&](const auto& kv) { return kv.second == shard; });
       throw index_error(index_path, it->first,
                         fmt::format("tensor '{}' in {}: shard {} does not exist: expected a "
-                                    "file at {}, got none",
-                                    printable(it->first), file, shard, (folder / shard).string()),
-                        (folder / shard).string(), "no file");
+                                    "regular file at {}, got none",
+                                    printable(it->first), file, shard, path->string()),
+                        path->string(), "no file");
     }
   }
   return result;

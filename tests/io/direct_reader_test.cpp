@@ -175,8 +175,7 @@ TEST(FileExtent, OffloadFolderRawAndInPlaceEntries) {
                    .safetensors_file = dir / "model.safetensors",
                    .weight_name = "model.w"});
   index.push_back({.name = "model.v", .safetensors_file = "../model.safetensors"});
-  save_offload_index(index, dir / "offload");
-  const auto folder = OffloadFolder::open(dir / "offload");
+  const auto folder = OffloadFolder::from_index(dir / "offload", index);
   const auto model = SafetensorsFile::open(dir / "model.safetensors");
 
   const auto raw = folder->extent("raw");

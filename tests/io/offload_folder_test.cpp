@@ -94,13 +94,17 @@ TEST(OffloadSafetensorsEntries, ReadInPlaceWithDTypeConversion) {
   const at::Tensor w = at::arange(6, at::kFloat).reshape({2, 3});
   save_safetensors(dir / "model.safetensors", {{"model.w", w}});
   std::filesystem::create_directories(dir / "offload");
-  testing::write_file(dir / "offload" / "index.json",
-                      fmt::format(R"({{"w": {{"safetensors_file": "{}", "weight_name": "model.w",
-                                         "dtype": "float16"}},
-                                    "raw": {{"safetensors_file": "../model.safetensors",
-                                           "weight_name": "model.w"}}}})",
-                                  (dir / "model.safetensors").string()));
-  const auto folder = OffloadFolder::open(dir / "offload");
+  // Entries ferry builds itself may point anywhere (from_index); written to index.json and
+  // read back, the same entries are refused (OffloadConfinement below).
+  const OffloadIndex index{{.name = "w",
+                            .dtype = DType::kF16,
+                            .safetensors_file = dir / "model.safetensors",
+                            .weight_name = "model.w"},
+                           {.name = "raw",
+                            .safetensors_file = "../model.safetensors",
+                            .weight_name = "model.w"}};
+  save_offload_index(index, dir / "offload");
+  const auto folder = OffloadFolder::from_index(dir / "offload", index);
   const at::Tensor half = folder->load("w");
   EXPECT_EQ(half.scalar_type(), at::kHalf);
   EXPECT_TRUE(at::equal(half, w.to(at::kHalf)));
@@ -175,6 +179,119 @@ TEST(OffloadBadInput, NameWithSlashIsNotWritten) {
   OffloadIndex index;
   EXPECT_THROW(offload_weight(at::ones({1}), "a/b", dir.path(), index), InvalidArgument);
   EXPECT_TRUE(index.empty());
+}
+
+// Note [Offload index paths]: an index.json read from disk names files inside its folder only.
+class OffloadConfinement : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    save_safetensors(dir_ / "model.safetensors", {{"model.w", at::arange(4, at::kFloat)}});
+    std::filesystem::create_directories(offload());
+  }
+  std::filesystem::path offload() const { return dir_ / "offload"; }
+  void write_index(const std::string& safetensors_file) const {
+    testing::write_file(offload() / "index.json",
+                        fmt::format(R"({{"w": {{"safetensors_file": "{}", "weight_name": "model.w"}}}})",
+                                    safetensors_file));
+  }
+  // The CorruptFile open() or load("w") raises: names the entry and index.json, and never
+  // what the target holds.
+  void expect_refused(std::string_view detail) const {
+    const auto e = catch_error<CorruptFile>([&] { OffloadFolder::open(offload())->load("w"); });
+    ASSERT_TRUE(e) << "the index was followed out of its folder";
+    EXPECT_EQ(e->path(), "w");
+    EXPECT_EQ(e->file(), (offload() / "index.json").string());
+    EXPECT_THAT(e->what(), HasSubstr(std::string(detail)));
+  }
+  ScratchDir dir_;
+};
+
+TEST_F(OffloadConfinement, AbsolutePathIsRefused) {
+  write_index((dir_ / "model.safetensors").string());
+  expect_refused("relative path");
+  write_index("/etc/passwd");
+  expect_refused("relative path");
+}
+
+TEST_F(OffloadConfinement, DotDotIsRefused) {
+  write_index("../model.safetensors");
+  expect_refused("relative path");
+  write_index("sub/../../model.safetensors");
+  expect_refused("relative path");
+}
+
+TEST_F(OffloadConfinement, SymlinkOutOfTheFolderIsRefused) {
+  std::filesystem::create_symlink(dir_ / "model.safetensors", offload() / "link.safetensors");
+  write_index("link.safetensors");
+  expect_refused("outside the offload folder");
+  // A linked directory is resolved as well.
+  std::filesystem::create_directory_symlink(dir_.path(), offload() / "up");
+  write_index("up/model.safetensors");
+  expect_refused("outside the offload folder");
+}
+
+TEST_F(OffloadConfinement, DatSymlinkOutOfTheFolderIsRefused) {
+  testing::write_file(offload() / "index.json", R"({"w": {"dtype": "uint8", "shape": [8]}})");
+  testing::write_file(dir_ / "secret", "12345678");
+  std::filesystem::create_symlink(dir_ / "secret", offload() / "w.dat");
+  expect_refused("outside the offload folder");
+}
+
+TEST_F(OffloadConfinement, FilesInsideTheFolderStillLoad) {
+  std::filesystem::create_directories(offload() / "sub");
+  std::filesystem::copy_file(dir_ / "model.safetensors", offload() / "sub" / "model.safetensors");
+  // A symlink whose target stays inside the folder is fine.
+  std::filesystem::create_symlink("sub/model.safetensors", offload() / "link.safetensors");
+  for (const std::string name : {"sub/model.safetensors", "./sub/model.safetensors",
+                                 "link.safetensors"}) {
+    SCOPED_TRACE(name);
+    write_index(name);
+    EXPECT_TRUE(at::equal(OffloadFolder::open(offload())->load("w"), at::arange(4, at::kFloat)));
+  }
+}
+
+TEST_F(OffloadConfinement, ErrorsNeverEchoTheTargetsBytes) {
+  // A file that is no safetensors file: its first 8 bytes ("ferry-se") as a number would be
+  // 7306091209958893926; the message must not carry them in any form.
+  testing::write_file(offload() / "notes.safetensors", "ferry-secret text, not a checkpoint\n");
+  write_index("notes.safetensors");
+  const auto e = catch_error<CorruptFile>([&] { OffloadFolder::open(offload())->load("w"); });
+  ASSERT_TRUE(e);
+  EXPECT_THAT(e->what(), HasSubstr("notes.safetensors"));
+  std::uint64_t prefix = 0;
+  std::memcpy(&prefix, "ferry-se", 8);
+  for (const std::string& text : {std::string(e->what()), e->expected(), e->actual()}) {
+    EXPECT_THAT(text, ::testing::Not(HasSubstr(std::to_string(prefix))));
+    EXPECT_THAT(text, ::testing::Not(HasSubstr("secret")));
+  }
+}
+
+TEST(OffloadFromIndex, TrustsEntriesFerryBuiltAndChecksNames) {
+  ScratchDir dir;
+  save_safetensors(dir / "model.safetensors", {{"model.w", at::arange(4, at::kFloat)}});
+  const OffloadIndex index{{.name = "w",
+                            .safetensors_file = std::filesystem::absolute(dir / "model.safetensors"),
+                            .weight_name = "model.w"}};
+  // Nothing is read from the folder: it need not exist.
+  const auto folder = OffloadFolder::from_index(dir / "offload", index);
+  EXPECT_TRUE(at::equal(folder->load("w"), at::arange(4, at::kFloat)));
+  EXPECT_EQ(folder->names(), std::vector<std::string>{"w"});
+  EXPECT_THROW(OffloadFolder::from_index(dir.path(), {index[0], index[0]}), InvalidArgument);
+  EXPECT_THROW(OffloadFolder::from_index(dir.path(), {{.name = "a/b", .dtype = DType::kF32}}),
+               InvalidArgument);
+  EXPECT_THROW(OffloadFolder::from_index(dir.path(), {{.name = "raw"}}), InvalidArgument);
+}
+
+TEST(OffloadWrite, FilesArePrivateToTheUser) {
+  ScratchDir dir;
+  offload_state_dict(dir.path(), {{"w", at::ones({4})}});
+  for (const char* name : {"w.dat", "index.json"}) {
+    SCOPED_TRACE(name);
+    using std::filesystem::perms;
+    const perms mode = std::filesystem::status(dir / name).permissions();
+    EXPECT_EQ(mode & (perms::group_all | perms::others_all), perms::none);
+    EXPECT_NE(mode & perms::owner_read, perms::none);
+  }
 }
 
 }  // namespace

@@ -72,6 +72,33 @@ TEST(SafetensorsHeader, HeaderTooLarge) {
   expect_corrupt(bytes, "", "too large");
 }
 
+TEST(SafetensorsHeader, TooLargeLengthIsNotEchoed) {
+  // The first 8 bytes of a text file read as a length: reporting them would leak the text.
+  const std::string text = "root:x:0:0:root:/root:/bin/bash\n";
+  std::uint64_t as_length = 0;
+  std::memcpy(&as_length, text.data(), 8);
+  const auto e = corrupt(text);
+  ASSERT_TRUE(e);
+  EXPECT_THAT(e->what(), HasSubstr("not a safetensors file"));
+  for (const std::string& s : {std::string(e->what()), e->expected(), e->actual()}) {
+    EXPECT_THAT(s, ::testing::Not(HasSubstr(std::to_string(as_length))));
+    EXPECT_THAT(s, ::testing::Not(HasSubstr("root")));
+  }
+}
+
+TEST(SafetensorsHeader, BytesAfterANulAreRejected) {
+  // The JSON reader would stop at the NUL and accept what follows as if it were padding.
+  const std::string json = "{}";
+  std::string header = json + std::string(1, '\0') + "garbage";
+  expect_corrupt(safetensors_bytes(header), "", "NUL");
+  const auto e = corrupt(safetensors_bytes(header));
+  ASSERT_TRUE(e);
+  EXPECT_THAT(e->actual(), HasSubstr("byte 2"));
+  // Trailing NUL padding is no better than garbage: only spaces (JSON whitespace) pad.
+  expect_corrupt(safetensors_bytes(json + std::string(6, '\0'), "", /*pad=*/false), "", "NUL");
+  EXPECT_FALSE(corrupt(safetensors_bytes(json + std::string(6, ' '), "", /*pad=*/false)));
+}
+
 TEST(SafetensorsHeader, NotJson) { expect_corrupt(safetensors_bytes("{not json"), "", "JSON"); }
 
 TEST(SafetensorsHeader, TruncatedJson) {

@@ -125,6 +125,38 @@ TEST(ShardedRead, ShardOutsideTheFolderIsRefused) {
   EXPECT_EQ(e->path(), "x");
 }
 
+TEST(ShardedRead, ShardNamesEscapingTheFolderAreRefused) {
+  ScratchDir dir;
+  for (const std::string shard : {"/etc/passwd", "a/../../b.safetensors", ""}) {
+    SCOPED_TRACE(shard);
+    testing::write_file(dir / "m.index.json",
+                        fmt::format(R"({{"weight_map": {{"x": "{}"}}}})", shard));
+    const auto e = catch_error<CorruptFile>([&] { ShardedCheckpoint::open(dir / "m.index.json"); });
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->path(), "x");
+    EXPECT_THAT(e->what(), HasSubstr("relative path"));
+  }
+}
+
+TEST(ShardedRead, ShardsLinkedAsInTheHuggingFaceCacheLoad) {
+  // snapshots/<rev>/<file> -> ../../blobs/<hash>: symlinks out of the index's folder are the
+  // cache's layout, so shards (unlike offload files) follow them; their names stay confined.
+  ScratchDir dir;
+  const auto snapshot = dir / "snapshots" / "rev";
+  std::filesystem::create_directories(snapshot);
+  std::filesystem::create_directories(dir / "blobs");
+  const auto index = save_sharded(dir / "blobs", state_dict(), {.max_shard_size = Bytes(40)});
+  for (const auto& entry : std::filesystem::directory_iterator(dir / "blobs")) {
+    std::filesystem::create_symlink(
+        std::filesystem::path("../../blobs") / entry.path().filename(),
+        snapshot / entry.path().filename());
+  }
+  const auto sharded = ShardedCheckpoint::open(snapshot / index.filename());
+  for (const auto& [name, tensor] : state_dict()) {
+    EXPECT_TRUE(at::equal(sharded->load(name), tensor)) << name;
+  }
+}
+
 TEST(ShardedRead, FlatMapWithoutWeightMap) {
   ScratchDir dir;
   save_safetensors(dir / "first.safetensors", {{"linear1.weight", at::ones({2})}});

@@ -16,15 +16,20 @@ enum class ReadMode {
   Buffered,  // ordinary reads through the page cache
 };
 
-// Reads FileExtents with pread. Each file is opened once and kept open until the reader is
-// destroyed. read(), staging_bytes() and is_direct() may be called from several threads at once;
-// set_chunk_bytes() too, though a read already running keeps the chunk size it started with.
+// Reads FileExtents with pread. Files are opened on first use and the kMaxOpenFiles most
+// recently used are kept open (a file read again after that is reopened), so a reader holds a
+// bounded number of descriptors however many files it reads. Only regular files are read
+// (IoError otherwise). read(), staging_bytes() and is_direct() may be called from several
+// threads at once; set_chunk_bytes() too, though a read already running keeps the chunk size
+// it started with.
 class DirectReader {
  public:
   static constexpr std::size_t kAlignment = 4096;
+  // Files kept open at once (each may hold two descriptors after an O_DIRECT fallback).
+  static constexpr std::size_t kMaxOpenFiles = 64;
 
   explicit DirectReader(ReadMode mode = ReadMode::Direct);
-  ~DirectReader();  // closes its fds
+  ~DirectReader();  // closes its descriptors
   DirectReader(const DirectReader&) = delete;
   DirectReader& operator=(const DirectReader&) = delete;
 
@@ -46,6 +51,9 @@ class DirectReader {
   // Whether reads of `file` use O_DIRECT: false in Buffered mode and after a fallback. Opens
   // the file when it is not open yet (IoError if it cannot be).
   bool is_direct(const std::filesystem::path& file) const;
+
+  // Files open now: at most kMaxOpenFiles.
+  std::size_t open_files() const;
 
   // Largest single read (default 8 MiB), rounded up to a multiple of kAlignment.
   void set_chunk_bytes(std::size_t bytes);

@@ -23,8 +23,9 @@
 
 namespace ferry::io {
 
-// Writes `weight` (any device) as "<folder>/<name>.dat" atomically and appends or replaces its
-// entry in `index` (Accelerate's offload_weight). Throws InvalidArgument for a name with '/'.
+// Writes `weight` (any device) as "<folder>/<name>.dat" atomically, mode 0600, and appends or
+// replaces its entry in `index` (Accelerate's offload_weight). Throws InvalidArgument for a name
+// with '/'.
 void offload_weight(const at::Tensor& weight, const std::string& name,
                     const std::filesystem::path& folder, OffloadIndex& index);
 // Writes every tensor and merges the index (Accelerate's offload_state_dict).
@@ -33,8 +34,20 @@ void offload_state_dict(const std::filesystem::path& folder,
 
 class OffloadFolder final : public TensorSource {
  public:
-  // Reads "<folder>/index.json". Throws IoError, CorruptFile. Data files are opened on load.
+  // Reads "<folder>/index.json" as untrusted input: every file it names must stay inside
+  // `folder`. A safetensors entry's "safetensors_file" must be a relative path without "..";
+  // it, and each "<name>.dat", must still lie inside `folder` once symlinks are resolved
+  // (checked when the file is opened). Throws IoError, CorruptFile (naming the entry).
+  // Data files are opened on load.
   static std::shared_ptr<const OffloadFolder> open(const std::filesystem::path& folder);
+  // An offload folder over entries ferry built itself in this process (not read from a file):
+  // trusted as given, so a safetensors entry may point anywhere, e.g. an absolute path into
+  // the original checkpoint read in place; relative paths and "<name>.dat" files are taken
+  // relative to `folder`. Nothing is read here (index.json in `folder` is ignored). Throws
+  // InvalidArgument for a name that is not a plain file name, a name given twice, or a raw
+  // entry without a dtype. Never pass it entries parsed from a file: use open().
+  static std::shared_ptr<const OffloadFolder> from_index(const std::filesystem::path& folder,
+                                                         OffloadIndex entries);
 
   const std::filesystem::path& folder() const noexcept { return folder_; }
   const OffloadIndex& entries() const noexcept { return index_; }
@@ -57,9 +70,12 @@ class OffloadFolder final : public TensorSource {
   OffloadFolder() = default;
   const OffloadEntry& require(std::string_view name) const;
   std::shared_ptr<const SafetensorsFile> safetensors(const OffloadEntry& entry) const;
-  std::filesystem::path safetensors_path(const OffloadEntry& entry) const;
+  // The file an entry's bytes are in: its safetensors file or "<folder>/<name>.dat", confined
+  // to the folder unless the index is trusted. Throws CorruptFile naming the entry.
+  std::filesystem::path data_path(const OffloadEntry& entry) const;
 
   std::filesystem::path folder_;
+  bool trusted_ = false;  // built by from_index(): paths are used as they are
   OffloadIndex index_;
   std::vector<std::string> names_;                             // sorted
   std::map<std::string, std::size_t, std::less<>> positions_;  // name → index_ position
