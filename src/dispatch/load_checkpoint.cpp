@@ -82,7 +82,8 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
     try {
       target = model.find_tensor(name);
     } catch (const MissingTensor&) {
-      report.unexpected_keys.push_back(name);
+      if (!options.ignore_unexpected || !options.ignore_unexpected(name))
+        report.unexpected_keys.push_back(name);
       report_progress(name);
       continue;
     }
@@ -230,6 +231,7 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                             .offload_state_dict = options.offload_state_dict.value_or(any_disk),
                             .offload_buffers = options.offload_buffers,
                             .strict = options.strict,
+                            .ignore_unexpected = options.ignore_unexpected,
                             .progress = options.progress});
   if (!map) return {};
   dispatch_model(model, *map,

@@ -146,4 +146,12 @@ std::shared_ptr<CausalLM> make_gpt2(const ModelConfig& config, at::ScalarType dt
   return std::make_shared<Gpt2LMHeadModel>(config, dtype);
 }
 
+CheckpointLayout gpt2_checkpoint_layout() {
+  return {.embedding = "transformer.wte.weight",
+          .layers_prefix = "transformer.h.",
+          .n_layers_field = "n_layer",
+          .hidden_size_field = "n_embd",
+          .ignored_keys = {R"(transformer\.h\.\d+\.attn\.(masked_)?bias)"}};
+}
+
 }  // namespace ferry::models

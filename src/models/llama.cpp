@@ -195,4 +195,12 @@ std::shared_ptr<CausalLM> make_llama(const ModelConfig& config, at::ScalarType d
   return std::make_shared<LlamaForCausalLM>(config, dtype);
 }
 
+CheckpointLayout llama_checkpoint_layout() {
+  return {.embedding = "model.embed_tokens.weight",
+          .layers_prefix = "model.layers.",
+          .n_layers_field = "num_hidden_layers",
+          .hidden_size_field = "hidden_size",
+          .ignored_keys = {R"(model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq)"}};
+}
+
 }  // namespace ferry::models

@@ -5,10 +5,14 @@
 
 #include <algorithm>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "byte_level.h"
 #include "ferry/core/error.h"
+#include "ferry/models/config.h"
 #include "io/json_file.h"
+#include "io/printable.h"
+#include "model_file.h"
 #include "sentencepiece.h"
 
 namespace ferry::models {
@@ -17,8 +21,10 @@ using Json = nlohmann::ordered_json;
 
 struct Tokenizer::Impl {
   std::unordered_map<std::string, std::int64_t> vocab;
-  std::vector<std::string> tokens;  // by id; "" where unused
-  std::vector<bool> special;        // by id
+  // By id. Sparse: memory follows the number of tokens, never the largest id a file names.
+  std::unordered_map<std::int64_t, std::string> tokens;
+  std::unordered_set<std::int64_t> special;
+  std::int64_t size = 0;  // 1 + the largest id
   detail::MergeRanks ranks;
   bool byte_level = false;        // ByteLevel pre-tokenizer/decoder: bytes as printable chars
   bool add_prefix_space = false;  // ByteLevel's add_prefix_space
@@ -44,6 +50,25 @@ namespace {
                        std::string_view what) {
   throw CorruptFile(fmt::format("{}: {} {}", file.string(), field, what),
                     ErrorFields{.path = std::string(field), .file = file.string()});
+}
+
+// A token id from the file: an integer in [0, limit).
+std::int64_t read_id(const Json& id, const std::filesystem::path& file, std::string_view field,
+                     std::string_view token, std::int64_t limit) {
+  const bool in_range =
+      id.is_number_unsigned()  ? id.get<std::uint64_t>() < static_cast<std::uint64_t>(limit)
+      : id.is_number_integer() ? id.get<std::int64_t>() >= 0 && id.get<std::int64_t>() < limit
+                               : false;
+  if (!in_range) {
+    throw CorruptFile(
+        fmt::format("{}: {} token '{}' has id {}: expected an integer in [0, {})", file.string(),
+                    field, io::printable(token.substr(0, 40)), detail::shown(id), limit),
+        ErrorFields{.path = std::string(field),
+                    .file = file.string(),
+                    .expected = fmt::format("an integer in [0, {})", limit),
+                    .actual = detail::shown(id)});
+  }
+  return id.get<std::int64_t>();
 }
 
 std::string string_pattern(const Json& pattern) {
@@ -108,6 +133,21 @@ void read_pre_tokenizer(const Json& p, Tokenizer::Impl& t, const std::filesystem
   }
 }
 
+// The byte a byte-fallback piece "<0xAB>" stands for; nullopt for any other piece.
+std::optional<unsigned char> byte_token(std::string_view token) {
+  if (token.size() != 6 || !token.starts_with("<0x") || token.back() != '>') return std::nullopt;
+  const auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  const int high = digit(token[3]);
+  const int low = digit(token[4]);
+  if (high < 0 || low < 0) return std::nullopt;
+  return static_cast<unsigned char>(high * 16 + low);
+}
+
 std::optional<std::int64_t> special_id(const Json& config, const char* key,
                                        const Tokenizer::Impl& t) {
   if (!config.contains(key) || config.at(key).is_null()) return std::nullopt;
@@ -162,7 +202,8 @@ std::vector<std::int64_t> Tokenizer::Impl::encode_segment(std::string text, bool
   return ids;
 }
 
-Tokenizer Tokenizer::load(const std::filesystem::path& path) {
+Tokenizer Tokenizer::load(const std::filesystem::path& path,
+                          std::optional<std::int64_t> vocab_size) {
   const bool folder = std::filesystem::is_directory(path);
   std::filesystem::path file = folder ? path / "tokenizer.json" : path;
   if (folder && !std::filesystem::exists(file) &&
@@ -170,21 +211,21 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
     file = path / "tokenizer.model";
   }
   const std::filesystem::path config = file.parent_path() / "tokenizer_config.json";
-  const std::string config_text = std::filesystem::exists(config) ? io::read_text_file(config) : "";
+  const std::string config_text =
+      std::filesystem::exists(config) ? detail::read_model_file(config, kMaxConfigBytes) : "";
   if (file.extension() == ".model") return from_sentencepiece(file, config_text);
-  return from_json(io::read_text_file(file), file, config_text);
+  return from_json(detail::read_model_file(file, kMaxTokenizerBytes), file, config_text,
+                   vocab_size);
 }
 
 Tokenizer Tokenizer::from_sentencepiece(const std::filesystem::path& file,
                                         std::string_view tokenizer_config_json) {
   auto t = std::make_shared<Impl>();
   t->spm = detail::SentencePiece::open(file);
-  const std::int64_t size = t->spm->size();
-  t->tokens.resize(static_cast<std::size_t>(size));
-  t->special.resize(static_cast<std::size_t>(size));
-  for (std::int64_t id = 0; id < size; ++id) {
-    t->tokens[static_cast<std::size_t>(id)] = t->spm->piece(id);
-    t->special[static_cast<std::size_t>(id)] = t->spm->is_control(id);
+  t->size = t->spm->size();
+  for (std::int64_t id = 0; id < t->size; ++id) {
+    t->tokens[id] = t->spm->piece(id);
+    if (t->spm->is_control(id)) t->special.insert(id);
     t->vocab.emplace(t->spm->piece(id), id);
   }
   t->bos = t->spm->bos_id();
@@ -207,7 +248,8 @@ Tokenizer Tokenizer::from_sentencepiece(const std::filesystem::path& file,
 }
 
 Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, const std::filesystem::path& file,
-                               std::string_view tokenizer_config_json) {
+                               std::string_view tokenizer_config_json,
+                               std::optional<std::int64_t> vocab_size) {
   auto t = std::make_shared<Impl>();
   const Json j = io::parse_json(tokenizer_json, file.string());
   try {
@@ -215,25 +257,24 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, const std::files
     const Json& model = j.at("model");
     const std::string type = model.value("type", "BPE");
     if (type != "BPE")
-      fail(file, "model.type", fmt::format("'{}' is not supported (only BPE)", type));
-    for (const auto& [token, id] : model.at("vocab").items())
-      t->vocab[token] = id.get<std::int64_t>();
-    for (const Json& a : j.value("added_tokens", Json::array())) {
+      fail(file, "model.type",
+           fmt::format("'{}' is not supported (only BPE)", io::printable(type.substr(0, 40))));
+    const std::int64_t limit =
+        std::min(vocab_size.value_or(kMaxTokenizerVocab), kMaxTokenizerVocab);
+    for (const auto& [token, id] : model.at("vocab").items()) {
+      t->vocab[token] = read_id(id, file, "model.vocab", token, limit);
+    }
+    const Json added = j.value("added_tokens", Json::array());
+    for (const Json& a : added) {
       const std::string content = a.at("content").get<std::string>();
-      t->vocab[content] = a.at("id").get<std::int64_t>();
-      t->added.emplace_back(content, a.at("id").get<std::int64_t>());
+      const std::int64_t id = read_id(a.at("id"), file, "added_tokens", content, limit);
+      t->vocab[content] = id;
+      t->added.emplace_back(content, id);
+      if (a.value("special", false)) t->special.insert(id);
     }
-    std::int64_t size = 0;
-    for (const auto& [token, id] : t->vocab) size = std::max(size, id + 1);
-    t->tokens.assign(static_cast<std::size_t>(size), "");
-    t->special.assign(static_cast<std::size_t>(size), false);
     for (const auto& [token, id] : t->vocab) {
-      if (id < 0)
-        fail(file, "model.vocab", fmt::format("token '{}' has negative id {}", token, id));
-      t->tokens[static_cast<std::size_t>(id)] = token;
-    }
-    for (const Json& a : j.value("added_tokens", Json::array())) {
-      t->special[a.at("id").get<std::size_t>()] = a.value("special", false);
+      t->tokens[id] = token;
+      t->size = std::max(t->size, id + 1);
     }
     std::sort(t->added.begin(), t->added.end(),
               [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
@@ -341,19 +382,17 @@ std::string Tokenizer::decode(const std::vector<std::int64_t>& ids,
   std::string out;
   for (std::int64_t id : ids) {
     // Ids past the tokenizer (padded embedding rows) decode to nothing, as in transformers.
-    if (id >= 0 && (id >= vocab_size() || impl_->tokens[static_cast<std::size_t>(id)].empty()))
-      continue;
+    if (id >= 0 && !t.tokens.contains(id)) continue;
     const std::string& token = id_to_token(id);
-    const bool is_added =
-        t.special[static_cast<std::size_t>(id)] ||
-        std::any_of(t.added.begin(), t.added.end(), [&](const auto& a) { return a.second == id; });
+    const bool special = t.special.contains(id);
+    const bool is_added = special || std::any_of(t.added.begin(), t.added.end(),
+                                                 [&](const auto& a) { return a.second == id; });
     if (is_added) {
-      if (!skip_special_tokens || !t.special[static_cast<std::size_t>(id)]) out += token;
+      if (!skip_special_tokens || !special) out += token;
     } else if (t.byte_level) {
       out += detail::printable_to_bytes(token);
-    } else if (t.byte_fallback && token.size() == 6 && token.starts_with("<0x") &&
-               token.back() == '>') {
-      out += static_cast<char>(std::stoi(token.substr(3, 2), nullptr, 16));
+    } else if (const auto byte = t.byte_fallback ? byte_token(token) : std::nullopt) {
+      out += static_cast<char>(*byte);
     } else {
       std::string piece = token;
       for (const auto& [from, to] : t.replacements) {
@@ -379,13 +418,13 @@ std::string Tokenizer::decode_sentencepiece(const std::vector<std::int64_t>& ids
   for (std::int64_t id : ids) {
     FERRY_CHECK(id >= 0, InvalidArgument, "token id {} is negative", id);
     if (id >= vocab_size()) continue;  // padded embedding rows, as in decode()
-    if (!t.special[static_cast<std::size_t>(id)]) {
+    if (!t.special.contains(id)) {
       run.push_back(id);
       continue;
     }
     out += t.spm->decode(run);
     run.clear();
-    if (!skip_special_tokens) out += t.tokens[static_cast<std::size_t>(id)];
+    if (!skip_special_tokens) out += t.tokens.at(id);
   }
   return out + t.spm->decode(run);
 }
@@ -396,15 +435,13 @@ std::optional<std::int64_t> Tokenizer::token_to_id(std::string_view token) const
 }
 
 const std::string& Tokenizer::id_to_token(std::int64_t id) const {
-  FERRY_CHECK(id >= 0 && id < vocab_size() && !impl_->tokens[static_cast<std::size_t>(id)].empty(),
-              InvalidArgument, "token id {} is not in the tokenizer's vocabulary of {}", id,
-              vocab_size());
-  return impl_->tokens[static_cast<std::size_t>(id)];
+  const auto it = impl_->tokens.find(id);
+  FERRY_CHECK(it != impl_->tokens.end(), InvalidArgument,
+              "token id {} is not in the tokenizer's vocabulary of {}", id, vocab_size());
+  return it->second;
 }
 
-std::int64_t Tokenizer::vocab_size() const {
-  return static_cast<std::int64_t>(impl_->tokens.size());
-}
+std::int64_t Tokenizer::vocab_size() const { return impl_->size; }
 std::optional<std::int64_t> Tokenizer::bos_token_id() const { return impl_->bos; }
 std::optional<std::int64_t> Tokenizer::eos_token_id() const { return impl_->eos; }
 

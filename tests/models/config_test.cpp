@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <sys/stat.h>
 
 #include "ferry/core/error.h"
 #include "ferry/models/generate.h"
@@ -95,6 +96,106 @@ TEST(ConfigErrors, NameFileAndField) {
               parse_config("{not json", "bad/config.json");
             }).find("bad/config.json"),
             std::string::npos);
+}
+
+TEST(ConfigErrors, OutOfRangeValuesAreRejectedBeforeBuilding) {
+  const auto rejects = [](const std::string& from, const std::string& to,
+                          const std::string& message) {
+    EXPECT_EQ(error_of<InvalidArgument>([&] { parse_config(with(kLlama, from, to), "c.json"); }),
+              message)
+        << to;
+  };
+  const std::string eps = "\"num_hidden_layers\": 2,";
+  rejects(eps, eps + " \"rms_norm_eps\": -1,",
+          "c.json: field 'rms_norm_eps' must be positive and finite, got -1");
+  rejects(eps, eps + " \"rms_norm_eps\": 0,",
+          "c.json: field 'rms_norm_eps' must be positive and finite, got 0");
+  rejects(eps, eps + " \"rope_theta\": 0,",
+          "c.json: field 'rope_theta' must be positive and finite, got 0");
+  rejects("\"factor\": 8.0", "\"factor\": 0",
+          "c.json: field 'rope_scaling.factor' must be positive and finite, got 0");
+  rejects("\"low_freq_factor\": 1.0", "\"low_freq_factor\": -1",
+          "c.json: field 'rope_scaling.low_freq_factor' must be positive and finite, got -1");
+  rejects("\"high_freq_factor\": 4.0", "\"high_freq_factor\": 1.0",
+          "c.json: field 'rope_scaling.high_freq_factor' (1) must be greater than "
+          "low_freq_factor (1)");
+  rejects("\"original_max_position_embeddings\": 8192", "\"original_max_position_embeddings\": 0",
+          "c.json: field 'rope_scaling.original_max_position_embeddings' must be positive, got 0");
+  rejects("\"bos_token_id\": 0", "\"bos_token_id\": -7",
+          "c.json: field 'bos_token_id' -7 is outside the vocabulary [0, 100)");
+  rejects("\"bos_token_id\": 0", "\"bos_token_id\": 100",
+          "c.json: field 'bos_token_id' 100 is outside the vocabulary [0, 100)");
+  rejects("[1, 2]", "[1, -2]",
+          "c.json: field 'eos_token_id' -2 is outside the vocabulary [0, 100)");
+  rejects("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1.5",
+          "c.json: field 'num_hidden_layers' must be an integer, got 1.5");
+  rejects("\"num_hidden_layers\": 2", "\"num_hidden_layers\": [2]",
+          "c.json: field 'num_hidden_layers' must be an integer, got an array");
+  rejects("\"bos_token_id\": 0", "\"bos_token_id\": 0.0",
+          "c.json: field 'bos_token_id' must be an integer, got 0.0");
+  rejects(eps, eps + " \"max_position_embeddings\": -5,",
+          "c.json: field 'max_position_embeddings' must be positive, got -5");
+  EXPECT_EQ(error_of<InvalidArgument>([] {
+              parse_config(R"({"model_type": "gpt2", "vocab_size": 3, "n_embd": 8, "n_layer": 1,
+                               "n_head": 2, "n_positions": 4, "layer_norm_epsilon": -1e-5})",
+                           "g.json");
+            }),
+            "g.json: field 'layer_norm_epsilon' must be positive and finite, got -1e-05");
+  EXPECT_EQ(error_of<InvalidArgument>([] {
+              parse_config(with(kLlama, "\"rope_type\": \"llama3\", \"factor\": 8.0",
+                                "\"rope_type\": \"linear\", \"factor\": -2"),
+                           "c.json");
+            }),
+            "c.json: field 'rope_scaling.factor' must be positive and finite, got -2");
+}
+
+TEST(ConfigErrors, SizesAreBounded) {
+  const auto message = [](const std::string& from, const std::string& to) {
+    return error_of<InvalidArgument>([&] { parse_config(with(kLlama, from, to), "c.json"); });
+  };
+  EXPECT_EQ(message("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1000000000"),
+            fmt::format("c.json: field 'num_hidden_layers' must be at most {}, got 1000000000",
+                        kMaxDimension));
+  EXPECT_EQ(message("\"vocab_size\": 100", "\"vocab_size\": 4611686018427387904"),
+            fmt::format("c.json: field 'vocab_size' must be at most {}, got 4611686018427387904",
+                        kMaxVocabSize));
+  EXPECT_EQ(message("\"hidden_size\": 32", "\"hidden_size\": 18446744073709551615"),
+            "c.json: field 'hidden_size' must be an integer below 2^63, got 18446744073709551615");
+  EXPECT_EQ(message("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 0"),
+            "c.json: field 'num_key_value_heads' must be positive, got 0");
+  // Each size within its limit, the product not: refused before any tensor is sized.
+  const std::string big = message("\"vocab_size\": 100, \"hidden_size\": 32,",
+                                  "\"vocab_size\": 2147483648, \"hidden_size\": 1048576,");
+  EXPECT_NE(big.find("parameters, more than"), std::string::npos) << big;
+  // Limits leave room for released models: Llama 3 405B's sizes parse.
+  EXPECT_NO_THROW(parse_config(
+      R"({"model_type": "llama", "vocab_size": 128256, "hidden_size": 16384,
+          "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128,
+          "num_key_value_heads": 8, "max_position_embeddings": 131072, "rope_theta": 500000.0})",
+      "405b.json"));
+}
+
+TEST(ConfigErrors, ConfigFileMustBeASmallRegularFile) {
+  EXPECT_THROW(load_config("/dev/zero"), IoError);
+  TempDir dir;
+  const auto fifo = dir.path() / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::filesystem::create_directories(dir.path() / "fifo_model");
+  std::filesystem::rename(fifo, dir.path() / "fifo_model" / "config.json");
+  EXPECT_THROW(load_config(dir.path() / "fifo_model"), IoError);  // returns: never opened
+  const auto big = dir.path() / "config.json";
+  std::ofstream(big) << kLlama;
+  std::filesystem::resize_file(big, kMaxConfigBytes + 1);  // sparse: no disk used
+  const CorruptFile e = [&] {
+    try {
+      load_config(dir.path());
+    } catch (const CorruptFile& caught) {
+      return caught;
+    }
+    return CorruptFile("(no error)");
+  }();
+  EXPECT_EQ(e.file(), big.string());
+  EXPECT_EQ(e.actual(), fmt::format("{} bytes", kMaxConfigBytes + 1));
 }
 
 TEST(Registry, UnknownModelTypeListsSupported) {

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sys/stat.h>
+
 #include "ferry/core/error.h"
 #include "ferry/models/make_model.h"
 #include "models/model_fixtures.h"
@@ -94,8 +97,83 @@ TEST(TokenizerErrors, NameFileAndField) {
           .find("m/tokenizer.json: pre_tokenizer.pattern regex '((' does not compile"),
       std::string::npos);
   EXPECT_NE(error("{broken").find("m/tokenizer.json"), std::string::npos);
-  EXPECT_EQ(error(R"({"model": {"vocab": {"a": "zero"}}})").substr(0, 37),
+  EXPECT_EQ(error(R"({"model": {"vocab": {"a": "zero"}}})"),
+            "m/tokenizer.json: model.vocab token 'a' has id \"zero\": expected an integer in [0, "
+            "2147483648)");
+  EXPECT_EQ(error(R"({"model": {"vocab": []}, "added_tokens": [{"id": 1}]})").substr(0, 37),
             "m/tokenizer.json: structure cannot be");
+}
+
+// A tokenizer.json whose vocabulary is {"a": 0, "b": <b_id>} and added tokens [{"<s>", <s_id>}].
+std::string with_ids(const std::string& b_id, const std::string& s_id = "1") {
+  return R"({"added_tokens": [{"id": )" + s_id + R"(, "content": "<s>", "special": true}],
+             "model": {"type": "BPE", "vocab": {"a": 0, "b": )" +
+         b_id + "}}}";
+}
+
+std::string tokenizer_error(const std::string& text, std::optional<std::int64_t> vocab = {}) {
+  try {
+    Tokenizer::from_json(text, "m/tokenizer.json", {}, vocab);
+  } catch (const CorruptFile& e) {
+    return e.what();
+  }
+  return "(no CorruptFile)";
+}
+
+TEST(TokenizerErrors, IdsMustBeIntegersInRange) {
+  for (const std::string id : {"9223372036854775807", "18446744073709551615", "1099511627776",
+                               "1000000000000", "2147483648", "-1", "-9223372036854775808"}) {
+    EXPECT_EQ(tokenizer_error(with_ids(id)), "m/tokenizer.json: model.vocab token 'b' has id " +
+                                                 id + ": expected an integer in [0, 2147483648)");
+    EXPECT_EQ(tokenizer_error(with_ids("1", id)),
+              "m/tokenizer.json: added_tokens token '<s>' has id " + id +
+                  ": expected an integer in [0, 2147483648)");
+  }
+  EXPECT_EQ(tokenizer_error(with_ids("1.5")),
+            "m/tokenizer.json: model.vocab token 'b' has id 1.5: expected an integer in [0, "
+            "2147483648)");
+  EXPECT_EQ(tokenizer_error(with_ids("\"1\"")),
+            "m/tokenizer.json: model.vocab token 'b' has id \"1\": expected an integer in [0, "
+            "2147483648)");
+  EXPECT_EQ(tokenizer_error(with_ids("null", "1")).substr(0, 45),
+            "m/tokenizer.json: model.vocab token 'b' has i");
+  // With config.json's vocabulary size, ids are bounded by it.
+  EXPECT_EQ(tokenizer_error(with_ids("7"), 5),
+            "m/tokenizer.json: model.vocab token 'b' has id 7: expected an integer in [0, 5)");
+  EXPECT_NO_THROW(Tokenizer::from_json(with_ids("4", "3"), "t.json", {}, 5));
+}
+
+TEST(Tokenizer, SparseIdsCostMemoryByTokenNotById) {
+  // The largest allowed id: one table entry, not 2^31.
+  const Tokenizer t = Tokenizer::from_json(with_ids("2147483647"), "t.json");
+  EXPECT_EQ(t.vocab_size(), 2147483648);
+  EXPECT_EQ(t.id_to_token(2147483647), "b");
+  EXPECT_EQ(t.decode({0, 2147483647, 1, 5, 2147483646}), "ab<s>");  // unused ids: nothing
+  EXPECT_EQ(t.decode({0, 2147483647, 1}, /*skip_special_tokens=*/true), "ab");
+  EXPECT_THROW(t.id_to_token(5), InvalidArgument);
+}
+
+TEST(Tokenizer, MalformedByteFallbackPieceDecodesAsText) {
+  const Tokenizer t = Tokenizer::from_json(
+      R"({"model": {"type": "BPE", "byte_fallback": true,
+          "vocab": {"<0xZZ>": 0, "<0x41>": 1, "<0x-1>": 2}}})",
+      "t.json");
+  EXPECT_EQ(t.decode({0, 1, 2}), "<0xZZ>A<0x-1>");
+}
+
+TEST(TokenizerErrors, FilesMustBeSmallRegularFiles) {
+  testing::TempDir dir;
+  ASSERT_EQ(::mkfifo((dir.path() / "tokenizer.json").c_str(), 0600), 0);
+  EXPECT_THROW(Tokenizer::load(dir.path()), IoError);  // returns: never opened
+  std::filesystem::remove(dir.path() / "tokenizer.json");
+  std::ofstream(dir.path() / "tokenizer.json") << with_ids("1");
+  ASSERT_EQ(::mkfifo((dir.path() / "tokenizer_config.json").c_str(), 0600), 0);
+  EXPECT_THROW(Tokenizer::load(dir.path()), IoError);
+  std::filesystem::remove(dir.path() / "tokenizer_config.json");
+  EXPECT_EQ(Tokenizer::load(dir.path()).vocab_size(), 2);
+  EXPECT_THROW(Tokenizer::load(dir.path(), 1), CorruptFile);  // "b" has id 1
+  std::filesystem::resize_file(dir.path() / "tokenizer.json", kMaxTokenizerBytes + 1);
+  EXPECT_THROW(Tokenizer::load(dir.path()), CorruptFile);
 }
 
 TEST(MakeModel, WritesALoadableFolder) {

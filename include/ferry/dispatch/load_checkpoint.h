@@ -44,6 +44,9 @@ struct LoadCheckpointOptions {
   bool offload_state_dict = false;
   bool offload_buffers = false;  // disk modules' persistent buffers go to disk too
   bool strict = false;           // missing or unexpected keys are errors instead of warnings
+  // True for a checkpoint tensor the model lacks that is dropped silently, neither reported nor
+  // warned about (transformers' _keys_to_ignore_on_load_unexpected); empty: none.
+  std::function<bool(const std::string& name)> ignore_unexpected;
   std::vector<std::string> keep_in_fp32_modules;  // with dtype float16: these stay float32
   LoadProgressCallback progress;                  // empty: no reports
 };
@@ -77,6 +80,7 @@ struct LoadAndDispatchOptions {
   std::vector<std::string> preload_module_classes;
   bool force_hooks = false;
   bool strict = false;
+  std::function<bool(const std::string& name)> ignore_unexpected;  // see LoadCheckpointOptions
   LoadProgressCallback progress;  // passed to load_checkpoint_in_model
   std::optional<PrefetchOptions> prefetch = PrefetchOptions{};  // see DispatchOptions
   ComputePolicy compute;                                        // see DispatchOptions

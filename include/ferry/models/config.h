@@ -11,6 +11,17 @@
 
 namespace ferry::models {
 
+// Limits parse_config enforces, far above released models, so that a malformed config.json fails
+// while parsing instead of allocating, building for minutes or overflowing 64-bit sizes:
+// hidden_size, intermediate_size, head counts, head_dim and layer count at most kMaxDimension;
+// vocab_size and position counts at most kMaxVocabSize / kMaxPositions; the parameters these
+// imply at most kMaxParameters; the file at most kMaxConfigBytes.
+inline constexpr std::int64_t kMaxDimension = std::int64_t{1} << 20;
+inline constexpr std::int64_t kMaxVocabSize = std::int64_t{1} << 31;
+inline constexpr std::int64_t kMaxPositions = std::int64_t{1} << 31;
+inline constexpr std::int64_t kMaxParameters = std::int64_t{1} << 48;
+inline constexpr std::uint64_t kMaxConfigBytes = std::uint64_t{16} << 20;
+
 // rope_scaling: none, "linear" (positions divided by factor) or "llama3" (per-frequency).
 struct RopeScaling {
   std::string type;                                      // "" (none), "linear", "llama3"
@@ -47,10 +58,13 @@ struct ModelConfig {
 };
 
 // Parses config.json text; `file` names it in errors. Throws InvalidArgument naming the file
-// and field for a missing, mistyped or inconsistent field (e.g. hidden_size not divisible by
-// num_attention_heads), and CorruptFile for text that is not a JSON object.
+// and field for a missing, mistyped, out-of-range or inconsistent field (e.g. hidden_size not
+// divisible by num_attention_heads, rms_norm_eps <= 0, a bos/eos id outside [0, vocab_size), a
+// size past the limits above), and CorruptFile for text that is not a JSON object or is longer
+// than kMaxConfigBytes.
 ModelConfig parse_config(std::string_view json_text, const std::filesystem::path& file);
-// Reads `path` (config.json, or a folder holding one). Throws IoError when it cannot be read.
+// Reads `path` (config.json, or a folder holding one). Throws IoError when it cannot be read or
+// is not a regular file, CorruptFile when it is larger than kMaxConfigBytes.
 ModelConfig load_config(const std::filesystem::path& path);
 // The config as config.json text (the architecture's own field names), as make-model writes it.
 std::string config_to_json(const ModelConfig& config);

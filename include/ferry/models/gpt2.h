@@ -8,11 +8,15 @@
 #include <memory>
 
 #include "ferry/models/causal_lm.h"
+#include "ferry/models/checkpoint_layout.h"
 
 namespace ferry::models {
 
 // Builds the model for `config` with parameters of `dtype`, on the device of the current
 // nn::InitOnDevice guard. The decoder block's class is "GPT2Block".
 std::shared_ptr<CausalLM> make_gpt2(const ModelConfig& config, at::ScalarType dtype);
+// GPT-2's checkpoint names; the causal-mask buffers attn.bias and attn.masked_bias that
+// transformers saved are rebuilt here and dropped.
+CheckpointLayout gpt2_checkpoint_layout();
 
 }  // namespace ferry::models

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "ferry/models/causal_lm.h"
+#include "ferry/models/checkpoint_layout.h"
 
 namespace ferry::models {
 
@@ -16,5 +17,8 @@ namespace ferry::models {
 // nn::InitOnDevice guard (meta under InitEmptyWeights). The decoder block's class is
 // "<Family>DecoderLayer": LlamaDecoderLayer, MistralDecoderLayer, Qwen2DecoderLayer.
 std::shared_ptr<CausalLM> make_llama(const ModelConfig& config, at::ScalarType dtype);
+// The Llama family's checkpoint names; older transformers saved each layer's rotary
+// inv_freq buffer, which is recomputed here and dropped.
+CheckpointLayout llama_checkpoint_layout();
 
 }  // namespace ferry::models

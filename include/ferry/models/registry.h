@@ -12,6 +12,7 @@
 #include "ferry/core/dtype.h"
 #include "ferry/dispatch/load_checkpoint.h"
 #include "ferry/models/causal_lm.h"
+#include "ferry/models/checkpoint_layout.h"
 
 namespace ferry::models {
 
@@ -19,8 +20,10 @@ namespace ferry::models {
 using ModelFactory =
     std::function<std::shared_ptr<CausalLM>(const ModelConfig& config, at::ScalarType dtype)>;
 
-// Adds (or replaces) the factory of `model_type`. Built in: llama, mistral, qwen2, gpt2.
-void register_model_type(const std::string& model_type, ModelFactory factory);
+// Adds (or replaces) the factory of `model_type` and the layout load_model checks its
+// checkpoints against (default: none). Built in: llama, mistral, qwen2, gpt2.
+void register_model_type(const std::string& model_type, ModelFactory factory,
+                         CheckpointLayout layout = {});
 // Registered model types, sorted.
 std::vector<std::string> supported_model_types();
 // The model for `config` with `dtype` parameters on the current init guard's device. Throws
@@ -28,9 +31,11 @@ std::vector<std::string> supported_model_types();
 std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType dtype);
 
 struct LoadModelOptions {
-  // Device map, budgets, offload folder, strict. The decoder layer's class is always added to
-  // no_split_module_classes; dtype, when set, is also the dtype the model is built in.
-  dispatch::LoadAndDispatchOptions dispatch{.strict = true};
+  // Device map, budgets, offload folder. The decoder layer's class is always added to
+  // no_split_module_classes; dtype, when set, is also the dtype the model is built in; the
+  // architecture's ignored keys are added to ignore_unexpected. Missing tensors are always an
+  // error; other unused checkpoint tensors are a warning, or an error with strict.
+  dispatch::LoadAndDispatchOptions dispatch;
 };
 
 struct LoadedModel {
@@ -39,10 +44,15 @@ struct LoadedModel {
   plan::DeviceMap device_map;  // the map used (empty: everything on the CPU, no hooks)
 };
 
-// Reads `folder`/config.json, builds the model on meta (in --dtype, else config's torch_dtype,
-// else float32) and loads the folder's checkpoint with load_checkpoint_and_dispatch. Throws
-// what config parsing, the registry and loading throw (a tensor whose shape disagrees with the
-// config: ShapeMismatch naming tensor, file and shapes).
+// Reads `folder`/config.json, checks it against the checkpoint's headers (the architecture's
+// CheckpointLayout: embedding shape, layer count), builds the model on meta (in --dtype, else
+// config's torch_dtype, else float32), checks that the checkpoint has every tensor of the model,
+// and loads it with load_checkpoint_and_dispatch. Checkpoint tensors matching the layout's
+// ignored_keys are dropped silently; other unused ones are named in one warning. Throws what
+// config parsing, the registry and loading throw; ShapeMismatch naming config.json, the field
+// and expected vs actual when the config disagrees with the checkpoint; MissingTensor naming
+// the tensors the checkpoint lacks; ShapeMismatch naming tensor, file and shapes for a tensor
+// that disagrees with the config.
 LoadedModel load_model(const std::filesystem::path& folder, const LoadModelOptions& options = {});
 
 }  // namespace ferry::models

@@ -19,22 +19,34 @@
 
 namespace ferry::models {
 
+// Token ids a tokenizer.json may use when no vocabulary size is given: [0, kMaxTokenizerVocab)
+// (32-bit ids, as Hugging Face tokenizers store them).
+inline constexpr std::int64_t kMaxTokenizerVocab = std::int64_t{1} << 31;
+// The largest tokenizer.json load() reads (released ones are below 40 MB).
+inline constexpr std::uint64_t kMaxTokenizerBytes = std::uint64_t{256} << 20;
+
 class Tokenizer {
  public:
   // Reads `path`: a tokenizer.json or tokenizer.model, or a folder holding one (tokenizer.json
-  // preferred) and maybe tokenizer_config.json. Throws IoError, CorruptFile naming the file and
-  // the field that cannot be used (an unknown model type, a merge naming a token not in the
-  // vocabulary, a pre-tokenizer regex PCRE2 rejects, a .model that is not SentencePiece's),
-  // Unsupported for a tokenizer.model when ferry was built without libsentencepiece.
-  static Tokenizer load(const std::filesystem::path& path);
+  // preferred) and maybe tokenizer_config.json. `vocab_size` (config.json's), when given, bounds
+  // the ids of tokenizer.json (see from_json). Throws IoError (also for a path that is not a
+  // regular file), CorruptFile naming the file and the field that cannot be used (an unknown
+  // model type, a merge naming a token not in the vocabulary, a token id that is not an integer
+  // in range, a pre-tokenizer regex PCRE2 rejects, a .model that is not SentencePiece's, a
+  // tokenizer.json over kMaxTokenizerBytes), Unsupported for a tokenizer.model when ferry was
+  // built without libsentencepiece.
+  static Tokenizer load(const std::filesystem::path& path,
+                        std::optional<std::int64_t> vocab_size = std::nullopt);
   // Reads a SentencePiece model file (and optionally tokenizer_config.json text). Throws as
   // load() does.
   static Tokenizer from_sentencepiece(const std::filesystem::path& file,
                                       std::string_view tokenizer_config_json = {});
   // Parses tokenizer.json text (and optionally tokenizer_config.json text); `file` names it in
-  // errors.
+  // errors. Every id of model.vocab and added_tokens must be an integer in [0, vocab_size), or
+  // [0, kMaxTokenizerVocab) without one; memory follows the number of tokens, not the ids.
   static Tokenizer from_json(std::string_view tokenizer_json, const std::filesystem::path& file,
-                             std::string_view tokenizer_config_json = {});
+                             std::string_view tokenizer_config_json = {},
+                             std::optional<std::int64_t> vocab_size = std::nullopt);
 
   // Token ids of `text` (UTF-8); with add_special_tokens, BOS/EOS as configured.
   std::vector<std::int64_t> encode(std::string_view text, bool add_special_tokens = true) const;
