@@ -82,6 +82,7 @@ std::shared_ptr<const OffloadFolder> OffloadFolder::open(const std::filesystem::
   auto result = std::shared_ptr<OffloadFolder>(new OffloadFolder());
   result->folder_ = folder;
   result->index_ = std::move(index);
+  result->confined_.resize(result->index_.size());
   for (std::size_t i = 0; i < result->index_.size(); ++i) {
     result->names_.push_back(result->index_[i].name);
     result->positions_.emplace(result->index_[i].name, i);
@@ -128,8 +129,19 @@ std::filesystem::path OffloadFolder::data_path(const OffloadEntry& entry) const 
   // Note [Offload index paths]
   // index.json is read from disk, so it is input like any file: what it names must be inside
   // the folder, with symlinks resolved, or a crafted index (or a .dat linked to /etc/passwd)
-  // reads any file the user can. Indexes ferry builds itself are trusted (from_index).
-  if (auto path = confined_path(folder_, named.native(), Symlinks::kConfine)) return *path;
+  // reads any file the user can. Indexes ferry builds itself are trusted (from_index). Each
+  // entry is checked once (resolving a path costs a syscall per component, and disk weights
+  // are loaded at every forward); the folder must not change while it is used.
+  const auto position = static_cast<std::size_t>(&entry - index_.data());
+  FERRY_ASSERT(position < index_.size(), "entry '{}' is not one of {}", entry.name, description());
+  {
+    std::lock_guard lock(mutex_);
+    if (!confined_[position].empty()) return confined_[position];
+  }
+  if (auto path = confined_path(folder_, named.native(), Symlinks::kConfine)) {
+    std::lock_guard lock(mutex_);
+    return confined_[position] = *path;
+  }
   const std::string index = description();
   throw CorruptFile(
       fmt::format("tensor '{}' in {}: {} resolves outside the offload folder {}: expected a file "

@@ -79,8 +79,9 @@ class OffloadFolder final : public TensorSource {
   OffloadIndex index_;
   std::vector<std::string> names_;                             // sorted
   std::map<std::string, std::size_t, std::less<>> positions_;  // name → index_ position
-  mutable std::mutex mutex_;                                   // guards files_
+  mutable std::mutex mutex_;                                   // guards files_, confined_
   mutable std::map<std::filesystem::path, std::shared_ptr<const SafetensorsFile>> files_;
+  mutable std::vector<std::filesystem::path> confined_;  // per entry: its checked path, or empty
 };
 
 }  // namespace ferry::io
