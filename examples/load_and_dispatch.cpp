@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   }
   // 2. Plan, load and dispatch: a small CPU budget pushes the tail of the model to disk.
   ferry::plan::MemoryBudget budget;
-  budget.set(ferry::Placement::cpu(), ferry::Bytes(12000));
+  budget.set(ferry::Placement::cpu(), ferry::Bytes(40000));  // weights + staging of streamed blocks
   const ferry::plan::DeviceMap map =
       ferry::dispatch::load_checkpoint_and_dispatch(*model, work / "checkpoint",
                                                     {.device_map = ferry::plan::Strategy::kAuto,

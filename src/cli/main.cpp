@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <filesystem>
 
 #include "cli/commands.h"
 #include "ferry/core/error.h"
@@ -30,6 +31,11 @@ int main(int argc, char** argv) {
   try {
     return runner ? runner() : 0;
   } catch (const ferry::Error& e) {
+    fmt::print(stderr, "ferry: error: {}\n", e.what());
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A file-system failure the library did not wrap (an unwritable or vanished folder): the
+    // user's environment, not a bug, so it is reported like ferry's own I/O errors.
     fmt::print(stderr, "ferry: error: {}\n", e.what());
     return 1;
   } catch (const std::exception& e) {

@@ -8,23 +8,26 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "cli/placement_flags.h"
 #include "ferry/core/bytes.h"
 #include "ferry/core/dtype.h"
 #include "ferry/io/checkpoint.h"
 #include "ferry/plan/estimate.h"
 #include "ferry/plan/strategy.h"
+#include "ferry/core/error.h"
+#include "ferry/dispatch/load_checkpoint.h"
+#include "ferry/models/config.h"
+#include "ferry/models/registry.h"
+#include "ferry/plan/resolve.h"
 
 namespace ferry::cli {
 namespace {
 
 struct PlanCommandOptions {
   std::string checkpoint;
-  std::string max_memory;             // "0=20GiB,cpu=64GiB"; empty: probed
-  std::string dtype;                  // weights converted to this when loaded
-  std::string strategy = "auto";      // auto | balanced | balanced_low_0 | sequential
-  std::vector<std::string> no_split;  // module path globs; empty: inferred numbered blocks
-  std::string reserve;                // "0=2GiB" or a bare size for every device
   bool json = false;
+  bool headers_only = false;  // plan from the tensor headers even when config.json is there
+  PlacementFlags placement;   // the same flags as `ferry run`, meaning the same
 };
 
 std::vector<TensorInfo> read_tensor_infos(const std::string& checkpoint) {
@@ -33,18 +36,6 @@ std::vector<TensorInfo> read_tensor_infos(const std::string& checkpoint) {
   infos.reserve(source->names().size());
   for (const std::string& name : source->names()) infos.push_back(source->info(name));
   return infos;
-}
-
-// "--reserve 2GiB" applies to every budgeted device; "--reserve 0=2GiB,cpu=8GiB" per device.
-plan::MemoryBudget parse_reserve(const std::string& text, const plan::MemoryBudget& budget) {
-  if (text.empty()) return {};
-  if (text.find('=') != std::string::npos) {
-    return plan::get_max_memory(plan::parse_budget_entries(text), /*gpu_count=*/1 << 30);
-  }
-  plan::MemoryBudget reserve;
-  const Bytes each = Bytes::parse(text);
-  for (const auto& [p, b] : budget.entries()) reserve.set(p, each);
-  return reserve;
 }
 
 // Map entries in model order, with runs of numbered siblings on one placement collapsed:
@@ -81,28 +72,28 @@ std::vector<std::pair<std::string, Placement>> compact_entries(const plan::Modul
   return out;
 }
 
-int run_plan(const PlanCommandOptions& o) {
-  const auto start = std::chrono::steady_clock::now();
-  const std::vector<TensorInfo> infos = read_tensor_infos(o.checkpoint);
-  const plan::ModuleTree tree = plan::ModuleTree::from_tensors(infos);
-  const std::vector<std::string> no_split =
-      o.no_split.empty() ? plan::infer_no_split_patterns(tree) : o.no_split;
-  plan::PlanOptions options{.no_split_patterns = no_split};
-  if (!o.dtype.empty()) options.dtype = parse_dtype(o.dtype);
+// Whether `checkpoint` is a model folder whose config.json names an architecture ferry builds:
+// then the plan is made on the model built on meta, exactly as `ferry run` makes it.
+bool is_model_folder(const std::filesystem::path& checkpoint) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(checkpoint / "config.json", ec)) return false;
+  const models::ModelConfig config = models::load_config(checkpoint);
+  const auto types = models::supported_model_types();
+  return std::find(types.begin(), types.end(), config.model_type) != types.end();
+}
 
-  plan::StrategyOptions strategy{.strategy = plan::parse_strategy(o.strategy)};
-  if (!o.max_memory.empty()) {
-    strategy.max_memory = plan::get_max_memory(plan::parse_budget_entries(o.max_memory));
-  }
-  const plan::MemoryBudget base =
-      strategy.max_memory ? *strategy.max_memory : plan::get_max_memory();
-  strategy.reserve = parse_reserve(o.reserve, base);
-  const plan::StrategyPlan result = plan::plan_with_strategy(tree, strategy, options);
-  const auto estimates = plan::estimate_memory(tree, {.patterns = no_split});
-  const double elapsed_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+struct PlanView {
+  const plan::ModuleTree* tree = nullptr;  // for ordering the map's rows (header plans)
+  plan::Resolution resolution;
+  std::vector<std::string> no_split;
+  std::string source;  // "model" or "headers"
+  std::size_t n_tensors = 0;
+};
 
-  const plan::DevicePlan& p = result.plan;
+int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms,
+               const std::vector<plan::SizeEstimate>& estimates) {
+  const plan::DevicePlan& p = v.resolution.plan.plan;
+  const plan::Resolution& r = v.resolution;
   std::uint64_t total_bytes = 0;
   for (const auto& d : p.devices) total_bytes += d.used_bytes();
   const std::uint64_t disk_bytes = p.disk_bytes();
@@ -110,15 +101,21 @@ int run_plan(const PlanCommandOptions& o) {
   if (o.json) {
     nlohmann::ordered_json j;
     j["checkpoint"] = o.checkpoint;
-    j["strategy"] = std::string(plan::to_string(strategy.strategy));
-    j["no_split"] = no_split;
+    j["planned_from"] = v.source;
+    j["strategy"] = o.placement.device_map;
+    j["no_split"] = v.no_split;
     j["device_map"] = nlohmann::ordered_json::parse(p.device_map.to_json());
     nlohmann::ordered_json devices = nlohmann::ordered_json::object();
     for (const auto& d : p.devices) {
       nlohmann::ordered_json e;
       if (d.budget_bytes) {
-        e["budget_bytes"] = result.budget.find(d.placement).value_or(Bytes(0)).value();
-        e["reserve_bytes"] = strategy.reserve.find(d.placement).value_or(Bytes(0)).value();
+        e["budget_bytes"] = r.budget.find(d.placement).value_or(Bytes(0)).value();
+        e["reserve_bytes"] = r.reserved(d.placement);
+        nlohmann::ordered_json reserves = nlohmann::ordered_json::object();
+        for (const plan::Reserve& reserve : r.reserves) {
+          if (reserve.device == d.placement) reserves[reserve.what] = reserve.bytes;
+        }
+        e["reserves"] = reserves;
         e["planning_budget_bytes"] = d.budget_bytes->value();
       } else {
         e["budget_bytes"] = nullptr;
@@ -127,6 +124,8 @@ int run_plan(const PlanCommandOptions& o) {
       devices[d.placement.to_string()] = e;
     }
     j["devices"] = devices;
+    j["budgets_probed"] = r.probed;
+    j["staging"] = {{"host_bytes", r.host_staging_bytes}, {"device_bytes", r.device_staging_bytes}};
     j["total_bytes"] = total_bytes;
     j["disk_bytes"] = disk_bytes;
     j["fits_without_disk"] = disk_bytes == 0;
@@ -142,31 +141,41 @@ int run_plan(const PlanCommandOptions& o) {
     return 0;
   }
 
-  fmt::print("ferry plan: {} ({} tensors, {}; planned in {:.1f} ms)\n", o.checkpoint, infos.size(),
-             format_bytes(total_bytes), elapsed_ms);
-  fmt::print(
-      "  strategy {}; never split: {}\n\nDevice map:\n", plan::to_string(strategy.strategy),
-      no_split.empty() ? std::string("(nothing)") : fmt::format("{}", fmt::join(no_split, ", ")));
-  const auto rows = compact_entries(tree, p.device_map);
+  fmt::print("ferry plan: {} ({} tensors, {}; planned from the {} in {:.1f} ms)\n", o.checkpoint,
+             v.n_tensors, format_bytes(total_bytes), v.source, elapsed_ms);
+  fmt::print("  strategy {}; never split: {}\n\nDevice map:\n", o.placement.device_map,
+             v.no_split.empty() ? std::string("(nothing)")
+                                : fmt::format("{}", fmt::join(v.no_split, ", ")));
+  std::vector<std::pair<std::string, Placement>> rows;
+  if (v.tree != nullptr) {
+    rows = compact_entries(*v.tree, p.device_map);
+  } else {
+    rows = p.device_map.entries();
+  }
   std::size_t width = 0;
   for (const auto& [name, placement] : rows) width = std::max(width, name.size());
   for (const auto& [name, placement] : rows) {
     fmt::print("  {:<{}} → {}\n", name.empty() ? "(whole model)" : name, width,
                placement.to_string());
   }
-  fmt::print("\nDevices:\n  {:<6} {:>12} {:>12} {:>12} {:>12}\n", "device", "budget", "reserve",
-             "used", "headroom");
+  fmt::print("\nDevices{}:\n  {:<6} {:<12} {:>12}\n", r.probed ? " (budgets probed)" : "",
+             "device", "", "bytes");
   for (const auto& d : p.devices) {
+    const std::string key = d.placement.to_string();
     if (!d.budget_bytes) {
-      fmt::print("  {:<6} {:>12} {:>12} {:>12} {:>12}\n", "disk", "-", "-",
-                 format_bytes(d.used_bytes()), "-");
+      fmt::print("  {:<6} {:<12} {:>12}\n", key, "weights", format_bytes(d.used_bytes()));
       continue;
     }
-    const std::uint64_t budget = result.budget.find(d.placement).value_or(Bytes(0)).value();
-    const std::uint64_t reserve = strategy.reserve.find(d.placement).value_or(Bytes(0)).value();
-    const std::uint64_t taken = reserve + d.used_bytes();
-    fmt::print("  {:<6} {:>12} {:>12} {:>12} {:>12}\n", d.placement.to_string(),
-               format_bytes(budget), format_bytes(reserve), format_bytes(d.used_bytes()),
+    const std::uint64_t budget = r.budget.find(d.placement).value_or(Bytes(0)).value();
+    const std::uint64_t taken = r.reserved(d.placement) + d.used_bytes();
+    fmt::print("  {:<6} {:<12} {:>12}\n", key, "budget", format_bytes(budget));
+    for (const plan::Reserve& reserve : r.reserves) {
+      if (reserve.device == d.placement) {
+        fmt::print("  {:<6} {:<12} {:>12}\n", "", "- " + reserve.what, format_bytes(reserve.bytes));
+      }
+    }
+    fmt::print("  {:<6} {:<12} {:>12}\n", "", "- weights", format_bytes(d.used_bytes()));
+    fmt::print("  {:<6} {:<12} {:>12}\n", "", "= headroom",
                budget >= taken ? format_bytes(budget - taken) : "-" + format_bytes(taken - budget));
   }
   if (disk_bytes > 0) {
@@ -179,12 +188,61 @@ int run_plan(const PlanCommandOptions& o) {
   for (const auto& [placement, bits] : p.min_required_bits) {
     fmt::print(
         "  {} got nothing: its first module needed {} (with the room kept for the largest "
-        "layer).\n",
+        "layer), after the reserves above.\n",
         placement.to_string(), format_bytes((bits + 7) / 8));
   }
-  fmt::print("\n{}", plan::format_estimate_table(
-                         std::filesystem::path(o.checkpoint).filename().string(), estimates));
+  if (!estimates.empty()) {
+    fmt::print("\n{}", plan::format_estimate_table(
+                           std::filesystem::path(o.checkpoint).filename().string(), estimates));
+  }
   return 0;
+}
+
+int run_plan(const PlanCommandOptions& o) {
+  check_placement_flags(o.placement);
+  FERRY_CHECK(!o.placement.device_map.ends_with(".json"), InvalidArgument,
+              "ferry plan: --device-map takes a strategy (auto, balanced, balanced_low_0, "
+              "sequential), not a file");
+  const auto start = std::chrono::steady_clock::now();
+  const plan::Strategy strategy = plan::parse_strategy(o.placement.device_map);
+  const models::LoadModelOptions load = load_options(o.placement, /*prompt_tokens=*/0);
+  const std::filesystem::path checkpoint(o.checkpoint);
+  if (!o.headers_only && is_model_folder(checkpoint)) {
+    // The model on meta, planned by the function `ferry run` calls with the same flags.
+    models::PlannedModel planned = models::plan_model(checkpoint, load, strategy);
+    const double elapsed_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count();
+    PlanView v{.resolution = std::move(planned.resolution),
+               .no_split = load.dispatch.no_split_module_classes,
+               .source = "model",
+               .n_tensors = planned.model->module().state_dict({.keep_tied = true}).size()};
+    v.no_split.insert(v.no_split.begin(), planned.model->decoder_layer_class());
+    return print_plan(o, v, elapsed_ms, {});
+  }
+  const std::vector<TensorInfo> infos = read_tensor_infos(o.checkpoint);
+  const plan::ModuleTree tree = plan::ModuleTree::from_tensors(infos);
+  // Without module classes, --no-split names module path patterns.
+  const std::vector<std::string> no_split = o.placement.no_split.empty()
+                                                ? plan::infer_no_split_patterns(tree)
+                                                : o.placement.no_split;
+  plan::PlanOptions options{.no_split_patterns = no_split, .dtype = load.dispatch.dtype};
+  plan::Resolution resolution = plan::resolve_and_plan(
+      tree,
+      plan::ResolveOptions{.strategy = strategy,
+                           .max_memory = load.dispatch.max_memory,
+                           .extra_reserve = load.dispatch.reserve,
+                           .runtime = dispatch::runtime_of(load.dispatch)},
+      options);
+  const auto estimates = plan::estimate_memory(tree, {.patterns = no_split});
+  const double elapsed_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  PlanView v{.tree = &tree,
+             .resolution = std::move(resolution),
+             .no_split = no_split,
+             .source = "headers",
+             .n_tensors = infos.size()};
+  return print_plan(o, v, elapsed_ms, estimates);
 }
 
 }  // namespace
@@ -193,21 +251,18 @@ void add_plan_command(CLI::App& app, Runner& runner) {
   auto options = std::make_shared<PlanCommandOptions>();
   CLI::App* cmd = app.add_subcommand(
       "plan",
-      "Show where each layer of a checkpoint would rest and whether it fits (headers only)");
+      "Show where each layer of a model would rest, what ferry reserves beside it, and whether "
+      "it fits (no weight is read)");
   cmd->add_option("checkpoint", options->checkpoint,
-                  "safetensors file, sharded index, or folder holding either")
+                  "model folder (config.json + safetensors: planned exactly as `ferry run` "
+                  "plans it), safetensors file, or sharded index")
       ->required();
-  cmd->add_option("--max-memory", options->max_memory,
-                  "Budgets per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB (default: probed)");
-  cmd->add_option("--dtype", options->dtype, "Dtype the weights are loaded as (float16, ...)");
-  cmd->add_option("--strategy", options->strategy, "auto|balanced|balanced_low_0|sequential")
-      ->capture_default_str();
-  cmd->add_option("--no-split", options->no_split,
-                  "Module path pattern never split across devices (repeatable; default: the "
-                  "repeated numbered blocks, e.g. model.layers.*)");
-  cmd->add_option("--reserve", options->reserve,
-                  "Memory kept free for activations and KV cache: a size for every device, or "
-                  "0=2GiB,cpu=4GiB");
+  add_placement_flags(cmd, options->placement);
+  cmd->add_option("--strategy", options->placement.device_map,
+                  "Same as --device-map: auto|balanced|balanced_low_0|sequential");
+  cmd->add_option("--batch", options->placement.batch, "Sequences at once (KV cache reserved)");
+  cmd->add_flag("--headers-only", options->headers_only,
+                "Plan from the tensor headers even when the folder has a config.json");
   cmd->add_flag("--json", options->json, "Print one JSON object (device_map, devices, ...)");
   cmd->callback([options, &runner] { runner = [options] { return run_plan(*options); }; });
 }

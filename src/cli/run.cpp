@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/placement_flags.h"
 #include "cli/progress_bar.h"
 #include "ferry/core/devices.h"
 #include "ferry/core/error.h"
@@ -21,6 +23,7 @@
 #include "ferry/core/memory.h"
 #include "ferry/dispatch/prefetch.h"
 #include "ferry/io/safetensors_writer.h"
+#include "ferry/models/config.h"
 #include "ferry/models/generate.h"
 #include "ferry/models/registry.h"
 #include "ferry/models/tokenizer.h"
@@ -33,24 +36,13 @@ struct RunOptions {
   std::vector<std::string> prompts;
   std::string prompt_ids;  // "1,2,3"
   std::string dump_logits;
-  std::int64_t max_new_tokens = 32;
   models::SamplingOptions sampling;
   std::vector<std::string> stop;
   bool ignore_eos = false;
-  std::string device_map = "auto";
-  std::string max_memory;
-  std::string offload_folder;
-  std::string dtype;
-  std::vector<std::string> no_split;
   bool json = false;
   bool no_progress = false;
-  bool no_prefetch = false;
-  std::string prefetch_bytes;  // "" = two of the largest layers
-  std::string io = "direct";   // direct | buffered | mmap
-  int threads = 0;             // 0 = every CPU this process may use
-  int io_threads = 1;
-  std::string compute_on = "main";  // main | weights
-  std::int64_t rest_max_rows = 16;
+  int threads = 0;  // 0 = every CPU this process may use
+  PlacementFlags placement;
 };
 
 // The BLAS LibTorch's CPU kernels call, from the libraries mapped into this process.
@@ -107,18 +99,146 @@ double seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-int run(const RunOptions& o) {
+// Every flag is checked before anything is loaded.
+void check_flags(const RunOptions& o) {
   FERRY_CHECK(!o.prompts.empty() != !o.prompt_ids.empty(), InvalidArgument,
               "give either --prompt TEXT or --prompt-ids 1,2,3");
+  check_placement_flags(o.placement);
+  FERRY_CHECK(o.threads >= 0, InvalidArgument,
+              "--threads: expected a positive count (or 0 for every usable CPU), got {}",
+              o.threads);
+  const models::SamplingOptions& s = o.sampling;
+  FERRY_CHECK(std::isfinite(s.temperature) && s.temperature >= 0, InvalidArgument,
+              "--temperature: expected 0 (greedy) or more, got {}", s.temperature);
+  FERRY_CHECK(s.top_k >= 0, InvalidArgument, "--top-k: expected 0 (off) or more, got {}", s.top_k);
+  FERRY_CHECK(std::isfinite(s.top_p) && s.top_p > 0 && s.top_p <= 1, InvalidArgument,
+              "--top-p: expected a value in (0, 1], got {}", s.top_p);
+  FERRY_CHECK(std::isfinite(s.repetition_penalty) && s.repetition_penalty > 0, InvalidArgument,
+              "--repetition-penalty: expected a value above 0, got {}", s.repetition_penalty);
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::path(o.model), ec)) {
+    throw IoError(fmt::format("model {} does not exist", o.model),
+                  ErrorFields{.file = o.model,
+                              .expected = "a model folder",
+                              .actual = "no such file or folder"});
+  }
+}
+
+// Compute threads: at most the CPUs this process may use (more only oversubscribes them).
+int compute_threads(int requested) {
+  const int usable = usable_cpus();
+  if (requested == 0) return usable;
+  if (requested > usable) {
+    log_warning("--threads {}: only {} CPU(s) are usable by this process; using {}", requested,
+                usable, usable);
+    return usable;
+  }
+  return requested;
+}
+
+// What the process holds beside its data — the runtime's own memory, the CPU budget's
+// baseline — measured before any weight is loaded, after a small warm-up of the kernels a forward uses, which make the BLAS
+// and thread pools allocate their per-thread buffers (they do so once, at first use).
+std::uint64_t runtime_footprint() {
+  {
+    const at::Tensor a = at::randn({256, 256});
+    const at::Tensor w = at::randn({256, 256});
+    at::Tensor x = at::linear(a, w);
+    x = at::softmax(at::matmul(x, x.t()), -1);
+    x = at::silu(x) * at::rsqrt(x.pow(2).mean(-1, true) + 1e-6);
+    (void)x.sum().item<float>();
+  }
+  // Plus ferry's own bookkeeping, which grows with the number of tensors and not with the
+  // budget: modules and hooks, checkpoint headers, allocator caches (a few MiB on small models).
+  constexpr std::uint64_t kBookkeepingBytes = std::uint64_t{16} << 20;
+  return current_rss().value() + kBookkeepingBytes;
+}
+
+std::string reserve_summary(const plan::Resolution& r, Placement device) {
+  std::string out;
+  for (const plan::Reserve& reserve : r.reserves) {
+    if (reserve.device != device) continue;
+    out += fmt::format("{}{} {}", out.empty() ? "" : ", ", reserve.what,
+                       format_bytes(reserve.bytes));
+  }
+  return out.empty() ? "none" : out;
+}
+
+// One device's memory: what rests there, its budget and reserves, its peak, and whether the
+// peak kept the promise (≤ 1.05 × budget, plus the runtime's own memory on the CPU).
+struct DeviceReport {
+  std::string key;
+  std::uint64_t placed = 0;
+  std::optional<std::uint64_t> budget;
+  std::map<std::string, std::uint64_t> reserves;
+  std::uint64_t peak = 0;
+  std::uint64_t limit = 0;
+  bool over = false;
+};
+
+std::vector<DeviceReport> device_reports(const models::LoadedModel& loaded,
+                                         const models::LoadModelOptions& load,
+                                         const std::map<std::string, std::uint64_t>& placed,
+                                         std::uint64_t footprint) {
+  std::optional<plan::MemoryBudget> budget;
+  if (loaded.resolution) {
+    budget = loaded.resolution->budget;
+  } else if (load.dispatch.max_memory) {
+    budget = *load.dispatch.max_memory;
+  }
+  std::vector<Placement> keys{Placement::cpu()};
+  for (int i = 0; i < simulated_gpu_count(); ++i) keys.push_back(Placement::gpu(i));
+  if (budget) {
+    for (const auto& [p, b] : budget->entries()) {
+      if (std::find(keys.begin(), keys.end(), p) == keys.end()) keys.push_back(p);
+    }
+  }
+  if (placed.contains("disk") &&
+      std::find(keys.begin(), keys.end(), Placement::disk()) == keys.end()) {
+    keys.push_back(Placement::disk());
+  }
+  std::vector<DeviceReport> out;
+  for (const Placement p : keys) {
+    DeviceReport d{.key = p.to_string()};
+    if (auto it = placed.find(d.key); it != placed.end()) d.placed = it->second;
+    if (p.is_disk()) {
+      d.peak = d.placed;
+      out.push_back(std::move(d));
+      continue;
+    }
+    if (p.is_cpu()) {
+      d.peak = peak_rss().value();
+    } else if (p.index() < simulated_gpu_count()) {
+      d.peak = sim_gpu_stats(p.index()).peak.value();
+    }
+    if (budget && budget->contains(p)) d.budget = budget->at(p).value();
+    if (loaded.resolution) {
+      for (const plan::Reserve& r : loaded.resolution->reserves) {
+        if (r.device == p) d.reserves[r.what] += r.bytes;
+      }
+    }
+    if (d.budget) {
+      d.limit = *d.budget + *d.budget / 20 + (p.is_cpu() ? footprint : 0);
+      d.over = d.peak > d.limit;
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+int run(const RunOptions& o) {
+  check_flags(o);
   const std::filesystem::path folder(o.model);
+  // Token ids are bounded by the model's vocabulary (config.json, checked before anything else).
+  const std::int64_t vocab_size = models::load_config(folder).vocab_size;
   std::optional<models::Tokenizer> tokenizer;
   if (!o.prompts.empty()) {
-    tokenizer = models::Tokenizer::load(folder);
+    tokenizer = models::Tokenizer::load(folder, vocab_size);
   } else if (std::filesystem::exists(folder / "tokenizer.json") ||
              std::filesystem::exists(folder / "tokenizer.model")) {
     // Only for showing the output: --prompt-ids works without a usable tokenizer.
     try {
-      tokenizer = models::Tokenizer::load(folder);
+      tokenizer = models::Tokenizer::load(folder, vocab_size);
     } catch (const Unsupported& e) {
       log_warning("{}; printing token ids instead of text", e.what());
     }
@@ -128,9 +248,14 @@ int run(const RunOptions& o) {
     for (const auto& p : o.prompts) prompts.push_back(tokenizer->encode(p));
   } else {
     prompts.push_back(parse_ids(o.prompt_ids));
+    for (const std::int64_t id : prompts.back()) {
+      FERRY_CHECK(id >= 0 && id < vocab_size, InvalidArgument,
+                  "--prompt-ids: token id {} is outside the vocabulary: expected 0 to {}", id,
+                  vocab_size - 1);
+    }
   }
 
-  const int threads = o.threads > 0 ? o.threads : usable_cpus();
+  const int threads = compute_threads(o.threads);
   at::set_num_threads(threads);
   const std::string blas = blas_in_use();
   if (blas.starts_with("reference"))
@@ -138,46 +263,16 @@ int run(const RunOptions& o) {
         "LibTorch runs on the reference BLAS (about 30x slower than OpenBLAS): install "
         "libopenblas0-openmp");
 
-  models::LoadModelOptions load;
-  if (o.io == "mmap") {
-    load.dispatch.prefetch.reset();  // Accelerate's way: each block read when it runs, via mmap
-  } else {
-    load.dispatch.prefetch->read_mode =
-        o.io == "direct" ? io::ReadMode::Direct : io::ReadMode::Buffered;
-    load.dispatch.prefetch->lookahead = !o.no_prefetch;
-    load.dispatch.prefetch->threads = o.io_threads;
-    if (!o.prefetch_bytes.empty()) {
-      const std::uint64_t bytes = Bytes::parse(o.prefetch_bytes).value();
-      load.dispatch.prefetch->host_budget_bytes = bytes;
-      load.dispatch.prefetch->device_budget_bytes = bytes;
-    }
-  }
-  if (o.compute_on == "weights") {
-    load.dispatch.compute = {.where = dispatch::ComputePolicy::Where::kWeights,
-                             .max_rows = o.rest_max_rows};
-  }
-  const bool is_file = o.device_map.ends_with(".json");
-  if (is_file) {
-    std::FILE* f = std::fopen(o.device_map.c_str(), "rb");
-    FERRY_CHECK(f != nullptr, IoError, "--device-map: cannot read {}", o.device_map);
-    std::string text;
-    char buf[4096];
-    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
-    std::fclose(f);
-    load.dispatch.device_map = plan::DeviceMap::from_json(text);
-  } else {
-    load.dispatch.device_map = plan::parse_strategy(o.device_map);
-  }
-  if (!o.max_memory.empty())
-    load.dispatch.max_memory = plan::get_max_memory(plan::parse_budget_entries(o.max_memory));
-  load.dispatch.offload_folder =
-      o.offload_folder.empty()
-          ? std::filesystem::temp_directory_path() / fmt::format("ferry-offload-{}", ::getpid())
-          : std::filesystem::path(o.offload_folder);
-  if (!o.dtype.empty()) load.dispatch.dtype = parse_dtype(o.dtype);
-  load.dispatch.no_split_module_classes = o.no_split;
-  const plan::MemoryBudget budget =
-      load.dispatch.max_memory ? *load.dispatch.max_memory : plan::get_max_memory();
+  std::size_t longest = 0;
+  for (const auto& p : prompts) longest = std::max(longest, p.size());
+  PlacementFlags placement = o.placement;
+  placement.batch = static_cast<std::int64_t>(prompts.size());
+  const std::int64_t needed = static_cast<std::int64_t>(longest) + placement.max_new_tokens;
+  FERRY_CHECK(placement.context == 0 || needed <= placement.context, InvalidArgument,
+              "--context {}: the longest prompt ({} tokens) plus --max-new-tokens ({}) needs {}",
+              placement.context, longest, placement.max_new_tokens, needed);
+  models::LoadModelOptions load = load_options(placement, static_cast<std::int64_t>(longest));
+  const std::uint64_t footprint = runtime_footprint();
 
   if (!o.json) fmt::print("ferry run: loading {} ...\n", o.model);
   std::fflush(stdout);
@@ -214,12 +309,25 @@ int run(const RunOptions& o) {
                    paths.size() > 1 ? fmt::format(" ... {}", paths.back()) : "");
       }
     }
+    if (loaded.resolution) {
+      for (const auto& [device, bits] : loaded.resolution->plan.plan.min_required_bits) {
+        const Placement p = device;
+        fmt::print("    {} got nothing: its first module needs {} but {} of its {} budget is left "
+                   "after reserves ({})\n",
+                   p.to_string(), format_bytes((bits + 7) / 8),
+                   format_bytes(loaded.resolution->plan.planning_budget.find(p)
+                                    .value_or(Bytes(0))
+                                    .value()),
+                   format_bytes(loaded.resolution->budget.find(p).value_or(Bytes(0)).value()),
+                   reserve_summary(*loaded.resolution, p));
+      }
+    }
     fmt::print("  prompt: {} token(s)\n---\n", prompts.front().size());
     if (tokenizer && o.prompt_ids.empty()) fmt::print("{}", o.prompts.front());
     std::fflush(stdout);
   }
 
-  models::GenerateOptions g{.max_new_tokens = o.max_new_tokens,
+  models::GenerateOptions g{.max_new_tokens = placement.max_new_tokens,
                             .sampling = o.sampling,
                             .stop_strings = o.stop,
                             .keep_prompt_logits = !o.dump_logits.empty()};
@@ -255,10 +363,19 @@ int run(const RunOptions& o) {
   const double tps =
       r.decode_seconds > 0 ? static_cast<double>(r.decode_steps) / r.decode_seconds : 0.0;
 
-  std::map<std::string, std::uint64_t> peak{{"cpu", peak_rss().value()}};
-  for (int i = 0; i < simulated_gpu_count(); ++i)
-    peak[std::to_string(i)] = sim_gpu_stats(i).peak.value();
-  if (placed.contains("disk")) peak["disk"] = placed["disk"];
+  const std::vector<DeviceReport> devices = device_reports(loaded, load, placed, footprint);
+  std::map<std::string, std::uint64_t> peak;
+  std::vector<std::string> over;
+  for (const DeviceReport& d : devices) {
+    peak[d.key] = d.peak;
+    if (d.over) {
+      over.push_back(d.key);
+      log_warning("{} peaked at {}, over its budget: {} × 1.05{} = {}", d.key,
+                  format_bytes(d.peak), format_bytes(*d.budget),
+                  d.key == "cpu" ? fmt::format(" + the runtime's {}", format_bytes(footprint)) : "",
+                  format_bytes(d.limit));
+    }
+  }
   const std::string text = tokenizer ? tokenizer->decode(r.tokens.front(), true) : "";
   const std::shared_ptr<dispatch::Prefetcher> prefetcher =
       dispatch::model_prefetcher(loaded.model->module());
@@ -276,9 +393,23 @@ int run(const RunOptions& o) {
     j["tokens_per_second"] = tps;
     j["peak_bytes"] = peak;
     j["placed_bytes"] = placed;
+    nlohmann::ordered_json per_device = nlohmann::ordered_json::object();
+    for (const DeviceReport& d : devices) {
+      nlohmann::ordered_json e;
+      e["placed_bytes"] = d.placed;
+      e["budget_bytes"] = d.budget ? nlohmann::ordered_json(*d.budget) : nullptr;
+      e["reserves"] = d.reserves;
+      e["peak_bytes"] = d.peak;
+      e["limit_bytes"] = d.budget ? nlohmann::ordered_json(d.limit) : nullptr;
+      e["over_budget"] = d.over;
+      per_device[d.key] = e;
+    }
+    j["devices"] = per_device;
+    j["runtime_footprint_bytes"] = footprint;
+    j["over_budget"] = over;
     j["threads"] = threads;
     j["blas"] = blas;
-    j["io"] = o.io;
+    j["io"] = placement.io;
     if (prefetcher) {
       const dispatch::PrefetchStats st = prefetcher->stats();
       j["prefetch"] = {{"lookahead", prefetcher->options().lookahead},
@@ -305,21 +436,25 @@ int run(const RunOptions& o) {
              r.tokens.front().size());
   fmt::print("  load {:.2f} s, first token {:.2f} s, {:.2f} tokens/s\n", load_seconds,
              r.first_token_seconds, tps);
-  fmt::print("  peak memory:");
-  for (const auto& [where, bytes] : peak) {
-    const auto b = budget.find(where == "cpu"    ? Placement::cpu()
-                               : where == "disk" ? Placement::disk()
-                                                 : Placement::gpu(std::stoi(where)));
-    fmt::print(" {} {}{}", where, format_bytes(bytes),
-               b ? fmt::format(" (budget {})", format_bytes(b->value())) : "");
+  fmt::print("  memory (peak against budget; the CPU's includes the runtime's {}):\n",
+             format_bytes(footprint));
+  for (const DeviceReport& d : devices) {
+    std::string reserves;
+    for (const auto& [what, bytes] : d.reserves) {
+      reserves += fmt::format("{}{} {}", reserves.empty() ? "" : ", ", what, format_bytes(bytes));
+    }
+    fmt::print("    {:<5} placed {:>10}  budget {:>10}  peak {:>10}{}{}\n", d.key,
+               format_bytes(d.placed), d.budget ? format_bytes(*d.budget) : "-",
+               format_bytes(d.peak), reserves.empty() ? "" : "  reserved: " + reserves,
+               d.over ? "  OVER BUDGET" : "");
   }
-  fmt::print("\n  {} thread(s), {}", threads, blas);
+  fmt::print("  {} thread(s), {}", threads, blas);
   if (prefetcher) {
     const dispatch::PrefetchStats st = prefetcher->stats();
     fmt::print(
         "\n  streamed {} from disk ({} I/O), {} to devices; prefetch {} ({} hits, {} waits, "
         "{} late, {} misses); staging peak: host {} of {}, device {} of {}",
-        format_bytes(st.bytes_read), o.io, format_bytes(st.bytes_to_device),
+        format_bytes(st.bytes_read), placement.io, format_bytes(st.bytes_to_device),
         prefetcher->options().lookahead ? "on" : "off", st.hits, st.waits, st.late, st.misses,
         format_bytes(st.peak_host_reserved_bytes), format_bytes(st.host_budget_bytes),
         format_bytes(st.peak_device_reserved_bytes), format_bytes(st.device_budget_bytes));
@@ -340,7 +475,6 @@ void add_run_command(CLI::App& app, Runner& runner) {
   cmd->add_option("--prompt-ids", o->prompt_ids,
                   "Prompt token ids, e.g. 1,2,3 (no tokenizer needed)");
   cmd->add_option("--dump-logits", o->dump_logits, "Write the prompt's logits (safetensors)");
-  cmd->add_option("--max-new-tokens", o->max_new_tokens, "Tokens to generate");
   cmd->add_option("--temperature", o->sampling.temperature, "0 = greedy");
   cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens");
   cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass");
@@ -349,32 +483,10 @@ void add_run_command(CLI::App& app, Runner& runner) {
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed");
   cmd->add_option("--stop", o->stop, "Stop when the text contains this (repeatable)");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at EOS");
-  cmd->add_option("--device-map", o->device_map,
-                  "auto|balanced|balanced_low_0|sequential|FILE.json");
-  cmd->add_option("--max-memory", o->max_memory, "Budgets, e.g. 0=20GiB,cpu=2GiB");
-  cmd->add_option("--offload-folder", o->offload_folder,
-                  "Where disk-offloaded weights are indexed");
-  cmd->add_option("--dtype", o->dtype, "Convert floating weights (float32, bfloat16, float16)");
-  cmd->add_option("--no-split", o->no_split, "Extra module classes never split");
+  add_placement_flags(cmd, o->placement);
   cmd->add_flag("--json", o->json, "Print one JSON object");
-  cmd->add_flag("--no-prefetch", o->no_prefetch,
-                "Load each offloaded block when it runs instead of ahead of need");
-  cmd->add_option("--prefetch-bytes", o->prefetch_bytes,
-                  "Staging memory for streamed blocks, counted in the budgets (default: two of "
-                  "the largest layers)");
-  cmd->add_option("--io", o->io,
-                  "How disk-offloaded weights are read: direct (O_DIRECT where the file system "
-                  "allows), buffered (page cache), mmap (Accelerate's way, no prefetch)")
-      ->check(CLI::IsMember({"direct", "buffered", "mmap"}));
-  cmd->add_option("--compute-on", o->compute_on,
-                  "Where CPU-resident blocks run when a GPU is the main device: main (stream "
-                  "their weights to it) or weights (run them on the CPU for small batches)")
-      ->check(CLI::IsMember({"main", "weights"}));
-  cmd->add_option("--rest-max-rows", o->rest_max_rows,
-                  "With --compute-on weights: largest batch x tokens computed on the CPU");
-  cmd->add_option("--io-threads", o->io_threads, "Loader threads of the prefetcher")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--threads", o->threads, "CPU threads for compute (default: all usable CPUs)");
+  cmd->add_option("--threads", o->threads,
+                  "CPU threads for compute (default and most: the CPUs this process may use)");
   cmd->add_flag("--no-progress", o->no_progress,
                 "No progress bar while loading (drawn on stderr when it is a terminal)");
   cmd->callback([&runner, o] { runner = [o] { return run(*o); }; });

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -14,6 +15,8 @@
 #include "ferry/io/checkpoint.h"
 #include "ferry/io/direct_reader.h"
 #include "ferry/io/offload_folder.h"
+#include "ferry/io/offload_workspace.h"
+#include "ferry/io/safetensors.h"
 #include "ferry/nn/tied.h"
 #include "ferry/plan/auto_device_map.h"
 #include "ferry/plan/module_sizes.h"
@@ -46,17 +49,129 @@ DType target_dtype(const std::string& name, const TensorInfo& stored, const at::
   return from_scalar_type(current.scalar_type());
 }
 
+// Fingerprint of a checkpoint as a source of converted copies: every tensor's name, dtype and
+// shape, and each file's path, size and modification time (a rewritten checkpoint changes it).
+std::string source_fingerprint(const io::TensorSource& source, std::optional<DType> dtype) {
+  std::uint64_t h = 14695981039346656037ULL;  // FNV-1a, 64 bits
+  const auto mix = [&h](std::string_view text) {
+    for (const char c : text) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 1099511628211ULL;
+    }
+    h ^= 0xffU;  // field separator
+    h *= 1099511628211ULL;
+  };
+  mix(dtype ? safetensors_name(*dtype) : std::string_view("stored"));
+  std::set<std::filesystem::path> files;
+  for (const std::string& name : source.names()) {
+    const TensorInfo info = source.info(name);
+    mix(name);
+    mix(safetensors_name(info.dtype));
+    mix(shape_string(info.shape));
+    files.insert(source.file_of(name));
+  }
+  for (const std::filesystem::path& file : files) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(file, ec);
+    const auto time = std::filesystem::last_write_time(file, ec);
+    mix(std::filesystem::absolute(file).string());
+    mix(std::to_string(ec ? 0 : size));
+    mix(std::to_string(ec ? 0 : time.time_since_epoch().count()));
+  }
+  return fmt::format("fnv1a64:{:016x}", h);
+}
+
+// Never write into a folder weights are read from (an offload-format checkpoint converted into
+// its own folder would be rewritten under its index).
+void check_not_a_source_folder(const io::TensorSource& source,
+                               const std::filesystem::path& folder) {
+  std::error_code ec;
+  const std::filesystem::path target = std::filesystem::weakly_canonical(folder, ec);
+  if (ec) return;
+  std::set<std::filesystem::path> seen;
+  for (const std::string& name : source.names()) {
+    const std::filesystem::path file = source.file_of(name);
+    if (file.empty() || !seen.insert(file.parent_path()).second) continue;
+    const auto dir = std::filesystem::weakly_canonical(file.parent_path(), ec);
+    if (!ec && dir == target) {
+      throw InvalidArgument(
+          fmt::format("offload folder {} is the folder the checkpoint is read from ({}): "
+                      "expected a separate folder for converted weights, got the same one",
+                      folder.string(), file.string()),
+          ErrorFields{.path = name,
+                      .file = file.string(),
+                      .expected = "a folder other than the checkpoint's",
+                      .actual = folder.string()});
+    }
+  }
+}
+
 }  // namespace
 
 LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::path& checkpoint,
                                     const LoadCheckpointOptions& options) {
   const auto& map = options.device_map;
-  if (map && map->uses(Placement::disk()) && options.offload_folder.empty()) {
-    throw InvalidDeviceMap(
-        "At least one of the model submodule will be offloaded to disk, please pass along an "
-        "`offload_folder`.");
-  }
   const std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(checkpoint);
+  {
+    // Accelerate's load_state_dict: each safetensors file must say it holds PyTorch tensors.
+    std::set<std::filesystem::path> files;
+    for (const std::string& name : source->names()) files.insert(source->file_of(name));
+    for (const std::filesystem::path& file : files) {
+      if (file.extension() == ".safetensors") io::check_pt_format(*io::SafetensorsFile::open(file));
+    }
+  }
+
+  // Disk tensors read in place from the checkpoint, and those converted into a workspace
+  // (Note [Offload workspaces]): decided from the headers before anything is written.
+  const auto disk_decision = [&](const std::string& name) -> std::optional<io::OffloadEntry> {
+    if (!map || name.find("SCB") != std::string::npos) return std::nullopt;
+    const auto placement = map->placement_of(name);
+    if (!placement || !placement->is_disk()) return std::nullopt;
+    std::optional<nn::NamedTensor> target;
+    try {
+      target = model.find_tensor(name);
+    } catch (const MissingTensor&) {
+      return std::nullopt;
+    }
+    if (!options.offload_buffers && target->entry->is_buffer()) return std::nullopt;
+    const TensorInfo stored = source->info(name);
+    const DType dtype = target_dtype(name, stored, target->tensor(), options);
+    return io::OffloadEntry{.name = name, .dtype = dtype, .shape = stored.shape};
+  };
+  const auto in_place = [&](const io::OffloadEntry& e) {
+    return e.dtype == source->info(e.name).dtype &&
+           source->file_of(e.name).extension() == ".safetensors";
+  };
+  io::OffloadIndex converted;
+  std::vector<std::string> read_in_place;
+  for (const std::string& name : source->names()) {
+    if (auto e = disk_decision(name)) {
+      if (in_place(*e)) {
+        read_in_place.push_back(name);
+      } else {
+        converted.push_back(std::move(*e));
+      }
+    }
+  }
+  std::shared_ptr<io::OffloadWorkspace> workspace;
+  std::string fingerprint;
+  io::OffloadIndex reusable;
+  if (!converted.empty()) {
+    if (options.offload_folder.empty()) {
+      workspace = io::OffloadWorkspace::temporary();
+    } else {
+      check_not_a_source_folder(*source, options.offload_folder);
+      workspace = io::OffloadWorkspace::open(options.offload_folder);
+    }
+    fingerprint = source_fingerprint(*source, options.dtype);
+    reusable = workspace->reusable(fingerprint);
+    workspace->begin(fingerprint, converted);
+  }
+  const auto reuse = [&](const std::string& name, DType dtype, const std::vector<std::int64_t>& shape) {
+    return std::any_of(reusable.begin(), reusable.end(), [&](const io::OffloadEntry& e) {
+      return e.name == name && e.dtype == dtype && e.shape == shape;
+    });
+  };
 
   LoadReport report;
   io::OffloadIndex disk_index;
@@ -111,16 +226,16 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
           at::empty(current.sizes(),
                     at::TensorOptions().dtype(require_scalar_type(dtype)).device(c10::kMeta)),
           name);
-      const std::filesystem::path file = source->file_of(name);
-      if (dtype == stored.dtype && file.extension() == ".safetensors") {
-        // Read in place from the checkpoint: no second copy on disk.
-        disk_index.push_back(io::OffloadEntry{.name = name,
-                                              .dtype = dtype,
-                                              .safetensors_file = std::filesystem::absolute(file),
-                                              .weight_name = name});
-      } else {
-        io::offload_weight(source->load(name, {.dtype = dtype}), name, options.offload_folder,
-                           disk_index);
+      if (!(dtype == stored.dtype && source->file_of(name).extension() == ".safetensors")) {
+        // Converted one tensor at a time into the workspace (or kept from a previous run that
+        // wrote the same bytes); tensors read in place need no copy.
+        if (reuse(name, dtype, stored.shape)) {
+          disk_index.push_back(
+              io::OffloadEntry{.name = name, .dtype = dtype, .shape = stored.shape});
+        } else {
+          io::offload_weight(source->load(name, {.dtype = dtype}), name, workspace->path(),
+                             disk_index);
+        }
       }
     } else {
       // Buffers of disk modules that are not offloaded are loaded too (Accelerate leaves them
@@ -156,14 +271,67 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
     log_warning("Some weights of {} were not initialized from the model checkpoint at {}: [{}].",
                 model.class_name(), checkpoint.string(), fmt::join(report.missing_keys, ", "));
   }
-  if (!disk_index.empty()) {
-    // Published last: a failure above leaves no index that a later run would trust.
-    io::save_offload_index(disk_index, options.offload_folder);
-    report.disk_weights = with_tied_aliases(io::OffloadFolder::open(options.offload_folder),
+  WeightsMap converted_weights;
+  if (workspace) {
+    // Published last: a failure above leaves no record that a later run would trust.
+    workspace->publish(fingerprint, disk_index);
+    std::vector<std::string> names;
+    for (const io::OffloadEntry& e : disk_index) names.push_back(e.name);
+    // Built from what was just written, not re-read from index.json.
+    converted_weights = select_weights(io::OffloadFolder::from_index(workspace->path(), disk_index),
+                                       std::move(names), workspace);
+  }
+  if (converted_weights || !read_in_place.empty()) {
+    WeightsMap in_place_weights =
+        read_in_place.empty() ? nullptr : select_weights(source, std::move(read_in_place));
+    report.disk_weights = with_tied_aliases(combine_weights({in_place_weights, converted_weights}),
                                             nn::find_tied_parameters(model));
+  }
+  if (map && map->uses(Placement::disk()) && !report.disk_weights) {
+    report.disk_weights = io::make_memory_source({});  // disk modules with nothing to read
   }
   nn::retie_parameters(model, nn::find_tied_parameters(model));
   return report;
+}
+
+plan::RuntimeOptions runtime_of(const LoadAndDispatchOptions& options) {
+  plan::RuntimeOptions rt = options.runtime;
+  if (!options.prefetch) {
+    rt.streaming = plan::Streaming::kMapped;
+    rt.direct_io = false;
+    rt.staging_bytes.reset();
+    return rt;
+  }
+  rt.streaming = options.prefetch->lookahead ? plan::Streaming::kPrefetch : plan::Streaming::kOnDemand;
+  rt.direct_io = options.prefetch->read_mode == io::ReadMode::Direct;
+  // One figure for both sides, as --prefetch-bytes gives; the larger when they differ.
+  const auto& p = *options.prefetch;
+  if (p.host_budget_bytes || p.device_budget_bytes) {
+    rt.staging_bytes = std::max(p.host_budget_bytes.value_or(0), p.device_budget_bytes.value_or(0));
+  }
+  return rt;
+}
+
+namespace {
+
+plan::PlanOptions plan_options_of(const LoadAndDispatchOptions& options) {
+  return plan::PlanOptions{.no_split_module_classes = options.no_split_module_classes,
+                           .no_split_patterns = options.no_split_patterns,
+                           .dtype = options.dtype,
+                           .offload_buffers = options.offload_buffers};
+}
+
+}  // namespace
+
+plan::Resolution resolve_for_dispatch(nn::Module& model, plan::Strategy strategy,
+                                      const LoadAndDispatchOptions& options) {
+  const plan::ModuleTree tree = plan::ModuleTree::from_module(model);
+  return plan::resolve_and_plan(tree,
+                                plan::ResolveOptions{.strategy = strategy,
+                                                     .max_memory = options.max_memory,
+                                                     .extra_reserve = options.reserve,
+                                                     .runtime = runtime_of(options)},
+                                plan_options_of(options));
 }
 
 plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
@@ -172,55 +340,22 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
   std::optional<plan::DeviceMap> map;
   std::optional<PrefetchOptions> prefetch = options.prefetch;
   if (const auto* strategy = std::get_if<plan::Strategy>(&options.device_map)) {
-    const plan::ModuleTree tree = plan::ModuleTree::from_module(model);
-    const plan::PlanOptions plan_options{.no_split_module_classes = options.no_split_module_classes,
-                                         .dtype = options.dtype,
-                                         .offload_buffers = options.offload_buffers};
-    // Note [Staging in the budget]
-    // The prefetcher's staging memory (default: two of the largest layers per side) is kept free
-    // on the main devices while planning — the CPU, which holds read buffers, and the first GPU,
-    // which holds the device copies of streamed blocks — on top of the largest layer the planner
-    // keeps free there itself (headroom for activations and the KV cache). So resident weights
-    // plus staging stay within max_memory.
-    plan::MemoryBudget reserve = options.reserve;
+    // Note [Staging in the budget]: the staging the plan kept free is what the prefetcher gets.
+    const plan::Resolution resolution = resolve_for_dispatch(model, *strategy, options);
+    map = resolution.plan.plan.device_map;
     if (prefetch) {
-      const plan::MaximumSizes sizes =
-          plan::calculate_maximum_sizes(tree, plan_options.no_split(), plan_options.size_options());
-      std::uint64_t layer_tensors = 1;
-      for (const std::string& name : sizes.largest_layer.names) {
-        const auto layer = tree.find(name);
-        if (!layer) continue;
-        std::uint64_t n = 0;
-        for (plan::NodeId id = 0; id < static_cast<plan::NodeId>(tree.size()); ++id) {
-          n += tree.node(id).is_tensor() && tree.contains(*layer, id) ? 1 : 0;
-        }
-        layer_tensors = std::max(layer_tensors, n);
-      }
-      // Two layers on each side. A converted dtype holds the stored bytes beside the converted
-      // ones (counted as twice the layer); host reads are padded to pages for O_DIRECT.
-      const std::uint64_t layer = sizes.largest_layer.size_bits / 8 * (options.dtype ? 2 : 1);
-      const std::uint64_t host = prefetch->host_budget_bytes.value_or(
-          2 * (layer + layer_tensors * 3 * io::DirectReader::kAlignment));
-      const std::uint64_t device = prefetch->device_budget_bytes.value_or(2 * layer);
-      prefetch->host_budget_bytes = host;
-      prefetch->device_budget_bytes = device;
-      const plan::MemoryBudget budget =
-          options.max_memory ? *options.max_memory : plan::get_max_memory();
-      auto add = [&](Placement p, std::uint64_t bytes) {
-        if (budget.contains(p))
-          reserve.set(p, Bytes(reserve.find(p).value_or(Bytes(0)).value() + bytes));
-      };
-      add(Placement::cpu(), host);
-      if (!budget.gpus().empty()) add(budget.gpus().front(), device);
+      prefetch->host_budget_bytes = resolution.host_staging_bytes;
+      prefetch->device_budget_bytes = resolution.device_staging_bytes;
     }
-    map = plan::plan_with_strategy(
-              tree,
-              plan::StrategyOptions{
-                  .strategy = *strategy, .max_memory = options.max_memory, .reserve = reserve},
-              plan_options)
-              .plan.device_map;
   } else if (const auto* given = std::get_if<plan::DeviceMap>(&options.device_map)) {
     map = *given;
+    if (prefetch) {
+      // A given map: staging from the same rule, so a map from `ferry plan` runs as planned.
+      const plan::Staging staging = plan::staging_for(
+          plan::ModuleTree::from_module(model), plan_options_of(options), runtime_of(options));
+      if (!prefetch->host_budget_bytes) prefetch->host_budget_bytes = staging.host_bytes;
+      if (!prefetch->device_budget_bytes) prefetch->device_budget_bytes = staging.device_bytes;
+    }
   }
   const bool any_disk = map && map->uses(Placement::disk());
   LoadReport report = load_checkpoint_in_model(

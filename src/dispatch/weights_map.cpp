@@ -94,6 +94,41 @@ class AliasSource final : public io::TensorSource {
   std::vector<std::string> names_;
 };
 
+// Some names of a source, which also keeps an owner alive (a workspace its files lie in).
+class SubsetSource final : public io::TensorSource {
+ public:
+  SubsetSource(WeightsMap base, std::vector<std::string> names, std::shared_ptr<const void> owner)
+      : base_(std::move(base)), names_(std::move(names)), owner_(std::move(owner)) {
+    std::sort(names_.begin(), names_.end());
+    names_.erase(std::unique(names_.begin(), names_.end()), names_.end());
+  }
+  const std::vector<std::string>& names() const override { return names_; }
+  std::optional<TensorInfo> find(std::string_view name) const override {
+    return has(name) ? base_->find(name) : std::nullopt;
+  }
+  at::Tensor load(std::string_view name, const io::LoadOptions& options) const override {
+    if (!has(name)) throw missing(name);
+    return base_->load(name, options);
+  }
+  std::filesystem::path file_of(std::string_view name) const override {
+    if (!has(name)) throw missing(name);
+    return base_->file_of(name);
+  }
+  std::optional<io::FileExtent> extent(std::string_view name) const override {
+    if (!has(name)) throw missing(name);
+    return base_->extent(name);
+  }
+  std::string description() const override { return base_->description(); }
+
+ private:
+  bool has(std::string_view name) const {
+    return std::binary_search(names_.begin(), names_.end(), name, std::less<>());
+  }
+  WeightsMap base_;
+  std::vector<std::string> names_;  // sorted, unique
+  std::shared_ptr<const void> owner_;
+};
+
 bool belongs(const std::string& name, const std::string& module) {
   if (module.empty() || name == module) return true;
   return name.size() > module.size() && name.starts_with(module) && name[module.size()] == '.';
@@ -134,6 +169,18 @@ WeightsMap with_tied_aliases(WeightsMap weights,
   }
   if (aliases.empty()) return weights;
   return std::make_shared<AliasSource>(std::move(weights), std::move(aliases));
+}
+
+WeightsMap select_weights(WeightsMap source, std::vector<std::string> names,
+                          std::shared_ptr<const void> owner) {
+  if (!source) return source;
+  for (const std::string& n : names) {
+    if (!source->contains(n)) throw MissingTensor(fmt::format("tensor '{}' is not in {}", n,
+                                                              source->description()),
+                                                  ErrorFields{.path = n,
+                                                              .file = source->description()});
+  }
+  return std::make_shared<SubsetSource>(std::move(source), std::move(names), std::move(owner));
 }
 
 WeightsMap cpu_weights(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {

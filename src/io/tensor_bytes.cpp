@@ -71,11 +71,19 @@ at::Tensor load_from_file(const std::shared_ptr<const MappedFile>& file, std::ui
   const bool aligned = reinterpret_cast<std::uintptr_t>(bytes.data()) %
                            static_cast<std::uintptr_t>(element_size(info.dtype)) ==
                        0;
-  if (converts || (aligned && !options.copy)) {
-    if (converts) file->advise_willneed(offset_bytes, bytes.size());
-    return tensor_from_bytes(bytes, info, file, options, name);
-  }
+  if (!converts && aligned && !options.copy) return tensor_from_bytes(bytes, info, file, options, name);
+  // Copied, or converted to another dtype or device: read with pread into a buffer of this
+  // tensor alone, not through the mapping, whose pages would stay in the process's resident set
+  // (a --dtype conversion of a whole checkpoint would otherwise count all of it against the CPU
+  // budget while only the converted copies are kept).
   at::Tensor tensor = at::empty(info.shape, at::TensorOptions().dtype(stored));
+  if (converts) {
+    if (!bytes.empty()) {
+      file->read(offset_bytes,
+                 std::span<std::byte>(static_cast<std::byte*>(tensor.data_ptr()), bytes.size()));
+    }
+    return convert(tensor, LoadOptions{.dtype = options.dtype, .device = options.device});
+  }
   if (bytes.empty()) return tensor;
   // A fresh multi-MiB buffer is faulted in page by page while it is filled; huge pages (where
   // the system has them on request) cut the faults 512-fold.

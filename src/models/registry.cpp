@@ -12,6 +12,7 @@
 #include "ferry/io/checkpoint.h"
 #include "ferry/models/gpt2.h"
 #include "ferry/models/llama.h"
+#include "ferry/models/run_shape.h"
 #include "ferry/nn/init.h"
 
 namespace ferry::models {
@@ -154,8 +155,19 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType
   return find_architecture(config).factory(config, dtype);
 }
 
-LoadedModel load_model(const std::filesystem::path& folder, const LoadModelOptions& options) {
+namespace {
+
+// A model built on meta and checked against its checkpoint, with the load options it is loaded
+// with: what plan_model and load_model share, so that both plan the same model the same way.
+struct Prepared {
   LoadedModel out;
+  std::filesystem::path checkpoint;
+  dispatch::LoadAndDispatchOptions dispatch;
+};
+
+Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& options) {
+  Prepared prepared;
+  LoadedModel& out = prepared.out;
   out.config = load_config(folder);
   const Architecture architecture = find_architecture(out.config);
   const std::filesystem::path checkpoint =
@@ -201,9 +213,44 @@ LoadedModel load_model(const std::filesystem::path& folder, const LoadModelOptio
                          [&](const std::regex& r) { return std::regex_match(name, r); });
     };
   }
-  out.device_map =
-      dispatch::load_checkpoint_and_dispatch(out.model->module(), checkpoint, dispatch);
-  return out;
+  const at::ScalarType dtype = build_dtype(out.config, options.dispatch.dtype);
+  const plan::RuntimeOptions needs = runtime_needs(out.config, options.shape, dtype);
+  dispatch.runtime.kv_cache_bytes = needs.kv_cache_bytes;
+  dispatch.runtime.kv_cache_layers = needs.kv_cache_layers;
+  dispatch.runtime.activation_bytes = needs.activation_bytes;
+  dispatch.runtime.footprint_bytes = needs.footprint_bytes;
+  prepared.checkpoint = checkpoint;
+  prepared.dispatch = std::move(dispatch);
+  return prepared;
+}
+
+}  // namespace
+
+PlannedModel plan_model(const std::filesystem::path& folder, const LoadModelOptions& options,
+                        plan::Strategy strategy) {
+  Prepared p = prepare(folder, options);
+  plan::Resolution resolution =
+      dispatch::resolve_for_dispatch(p.out.model->module(), strategy, p.dispatch);
+  return {.config = std::move(p.out.config),
+          .model = std::move(p.out.model),
+          .resolution = std::move(resolution)};
+}
+
+LoadedModel load_model(const std::filesystem::path& folder, const LoadModelOptions& options) {
+  Prepared p = prepare(folder, options);
+  if (const auto* strategy = std::get_if<plan::Strategy>(&p.dispatch.device_map)) {
+    // Resolved once, here: the budgets are probed at most once, and what `ferry plan` shows
+    // (plan_model) is what is loaded.
+    p.out.resolution = dispatch::resolve_for_dispatch(p.out.model->module(), *strategy, p.dispatch);
+    p.dispatch.device_map = p.out.resolution->plan.plan.device_map;
+    if (p.dispatch.prefetch) {
+      p.dispatch.prefetch->host_budget_bytes = p.out.resolution->host_staging_bytes;
+      p.dispatch.prefetch->device_budget_bytes = p.out.resolution->device_staging_bytes;
+    }
+  }
+  p.out.device_map =
+      dispatch::load_checkpoint_and_dispatch(p.out.model->module(), p.checkpoint, p.dispatch);
+  return std::move(p.out);
 }
 
 }  // namespace ferry::models

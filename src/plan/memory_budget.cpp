@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <map>
 
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
@@ -111,9 +112,30 @@ MemoryBudget get_max_memory() {
 MemoryBudget get_max_memory(std::span<const BudgetEntry> max_memory, std::optional<int> gpu_count) {
   // Keys are checked before sizes are parsed, as Accelerate does not; either order reports the
   // first problem, and a wrong key is the likelier mistake.
+  std::map<std::string, std::string, std::less<>> seen;  // canonical key → size
   for (const BudgetEntry& e : max_memory) {
     const std::string_view key = trim(e.device);
-    if (key == "cpu" || key == "disk" || parse_index(key)) continue;
+    if (const auto index = parse_index(key); index && *index < 0) {
+      throw InvalidArgument(
+          fmt::format("Device {} is not recognized: a GPU index is 0 or more", key),
+          ErrorFields{.path = std::string(key),
+                      .expected = "a GPU index (0, 1, ...), 'cpu' or 'disk'",
+                      .actual = std::string(key)});
+    }
+    if (key == "cpu" || key == "disk" || parse_index(key)) {
+      const std::string canonical =
+          parse_index(key) ? std::to_string(*parse_index(key)) : std::string(key);
+      if (auto [it, fresh] = seen.emplace(canonical, std::string(trim(e.size))); !fresh) {
+        throw InvalidArgument(
+            fmt::format("max_memory: device {} is given twice ({} and {}): expected one budget "
+                        "per device",
+                        canonical, it->second, trim(e.size)),
+            ErrorFields{.path = canonical,
+                        .expected = "one budget per device",
+                        .actual = fmt::format("{} and {}", it->second, trim(e.size))});
+      }
+      continue;
+    }
     if (key == "mps") throw Unsupported("Device mps (Apple GPUs) is not supported by ferry");
     throw InvalidArgument(
         fmt::format("Device {} is not recognized, available devices are integers(for GPU/XPU), "

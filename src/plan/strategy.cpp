@@ -36,7 +36,8 @@ StrategyPlan plan_with_strategy(const ModuleTree& tree, const StrategyOptions& s
     out.planning_budget =
         get_balanced_memory(tree, out.planning_budget, options,
                             {.low_zero = strategy.strategy == Strategy::kBalancedLow0,
-                             .keep_ten_percent = !strategy.max_memory.has_value()});
+                             .keep_ten_percent = strategy.keep_ten_percent.value_or(
+                                 !strategy.max_memory.has_value())});
   }
   out.plan = plan_device_map(tree, out.planning_budget, options);
   return out;

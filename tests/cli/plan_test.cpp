@@ -35,7 +35,7 @@ std::filesystem::path make_llama_like(const std::filesystem::path& dir) {
 TEST(PlanCommand, JsonHasTheDeviceMapAndPerDeviceBytes) {
   ferry::testing::ScratchDir dir;
   const auto model = make_llama_like(dir.path());
-  const auto r = run_ferry_stdout("plan --json --strategy sequential --max-memory cpu=2000 " +
+  const auto r = run_ferry_stdout("plan --json --strategy sequential --io mmap --max-memory cpu=2000 " +
                                   model.string());
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto json = nlohmann::json::parse(r.out);
@@ -60,7 +60,7 @@ TEST(PlanCommand, JsonHasTheDeviceMapAndPerDeviceBytes) {
 TEST(PlanCommand, SaysPlainlyWhenTheModelNeedsDisk) {
   ferry::testing::ScratchDir dir;
   const auto model = make_llama_like(dir.path());
-  const auto tight = run_ferry("plan --max-memory cpu=2000 " + model.string());
+  const auto tight = run_ferry("plan --io mmap --max-memory cpu=2000 " + model.string());
   ASSERT_EQ(tight.exit_code, 0) << tight.out;
   EXPECT_THAT(tight.out, HasSubstr("disk"));
   const auto roomy = run_ferry_stdout("plan --json --max-memory cpu=1GiB " + model.string());

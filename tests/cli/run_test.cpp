@@ -25,7 +25,8 @@ class RunCommand : public ::testing::Test {
   // --json of a greedy run of 4 tokens with `flags`.
   nlohmann::json run_json(const std::string& flags) const {
     const auto r = run_ferry_stdout(
-        "run " + model() + " --prompt-ids 1,2,3 --max-new-tokens 4 --ignore-eos --json " + flags);
+        "run " + model() + " --prompt-ids 1,2,3 --max-new-tokens 4 --context 8 --ignore-eos --json " +
+        flags);
     EXPECT_EQ(r.exit_code, 0) << r.out;
     return nlohmann::json::parse(r.out);
   }
@@ -38,7 +39,7 @@ TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
   ASSERT_FALSE(all_cpu.contains("prefetch"));  // nothing offloaded, no prefetcher
   for (const char* flags : {"--io direct", "--io buffered", "--io direct --no-prefetch",
                             "--io direct --io-threads 2"}) {
-    const nlohmann::json j = run_json(std::string("--max-memory cpu=700KB ") + flags);
+    const nlohmann::json j = run_json(std::string("--max-memory cpu=1MB ") + flags);
     EXPECT_EQ(j["token_ids"], all_cpu["token_ids"]) << flags;
     ASSERT_TRUE(j["placed_bytes"].contains("disk")) << flags << j.dump();
     ASSERT_TRUE(j.contains("prefetch")) << flags;
@@ -51,7 +52,7 @@ TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
         << flags;
   }
   // Accelerate's way: no prefetcher, no staging kept free, so more rests on the CPU.
-  const nlohmann::json mmap = run_json("--max-memory cpu=700KB --io mmap");
+  const nlohmann::json mmap = run_json("--max-memory cpu=1MB --io mmap");
   EXPECT_EQ(mmap["token_ids"], all_cpu["token_ids"]);
   EXPECT_FALSE(mmap.contains("prefetch"));
   EXPECT_EQ(mmap["io"], "mmap");
@@ -59,7 +60,7 @@ TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
 
 TEST_F(RunCommand, AStagingBudgetSmallerThanABlockIsAnError) {
   const auto r = run_ferry("run " + model() +
-                           " --prompt-ids 1,2,3 --max-new-tokens 2 --max-memory cpu=100KB "
+                           " --prompt-ids 1,2,3 --max-new-tokens 2 --context 8 --max-memory cpu=300KB "
                            "--prefetch-bytes 1KB");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("needs 131072 bytes of host staging memory but the prefetch budget is "

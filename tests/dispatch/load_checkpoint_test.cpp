@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "dispatch_test_models.h"
@@ -15,6 +17,8 @@
 #include "ferry/io/safetensors_writer.h"
 #include "ferry/io/sharded.h"
 #include "ferry/nn/init.h"
+#include "ferry/plan/module_tree.h"
+#include "ferry/plan/resolve.h"
 #include "scratch_dir.h"
 
 namespace ferry::dispatch {
@@ -105,7 +109,12 @@ TEST(LoadCheckpoint, AndDispatchWithAutoOnSimulatedGpuCpuAndDisk) {
   auto model = empty_stack();
   plan::MemoryBudget budget;
   budget.set(Placement::gpu(0), 3_KiB);
-  budget.set(Placement::cpu(), Bytes(1500));
+  // 1500 bytes of weights beside the host staging the disk blocks stream through.
+  const plan::Staging staging =
+      plan::staging_for(plan::ModuleTree::from_module(*model),
+                        plan::PlanOptions{.no_split_module_classes = {"Block"}},
+                        runtime_of(LoadAndDispatchOptions{}));
+  budget.set(Placement::cpu(), Bytes(1500 + staging.host_bytes));
   const plan::DeviceMap map =
       load_checkpoint_and_dispatch(*model, dir.path(),
                                    LoadAndDispatchOptions{.device_map = plan::Strategy::kSequential,
@@ -117,13 +126,8 @@ TEST(LoadCheckpoint, AndDispatchWithAutoOnSimulatedGpuCpuAndDisk) {
       << map.to_json();
   EXPECT_TRUE(at::equal((*model)(ids), expected)) << map.to_json();
   EXPECT_LE(sim_gpu_stats(0).peak, 3_KiB);
-  // Disk weights are read in place from the checkpoint: no .dat copies.
-  bool any_dat = false;
-  for (const auto& e : std::filesystem::directory_iterator(offload.path())) {
-    any_dat |= e.path().extension() == ".dat";
-  }
-  EXPECT_FALSE(any_dat);
-  EXPECT_TRUE(std::filesystem::exists(offload.path() / "index.json"));
+  // Disk weights are read in place from the checkpoint: nothing is written to the folder.
+  EXPECT_TRUE(std::filesystem::is_empty(offload.path()));
 }
 
 TEST(LoadCheckpoint, DtypeConversionWritesOffloadCopiesAndLeavesIntegersAlone) {
@@ -168,15 +172,98 @@ TEST(LoadCheckpoint, ErrorsNameTensorFileAndShapes) {
     EXPECT_EQ(e.expected(), "[4, 3]");
     EXPECT_EQ(e.actual(), "[3, 4]");
   }
+}
+
+// Sets TMPDIR for the life of the object.
+class TmpDirScope {
+ public:
+  explicit TmpDirScope(const std::filesystem::path& dir) {
+    if (const char* old = std::getenv("TMPDIR")) old_ = old;
+    ::setenv("TMPDIR", dir.c_str(), 1);
+  }
+  ~TmpDirScope() {
+    if (old_) {
+      ::setenv("TMPDIR", old_->c_str(), 1);
+    } else {
+      ::unsetenv("TMPDIR");
+    }
+  }
+
+ private:
+  std::optional<std::string> old_;
+};
+
+// Accelerate asks for an offload_folder whenever the map has "disk"; ferry needs one only to
+// write converted copies, and then makes a private temporary folder that lives as long as the
+// model's hooks (docs/deviations.md).
+TEST(LoadCheckpoint, DiskWithoutAFolderReadsInPlaceOrConvertsIntoAPrivateTemporaryFolder) {
+  TempDir dir;
+  TempDir tmp;
+  TmpDirScope scope(tmp.path());
+  at::manual_seed(4);
+  TinyStack reference(23, 8, 3);
+  const at::Tensor ids = at::randint(23, {2, 4});
+  save_reference(reference, dir.path());
+  const plan::DeviceMap map{{"embed", Placement::cpu()},
+                            {"layers", Placement::disk()},
+                            {"norm", Placement::cpu()},
+                            {"head", Placement::cpu()},
+                            {"scale", Placement::cpu()}};
+  {
+    auto model = empty_stack();
+    load_checkpoint_and_dispatch(*model, dir.path(), LoadAndDispatchOptions{.device_map = map});
+    EXPECT_TRUE(at::equal((*model)(ids), reference(ids)));
+    EXPECT_TRUE(std::filesystem::is_empty(tmp.path()));  // read in place: nothing written
+  }
+  {
+    auto model = empty_stack();
+    load_checkpoint_and_dispatch(*model, dir.path(),
+                                 LoadAndDispatchOptions{.device_map = map, .dtype = DType::kBF16});
+    ASSERT_FALSE(std::filesystem::is_empty(tmp.path()));  // converted copies, while it lives
+    EXPECT_TRUE(at::allclose((*model)(ids).to(at::kFloat), reference(ids), 0.1, 0.1));
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(tmp.path()));  // removed with the model
+}
+
+TEST(LoadCheckpoint, ConvertingIntoTheCheckpointsOwnFolderIsRefused) {
+  TempDir dir;
+  TinyStack reference(23, 8, 3);
+  save_reference(reference, dir.path());
+  std::map<std::filesystem::path, std::uintmax_t> before;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    before[e.path()] = std::filesystem::file_size(e.path());
+  }
+  auto model = empty_stack();
   try {
     load_checkpoint_in_model(
-        model, dir.path(),
-        LoadCheckpointOptions{.device_map = plan::DeviceMap{{"linear1", Placement::disk()}}});
+        *model, dir.path(),
+        LoadCheckpointOptions{.device_map = plan::DeviceMap{{"", Placement::disk()}},
+                              .offload_folder = dir.path() / ".",
+                              .dtype = DType::kF16});
+    FAIL() << "wrote into the checkpoint's folder";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("is the folder the checkpoint is read from"),
+              std::string::npos)
+        << e.what();
+  }
+  std::map<std::filesystem::path, std::uintmax_t> after;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    after[e.path()] = std::filesystem::file_size(e.path());
+  }
+  EXPECT_EQ(after, before);
+}
+
+TEST(LoadCheckpoint, ATensorflowSafetensorsFileIsRejected) {
+  TempDir dir;
+  io::save_safetensors(dir.path() / "model.safetensors", {{"linear1.weight", at::zeros({4, 3})}},
+                       io::SaveOptions{.metadata = {{"format", "tf"}}});
+  ModelForTest model;
+  try {
+    load_checkpoint_in_model(model, dir.path());
     FAIL();
-  } catch (const InvalidDeviceMap& e) {
-    EXPECT_STREQ(e.what(),
-                 "At least one of the model submodule will be offloaded to disk, please pass along "
-                 "an `offload_folder`.");
+  } catch (const InvalidArgument& e) {
+    EXPECT_EQ(e.expected(), "pt");
+    EXPECT_EQ(e.actual(), "tf");
   }
 }
 

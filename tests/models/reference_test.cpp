@@ -6,6 +6,8 @@
 #include "ferry/core/devices.h"
 #include "ferry/models/generate.h"
 #include "ferry/models/registry.h"
+#include "ferry/plan/module_tree.h"
+#include "ferry/plan/resolve.h"
 #include "models/model_fixtures.h"
 
 namespace ferry::models {
@@ -50,15 +52,37 @@ void expect_matches_reference(const std::string& name, LoadModelOptions options 
   EXPECT_EQ(r.tokens.front(), ref.greedy) << name;
 }
 
+// The short run of these tests: reserves for a 16-token prompt and 32 positions.
+constexpr RunShape kShortRun{.batch = 1, .context = 32, .prompt_tokens = 16, .max_new_tokens = 16};
+
+// A CPU budget that keeps `weights_bytes` of weights there once ferry's reserves for this run
+// (KV cache, activations, staging of the streamed layers) are set aside: the reserves come from
+// the resolution load_model uses, so the test asks for a share of the weights, not a guess.
+Bytes cpu_budget_for(const std::string& name, std::uint64_t weights_bytes,
+                     const LoadModelOptions& o) {
+  LoadModelOptions probe = o;
+  plan::MemoryBudget all;
+  all.set(Placement::cpu(), Bytes(std::uint64_t{1} << 30));
+  probe.dispatch.max_memory = all;
+  const PlannedModel planned = plan_model(fixture(name), probe, plan::Strategy::kSequential);
+  const plan::Staging staging = plan::staging_for(
+      plan::ModuleTree::from_module(planned.model->module()),
+      plan::PlanOptions{.no_split_module_classes = {planned.model->decoder_layer_class()},
+                        .dtype = o.dispatch.dtype},
+      dispatch::runtime_of(o.dispatch));
+  return Bytes(weights_bytes + staging.host_bytes + planned.resolution.reserved(Placement::cpu()));
+}
+
 class ReferenceTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ReferenceTest, AllOnCpu) { expect_matches_reference(GetParam()); }
 
 TEST_P(ReferenceTest, PartlyOnDisk) {
-  LoadModelOptions o;
+  LoadModelOptions o{.dispatch = {.device_map = plan::Strategy::kSequential,
+                                  .dtype = DType::kF32},
+                     .shape = kShortRun};
   plan::MemoryBudget budget;
-  budget.set(Placement::cpu(), Bytes(60'000));  // about half of the float32 weights
-  o.dispatch.device_map = plan::Strategy::kSequential;
+  budget.set(Placement::cpu(), cpu_budget_for(GetParam(), 60'000, o));  // ~half the weights
   o.dispatch.max_memory = budget;
   expect_matches_reference(GetParam(), o);
 }
@@ -72,6 +96,7 @@ TEST_P(ReferenceTest, SimulatedGpusWithCpuOffload) {
   budget.set(Placement::cpu(), Bytes(1'000'000));
   o.dispatch.device_map = plan::Strategy::kSequential;
   o.dispatch.max_memory = budget;
+  o.shape = kShortRun;
   expect_matches_reference(GetParam(), o);
 }
 
@@ -80,12 +105,12 @@ INSTANTIATE_TEST_SUITE_P(Architectures, ReferenceTest,
 
 TEST(ReferenceDeviceMaps, DiskMapReallyOffloads) {
   TempDir offload;
+  LoadModelOptions o{.dispatch = {.device_map = plan::Strategy::kSequential,
+                                  .dtype = DType::kF32},
+                     .shape = kShortRun};
   plan::MemoryBudget budget;
-  budget.set(Placement::cpu(), Bytes(60'000));
-  LoadModelOptions o;
-  o.dispatch.device_map = plan::Strategy::kSequential;
+  budget.set(Placement::cpu(), cpu_budget_for("llama_gqa", 60'000, o));
   o.dispatch.max_memory = budget;
-  o.dispatch.dtype = DType::kF32;
   o.dispatch.offload_folder = offload.path();
   const LoadedModel loaded = load_model(fixture("llama_gqa"), o);
   const auto p = loaded.device_map.placements();

@@ -18,6 +18,7 @@
 #include "ferry/dispatch/prefetch.h"
 #include "ferry/plan/device_map.h"
 #include "ferry/plan/memory_budget.h"
+#include "ferry/plan/resolve.h"
 #include "ferry/plan/strategy.h"
 
 namespace ferry::dispatch {
@@ -72,6 +73,7 @@ struct LoadAndDispatchOptions {
   std::optional<plan::MemoryBudget> max_memory;  // nullopt: probed budgets
   plan::MemoryBudget reserve;                    // kept free per device when planning
   std::vector<std::string> no_split_module_classes;
+  std::vector<std::string> no_split_patterns;  // module path globs never split (ferry's)
   std::filesystem::path offload_folder;
   bool offload_buffers = false;
   std::optional<DType> dtype;
@@ -84,7 +86,19 @@ struct LoadAndDispatchOptions {
   LoadProgressCallback progress;  // passed to load_checkpoint_in_model
   std::optional<PrefetchOptions> prefetch = PrefetchOptions{};  // see DispatchOptions
   ComputePolicy compute;                                        // see DispatchOptions
+  // What a run holds beside the weights (KV cache, activations, the runtime's own memory),
+  // reserved when planning. Its streaming fields are ignored: they follow `prefetch`.
+  plan::RuntimeOptions runtime;
 };
+
+// The runtime options of `options`: its KV cache, activations and footprint, with streaming,
+// O_DIRECT and staging taken from its prefetch options (none: Accelerate's mapped reads).
+plan::RuntimeOptions runtime_of(const LoadAndDispatchOptions& options);
+
+// The one resolution step (plan::resolve_and_plan) of load_checkpoint_and_dispatch for a model
+// and a strategy: `ferry plan` and `ferry run` call it and get the same budgets and map.
+plan::Resolution resolve_for_dispatch(nn::Module& model, plan::Strategy strategy,
+                                      const LoadAndDispatchOptions& options);
 
 // Plans (for a strategy), loads, and dispatches. Returns the device map used (empty when none).
 plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,

@@ -28,6 +28,11 @@ std::vector<std::pair<std::string, at::Tensor>> extract_submodules_state_dict(
 WeightsMap with_tied_aliases(WeightsMap weights,
                              const std::vector<std::vector<std::string>>& tied_groups);
 
+// The tensors `names` of `source` as a source of their own (MissingTensor for a name it lacks),
+// keeping `owner` (e.g. the workspace the files lie in) alive as long as the result lives.
+WeightsMap select_weights(WeightsMap source, std::vector<std::string> names,
+                          std::shared_ptr<const void> owner = nullptr);
+
 // An in-memory weights map over `tensors`, each moved to the CPU.
 WeightsMap cpu_weights(const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 

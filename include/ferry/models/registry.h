@@ -13,6 +13,7 @@
 #include "ferry/dispatch/load_checkpoint.h"
 #include "ferry/models/causal_lm.h"
 #include "ferry/models/checkpoint_layout.h"
+#include "ferry/models/run_shape.h"
 
 namespace ferry::models {
 
@@ -36,13 +37,29 @@ struct LoadModelOptions {
   // architecture's ignored keys are added to ignore_unexpected. Missing tensors are always an
   // error; other unused checkpoint tensors are a warning, or an error with strict.
   dispatch::LoadAndDispatchOptions dispatch;
+  // The run's shape: its KV cache and activations are reserved when planning (dispatch.runtime's
+  // sizes are replaced by runtime_needs of it).
+  RunShape shape;
 };
 
 struct LoadedModel {
   ModelConfig config;
   std::shared_ptr<CausalLM> model;
   plan::DeviceMap device_map;  // the map used (empty: everything on the CPU, no hooks)
+  // The budgets, reserves and plan behind the map when a strategy was given (nullopt for a given
+  // map or none).
+  std::optional<plan::Resolution> resolution;
 };
+
+// What load_model would plan for `folder` under `strategy`, without reading any weight: the
+// model built on meta (and checked against the checkpoint's headers) and the resolution.
+struct PlannedModel {
+  ModelConfig config;
+  std::shared_ptr<CausalLM> model;
+  plan::Resolution resolution;
+};
+PlannedModel plan_model(const std::filesystem::path& folder, const LoadModelOptions& options,
+                        plan::Strategy strategy);
 
 // Reads `folder`/config.json, checks it against the checkpoint's headers (the architecture's
 // CheckpointLayout: embedding shape, layer count), builds the model on meta (in --dtype, else

@@ -22,6 +22,9 @@ struct StrategyOptions {
   Strategy strategy = Strategy::kAuto;
   std::optional<MemoryBudget> max_memory;  // nullopt: probed budgets (and the 90 % rule)
   MemoryBudget reserve;                    // kept free per device (activations, KV cache)
+  // Balanced strategies leave 10 % of the GPUs free when the budgets were probed (Accelerate);
+  // nullopt: when max_memory is nullopt.
+  std::optional<bool> keep_ten_percent;
 };
 
 // A plan and the budgets it was made with (after reserve and balancing).

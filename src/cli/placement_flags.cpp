@@ -1,0 +1,164 @@
+#include "cli/placement_flags.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "ferry/core/bytes.h"
+#include "ferry/core/dtype.h"
+#include "ferry/core/error.h"
+#include "ferry/core/log.h"
+#include "ferry/plan/device_map.h"
+#include "ferry/plan/memory_budget.h"
+#include "ferry/plan/strategy.h"
+
+namespace ferry::cli {
+namespace {
+
+constexpr int kMaxIoThreads = 16;
+
+std::string read_small_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  FERRY_CHECK(f != nullptr, IoError, "--device-map: cannot read {}", path);
+  std::string text;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) {
+    text.append(buf, n);
+    if (text.size() > (std::size_t{64} << 20)) {
+      std::fclose(f);
+      throw InvalidArgument(fmt::format("--device-map: {} is larger than 64 MiB", path));
+    }
+  }
+  std::fclose(f);
+  return text;
+}
+
+// A map file: a device map object, or `ferry plan --json` output (its "device_map").
+plan::DeviceMap read_map_file(const std::string& path) {
+  const std::string text = read_small_file(path);
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && j.contains("device_map") && j["device_map"].is_object()) {
+    return plan::DeviceMap::from_json(j["device_map"].dump());
+  }
+  return plan::DeviceMap::from_json(text);
+}
+
+plan::MemoryBudget parse_reserve(const std::string& text, const std::optional<plan::MemoryBudget>& budget) {
+  if (text.empty()) return {};
+  if (text.find('=') != std::string::npos) {
+    return plan::get_max_memory(plan::parse_budget_entries(text), /*gpu_count=*/1 << 30);
+  }
+  plan::MemoryBudget reserve;
+  const Bytes each = Bytes::parse(text);
+  if (budget) {
+    for (const auto& [p, b] : budget->entries()) reserve.set(p, each);
+  } else {
+    reserve.set(Placement::cpu(), each);
+  }
+  return reserve;
+}
+
+}  // namespace
+
+std::string device_key(Placement p) { return p.to_string(); }
+
+void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
+  cmd->add_option("--device-map", f.device_map,
+                  "auto|balanced|balanced_low_0|sequential|FILE.json (a map, or the output of "
+                  "`ferry plan --json`)");
+  cmd->add_option("--max-memory", f.max_memory,
+                  "Budgets per device, e.g. 0=20GiB,cpu=64GiB (default: probed)");
+  cmd->add_option("--reserve", f.reserve,
+                  "Memory kept free on top of ferry's own reserves: a size for every device, or "
+                  "0=2GiB,cpu=4GiB");
+  cmd->add_option("--offload-folder", f.offload_folder,
+                  "Folder for converted disk-offloaded weights, locked while in use and reused by "
+                  "later runs of the same model and dtype (default: a private temporary folder, "
+                  "removed at exit)");
+  cmd->add_option("--dtype", f.dtype, "Convert floating weights (float32, bfloat16, float16)");
+  cmd->add_option("--no-split", f.no_split, "Never split across devices: a module class (LlamaDecoderLayer) or a module path "
+                  "pattern (model.layers.*); repeatable");
+  cmd->add_flag("--no-prefetch", f.no_prefetch,
+                "Load each offloaded block when it runs instead of ahead of need");
+  cmd->add_option("--prefetch-bytes", f.prefetch_bytes,
+                  "Staging memory for streamed blocks per side, counted in the budgets (default: "
+                  "two of the largest layers)");
+  cmd->add_option("--io", f.io,
+                  "How disk-offloaded weights are read: direct (O_DIRECT where the file system "
+                  "allows), buffered (page cache), mmap (Accelerate's way, no prefetch)")
+      ->check(CLI::IsMember({"direct", "buffered", "mmap"}));
+  cmd->add_option("--io-threads", f.io_threads, "Loader threads of the prefetcher")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--compute-on", f.compute_on,
+                  "Where CPU-resident blocks run when a GPU is the main device: main (stream "
+                  "their weights to it) or weights (run them on the CPU for small batches)")
+      ->check(CLI::IsMember({"main", "weights"}));
+  cmd->add_option("--rest-max-rows", f.rest_max_rows,
+                  "With --compute-on weights: largest batch x tokens computed on the CPU");
+  cmd->add_option("-n,--max-new-tokens", f.max_new_tokens, "Tokens to generate (per prompt)");
+  cmd->add_option("-c,--context", f.context,
+                  "Tokens of KV cache reserved per sequence (default: the prompt allowance, 256 "
+                  "or the longest prompt, plus --max-new-tokens)");
+}
+
+void check_placement_flags(const PlacementFlags& f) {
+  FERRY_CHECK(f.max_new_tokens >= 0, InvalidArgument,
+              "--max-new-tokens: expected 0 or more, got {}", f.max_new_tokens);
+  FERRY_CHECK(f.context >= 0, InvalidArgument, "--context: expected 0 (automatic) or more, got {}",
+              f.context);
+  FERRY_CHECK(f.batch >= 1, InvalidArgument, "--batch: expected 1 or more, got {}", f.batch);
+  FERRY_CHECK(f.rest_max_rows >= 0, InvalidArgument, "--rest-max-rows: expected 0 or more, got {}",
+              f.rest_max_rows);
+  if (!f.max_memory.empty()) (void)plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
+  if (!f.prefetch_bytes.empty()) (void)Bytes::parse(f.prefetch_bytes);
+  if (!f.reserve.empty()) (void)parse_reserve(f.reserve, std::nullopt);
+  if (!f.dtype.empty()) (void)parse_dtype(f.dtype);
+  if (!f.device_map.ends_with(".json")) (void)plan::parse_strategy(f.device_map);
+}
+
+models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prompt_tokens) {
+  models::LoadModelOptions load;
+  auto& d = load.dispatch;
+  if (f.io == "mmap") {
+    d.prefetch.reset();  // Accelerate's way: each block read when it runs, via mmap
+  } else {
+    d.prefetch->read_mode = f.io == "direct" ? io::ReadMode::Direct : io::ReadMode::Buffered;
+    d.prefetch->lookahead = !f.no_prefetch;
+    if (f.io_threads > kMaxIoThreads) {
+      log_warning("--io-threads {}: using {}, the most that helps a disk", f.io_threads,
+                  kMaxIoThreads);
+    }
+    d.prefetch->threads = std::min(f.io_threads, kMaxIoThreads);
+    if (!f.prefetch_bytes.empty()) {
+      const std::uint64_t bytes = Bytes::parse(f.prefetch_bytes).value();
+      d.prefetch->host_budget_bytes = bytes;
+      d.prefetch->device_budget_bytes = bytes;
+    }
+  }
+  if (f.compute_on == "weights") {
+    d.compute = {.where = dispatch::ComputePolicy::Where::kWeights, .max_rows = f.rest_max_rows};
+  }
+  if (f.device_map.ends_with(".json")) {
+    d.device_map = read_map_file(f.device_map);
+  } else {
+    d.device_map = plan::parse_strategy(f.device_map);
+  }
+  if (!f.max_memory.empty()) {
+    d.max_memory = plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
+  }
+  d.reserve = parse_reserve(f.reserve, d.max_memory);
+  d.offload_folder = f.offload_folder;
+  if (!f.dtype.empty()) d.dtype = parse_dtype(f.dtype);
+  // One meaning in `run` and `plan`: each name is a module class or a module path pattern.
+  d.no_split_module_classes = f.no_split;
+  d.no_split_patterns = f.no_split;
+  load.shape = models::RunShape{.batch = f.batch,
+                                .context = f.context,
+                                .prompt_tokens = std::max(prompt_tokens, models::kPromptAllowance),
+                                .max_new_tokens = f.max_new_tokens};
+  return load;
+}
+
+}  // namespace ferry::cli

@@ -1,0 +1,50 @@
+#pragma once
+// The flags that decide where weights rest, shared by `ferry run` and `ferry plan` so that one
+// set of flags means one plan: both turn them into the same models::LoadModelOptions, and both
+// plan through dispatch::resolve_for_dispatch.
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ferry/models/registry.h"
+#include "ferry/models/run_shape.h"
+
+namespace ferry::cli {
+
+struct PlacementFlags {
+  std::string device_map = "auto";  // a strategy or a JSON file (a map, or `ferry plan --json`)
+  std::string max_memory;           // "0=20GiB,cpu=64GiB"; empty: probed once
+  std::string reserve;              // kept free on top: "2GiB" (every device) or "0=2GiB,..."
+  std::string offload_folder;       // empty: a private temporary folder when one is needed
+  std::string dtype;                // compute/storage dtype of floating weights
+  std::vector<std::string> no_split;  // module classes never split across devices
+  bool no_prefetch = false;
+  std::string prefetch_bytes;  // "" = two of the largest layers
+  std::string io = "direct";   // direct | buffered | mmap
+  int io_threads = 1;
+  std::string compute_on = "main";  // main | weights
+  std::int64_t rest_max_rows = 16;
+  // The run's shape, reserved when planning (KV cache and activations).
+  std::int64_t max_new_tokens = 32;
+  std::int64_t context = 0;  // 0: prompt allowance + max_new_tokens
+  std::int64_t batch = 1;    // `run`: the number of prompts
+};
+
+// Adds the flags to `cmd` (`run` and `plan` get the same ones).
+void add_placement_flags(CLI::App* cmd, PlacementFlags& flags);
+
+// Checks every flag's value (sizes, budgets, dtype, shape) before anything is loaded. Throws
+// InvalidArgument naming the flag.
+void check_placement_flags(const PlacementFlags& flags);
+
+// The load options the flags mean, for prompts of at most `prompt_tokens` tokens (the shape's
+// prompt allowance is max(that, models::kPromptAllowance)).
+models::LoadModelOptions load_options(const PlacementFlags& flags, std::int64_t prompt_tokens);
+
+// The budget text of a device key ("cpu", "disk", "0") in the resolved budgets.
+std::string device_key(Placement p);
+
+}  // namespace ferry::cli

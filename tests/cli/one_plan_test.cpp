@@ -1,0 +1,139 @@
+// One plan, kept (issue 11): `ferry plan` and `ferry run` given the same flags make the same
+// device map, and a run keeps every device within its budget — checked over random budgets,
+// models and flags, with simulated GPUs whose capacity is exactly their budget.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "run_ferry.h"
+#include "scratch_dir.h"
+
+namespace ferry::cli {
+namespace {
+
+using testing::run_ferry;
+using testing::run_ferry_stdout;
+
+std::string kib(std::uint64_t n) { return std::to_string(n) + "KiB"; }
+
+class OnePlan : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const auto& [name, arch] : {std::pair{"llama", "llama"}, std::pair{"gpt2", "gpt2"}}) {
+      const auto made = run_ferry(std::string("make-model --arch ") + arch + " --seed 3 --out " +
+                                  (dir_.path() / name).string());
+      ASSERT_EQ(made.exit_code, 0) << made.out;
+    }
+  }
+  ferry::testing::ScratchDir dir_;
+};
+
+TEST_F(OnePlan, PlanAndRunMakeTheSameMapAndRunsKeepTheirBudgets) {
+  std::mt19937 rng(11);
+  const std::vector<std::string> extra_flags = {"",
+                                                "--no-prefetch",
+                                                "--io buffered",
+                                                "--io mmap",
+                                                "--dtype bfloat16",
+                                                "--prefetch-bytes 512KiB",
+                                                "--device-map sequential",
+                                                "--device-map balanced",
+                                                "--context 64",
+                                                "--reserve cpu=100KiB"};
+  int with_gpus = 0;
+  int with_disk = 0;
+  int refused = 0;
+  for (int round = 0; round < 14; ++round) {
+    const std::string model = (dir_.path() / (round % 3 == 2 ? "gpt2" : "llama")).string();
+    const std::string flags = extra_flags[rng() % extra_flags.size()];
+    const bool gpus = rng() % 2 == 0;
+    std::string env;
+    std::string budgets = "cpu=" + kib(700 + rng() % 3000);
+    if (gpus) {
+      const std::uint64_t g0 = 600 + rng() % 1500;
+      const std::uint64_t g1 = 300 + rng() % 1500;
+      // Each simulated GPU's capacity is its budget: going over it is an out-of-memory error.
+      env = "FERRY_SIM_GPUS=" + kib(g0) + "," + kib(g1) + " ";
+      budgets = "0=" + kib(g0) + ",1=" + kib(g1) + "," + budgets;
+    }
+    const std::string context = flags.find("--context") == std::string::npos ? " --context 16" : "";
+    const std::string common =
+        "--max-memory " + budgets + " --max-new-tokens 6 " + flags + context;
+    const auto planned = run_ferry(env + "plan " + model + " --json " + common);
+    const auto ran = run_ferry(env + "run " + model +
+                               " --prompt-ids 1,2,3,4 --ignore-eos --json " + common);
+    if (planned.exit_code != 0) {
+      // A budget too small to stream through is refused by both, with the same message.
+      ++refused;
+      EXPECT_EQ(planned.exit_code, 1) << planned.out;
+      EXPECT_EQ(ran.exit_code, 1) << ran.out;
+      const auto line = planned.out.substr(planned.out.find("ferry: error:"));
+      EXPECT_NE(ran.out.find(line.substr(0, line.find('\n'))), std::string::npos)
+          << planned.out << "\n" << ran.out;
+      continue;
+    }
+    const auto plan = nlohmann::json::parse(planned.out.substr(planned.out.find('{')));
+    ASSERT_EQ(plan["planned_from"], "model");
+    ASSERT_EQ(ran.exit_code, 0) << env << common << "\n" << ran.out;
+    const auto run = nlohmann::json::parse(ran.out.substr(ran.out.find('{')));
+    EXPECT_EQ(run["device_map"], plan["device_map"]) << env << common;
+    EXPECT_EQ(run["token_ids"].size(), 6U) << common;
+    EXPECT_TRUE(run["over_budget"].empty()) << env << common << "\n" << run["devices"].dump(1);
+    for (const auto& [device, d] : run["devices"].items()) {
+      if (device == "disk" || d["budget_bytes"].is_null()) continue;
+      EXPECT_LE(d["peak_bytes"].get<std::uint64_t>(), d["limit_bytes"].get<std::uint64_t>())
+          << device << " " << env << common;
+    }
+    // What the plan reserved for staging is what the prefetcher was given.
+    if (run.contains("prefetch")) {
+      EXPECT_EQ(run["prefetch"]["host_budget_bytes"], plan["staging"]["host_bytes"]) << common;
+    }
+    with_gpus += gpus ? 1 : 0;
+    with_disk += plan["disk_bytes"].get<std::uint64_t>() > 0 ? 1 : 0;
+  }
+  EXPECT_GT(with_gpus, 0);
+  EXPECT_GT(with_disk, 0);
+  EXPECT_LT(refused, 7);  // most random budgets are usable
+}
+
+TEST_F(OnePlan, PlanJsonIsAcceptedAsTheRunsDeviceMap) {
+  const std::string model = (dir_.path() / "llama").string();
+  const auto planned =
+      run_ferry_stdout("plan " + model + " --json --max-memory cpu=1MiB --context 16 --device-map sequential");
+  ASSERT_EQ(planned.exit_code, 0) << planned.out;
+  const std::filesystem::path file = dir_.path() / "plan.json";
+  {
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    std::fwrite(planned.out.data(), 1, planned.out.size(), f);
+    std::fclose(f);
+  }
+  const auto ran = run_ferry_stdout("run " + model + " --prompt-ids 1,2 --max-new-tokens 2 --json "
+                                    "--device-map " + file.string());
+  ASSERT_EQ(ran.exit_code, 0) << ran.out;
+  EXPECT_EQ(nlohmann::json::parse(ran.out)["device_map"],
+            nlohmann::json::parse(planned.out)["device_map"]);
+}
+
+TEST_F(OnePlan, PlanShowsEveryReserveAsARow) {
+  const std::string model = (dir_.path() / "llama").string();
+  const auto r = run_ferry("plan " + model + " --max-memory cpu=800KiB --context 16");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* row : {"- kv cache", "- activations", "- staging", "- weights", "= headroom"}) {
+    EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+  }
+  // A longer context reserves more KV cache, leaving less for weights.
+  const auto small = nlohmann::json::parse(
+      run_ferry_stdout("plan " + model + " --json --max-memory cpu=8MiB --context 16").out);
+  const auto large = nlohmann::json::parse(
+      run_ferry_stdout("plan " + model + " --json --max-memory cpu=8MiB --context 1024").out);
+  EXPECT_LT(small["devices"]["cpu"]["reserves"]["kv cache"].get<std::uint64_t>(),
+            large["devices"]["cpu"]["reserves"]["kv cache"].get<std::uint64_t>());
+  EXPECT_GE(small["devices"]["cpu"]["used_bytes"].get<std::uint64_t>(),
+            large["devices"]["cpu"]["used_bytes"].get<std::uint64_t>());
+}
+
+}  // namespace
+}  // namespace ferry::cli
