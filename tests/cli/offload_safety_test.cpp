@@ -247,14 +247,22 @@ TEST_F(OffloadSafety, ReusedFolderIsKeptWhenItMatchesAndRebuiltWhenNot) {
     EXPECT_EQ(std::filesystem::last_write_time(std::filesystem::path(folder) / name), time)
         << name << " was rewritten although the folder matched";
   }
-  // Another dtype: every file is rebuilt, none of the bfloat16 ones is left or read.
-  const nlohmann::json third = run_to_end(
-      convert_args("a", {"--offload-folder", folder}, {.dtype = "float16"}), "3.log");
-  ASSERT_TRUE(third.contains("token_ids"));
-  const auto index = nlohmann::json::parse(std::ifstream(std::filesystem::path(folder) / "index.json"));
-  for (const auto& [name, entry] : index.items()) EXPECT_EQ(entry["dtype"], "float16") << name;
+  // Another model in the same folder: its record does not match, so every file is rebuilt and
+  // none of the first model's is read; the index lists exactly the files there.
+  const nlohmann::json other =
+      run_to_end(convert_args("b", {"--offload-folder", folder}), "3.log");
+  const nlohmann::json expected_b =
+      run_to_end(convert_args("b", {}, {.cpu = "4MB"}), "3-ref.log");
+  EXPECT_EQ(other["token_ids"], expected_b["token_ids"]);
+  const auto index =
+      nlohmann::json::parse(std::ifstream(std::filesystem::path(folder) / "index.json"));
   std::size_t dats = 0;
-  for (const auto& e : entries(folder)) dats += e.extension() == ".dat" ? 1 : 0;
+  for (const auto& e : entries(folder)) {
+    if (e.extension() != ".dat") continue;
+    ++dats;
+    EXPECT_NE(std::filesystem::last_write_time(e), written[e.filename().string()])
+        << e << " was kept from the other model";
+  }
   EXPECT_EQ(dats, index.size());
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -56,14 +57,20 @@ TEST_F(OnePlan, PlanAndRunMakeTheSameMapAndRunsKeepTheirBudgets) {
       const std::uint64_t g0 = 600 + rng() % 1500;
       const std::uint64_t g1 = 300 + rng() % 1500;
       // Each simulated GPU's capacity is its budget: going over it is an out-of-memory error.
-      env = "FERRY_SIM_GPUS=" + kib(g0) + "," + kib(g1) + " ";
+      env = kib(g0) + "," + kib(g1);
       budgets = "0=" + kib(g0) + ",1=" + kib(g1) + "," + budgets;
+    }
+    // The children inherit it (popen).
+    if (gpus) {
+      ::setenv("FERRY_SIM_GPUS", env.c_str(), 1);
+    } else {
+      ::unsetenv("FERRY_SIM_GPUS");
     }
     const std::string context = flags.find("--context") == std::string::npos ? " --context 16" : "";
     const std::string common =
         "--max-memory " + budgets + " --max-new-tokens 6 " + flags + context;
-    const auto planned = run_ferry(env + "plan " + model + " --json " + common);
-    const auto ran = run_ferry(env + "run " + model +
+    const auto planned = run_ferry("plan " + model + " --json " + common);
+    const auto ran = run_ferry("run " + model +
                                " --prompt-ids 1,2,3,4 --ignore-eos --json " + common);
     if (planned.exit_code != 0) {
       // A budget too small to stream through is refused by both, with the same message.
@@ -77,15 +84,15 @@ TEST_F(OnePlan, PlanAndRunMakeTheSameMapAndRunsKeepTheirBudgets) {
     }
     const auto plan = nlohmann::json::parse(planned.out.substr(planned.out.find('{')));
     ASSERT_EQ(plan["planned_from"], "model");
-    ASSERT_EQ(ran.exit_code, 0) << env << common << "\n" << ran.out;
+    ASSERT_EQ(ran.exit_code, 0) << "FERRY_SIM_GPUS=" << env << " " << common << "\n" << ran.out;
     const auto run = nlohmann::json::parse(ran.out.substr(ran.out.find('{')));
-    EXPECT_EQ(run["device_map"], plan["device_map"]) << env << common;
+    EXPECT_EQ(run["device_map"], plan["device_map"]) << "FERRY_SIM_GPUS=" << env << " " << common;
     EXPECT_EQ(run["token_ids"].size(), 6U) << common;
-    EXPECT_TRUE(run["over_budget"].empty()) << env << common << "\n" << run["devices"].dump(1);
+    EXPECT_TRUE(run["over_budget"].empty()) << "FERRY_SIM_GPUS=" << env << " " << common << "\n" << run["devices"].dump(1);
     for (const auto& [device, d] : run["devices"].items()) {
       if (device == "disk" || d["budget_bytes"].is_null()) continue;
       EXPECT_LE(d["peak_bytes"].get<std::uint64_t>(), d["limit_bytes"].get<std::uint64_t>())
-          << device << " " << env << common;
+          << device << " " << "FERRY_SIM_GPUS=" << env << " " << common;
     }
     // What the plan reserved for staging is what the prefetcher was given.
     if (run.contains("prefetch")) {
@@ -94,6 +101,7 @@ TEST_F(OnePlan, PlanAndRunMakeTheSameMapAndRunsKeepTheirBudgets) {
     with_gpus += gpus ? 1 : 0;
     with_disk += plan["disk_bytes"].get<std::uint64_t>() > 0 ? 1 : 0;
   }
+  ::unsetenv("FERRY_SIM_GPUS");
   EXPECT_GT(with_gpus, 0);
   EXPECT_GT(with_disk, 0);
   EXPECT_LT(refused, 7);  // most random budgets are usable
@@ -119,7 +127,7 @@ TEST_F(OnePlan, PlanJsonIsAcceptedAsTheRunsDeviceMap) {
 
 TEST_F(OnePlan, PlanShowsEveryReserveAsARow) {
   const std::string model = (dir_.path() / "llama").string();
-  const auto r = run_ferry("plan " + model + " --max-memory cpu=800KiB --context 16");
+  const auto r = run_ferry("plan " + model + " --max-memory cpu=700KiB --context 16");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   for (const char* row : {"- kv cache", "- activations", "- staging", "- weights", "= headroom"}) {
     EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;

@@ -39,7 +39,7 @@ TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
   ASSERT_FALSE(all_cpu.contains("prefetch"));  // nothing offloaded, no prefetcher
   for (const char* flags : {"--io direct", "--io buffered", "--io direct --no-prefetch",
                             "--io direct --io-threads 2"}) {
-    const nlohmann::json j = run_json(std::string("--max-memory cpu=1MB ") + flags);
+    const nlohmann::json j = run_json(std::string("--max-memory cpu=700KB ") + flags);
     EXPECT_EQ(j["token_ids"], all_cpu["token_ids"]) << flags;
     ASSERT_TRUE(j["placed_bytes"].contains("disk")) << flags << j.dump();
     ASSERT_TRUE(j.contains("prefetch")) << flags;
@@ -52,7 +52,7 @@ TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
         << flags;
   }
   // Accelerate's way: no prefetcher, no staging kept free, so more rests on the CPU.
-  const nlohmann::json mmap = run_json("--max-memory cpu=1MB --io mmap");
+  const nlohmann::json mmap = run_json("--max-memory cpu=700KB --io mmap");
   EXPECT_EQ(mmap["token_ids"], all_cpu["token_ids"]);
   EXPECT_FALSE(mmap.contains("prefetch"));
   EXPECT_EQ(mmap["io"], "mmap");
