@@ -265,9 +265,13 @@ void attach_align_device_hook_on_blocks(nn::Module& module,
                                         const AttachOptions& options,
                                         const std::string& module_name) {
   const auto exec = execution_device.find(module_name);
-  if (exec != execution_device.end()) {
-    const auto off = offload.find(module_name);
-    const bool offloaded = off != offload.end() && off->second;
+  const auto off = offload.find(module_name);
+  // A module is a block only when the map names it (it is in `offload`). The root's execution
+  // device alone ("" → main device, as dispatch_model adds it) makes no block: were the root
+  // given place_submodules, its init would copy every resident weight of the whole model to
+  // the main device before the blocks' own hooks are attached (issue 11's overshoot).
+  if (exec != execution_device.end() && off != offload.end()) {
+    const bool offloaded = off->second;
     if (!offloaded) {
       add_hook_to_module(module, std::make_shared<AlignDevicesHook>(
                                      AlignDevicesOptions{.execution_device = exec->second,

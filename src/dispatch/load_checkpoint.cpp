@@ -240,7 +240,10 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
     } else {
       // Buffers of disk modules that are not offloaded are loaded too (Accelerate leaves them
       // at their constructor values; docs/deviations.md). They live on the CPU until dispatch.
-      at::Tensor value = source->load(name, {.dtype = dtype});
+      // A GPU's tensor is read into a buffer of its own (pread) and copied to the device: a view
+      // of the mapping would leave the file's pages in the process's resident set, charged to
+      // the CPU although the weights rest on the GPU.
+      at::Tensor value = source->load(name, {.dtype = dtype, .copy = placement->is_gpu()});
       if (placement->is_gpu()) value = move_to(value, *placement);
       target->entry->slot->assign(std::move(value), name);
     }
@@ -339,10 +342,12 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                                              const LoadAndDispatchOptions& options) {
   std::optional<plan::DeviceMap> map;
   std::optional<PrefetchOptions> prefetch = options.prefetch;
+  std::optional<Placement> main_device = options.main_device;
   if (const auto* strategy = std::get_if<plan::Strategy>(&options.device_map)) {
     // Note [Staging in the budget]: the staging the plan kept free is what the prefetcher gets.
     const plan::Resolution resolution = resolve_for_dispatch(model, *strategy, options);
     map = resolution.plan.plan.device_map;
+    if (!main_device) main_device = resolution.main_device;
     if (prefetch) {
       prefetch->host_budget_bytes = resolution.host_staging_bytes;
       prefetch->device_budget_bytes = resolution.device_staging_bytes;
@@ -370,7 +375,8 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                             .progress = options.progress});
   if (!map) return {};
   dispatch_model(model, *map,
-                 DispatchOptions{.offload_dir = options.offload_folder,
+                 DispatchOptions{.main_device = main_device,
+                                 .offload_dir = options.offload_folder,
                                  .offload_index = report.disk_weights,
                                  .offload_buffers = options.offload_buffers,
                                  .skip_keys = options.skip_keys,

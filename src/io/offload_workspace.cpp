@@ -63,7 +63,7 @@ std::array<struct sigaction, kSignals.size()> g_previous{};
 // Removes the files of a flat folder, then the folder. Async-signal-safe: open, getdents64,
 // unlinkat, close, rmdir only. Several passes, since unlinking while listing may skip entries.
 void remove_flat_folder(const char* path) noexcept {
-  for (int pass = 0; pass < 4; ++pass) {
+  for (int pass = 0; pass < 64; ++pass) {  // another thread may still be adding a file
     if (::rmdir(path) == 0 || errno == ENOENT) return;
     const int fd = ::open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return;
@@ -214,10 +214,20 @@ std::shared_ptr<OffloadWorkspace> OffloadWorkspace::temporary() {
   std::error_code ec;
   std::filesystem::path base = std::filesystem::temp_directory_path(ec);
   if (ec) base = "/tmp";
-  std::string name = (base / "ferry-offload-XXXXXX").string();
-  if (::mkdtemp(name.data()) == nullptr) throw os_error("create a temporary folder in", base, errno);
-  auto ws = std::shared_ptr<OffloadWorkspace>(new OffloadWorkspace(name, true, -1));
-  ws->cleanup_slot_ = arm_cleanup(ws->path_);
+  const std::string name = (base / "ferry-offload-XXXXXX").string();
+  // The slot is armed before the folder exists, and mkdtemp writes the final name into the slot
+  // itself: a signal at any moment finds either no folder or the folder under its slot.
+  const int slot = arm_cleanup(name);
+  std::string made = name;
+  char* buffer = slot >= 0 ? g_slots[static_cast<std::size_t>(slot)].path : made.data();
+  if (::mkdtemp(buffer) == nullptr) {
+    const int err = errno;
+    disarm_cleanup(slot);
+    throw os_error("create a temporary folder in", base, err);
+  }
+  made = buffer;
+  auto ws = std::shared_ptr<OffloadWorkspace>(new OffloadWorkspace(made, true, -1));
+  ws->cleanup_slot_ = slot;
   return ws;
 }
 

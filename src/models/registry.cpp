@@ -243,6 +243,7 @@ LoadedModel load_model(const std::filesystem::path& folder, const LoadModelOptio
     // (plan_model) is what is loaded.
     p.out.resolution = dispatch::resolve_for_dispatch(p.out.model->module(), *strategy, p.dispatch);
     p.dispatch.device_map = p.out.resolution->plan.plan.device_map;
+    p.dispatch.main_device = p.out.resolution->main_device;
     if (p.dispatch.prefetch) {
       p.dispatch.prefetch->host_budget_bytes = p.out.resolution->host_staging_bytes;
       p.dispatch.prefetch->device_budget_bytes = p.out.resolution->device_staging_bytes;

@@ -86,6 +86,9 @@ struct LoadAndDispatchOptions {
   LoadProgressCallback progress;  // passed to load_checkpoint_in_model
   std::optional<PrefetchOptions> prefetch = PrefetchOptions{};  // see DispatchOptions
   ComputePolicy compute;                                        // see DispatchOptions
+  // Where offloaded blocks execute; nullopt: the resolution's main device for a strategy (the
+  // device its staging, KV cache and activations were reserved on), else the map's first GPU.
+  std::optional<Placement> main_device;
   // What a run holds beside the weights (KV cache, activations, the runtime's own memory),
   // reserved when planning. Its streaming fields are ignored: they follow `prefetch`.
   plan::RuntimeOptions runtime;
