@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <unistd.h>
 
@@ -28,6 +30,27 @@ class ScratchDir {
  private:
   static inline int counter_ = 0;
   std::filesystem::path path_;
+};
+
+// Sets TMPDIR (where temporary folders are made) for the life of the object.
+class TmpDirScope {
+ public:
+  explicit TmpDirScope(const std::filesystem::path& dir) {
+    if (const char* old = std::getenv("TMPDIR")) old_ = old;
+    ::setenv("TMPDIR", dir.c_str(), 1);
+  }
+  ~TmpDirScope() {
+    if (old_) {
+      ::setenv("TMPDIR", old_->c_str(), 1);
+    } else {
+      ::unsetenv("TMPDIR");
+    }
+  }
+  TmpDirScope(const TmpDirScope&) = delete;
+  TmpDirScope& operator=(const TmpDirScope&) = delete;
+
+ private:
+  std::optional<std::string> old_;
 };
 
 }  // namespace ferry::testing

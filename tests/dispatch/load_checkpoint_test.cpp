@@ -174,32 +174,13 @@ TEST(LoadCheckpoint, ErrorsNameTensorFileAndShapes) {
   }
 }
 
-// Sets TMPDIR for the life of the object.
-class TmpDirScope {
- public:
-  explicit TmpDirScope(const std::filesystem::path& dir) {
-    if (const char* old = std::getenv("TMPDIR")) old_ = old;
-    ::setenv("TMPDIR", dir.c_str(), 1);
-  }
-  ~TmpDirScope() {
-    if (old_) {
-      ::setenv("TMPDIR", old_->c_str(), 1);
-    } else {
-      ::unsetenv("TMPDIR");
-    }
-  }
-
- private:
-  std::optional<std::string> old_;
-};
-
 // Accelerate asks for an offload_folder whenever the map has "disk"; ferry needs one only to
 // write converted copies, and then makes a private temporary folder that lives as long as the
 // model's hooks (docs/deviations.md).
 TEST(LoadCheckpoint, DiskWithoutAFolderReadsInPlaceOrConvertsIntoAPrivateTemporaryFolder) {
   TempDir dir;
   TempDir tmp;
-  TmpDirScope scope(tmp.path());
+  ferry::testing::TmpDirScope scope(tmp.path());
   at::manual_seed(4);
   TinyStack reference(23, 8, 3);
   const at::Tensor ids = at::randint(23, {2, 4});

@@ -24,25 +24,6 @@ std::size_t count_entries(const std::filesystem::path& folder) {
   return n;
 }
 
-// Sets TMPDIR for the life of the object.
-class TmpDirScope {
- public:
-  explicit TmpDirScope(const std::filesystem::path& dir) {
-    if (const char* old = std::getenv("TMPDIR")) old_ = old;
-    ::setenv("TMPDIR", dir.c_str(), 1);
-  }
-  ~TmpDirScope() {
-    if (old_) {
-      ::setenv("TMPDIR", old_->c_str(), 1);
-    } else {
-      ::unsetenv("TMPDIR");
-    }
-  }
-
- private:
-  std::optional<std::string> old_;
-};
-
 OffloadIndex write_two(const std::filesystem::path& folder, float value) {
   OffloadIndex index;
   offload_weight(at::full({4, 3}, value), "a.weight", folder, index);
@@ -52,7 +33,7 @@ OffloadIndex write_two(const std::filesystem::path& folder, float value) {
 
 TEST(OffloadWorkspace, TemporaryIsANewPrivateFolderRemovedWithItsFiles) {
   ScratchDir tmp;
-  TmpDirScope scope(tmp.path());
+  ferry::testing::TmpDirScope scope(tmp.path());
   std::filesystem::path path;
   {
     auto ws = OffloadWorkspace::temporary();
