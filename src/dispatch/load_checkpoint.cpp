@@ -49,9 +49,18 @@ DType target_dtype(const std::string& name, const TensorInfo& stored, const at::
   return from_scalar_type(current.scalar_type());
 }
 
+// The files a checkpoint's tensors lie in.
+std::set<std::filesystem::path> files_of(const io::TensorSource& source) {
+  std::set<std::filesystem::path> files;
+  for (const std::string& name : source.names()) files.insert(source.file_of(name));
+  return files;
+}
+
 // Fingerprint of a checkpoint as a source of converted copies: every tensor's name, dtype and
 // shape, and each file's path, size and modification time (a rewritten checkpoint changes it).
-std::string source_fingerprint(const io::TensorSource& source, std::optional<DType> dtype) {
+std::string source_fingerprint(const io::TensorSource& source,
+                               const std::set<std::filesystem::path>& files,
+                               std::optional<DType> dtype) {
   std::uint64_t h = 14695981039346656037ULL;  // FNV-1a, 64 bits
   const auto mix = [&h](std::string_view text) {
     for (const char c : text) {
@@ -62,13 +71,11 @@ std::string source_fingerprint(const io::TensorSource& source, std::optional<DTy
     h *= 1099511628211ULL;
   };
   mix(dtype ? safetensors_name(*dtype) : std::string_view("stored"));
-  std::set<std::filesystem::path> files;
   for (const std::string& name : source.names()) {
     const TensorInfo info = source.info(name);
     mix(name);
     mix(safetensors_name(info.dtype));
     mix(shape_string(info.shape));
-    files.insert(source.file_of(name));
   }
   for (const std::filesystem::path& file : files) {
     std::error_code ec;
@@ -83,23 +90,20 @@ std::string source_fingerprint(const io::TensorSource& source, std::optional<DTy
 
 // Never write into a folder weights are read from (an offload-format checkpoint converted into
 // its own folder would be rewritten under its index).
-void check_not_a_source_folder(const io::TensorSource& source,
+void check_not_a_source_folder(const std::set<std::filesystem::path>& files,
                                const std::filesystem::path& folder) {
   std::error_code ec;
   const std::filesystem::path target = std::filesystem::weakly_canonical(folder, ec);
   if (ec) return;
-  std::set<std::filesystem::path> seen;
-  for (const std::string& name : source.names()) {
-    const std::filesystem::path file = source.file_of(name);
-    if (file.empty() || !seen.insert(file.parent_path()).second) continue;
+  for (const std::filesystem::path& file : files) {
+    if (file.empty()) continue;
     const auto dir = std::filesystem::weakly_canonical(file.parent_path(), ec);
     if (!ec && dir == target) {
       throw InvalidArgument(
           fmt::format("offload folder {} is the folder the checkpoint is read from ({}): "
                       "expected a separate folder for converted weights, got the same one",
                       folder.string(), file.string()),
-          ErrorFields{.path = name,
-                      .file = file.string(),
+          ErrorFields{.file = file.string(),
                       .expected = "a folder other than the checkpoint's",
                       .actual = folder.string()});
     }
@@ -112,13 +116,10 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
                                     const LoadCheckpointOptions& options) {
   const auto& map = options.device_map;
   const std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(checkpoint);
-  {
-    // Accelerate's load_state_dict: each safetensors file must say it holds PyTorch tensors.
-    std::set<std::filesystem::path> files;
-    for (const std::string& name : source->names()) files.insert(source->file_of(name));
-    for (const std::filesystem::path& file : files) {
-      if (file.extension() == ".safetensors") io::check_pt_format(*io::SafetensorsFile::open(file));
-    }
+  const std::set<std::filesystem::path> files = files_of(*source);
+  // Accelerate's load_state_dict: each safetensors file must say it holds PyTorch tensors.
+  for (const std::filesystem::path& file : files) {
+    if (file.extension() == ".safetensors") io::check_pt_format(*io::SafetensorsFile::open(file));
   }
 
   // Disk tensors read in place from the checkpoint, and those converted into a workspace
@@ -160,18 +161,24 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
     if (options.offload_folder.empty()) {
       workspace = io::OffloadWorkspace::temporary();
     } else {
-      check_not_a_source_folder(*source, options.offload_folder);
+      check_not_a_source_folder(files, options.offload_folder);
       workspace = io::OffloadWorkspace::open(options.offload_folder);
     }
-    fingerprint = source_fingerprint(*source, options.dtype);
+    fingerprint = source_fingerprint(*source, files, options.dtype);
     reusable = workspace->reusable(fingerprint);
     workspace->begin(fingerprint, converted);
   }
-  const auto reuse = [&](const std::string& name, DType dtype, const std::vector<std::int64_t>& shape) {
-    return std::any_of(reusable.begin(), reusable.end(), [&](const io::OffloadEntry& e) {
-      return e.name == name && e.dtype == dtype && e.shape == shape;
-    });
-  };
+  // Converted tensors, and those among them a previous run already wrote the same (same name,
+  // dtype and shape under the same fingerprint): looked up per tensor in the loop below.
+  std::unordered_map<std::string, const io::OffloadEntry*> to_convert;
+  for (const io::OffloadEntry& e : converted) to_convert.emplace(e.name, &e);
+  std::unordered_set<std::string> kept;
+  for (const io::OffloadEntry& e : reusable) {
+    const auto it = to_convert.find(e.name);
+    if (it != to_convert.end() && it->second->dtype == e.dtype && it->second->shape == e.shape) {
+      kept.insert(e.name);
+    }
+  }
 
   LoadReport report;
   io::OffloadIndex disk_index;
@@ -226,10 +233,10 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
           at::empty(current.sizes(),
                     at::TensorOptions().dtype(require_scalar_type(dtype)).device(c10::kMeta)),
           name);
-      if (!(dtype == stored.dtype && source->file_of(name).extension() == ".safetensors")) {
+      if (to_convert.contains(name)) {
         // Converted one tensor at a time into the workspace (or kept from a previous run that
         // wrote the same bytes); tensors read in place need no copy.
-        if (reuse(name, dtype, stored.shape)) {
+        if (kept.contains(name)) {
           disk_index.push_back(
               io::OffloadEntry{.name = name, .dtype = dtype, .shape = stored.shape});
         } else {
@@ -337,22 +344,26 @@ plan::Resolution resolve_for_dispatch(nn::Module& model, plan::Strategy strategy
                                 plan_options_of(options));
 }
 
+void apply_resolution(LoadAndDispatchOptions& options, const plan::Resolution& resolution) {
+  options.device_map = resolution.plan.plan.device_map;
+  if (!options.main_device) options.main_device = resolution.main_device;
+  if (options.prefetch) {
+    // Note [Staging in the budget]: the staging the plan kept free is what the prefetcher gets.
+    options.prefetch->host_budget_bytes = resolution.host_staging_bytes;
+    options.prefetch->device_budget_bytes = resolution.device_staging_bytes;
+  }
+}
+
 plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                                              const std::filesystem::path& checkpoint,
-                                             const LoadAndDispatchOptions& options) {
+                                             const LoadAndDispatchOptions& given_options) {
+  LoadAndDispatchOptions options = given_options;
+  if (const auto* strategy = std::get_if<plan::Strategy>(&options.device_map)) {
+    apply_resolution(options, resolve_for_dispatch(model, *strategy, options));
+  }
   std::optional<plan::DeviceMap> map;
   std::optional<PrefetchOptions> prefetch = options.prefetch;
-  std::optional<Placement> main_device = options.main_device;
-  if (const auto* strategy = std::get_if<plan::Strategy>(&options.device_map)) {
-    // Note [Staging in the budget]: the staging the plan kept free is what the prefetcher gets.
-    const plan::Resolution resolution = resolve_for_dispatch(model, *strategy, options);
-    map = resolution.plan.plan.device_map;
-    if (!main_device) main_device = resolution.main_device;
-    if (prefetch) {
-      prefetch->host_budget_bytes = resolution.host_staging_bytes;
-      prefetch->device_budget_bytes = resolution.device_staging_bytes;
-    }
-  } else if (const auto* given = std::get_if<plan::DeviceMap>(&options.device_map)) {
+  if (const auto* given = std::get_if<plan::DeviceMap>(&options.device_map)) {
     map = *given;
     if (prefetch) {
       // A given map: staging from the same rule, so a map from `ferry plan` runs as planned.
@@ -375,7 +386,7 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                             .progress = options.progress});
   if (!map) return {};
   dispatch_model(model, *map,
-                 DispatchOptions{.main_device = main_device,
+                 DispatchOptions{.main_device = options.main_device,
                                  .offload_dir = options.offload_folder,
                                  .offload_index = report.disk_weights,
                                  .offload_buffers = options.offload_buffers,

@@ -170,13 +170,13 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
   LoadedModel& out = prepared.out;
   out.config = load_config(folder);
   const Architecture architecture = find_architecture(out.config);
+  const at::ScalarType dtype = build_dtype(out.config, options.dispatch.dtype);
   const std::filesystem::path checkpoint =
       std::filesystem::is_directory(folder) ? folder : folder.parent_path();
   {
     // Headers only: cheap, and done before the model is built (Note [Config against checkpoint]).
     const std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(checkpoint);
     check_against_checkpoint(out.config, architecture.layout, *source);
-    const at::ScalarType dtype = build_dtype(out.config, options.dispatch.dtype);
     nn::InitEmptyWeights guard;
     out.model = architecture.factory(out.config, dtype);
     const std::vector<std::string> missing = missing_tensors(out.model->module(), *source);
@@ -213,7 +213,6 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
                          [&](const std::regex& r) { return std::regex_match(name, r); });
     };
   }
-  const at::ScalarType dtype = build_dtype(out.config, options.dispatch.dtype);
   const plan::RuntimeOptions needs = runtime_needs(out.config, options.shape, dtype);
   dispatch.runtime.kv_cache_bytes = needs.kv_cache_bytes;
   dispatch.runtime.kv_cache_layers = needs.kv_cache_layers;
@@ -242,12 +241,7 @@ LoadedModel load_model(const std::filesystem::path& folder, const LoadModelOptio
     // Resolved once, here: the budgets are probed at most once, and what `ferry plan` shows
     // (plan_model) is what is loaded.
     p.out.resolution = dispatch::resolve_for_dispatch(p.out.model->module(), *strategy, p.dispatch);
-    p.dispatch.device_map = p.out.resolution->plan.plan.device_map;
-    p.dispatch.main_device = p.out.resolution->main_device;
-    if (p.dispatch.prefetch) {
-      p.dispatch.prefetch->host_budget_bytes = p.out.resolution->host_staging_bytes;
-      p.dispatch.prefetch->device_budget_bytes = p.out.resolution->device_staging_bytes;
-    }
+    dispatch::apply_resolution(p.dispatch, *p.out.resolution);
   }
   p.out.device_map =
       dispatch::load_checkpoint_and_dispatch(p.out.model->module(), p.checkpoint, p.dispatch);

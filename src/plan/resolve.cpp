@@ -80,6 +80,12 @@ LayerCost largest_layer_cost(const ModuleTree& tree, const PlanOptions& options,
   return best;
 }
 
+Staging staging_of(const LayerCost& layer, const RuntimeOptions& runtime) {
+  const std::uint64_t n = staged_layers(runtime.streaming);
+  return {.host_bytes = runtime.staging_bytes.value_or(n * layer.host),
+          .device_bytes = runtime.staging_bytes.value_or(n * layer.device)};
+}
+
 Placement first_device(const MemoryBudget& budget) {
   const std::vector<Placement> gpus = budget.gpus();
   return gpus.empty() ? Placement::cpu() : gpus.front();
@@ -122,10 +128,7 @@ std::uint64_t fit_staging(const Resolution& r, Placement device, std::uint64_t w
 
 Staging staging_for(const ModuleTree& tree, const PlanOptions& plan_options,
                     const RuntimeOptions& runtime) {
-  const LayerCost layer = largest_layer_cost(tree, plan_options, runtime);
-  const std::uint64_t n = staged_layers(runtime.streaming);
-  return {.host_bytes = runtime.staging_bytes.value_or(n * layer.host),
-          .device_bytes = runtime.staging_bytes.value_or(n * layer.device)};
+  return staging_of(largest_layer_cost(tree, plan_options, runtime), runtime);
 }
 
 std::uint64_t Resolution::reserved(Placement device) const {
@@ -194,10 +197,9 @@ Resolution resolve_and_plan(const ModuleTree& tree, const ResolveOptions& option
   }
   if (!streams_weights(r.plan.plan.device_map)) return r;
 
-  const Staging staging = staging_for(tree, plan_options, rt);
-  const Staging one = staging_for(tree, plan_options,
-                                  RuntimeOptions{.streaming = Streaming::kOnDemand,
-                                                 .direct_io = rt.direct_io});
+  const LayerCost layer = largest_layer_cost(tree, plan_options, rt);
+  const Staging staging = staging_of(layer, rt);
+  const Staging one{.host_bytes = layer.host, .device_bytes = layer.device};
   r.host_staging_bytes = fit_staging(r, Placement::cpu(), staging.host_bytes, one.host_bytes,
                                      rt.staging_bytes.has_value());
   r.device_staging_bytes =

@@ -103,6 +103,10 @@ plan::RuntimeOptions runtime_of(const LoadAndDispatchOptions& options);
 plan::Resolution resolve_for_dispatch(nn::Module& model, plan::Strategy strategy,
                                       const LoadAndDispatchOptions& options);
 
+// Makes `options` load what `resolution` planned: its device map, its main device (where its
+// reserves were made) and, with a prefetcher, its staging budgets.
+void apply_resolution(LoadAndDispatchOptions& options, const plan::Resolution& resolution);
+
 // Plans (for a strategy), loads, and dispatches. Returns the device map used (empty when none).
 plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                                              const std::filesystem::path& checkpoint,
