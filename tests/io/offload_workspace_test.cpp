@@ -67,7 +67,9 @@ TEST(OffloadWorkspace, SigtermRemovesTemporaryFolders) {
         std::raise(SIGTERM);
       },
       ::testing::KilledBySignal(SIGTERM), "");
-  EXPECT_EQ(count_entries(tmp.path()), 0U);
+  // The child made its workspace under its own scratch folder, which must now be empty.
+  ASSERT_TRUE(std::filesystem::is_directory(tmp.child_path()));
+  EXPECT_EQ(count_entries(tmp.child_path()), 0U);
 }
 
 TEST(OffloadWorkspace, ExitWithoutUnwindingRemovesTemporaryFolders) {
@@ -81,7 +83,8 @@ TEST(OffloadWorkspace, ExitWithoutUnwindingRemovesTemporaryFolders) {
         std::exit(3);
       },
       ::testing::ExitedWithCode(3), "");
-  EXPECT_EQ(count_entries(tmp.path()), 0U);
+  ASSERT_TRUE(std::filesystem::is_directory(tmp.child_path()));
+  EXPECT_EQ(count_entries(tmp.child_path()), 0U);
 }
 
 TEST(OffloadWorkspace, ANamedFolderIsLockedForItsLifetime) {
