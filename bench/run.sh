@@ -742,6 +742,69 @@ else
 fi
 
 # ===============================================================================================
+# 3b. One plan, kept (issue 11): the memory promise per scenario, and plan = run
+# ===============================================================================================
+# promise_scenario TITLE ENV PLAN_ONLY RUN_ONLY -- ARGS...: `ferry plan --json PLAN_ONLY ARGS` and
+# `ferry run --json RUN_ONLY ARGS` once each (the *_ONLY strings are split on spaces); one row per device of the run: its peak against
+# limit_bytes (= budget × 1.05, plus the runtime's footprint on the CPU, as `ferry run` reports),
+# and whether plan printed the same device map as run used.
+PROMISE_N=0
+promise_scenario() {
+  local title=$1 envs=$2 plan_only=$3 run_only=$4 json plan err same dev peak limit budget placed reserves
+  shift 5
+  PROMISE_N=$((PROMISE_N + 1))
+  json=$LOGS/promise-$PROMISE_N.run.json; plan=$LOGS/promise-$PROMISE_N.plan.json
+  err=$LOGS/promise-$PROMISE_N.err
+  # shellcheck disable=SC2086
+  if ! env $envs timeout "$RUN_TIMEOUT" "$FERRY" plan "$MODEL" --json $plan_only "$@" >"$plan" 2>"$err"; then
+    fail_row "memory promise: $title" "≤ 1.00" "ferry plan: $(last_error "$err")"; return
+  fi
+  # shellcheck disable=SC2086
+  if ! run_child "$json" "$err" env $envs timeout "$RUN_TIMEOUT" "$FERRY" run "$MODEL" --json \
+      --no-progress --ignore-eos $run_only "$@"; then
+    fail_row "memory promise: $title" "≤ 1.00" "ferry run: $(last_error "$err")"; return
+  fi
+  if [[ $(json_get "$plan" device_map) == "$(json_get "$json" device_map)" ]]; then same="plan = run"
+  else same="PLAN ≠ RUN (maps in $plan and $json)"; fi
+  for dev in 0 1 cpu; do
+    peak=$(json_get "$json" "devices.$dev.peak_bytes"); limit=$(json_get "$json" "devices.$dev.limit_bytes")
+    is_num "$peak" && is_num "$limit" || continue
+    budget=$(json_get "$json" "devices.$dev.budget_bytes"); placed=$(json_get "$json" "devices.$dev.placed_bytes")
+    reserves=$(json_get "$json" "devices.$dev.reserves")
+    row "memory promise: $title, device $dev (MiB)" "$(fmtn "$(div "$peak" 1048576)")" "—" "—" \
+      "$(fmt_bytes "$limit") = budget $(fmt_bytes "$budget") × 1.05$([[ $dev == cpu ]] && echo " + footprint")" \
+      "$(fmt_ratio "$(div "$peak" "$limit")")" "≤ 1.00" \
+      "$same; placed $(fmt_bytes "${placed:-0}"); reserves: ${reserves:-none}; flags: $envs $*"
+  done
+}
+if [[ -n $MODEL ]] && is_num "$MODEL_BYTES"; then
+  section "One plan, kept: peak per device ÷ (1.05 × resolved budget + footprint), one run each"
+  pct() { awk -v b="$MODEL_BYTES" -v f="$1" 'BEGIN { printf "%.0fMiB", b * f / 1048576 }'; }
+  log "memory promise: disk offload, --dtype conversion, two simulated GPUs, batch 8 × 1024"
+  one="--prompt-ids $PROMPT_IDS"
+  common=(--max-new-tokens 17)  # plan and run alike (the KV cache reserve follows it)
+  promise_scenario "disk offload, cpu = 40 %" "" "" "$one" -- "${common[@]}" --max-memory "cpu=$(pct 0.4)"
+  promise_scenario "--dtype bfloat16 conversion, cpu = 20 %, rest on disk" "" "" "$one" -- "${common[@]}" \
+    --dtype bfloat16 --max-memory "cpu=$(pct 0.2)"
+  g=$(pct 0.35)
+  promise_scenario "two simulated GPUs of capacity = budget = 35 %, split map" \
+    "FERRY_SIM_GPUS=$g,$g" "" "$one" -- "${common[@]}" --max-memory "0=$g,1=$g,cpu=$(pct 1.5)"
+  # Batch 8 × 1024 tokens: cpu = 40 % of the model + the KV cache and activation reserves that
+  # `ferry plan` reports for that shape (the rest streams from disk).
+  batch=; for ((i = 0; i < 8; i++)); do batch+=" $one"; done
+  "$FERRY" plan "$MODEL" --json --batch 8 --context 1024 "${common[@]}" --max-memory "cpu=$(pct 4)" \
+    >"$LOGS/promise-shape.json" 2>"$LOGS/promise-shape.err"
+  shape=$(json_get "$LOGS/promise-shape.json" devices.cpu.reserve_bytes)
+  if is_num "$shape"; then
+    cpu=$(awk -v b="$MODEL_BYTES" -v r="$shape" 'BEGIN { printf "%.0fMiB", (b * 0.4 + r) / 1048576 }')
+    promise_scenario "batch 8, 1024-token context, cpu = 40 % + its KV and activation reserves" "" \
+      "--batch 8" "$batch" -- "${common[@]}" --context 1024 --max-memory "cpu=$cpu"
+  else
+    fail_row "memory promise: batch 8, 1024-token context" "≤ 1.00" "ferry plan: $(last_error "$LOGS/promise-shape.err")"
+  fi
+fi
+
+# ===============================================================================================
 # 4. Simulated CPU → GPU streaming (bench_stream, written elsewhere)
 # ===============================================================================================
 section "Streaming and reading (benchmarks being written: rows appear once they are built)"

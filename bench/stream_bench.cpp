@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < layers; ++i) {
       const std::string prefix = std::to_string(i) + ".";
       ids.push_back(p->add_block(
-          std::to_string(i), "", Placement::gpu(0),
+          std::to_string(i), "", ExecutionDevice::gpu(0),
           {{prefix + "weight", source, DType::kF32}, {prefix + "bias", source, DType::kF32}}));
     }
     return std::make_pair(p, ids);
@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
   auto resident = make_model(layers, dim);
   dispatch::dispatch_model(*resident, plan::DeviceMap{{"", Placement::gpu(0)}});
   auto streamed = make_model(layers, dim);
-  dispatch::cpu_offload(*streamed, dispatch::OffloadOptions{.execution_device = Placement::gpu(0)});
+  dispatch::cpu_offload(*streamed, dispatch::OffloadOptions{.execution_device = ExecutionDevice::gpu(0)});
   (*streamed)(x);  // records the order
   std::vector<double> res_ms, str_ms;
   for (int r = 0; r < rounds; ++r) {

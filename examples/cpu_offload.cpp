@@ -9,7 +9,7 @@ int main() {
   example::Model model(64, 16, 4);
   const at::Tensor ids = at::randint(64, {1, 8});
   const at::Tensor expected = model(ids);
-  ferry::dispatch::cpu_offload(model, {.execution_device = ferry::Placement::gpu(0)});
+  ferry::dispatch::cpu_offload(model, {.execution_device = ferry::ExecutionDevice::gpu(0)});
   const bool same = at::equal(model(ids), expected);
   const ferry::SimGpuStats stats = ferry::sim_gpu_stats(0);
   std::cout << "peak on gpu 0: " << stats.peak.to_string() << ", copied in: " << stats.bytes_in

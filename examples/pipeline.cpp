@@ -10,9 +10,9 @@ int main() {
   ferry::nn::Linear decoder(64, 64);
   const at::Tensor ids = at::randint(64, {1, 8});
   const at::Tensor expected = decoder(encoder(ids));
-  auto hook_encoder = ferry::dispatch::cpu_offload_with_hook(encoder, ferry::Placement::gpu(0));
+  auto hook_encoder = ferry::dispatch::cpu_offload_with_hook(encoder, ferry::ExecutionDevice::gpu(0));
   auto hook_decoder =
-      ferry::dispatch::cpu_offload_with_hook(decoder, ferry::Placement::gpu(0), hook_encoder);
+      ferry::dispatch::cpu_offload_with_hook(decoder, ferry::ExecutionDevice::gpu(0), hook_encoder);
   const bool same = at::equal(decoder(encoder(ids)), expected);
   hook_decoder->offload();
   std::cout << "pipeline output equal: " << (same ? "yes" : "NO")

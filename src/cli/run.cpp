@@ -34,7 +34,7 @@ namespace {
 struct RunOptions {
   std::string model;
   std::vector<std::string> prompts;
-  std::string prompt_ids;  // "1,2,3"
+  std::vector<std::string> prompt_ids;  // "1,2,3", one per sequence of the batch
   std::string dump_logits;
   models::SamplingOptions sampling;
   std::vector<std::string> stop;
@@ -247,11 +247,13 @@ int run(const RunOptions& o) {
   if (o.prompt_ids.empty()) {
     for (const auto& p : o.prompts) prompts.push_back(tokenizer->encode(p));
   } else {
-    prompts.push_back(parse_ids(o.prompt_ids));
-    for (const std::int64_t id : prompts.back()) {
-      FERRY_CHECK(id >= 0 && id < vocab_size, InvalidArgument,
-                  "--prompt-ids: token id {} is outside the vocabulary: expected 0 to {}", id,
-                  vocab_size - 1);
+    for (const std::string& ids : o.prompt_ids) {
+      prompts.push_back(parse_ids(ids));
+      for (const std::int64_t id : prompts.back()) {
+        FERRY_CHECK(id >= 0 && id < vocab_size, InvalidArgument,
+                    "--prompt-ids: token id {} is outside the vocabulary: expected 0 to {}", id,
+                    vocab_size - 1);
+      }
     }
   }
 
@@ -473,7 +475,7 @@ void add_run_command(CLI::App& app, Runner& runner) {
   cmd->add_option("MODEL", o->model, "Model folder")->required();
   cmd->add_option("--prompt", o->prompts, "Prompt text (repeat for a batch)");
   cmd->add_option("--prompt-ids", o->prompt_ids,
-                  "Prompt token ids, e.g. 1,2,3 (no tokenizer needed)");
+                  "Prompt token ids, e.g. 1,2,3 (no tokenizer needed; repeat for a batch)");
   cmd->add_option("--dump-logits", o->dump_logits, "Write the prompt's logits (safetensors)");
   cmd->add_option("--temperature", o->sampling.temperature, "0 = greedy");
   cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens");

@@ -199,41 +199,39 @@ SimGpuScope::~SimGpuScope() {
   g_config_loaded = g_config != nullptr;
 }
 
-std::optional<Placement> placement_of(const at::Tensor& tensor) {
+std::optional<ExecutionDevice> placement_of(const at::Tensor& tensor) {
   if (!tensor.defined() || tensor.is_meta()) return std::nullopt;
-  if (const SimAllocation* a = sim_allocation_of(tensor)) return Placement::gpu(a->gpu->index);
-  if (tensor.is_cuda()) return Placement::gpu(tensor.device().index());
-  return Placement::cpu();
+  if (const SimAllocation* a = sim_allocation_of(tensor)) return ExecutionDevice::gpu(a->gpu->index);
+  if (tensor.is_cuda()) return ExecutionDevice::gpu(tensor.device().index());
+  return ExecutionDevice::cpu();
 }
 
-at::Tensor move_to(const at::Tensor& tensor, Placement placement, bool non_blocking) {
-  FERRY_CHECK(!placement.is_disk(), InvalidArgument,
-              "cannot move a tensor to 'disk': disk is where weights rest, not a device");
+at::Tensor move_to(const at::Tensor& tensor, ExecutionDevice device, bool non_blocking) {
   FERRY_CHECK(tensor.defined() && !tensor.is_meta(), InvalidArgument,
-              "cannot move a tensor without data (meta or undefined) to {}", placement.to_string());
-  const std::optional<Placement> here = placement_of(tensor);
-  if (here == placement) return tensor;
+              "cannot move a tensor without data (meta or undefined) to {}", device.to_string());
+  const std::optional<ExecutionDevice> here = placement_of(tensor);
+  if (here == device) return tensor;
   const std::uint64_t bytes = static_cast<std::uint64_t>(tensor.numel()) *
                               static_cast<std::uint64_t>(tensor.element_size());
   if (const SimAllocation* from = sim_allocation_of(tensor)) {
     std::lock_guard lock(from->gpu->mutex);
     from->gpu->stats.bytes_out += bytes;
   }
-  if (placement.is_cpu()) {
+  if (device.is_cpu()) {
     if (tensor.is_cuda()) return tensor.to(c10::Device(c10::kCPU), non_blocking);
     return tensor.clone(at::MemoryFormat::Contiguous);  // off a simulated GPU: a real copy
   }
   if (!gpus_simulated()) {
     const int n = gpu_count();
-    FERRY_CHECK(placement.index() < n, InvalidArgument,
+    FERRY_CHECK(device.index() < n, InvalidArgument,
                 "GPU {} does not exist: {} GPU(s) visible (set FERRY_SIM_GPUS to simulate some)",
-                placement.index(), n);
-    return tensor.to(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(placement.index())),
+                device.index(), n);
+    return tensor.to(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device.index())),
                      non_blocking);
   }
-  SimGpu& gpu = sim_gpu(placement.index());  // checks the index
+  SimGpu& gpu = sim_gpu(device.index());  // checks the index
   const at::Tensor source = tensor.is_cuda() ? tensor.cpu() : tensor;
-  SimAllocator allocator((*config())[static_cast<std::size_t>(placement.index())]);
+  SimAllocator allocator((*config())[static_cast<std::size_t>(device.index())]);
   at::Tensor out = at::detail::empty_generic(source.sizes(), &allocator,
                                              c10::DispatchKeySet(c10::DispatchKey::CPU),
                                              source.scalar_type(), at::MemoryFormat::Contiguous);

@@ -1,5 +1,7 @@
 #include "ferry/core/placement.h"
 
+#include "ferry/core/execution_device.h"
+
 #include <fmt/format.h>
 
 #include <charconv>
@@ -24,6 +26,26 @@ Placement Placement::parse(std::string_view text) {
         ErrorFields{.expected = "a GPU index, 'cpu' or 'disk'", .actual = std::string(text)});
   }
   return gpu(index);
+}
+
+// Note [Execution devices]
+// A Placement says where weights rest (a GPU, the CPU, disk); an ExecutionDevice says where a
+// module computes (a GPU or the CPU). Hooks, the prefetcher, move_to and the main device take an
+// ExecutionDevice, so "compute on disk" does not compile; the one place a Placement becomes an
+// ExecutionDevice is dispatch's block resolver (role_of in dispatch_model.cpp), which sends
+// disk-resting blocks to the main device, or ExecutionDevice::from where a user names a device.
+
+ExecutionDevice ExecutionDevice::from(Placement placement, std::string_view what) {
+  if (std::optional<ExecutionDevice> device = of(placement)) return *device;
+  throw InvalidArgument(
+      fmt::format("{} cannot be 'disk': disk is where weights rest, not where they compute; give "
+                  "a GPU index or 'cpu'",
+                  what),
+      ErrorFields{.expected = "a GPU index or 'cpu'", .actual = "disk"});
+}
+
+ExecutionDevice ExecutionDevice::parse(std::string_view text) {
+  return from(Placement::parse(text), fmt::format("execution device '{}'", text));
 }
 
 std::string Placement::to_string() const {

@@ -21,7 +21,7 @@ bool contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
 
-std::string placement_text(const std::optional<Placement>& p) {
+std::string placement_text(const std::optional<ExecutionDevice>& p) {
   return p ? p->to_string() : "None";
 }
 
@@ -33,10 +33,7 @@ std::string placement_text(const std::optional<Placement>& p) {
 // materialized there uses it as is and leaves returning it to meta to the hook that loaded it.
 // So a tied weight is onloaded once per execution device and call, never duplicated.
 
-AlignDevicesHook::AlignDevicesHook(AlignDevicesOptions options) : options_(std::move(options)) {
-  FERRY_CHECK(!options_.execution_device || !options_.execution_device->is_disk(), InvalidArgument,
-              "the execution device of a hook cannot be 'disk'");
-}
+AlignDevicesHook::AlignDevicesHook(AlignDevicesOptions options) : options_(std::move(options)) {}
 
 std::vector<nn::NamedTensor> AlignDevicesHook::managed(nn::Module& module) const {
   return module.named_module_tensors(options_.offload_buffers, options_.place_submodules,
@@ -61,7 +58,7 @@ void AlignDevicesHook::init(nn::Module& module) {
   if (!options_.weights_map) {
     std::map<std::string, at::Tensor> state;
     for (const auto& t : module.named_module_tensors(options_.offload_buffers, recurse, false)) {
-      if (!t.tensor().is_meta()) state.emplace(t.name, move_to(t.tensor(), Placement::cpu()));
+      if (!t.tensor().is_meta()) state.emplace(t.name, move_to(t.tensor(), ExecutionDevice::cpu()));
     }
     options_.weights_map = io::make_memory_source(std::move(state));
   }
@@ -102,7 +99,7 @@ std::int64_t rows_of(const nn::TensorView& args) {
 void AlignDevicesHook::pre_forward(nn::Module& module, nn::TensorView& args) {
   if (options_.io_same_device) input_device_ = find_device(args);
   const bool at_rest = options_.rest_device && rows_of(args) <= options_.rest_max_rows;
-  const std::optional<Placement> exec = at_rest ? options_.rest_device : options_.execution_device;
+  const std::optional<ExecutionDevice> exec = at_rest ? options_.rest_device : options_.execution_device;
   if (options_.offload && exec) {
     offload_now();  // a previous call that threw left its tensors materialized
     // At rest, the weights are used where the weights map holds them; without a prefetcher,
@@ -194,7 +191,7 @@ std::string AlignDevicesHook::describe() const {
 }
 
 namespace {
-void attach_recursive(nn::Module& module, Placement execution_device, bool offload,
+void attach_recursive(nn::Module& module, ExecutionDevice execution_device, bool offload,
                       const AttachOptions& options, const std::string& module_name,
                       const std::string& unit) {
   const bool has_direct = !module.tensors().empty();
@@ -227,7 +224,7 @@ void attach_recursive(nn::Module& module, Placement execution_device, bool offlo
 }
 }  // namespace
 
-void attach_align_device_hook(nn::Module& module, Placement execution_device, bool offload,
+void attach_align_device_hook(nn::Module& module, ExecutionDevice execution_device, bool offload,
                               const AttachOptions& options, const std::string& module_name) {
   if (!offload || options.weights_map) {
     attach_recursive(module, execution_device, offload, options, module_name, module_name);
@@ -240,13 +237,13 @@ void attach_align_device_hook(nn::Module& module, Placement execution_device, bo
   for (auto& [name, t] : module.state_dict({.keep_tied = true})) {
     if (!t.is_meta())
       state.emplace(module_name.empty() ? name : module_name + "." + name,
-                    move_to(t, Placement::cpu()));
+                    move_to(t, ExecutionDevice::cpu()));
   }
   with_map.weights_map = io::make_memory_source(std::move(state));
   attach_recursive(module, execution_device, offload, with_map, module_name, module_name);
 }
 
-void attach_execution_device_hook(nn::Module& module, Placement execution_device,
+void attach_execution_device_hook(nn::Module& module, ExecutionDevice execution_device,
                                   const AttachOptions& options) {
   if (!module.hook() && !module.state_dict().empty()) {
     add_hook_to_module(module,
@@ -260,7 +257,7 @@ void attach_execution_device_hook(nn::Module& module, Placement execution_device
 }
 
 void attach_align_device_hook_on_blocks(nn::Module& module,
-                                        const std::map<std::string, Placement>& execution_device,
+                                        const std::map<std::string, ExecutionDevice>& execution_device,
                                         const std::map<std::string, bool>& offload,
                                         const AttachOptions& options,
                                         const std::string& module_name) {
@@ -305,7 +302,7 @@ void attach_align_device_hook_on_blocks(nn::Module& module,
   }
 }
 
-void move_module(nn::Module& module, Placement device) {
+void move_module(nn::Module& module, ExecutionDevice device) {
   for (const auto& t : module.named_module_tensors(/*include_buffers=*/true, /*recurse=*/true)) {
     if (!t.tensor().is_meta()) t.entry->slot->assign(move_to(t.tensor(), device), t.name);
   }

@@ -6,13 +6,13 @@
 
 namespace ferry::dispatch {
 
-CpuOffloadHook::CpuOffloadHook(std::optional<Placement> execution_device,
+CpuOffloadHook::CpuOffloadHook(std::optional<ExecutionDevice> execution_device,
                                std::shared_ptr<UserCpuOffloadHook> prev_module_hook)
     : execution_device_(
-          execution_device.value_or(gpu_count() > 0 ? Placement::gpu(0) : Placement::cpu())),
+          execution_device.value_or(gpu_count() > 0 ? ExecutionDevice::gpu(0) : ExecutionDevice::cpu())),
       prev_(std::move(prev_module_hook)) {}
 
-void CpuOffloadHook::init(nn::Module& module) { move_module(module, Placement::cpu()); }
+void CpuOffloadHook::init(nn::Module& module) { move_module(module, ExecutionDevice::cpu()); }
 
 void CpuOffloadHook::pre_forward(nn::Module& module, nn::TensorView& args) {
   if (prev_) prev_->offload();
@@ -24,7 +24,7 @@ void CpuOffloadHook::pre_forward(nn::Module& module, nn::TensorView& args) {
 }
 
 std::shared_ptr<UserCpuOffloadHook> cpu_offload_with_hook(
-    nn::Module& model, std::optional<Placement> execution_device,
+    nn::Module& model, std::optional<ExecutionDevice> execution_device,
     std::shared_ptr<UserCpuOffloadHook> prev_module_hook) {
   auto hook = std::make_shared<CpuOffloadHook>(execution_device, std::move(prev_module_hook));
   add_hook_to_module(model, hook, /*append=*/true);

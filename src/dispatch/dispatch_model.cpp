@@ -67,8 +67,7 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, Dispat
   check_tied_parameters_on_same_device(model, device_map);
   const std::vector<Placement> devices = device_map.placements();
   if (devices.size() > 1 || device_map.uses(Placement::disk()) || options.force_hooks) {
-    const Placement main = options.main_device.value_or(plan::main_device(device_map));
-    FERRY_CHECK(!main.is_disk(), InvalidDeviceMap, "the main device cannot be 'disk'");
+    const ExecutionDevice main = options.main_device.value_or(plan::main_device(device_map));
     WeightsMap cpu_state = options.state_dict;
     const std::vector<std::string> cpu_modules = keys_on(device_map, &Placement::is_cpu);
     if (!main.is_cpu() && !cpu_state && !cpu_modules.empty()) {
@@ -92,11 +91,14 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, Dispat
       }
       disk_state = io::OffloadFolder::open(options.offload_dir);
     }
-    std::map<std::string, Placement> execution;
+    // Every block's execution device and offloading, from one rule (Note [Where a block
+    // computes]); the loops below ask it too, never the placement directly.
+    std::map<std::string, ExecutionDevice> execution;
     std::map<std::string, bool> offload;
     for (const auto& [key, p] : device_map.entries()) {
-      execution.insert_or_assign(key, p.is_gpu() ? p : main);
-      offload[key] = p.is_disk() || (p.is_cpu() && !main.is_cpu());
+      const plan::BlockRole role = plan::role_of(p, main);
+      execution.insert_or_assign(key, role.device);
+      offload[key] = role.offloaded;
     }
     execution.emplace("", main);
     std::shared_ptr<Prefetcher> prefetcher;
@@ -115,16 +117,17 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, Dispat
       std::string name;
       nn::SlotPtr slot;
       at::Tensor value;  // before hooks; meta when the checkpoint sent the group to disk
-      Placement device;
+      ExecutionDevice device;
     };
     std::vector<Resident> residents;
     const auto tied_groups = nn::find_tied_parameters(model);
     for (const auto& group : tied_groups) {
       for (const std::string& name : group) {
         const auto p = device_map.placement_of(name);
-        if (p && (p->is_gpu() || (p->is_cpu() && main.is_cpu()))) {
+        if (!p) continue;
+        if (const plan::BlockRole role = plan::role_of(*p, main); !role.offloaded) {
           nn::NamedTensor t = model.find_tensor(name);
-          residents.push_back({name, t.slot(), t.tensor(), *p});
+          residents.push_back({name, t.slot(), t.tensor(), role.device});
           break;
         }
       }
@@ -137,12 +140,13 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, Dispat
                       .preload_module_classes = options.preload_module_classes,
                       .prefetcher = prefetcher});
     if (prefetcher) add_prefetch_boundary(model, prefetcher);
-    if (options.compute.where == ComputePolicy::Where::kWeights && !main.is_cpu()) {
+    if (options.compute.where == ComputePolicy::Where::kWeights) {
+      // Blocks streamed from RAM may compute where their weights rest for small calls.
       for (const auto& m : model.named_modules()) {
         const auto p = device_map.placement_of(m.name);
-        if (m.name.empty() || !p || !p->is_cpu()) continue;
+        if (m.name.empty() || !p || !p->is_cpu() || !plan::role_of(*p, main).offloaded) continue;
         for (AlignDevicesHook* h : find_hooks<AlignDevicesHook>(*m.module)) {
-          h->compute_at_rest(Placement::cpu(), options.compute.max_rows);
+          h->compute_at_rest(ExecutionDevice::cpu(), options.compute.max_rows);
         }
       }
     }
@@ -171,7 +175,7 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, Dispat
     }
     nn::retie_parameters(model, nn::find_tied_parameters(model));
   } else if (!devices.empty()) {
-    move_module(model, devices.front());
+    move_module(model, plan::main_device(device_map));  // the one device, GPU or CPU
   }
   // Remember the map on the root, beside its own hook, without re-running that hook's lifecycle.
   std::shared_ptr<ModelHook> record = std::make_shared<DeviceMapRecord>(device_map);
@@ -198,7 +202,7 @@ namespace {
 // device (default: where the first parameter with data is, else the CPU), outputs returned to
 // where the inputs came from.
 void offload_every_module(nn::Module& model, const OffloadOptions& options, WeightsMap weights) {
-  Placement exec = Placement::cpu();
+  ExecutionDevice exec = ExecutionDevice::cpu();
   if (options.execution_device) {
     exec = *options.execution_device;
   } else {
@@ -239,7 +243,7 @@ void disk_offload(nn::Module& model, const std::filesystem::path& offload_dir,
   offload_every_module(model, options, io::OffloadFolder::open(offload_dir));
 }
 
-void move_model(nn::Module& model, Placement device) {
+void move_model(nn::Module& model, ExecutionDevice device) {
   if (has_any_hook(model)) {
     log_warning("You shouldn't move a model that is dispatched using ferry hooks.");
     for (const auto& p : model.named_parameters()) {

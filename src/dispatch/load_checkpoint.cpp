@@ -92,25 +92,30 @@ std::string source_fingerprint(const io::TensorSource& source,
 // its own folder would be rewritten under its index).
 void check_not_a_source_folder(const std::set<std::filesystem::path>& files,
                                const std::filesystem::path& folder) {
-  std::error_code ec;
-  const std::filesystem::path target = std::filesystem::weakly_canonical(folder, ec);
-  if (ec) return;
   for (const std::filesystem::path& file : files) {
-    if (file.empty()) continue;
-    const auto dir = std::filesystem::weakly_canonical(file.parent_path(), ec);
-    if (!ec && dir == target) {
-      throw InvalidArgument(
-          fmt::format("offload folder {} is the folder the checkpoint is read from ({}): "
-                      "expected a separate folder for converted weights, got the same one",
-                      folder.string(), file.string()),
-          ErrorFields{.file = file.string(),
-                      .expected = "a folder other than the checkpoint's",
-                      .actual = folder.string()});
-    }
+    if (!file.empty()) check_offload_folder(folder, file.parent_path(), file);
   }
 }
 
 }  // namespace
+
+void check_offload_folder(const std::filesystem::path& offload_folder,
+                          const std::filesystem::path& checkpoint_folder,
+                          const std::filesystem::path& example_file) {
+  std::error_code ec;
+  const std::filesystem::path target = std::filesystem::weakly_canonical(offload_folder, ec);
+  if (ec || offload_folder.empty()) return;
+  const auto dir = std::filesystem::weakly_canonical(checkpoint_folder, ec);
+  if (ec || dir != target) return;
+  const std::filesystem::path& shown = example_file.empty() ? checkpoint_folder : example_file;
+  throw InvalidArgument(
+      fmt::format("offload folder {} is the folder the checkpoint is read from ({}): expected a "
+                  "separate folder for converted weights, got the same one",
+                  offload_folder.string(), shown.string()),
+      ErrorFields{.file = shown.string(),
+                  .expected = "a folder other than the checkpoint's",
+                  .actual = offload_folder.string()});
+}
 
 LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::path& checkpoint,
                                     const LoadCheckpointOptions& options) {
@@ -251,7 +256,7 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
       // of the mapping would leave the file's pages in the process's resident set, charged to
       // the CPU although the weights rest on the GPU.
       at::Tensor value = source->load(name, {.dtype = dtype, .copy = placement->is_gpu()});
-      if (placement->is_gpu()) value = move_to(value, *placement);
+      if (placement->is_gpu()) value = move_to(value, ExecutionDevice::gpu(placement->index()));
       target->entry->slot->assign(std::move(value), name);
     }
     loaded.insert(target->slot().get());

@@ -50,7 +50,7 @@ struct TensorPlan {
 struct Block {
   std::string path;
   std::string unit;
-  Placement device;
+  ExecutionDevice device;
   std::vector<TensorPlan> tensors;
   std::size_t arena_bytes = 0;
   std::uint64_t host_cost = 0;  // arena + CPU copies LibTorch allocates
@@ -347,10 +347,8 @@ Prefetcher::~Prefetcher() {
   for (std::thread& t : state_->workers) t.join();
 }
 
-Prefetcher::BlockId Prefetcher::add_block(std::string path, std::string unit, Placement device,
+Prefetcher::BlockId Prefetcher::add_block(std::string path, std::string unit, ExecutionDevice device,
                                           std::vector<BlockTensor> tensors) {
-  FERRY_CHECK(!device.is_disk(), InvalidArgument,
-              "block '{}' cannot execute on 'disk': give it a GPU or the CPU", path);
   Block b{.path = std::move(path), .unit = std::move(unit), .device = device};
   if (b.unit.empty()) b.unit = b.path;
   for (BlockTensor& spec : tensors) {

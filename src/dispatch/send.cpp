@@ -6,7 +6,7 @@
 
 namespace ferry::dispatch {
 
-void send_to_device(nn::TensorView& view, Placement device,
+void send_to_device(nn::TensorView& view, ExecutionDevice device,
                     const std::vector<std::string>& skip_keys) {
   for (auto& field : view.fields()) {
     if (!field.key.empty() &&
@@ -18,7 +18,7 @@ void send_to_device(nn::TensorView& view, Placement device,
   }
 }
 
-std::optional<Placement> find_device(const nn::TensorView& view) {
+std::optional<ExecutionDevice> find_device(const nn::TensorView& view) {
   for (const auto& field : view.fields()) {
     if (auto p = placement_of(*field.tensor)) return p;
   }

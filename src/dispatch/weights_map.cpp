@@ -186,7 +186,7 @@ WeightsMap select_weights(WeightsMap source, std::vector<std::string> names,
 WeightsMap cpu_weights(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
   std::map<std::string, at::Tensor> state;
   for (const auto& [name, t] : tensors) {
-    if (!t.is_meta()) state.emplace(name, move_to(t, Placement::cpu()));
+    if (!t.is_meta()) state.emplace(name, move_to(t, ExecutionDevice::cpu()));
   }
   return io::make_memory_source(std::move(state));
 }

@@ -173,6 +173,8 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
   const at::ScalarType dtype = build_dtype(out.config, options.dispatch.dtype);
   const std::filesystem::path checkpoint =
       std::filesystem::is_directory(folder) ? folder : folder.parent_path();
+  // Before anything is read: the user's offload folder must not be the checkpoint's own.
+  dispatch::check_offload_folder(options.dispatch.offload_folder, checkpoint);
   {
     // Headers only: cheap, and done before the model is built (Note [Config against checkpoint]).
     const std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(checkpoint);

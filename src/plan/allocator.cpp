@@ -114,7 +114,7 @@ DevicePlan Allocator::run() {
     const bool limited = limit_bits_[current].has_value();
     std::int64_t current_max = limited ? *limit_bits_[current] : 0;
     std::int64_t reserved = 0;
-    if (is_main_[current]) {
+    if (is_main_[current] && options_.keep_largest_layer_room) {
       reserved = static_cast<std::int64_t>(max_layer_.size_bits());
       current_max -= reserved;
     }

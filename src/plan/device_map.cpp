@@ -256,11 +256,23 @@ void check_device_map(nn::Module& model, const DeviceMap& device_map) {
   check_device_map(ModuleTree::from_module(model), device_map);
 }
 
-Placement main_device(const DeviceMap& device_map) {
+// Note [Where a block computes]
+// One rule, used by dispatch_model for every block and by the resolver to know whether anything
+// streams: a block resting on a GPU computes there with its weights resident; a block resting on
+// the CPU computes there when the main device is the CPU, else on the main device with its weights
+// streamed from RAM; a block on disk computes on the main device, streamed. Disk is never an
+// execution device (ExecutionDevice cannot hold it).
+BlockRole role_of(Placement rest, ExecutionDevice main) {
+  const std::optional<ExecutionDevice> here = ExecutionDevice::of(rest);
+  if (here && (here->is_gpu() || main.is_cpu())) return {.device = *here, .offloaded = false};
+  return {.device = main, .offloaded = true};
+}
+
+ExecutionDevice main_device(const DeviceMap& device_map) {
   for (const auto& [path, p] : device_map.entries()) {
-    if (p.is_gpu()) return p;
+    if (p.is_gpu()) return ExecutionDevice::gpu(p.index());
   }
-  return Placement::cpu();
+  return ExecutionDevice::cpu();
 }
 
 }  // namespace ferry::plan

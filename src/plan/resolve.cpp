@@ -21,7 +21,9 @@
 //           read with O_DIRECT (1 MiB or more), and each block's arena rounded to whole pages;
 //           with mapped reads, just its bytes;
 //   device  its bytes in the compute dtype.
-// The planner's own room for the largest layer (Accelerate's) is kept on top: conservative.
+// Once staging is reserved, the planner's own room for the largest layer (Accelerate's, on the
+// first GPU and the CPU) is dropped: the staging is that room, and keeping both counted the same
+// layer up to three times (e.g. the demo at cpu=40 % placed no layer in RAM).
 // Looking ahead stages two layers (the running one and the next); on demand or mapped, one.
 
 namespace ferry::plan {
@@ -86,9 +88,9 @@ Staging staging_of(const LayerCost& layer, const RuntimeOptions& runtime) {
           .device_bytes = runtime.staging_bytes.value_or(n * layer.device)};
 }
 
-Placement first_device(const MemoryBudget& budget) {
+ExecutionDevice first_device(const MemoryBudget& budget) {
   const std::vector<Placement> gpus = budget.gpus();
-  return gpus.empty() ? Placement::cpu() : gpus.front();
+  return gpus.empty() ? ExecutionDevice::cpu() : ExecutionDevice::gpu(gpus.front().index());
 }
 
 void add(Resolution& r, Placement device, std::string what, std::uint64_t bytes) {
@@ -136,9 +138,9 @@ std::uint64_t Resolution::reserved(Placement device) const {
 }
 
 bool streams_weights(const DeviceMap& map) {
-  if (map.empty()) return false;
-  if (map.uses(Placement::disk())) return true;
-  return !main_device(map).is_cpu() && map.uses(Placement::cpu());
+  const ExecutionDevice main = main_device(map);
+  return std::any_of(map.entries().begin(), map.entries().end(),
+                     [&](const auto& entry) { return role_of(entry.second, main).offloaded; });
 }
 
 Resolution resolve_and_plan(const ModuleTree& tree, const ResolveOptions& options,
@@ -157,6 +159,7 @@ Resolution resolve_and_plan(const ModuleTree& tree, const ResolveOptions& option
   add(r, r.main_device, "activations", rt.activation_bytes);
   if (r.probed) add(r, Placement::cpu(), "runtime", rt.footprint_bytes);
 
+  PlanOptions planning = plan_options;
   const auto plan_under = [&](const MemoryBudget& reserve) {
     // The budget is already resolved: the strategy must not probe again.
     return plan_with_strategy(tree,
@@ -164,7 +167,7 @@ Resolution resolve_and_plan(const ModuleTree& tree, const ResolveOptions& option
                                               .max_memory = r.budget,
                                               .reserve = reserve,
                                               .keep_ten_percent = r.probed},
-                              plan_options);
+                              planning);
   };
   r.plan = plan_under(r.reserve);
   // GPUs other than the main one that execute layers hold their layers' KV cache and the
@@ -208,6 +211,7 @@ Resolution resolve_and_plan(const ModuleTree& tree, const ResolveOptions& option
                              : 0;
   add(r, Placement::cpu(), "staging", r.host_staging_bytes);
   if (r.main_device.is_gpu()) add(r, r.main_device, "staging", r.device_staging_bytes);
+  planning.keep_largest_layer_room = false;  // the staging just reserved is that room
   r.plan = plan_under(r.reserve);
   return r;
 }

@@ -112,7 +112,7 @@ TEST(DispatchModel, MovingADispatchedModel) {
                                       {"linear2", Placement::gpu(0)}});
     LogCapture log;
     try {
-      move_model(m, Placement::cpu());
+      move_model(m, ExecutionDevice::cpu());
       FAIL();
     } catch (const InvalidDeviceMap& e) {
       EXPECT_STREQ(e.what(),
@@ -125,7 +125,7 @@ TEST(DispatchModel, MovingADispatchedModel) {
     dispatch_model(m, plan::DeviceMap{{"", Placement::gpu(0)}},
                    DispatchOptions{.force_hooks = true});
     LogCapture log;
-    move_model(m, Placement::cpu());
+    move_model(m, ExecutionDevice::cpu());
     EXPECT_TRUE(log.contains(LogLevel::kWarning, "You shouldn't move a model that is dispatched"));
     EXPECT_EQ(placement_of(m.linear1->weight()), Placement::cpu());
   }
@@ -138,7 +138,7 @@ TEST(CpuOffload, EqualsUndispatchedAndKeepsGpuPeakToOneModule) {
   const at::Tensor expected = model(ids);
   // Accelerate's way (no prefetcher): each module's weights come and go with its call.
   cpu_offload(model,
-              OffloadOptions{.execution_device = Placement::gpu(0), .prefetch = std::nullopt});
+              OffloadOptions{.execution_device = ExecutionDevice::gpu(0), .prefetch = std::nullopt});
   for (const auto& p : model.named_parameters()) EXPECT_TRUE(p.tensor().is_meta()) << p.name;
   reset_sim_gpu_peak(0);
   EXPECT_TRUE(at::equal(model(ids), expected));

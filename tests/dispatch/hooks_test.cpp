@@ -83,13 +83,13 @@ TEST(SendToDevice, SkipKeysAndFindDevice) {
   } in{at::ones({2}), at::ones({3})};
   nn::TensorView view;
   view.visit(in);
-  EXPECT_EQ(find_device(view), Placement::cpu());
-  send_to_device(view, Placement::gpu(0), {"cache"});
-  EXPECT_EQ(placement_of(in.x), Placement::gpu(0));
-  EXPECT_EQ(placement_of(in.cache), Placement::cpu());
+  EXPECT_EQ(find_device(view), ExecutionDevice::cpu());
+  send_to_device(view, ExecutionDevice::gpu(0), {"cache"});
+  EXPECT_EQ(placement_of(in.x), ExecutionDevice::gpu(0));
+  EXPECT_EQ(placement_of(in.cache), ExecutionDevice::cpu());
   nn::TensorView view2;
   view2.visit(in);
-  EXPECT_EQ(find_device(view2), Placement::gpu(0));
+  EXPECT_EQ(find_device(view2), ExecutionDevice::gpu(0));
 }
 
 TEST(AlignDevicesHook, MovesWeightsAndInputsToExecutionDevice) {
@@ -98,8 +98,8 @@ TEST(AlignDevicesHook, MovesWeightsAndInputsToExecutionDevice) {
   const at::Tensor x = at::randn({2, 3});
   const at::Tensor expected = lin(x);
   add_hook_to_module(lin, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                              .execution_device = Placement::gpu(0), .io_same_device = true}));
-  EXPECT_EQ(placement_of(lin.weight()), Placement::gpu(0));
+                              .execution_device = ExecutionDevice::gpu(0), .io_same_device = true}));
+  EXPECT_EQ(placement_of(lin.weight()), ExecutionDevice::gpu(0));
   EXPECT_TRUE(at::equal(lin(x), expected));
   EXPECT_EQ(sim_gpu_stats(0).resident, Bytes(4 * 3 * 4 + 4 * 4));  // weights stay resident
 }
@@ -110,7 +110,7 @@ TEST(AlignDevicesHook, OffloadMaterializesPerCallAndReturnsToMeta) {
   const at::Tensor x = at::randn({2, 3});
   const at::Tensor expected = m(x);
   add_hook_to_module(*m.linear1, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                                     .execution_device = Placement::gpu(0), .offload = true}));
+                                     .execution_device = ExecutionDevice::gpu(0), .offload = true}));
   EXPECT_TRUE(m.linear1->weight().is_meta());
   reset_sim_gpu_peak(0);
   const at::Tensor y = m(x);
@@ -129,8 +129,8 @@ TEST(AlignDevicesHook, OffloadBuffersControlsWhereBuffersLive) {
   {
     ModelForTest m;
     add_hook_to_module(*m.batchnorm, std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                                         .execution_device = Placement::gpu(0), .offload = true}));
-    EXPECT_EQ(placement_of(m.batchnorm->find_tensor("running_mean").tensor()), Placement::gpu(0));
+                                         .execution_device = ExecutionDevice::gpu(0), .offload = true}));
+    EXPECT_EQ(placement_of(m.batchnorm->find_tensor("running_mean").tensor()), ExecutionDevice::gpu(0));
     EXPECT_TRUE(m.batchnorm->find_tensor("weight").tensor().is_meta());
   }
   {
@@ -138,7 +138,7 @@ TEST(AlignDevicesHook, OffloadBuffersControlsWhereBuffersLive) {
     add_hook_to_module(
         *m.batchnorm,
         std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-            .execution_device = Placement::gpu(0), .offload = true, .offload_buffers = true}));
+            .execution_device = ExecutionDevice::gpu(0), .offload = true, .offload_buffers = true}));
     EXPECT_TRUE(m.batchnorm->find_tensor("running_mean").tensor().is_meta());
     const at::Tensor x = at::randn({2, 4});
     EXPECT_EQ((*m.batchnorm)(x).size(1), 4);
@@ -152,7 +152,7 @@ TEST(AlignDevicesHook, MissingWeightIsATypedErrorNamingIt) {
     // Found when the hook is attached (dispatch time), not at the first forward.
     add_hook_to_module(lin,
                        std::make_shared<AlignDevicesHook>(AlignDevicesOptions{
-                           .execution_device = Placement::gpu(0),
+                           .execution_device = ExecutionDevice::gpu(0),
                            .offload = true,
                            .weights_map = io::make_memory_source({{"weight", at::ones({2, 2})}})}));
     FAIL();
@@ -166,7 +166,7 @@ TEST(AttachAlignDeviceHook, HooksEveryModuleWithTensorsAndPreloadStops) {
   testing::TinyStack model(11, 4, 2);
   const at::Tensor ids = at::randint(11, {1, 5});
   const at::Tensor expected = model(ids);
-  attach_align_device_hook(model, Placement::gpu(0), /*offload=*/true,
+  attach_align_device_hook(model, ExecutionDevice::gpu(0), /*offload=*/true,
                            AttachOptions{.preload_module_classes = {"Block"}});
   EXPECT_NE(model.embed->hook(), nullptr);
   EXPECT_NE(model.blocks[0]->hook(), nullptr);
@@ -188,19 +188,19 @@ TEST(CpuOffloadWithHook, PipelineKeepsOneModelOnTheDevice) {
   nn::Linear b(8, 8);
   const at::Tensor x = at::randn({2, 8});
   const at::Tensor expected = b(a(x));
-  auto hook_a = cpu_offload_with_hook(a, Placement::gpu(0));
-  auto hook_b = cpu_offload_with_hook(b, Placement::gpu(0), hook_a);
-  EXPECT_EQ(placement_of(a.weight()), Placement::cpu());
+  auto hook_a = cpu_offload_with_hook(a, ExecutionDevice::gpu(0));
+  auto hook_b = cpu_offload_with_hook(b, ExecutionDevice::gpu(0), hook_a);
+  EXPECT_EQ(placement_of(a.weight()), ExecutionDevice::cpu());
   const at::Tensor mid = a(x);
-  EXPECT_EQ(placement_of(a.weight()), Placement::gpu(0));  // stays after its call
+  EXPECT_EQ(placement_of(a.weight()), ExecutionDevice::gpu(0));  // stays after its call
   const at::Tensor y = b(mid);
-  EXPECT_EQ(placement_of(a.weight()), Placement::cpu());  // b's call offloaded a
-  EXPECT_EQ(placement_of(b.weight()), Placement::gpu(0));
+  EXPECT_EQ(placement_of(a.weight()), ExecutionDevice::cpu());  // b's call offloaded a
+  EXPECT_EQ(placement_of(b.weight()), ExecutionDevice::gpu(0));
   EXPECT_TRUE(at::equal(y, expected));
   // One model at a time on the device: its weights plus one moved input.
   EXPECT_EQ(sim_gpu_stats(0).peak.value(), (8U * 8 * 4 + 8 * 4) + 2U * 8 * 4);
   hook_b->offload();
-  EXPECT_EQ(placement_of(b.weight()), Placement::cpu());
+  EXPECT_EQ(placement_of(b.weight()), ExecutionDevice::cpu());
   hook_b->remove();
   EXPECT_EQ(b.hook(), nullptr);
 }

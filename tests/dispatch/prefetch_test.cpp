@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <type_traits>
+
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -182,7 +184,7 @@ TEST(Prefetch, ABudgetSmallerThanABlockIsOutOfBudgetNamingTheBlock) {
   }
 }
 
-TEST(Prefetch, BadOptionsAndDiskExecutionAreInvalidArguments) {
+TEST(Prefetch, BadOptionsAreInvalidArguments) {
   try {
     Prefetcher p(PrefetchOptions{.threads = 0});
     FAIL() << "expected InvalidArgument";
@@ -190,15 +192,9 @@ TEST(Prefetch, BadOptionsAndDiskExecutionAreInvalidArguments) {
     EXPECT_NE(std::string(e.what()).find("at least one loader thread, got 0"), std::string::npos)
         << e.what();
   }
-  Prefetcher p;
-  try {
-    p.add_block("layers.0", "", Placement::disk(), {});
-    FAIL() << "expected InvalidArgument";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("block 'layers.0' cannot execute on 'disk'"),
-              std::string::npos)
-        << e.what();
-  }
+  // A block executing on disk does not compile: add_block takes an ExecutionDevice.
+  static_assert(!std::is_invocable_v<decltype(&Prefetcher::add_block), Prefetcher&, std::string,
+                                     std::string, Placement, std::vector<BlockTensor>>);
 }
 
 TEST(Prefetch, OutOfOrderExecutionIsCorrectOnlySlower) {
@@ -236,7 +232,7 @@ TEST(Prefetch, SimulatedGpuStreamingCopiesEachBlockOncePerForward) {
   std::uint64_t param_bytes = 0;
   for (const auto& p : model.named_parameters()) param_bytes += p.tensor().nbytes();
   cpu_offload(
-      model, OffloadOptions{.execution_device = Placement::gpu(0),
+      model, OffloadOptions{.execution_device = ExecutionDevice::gpu(0),
                             .prefetch = PrefetchOptions{.device_budget_bytes = (128_KiB).value()}});
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(at::equal(model(ids).cpu(), expected));
   const PrefetchStats s = model_prefetcher(model)->stats();

@@ -4,6 +4,7 @@
 
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
+#include "ferry/plan/resolve.h"
 #include "plan/plan_test_util.h"
 
 namespace ferry::plan {
@@ -79,6 +80,24 @@ TEST(DeviceMapValue, LongestPrefixPlacementAndMainDevice) {
   EXPECT_EQ(map.placement_of("lm_head.weight"), std::nullopt);
   EXPECT_EQ(main_device(map), gpu(2));
   EXPECT_EQ(main_device({{"a", disk()}, {"b", cpu()}}), cpu());
+}
+
+// Note [Where a block computes]: every (rest, main device) pair, and the resolver's
+// streams_weights agrees with it.
+TEST(DeviceMapValue, RoleOfEveryPlacementUnderEveryMainDevice) {
+  const ExecutionDevice g0 = ExecutionDevice::gpu(0);
+  const ExecutionDevice c = ExecutionDevice::cpu();
+  EXPECT_EQ(role_of(gpu(1), g0), (BlockRole{.device = ExecutionDevice::gpu(1), .offloaded = false}));
+  EXPECT_EQ(role_of(gpu(1), c), (BlockRole{.device = ExecutionDevice::gpu(1), .offloaded = false}));
+  EXPECT_EQ(role_of(cpu(), c), (BlockRole{.device = c, .offloaded = false}));
+  EXPECT_EQ(role_of(cpu(), g0), (BlockRole{.device = g0, .offloaded = true}));
+  EXPECT_EQ(role_of(disk(), g0), (BlockRole{.device = g0, .offloaded = true}));
+  EXPECT_EQ(role_of(disk(), c), (BlockRole{.device = c, .offloaded = true}));
+  EXPECT_FALSE(streams_weights(DeviceMap{}));
+  EXPECT_FALSE(streams_weights({{"a", cpu()}, {"b", cpu()}}));
+  EXPECT_FALSE(streams_weights({{"a", gpu(0)}, {"b", gpu(1)}}));
+  EXPECT_TRUE(streams_weights({{"a", gpu(0)}, {"b", cpu()}}));
+  EXPECT_TRUE(streams_weights({{"a", cpu()}, {"b", disk()}}));
 }
 
 TEST(CheckDeviceMap, CoverageErrorListsMissingStateDictEntries) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ferry/core/bytes.h"
+#include "ferry/core/execution_device.h"
 #include "ferry/core/placement.h"
 
 namespace ferry {
@@ -55,13 +56,12 @@ class SimGpuScope {
   std::shared_ptr<void> previous_;
 };
 
-// `tensor` where `placement` executes: GPU i (simulated: a counted host copy; else cuda:i), or
-// the CPU (a copy when it comes from a simulated GPU). Returns `tensor` itself when it is there
-// already. Throws InvalidArgument for disk and for a GPU index that does not exist, OutOfBudget
-// when a simulated GPU is full.
-at::Tensor move_to(const at::Tensor& tensor, Placement placement, bool non_blocking = false);
+// `tensor` on `device`: GPU i (simulated: a counted host copy; else cuda:i), or the CPU (a copy
+// when it comes from a simulated GPU). Returns `tensor` itself when it is there already. Throws
+// InvalidArgument for a GPU index that does not exist, OutOfBudget when a simulated GPU is full.
+at::Tensor move_to(const at::Tensor& tensor, ExecutionDevice device, bool non_blocking = false);
 
 // Where `tensor` lives: a GPU (simulated or CUDA) or the CPU; nullopt for meta (no storage).
-std::optional<Placement> placement_of(const at::Tensor& tensor);
+std::optional<ExecutionDevice> placement_of(const at::Tensor& tensor);
 
 }  // namespace ferry

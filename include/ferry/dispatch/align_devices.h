@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "ferry/core/placement.h"
+#include "ferry/core/execution_device.h"
 #include "ferry/dispatch/hooks.h"
 #include "ferry/io/tensor_source.h"
 
@@ -21,7 +21,7 @@ class Prefetcher;
 using WeightsMap = std::shared_ptr<const io::TensorSource>;
 
 struct AlignDevicesOptions {
-  std::optional<Placement> execution_device;  // where forward runs; nullopt: inputs stay put
+  std::optional<ExecutionDevice> execution_device;  // where forward runs; nullopt: inputs stay put
   bool offload = false;           // tensors rest on meta and are loaded from weights_map per call
   bool io_same_device = false;    // outputs go back to where the first input was
   WeightsMap weights_map;         // names relative to the module; built from it when absent
@@ -36,7 +36,7 @@ struct AlignDevicesOptions {
   // Compute where the weights rest (Note [Compute where the weights rest]): a call whose first
   // input has at most `rest_max_rows` rows (elements / last dimension: batch x tokens) runs on
   // `rest_device` with the weights as the weights map holds them; only activations move.
-  std::optional<Placement> rest_device;
+  std::optional<ExecutionDevice> rest_device;
   std::int64_t rest_max_rows = 0;
 };
 
@@ -45,7 +45,7 @@ class AlignDevicesHook final : public ModelHook {
   explicit AlignDevicesHook(AlignDevicesOptions options);
   const AlignDevicesOptions& options() const noexcept { return options_; }
   // Sets rest_device and rest_max_rows (dispatch_model does, for blocks resting on the CPU).
-  void compute_at_rest(std::optional<Placement> device, std::int64_t max_rows) {
+  void compute_at_rest(std::optional<ExecutionDevice> device, std::int64_t max_rows) {
     options_.rest_device = device;
     options_.rest_max_rows = max_rows;
   }
@@ -63,8 +63,8 @@ class AlignDevicesHook final : public ModelHook {
   std::vector<nn::NamedTensor> managed(nn::Module& module) const;
 
   AlignDevicesOptions options_;
-  std::vector<std::pair<std::string, std::optional<Placement>>> original_placements_;
-  std::optional<Placement> input_device_;
+  std::vector<std::pair<std::string, std::optional<ExecutionDevice>>> original_placements_;
+  std::optional<ExecutionDevice> input_device_;
   // Slots this call materialized (a slot already materialized — tied with a module running
   // now — is left to the hook that materialized it: Note [Tied weights across placements]).
   std::vector<nn::SlotPtr> onloaded_;
@@ -86,23 +86,23 @@ struct AttachOptions {
 // Appends an AlignDevicesHook to every module of the tree that has tensors of its own (weights
 // map prefixed with its path); a module of a preload class gets place_submodules and ends the
 // recursion. `module_name` is the path of `module` in the weights map.
-void attach_align_device_hook(nn::Module& module, Placement execution_device, bool offload,
+void attach_align_device_hook(nn::Module& module, ExecutionDevice execution_device, bool offload,
                               const AttachOptions& options, const std::string& module_name = "");
 
 // Adds AlignDevicesHook(execution_device) to `module` and every descendant that has no hook and a
 // non-empty state dict; stops below modules of preload classes.
-void attach_execution_device_hook(nn::Module& module, Placement execution_device,
+void attach_execution_device_hook(nn::Module& module, ExecutionDevice execution_device,
                                   const AttachOptions& options);
 
 // Per device-map key (Accelerate's attach_align_device_hook_on_blocks, dictionary form):
 // execution device and offload flag per module path; "" is the root.
 void attach_align_device_hook_on_blocks(nn::Module& module,
-                                        const std::map<std::string, Placement>& execution_device,
+                                        const std::map<std::string, ExecutionDevice>& execution_device,
                                         const std::map<std::string, bool>& offload,
                                         const AttachOptions& options,
                                         const std::string& module_name = "");
 
 // Every tensor of the tree (parameters once, all buffers) moved to `device`.
-void move_module(nn::Module& module, Placement device);
+void move_module(nn::Module& module, ExecutionDevice device);
 
 }  // namespace ferry::dispatch

@@ -7,7 +7,7 @@
 #include <optional>
 #include <utility>
 
-#include "ferry/core/placement.h"
+#include "ferry/core/execution_device.h"
 #include "ferry/dispatch/hooks.h"
 
 namespace ferry::dispatch {
@@ -17,14 +17,14 @@ class UserCpuOffloadHook;
 class CpuOffloadHook final : public ModelHook {
  public:
   // `execution_device` defaults to GPU 0 when a GPU exists, else the CPU.
-  CpuOffloadHook(std::optional<Placement> execution_device,
+  CpuOffloadHook(std::optional<ExecutionDevice> execution_device,
                  std::shared_ptr<UserCpuOffloadHook> prev_module_hook);
   void init(nn::Module& module) override;  // moves the whole model to the CPU
   void pre_forward(nn::Module& module, nn::TensorView& args) override;
-  Placement execution_device() const noexcept { return execution_device_; }
+  ExecutionDevice execution_device() const noexcept { return execution_device_; }
 
  private:
-  Placement execution_device_;
+  ExecutionDevice execution_device_;
   std::shared_ptr<UserCpuOffloadHook> prev_;
 };
 
@@ -45,7 +45,7 @@ class UserCpuOffloadHook {
 // Appends a CpuOffloadHook to `model` (moving it to the CPU now). Running the model offloads the
 // model of `prev_module_hook` first, so a pipeline of models keeps one on the device at a time.
 std::shared_ptr<UserCpuOffloadHook> cpu_offload_with_hook(
-    nn::Module& model, std::optional<Placement> execution_device = std::nullopt,
+    nn::Module& model, std::optional<ExecutionDevice> execution_device = std::nullopt,
     std::shared_ptr<UserCpuOffloadHook> prev_module_hook = nullptr);
 
 }  // namespace ferry::dispatch

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "ferry/core/execution_device.h"
 #include "ferry/core/placement.h"
 #include "ferry/dispatch/align_devices.h"
 #include "ferry/dispatch/prefetch.h"
@@ -26,7 +27,7 @@ struct ComputePolicy {
 };
 
 struct DispatchOptions {
-  std::optional<Placement> main_device;  // default: first GPU value in map order, else cpu
+  std::optional<ExecutionDevice> main_device;  // default: first GPU value in map order, else cpu
   WeightsMap state_dict;                 // CPU weights of cpu modules; default: the model's own
   std::filesystem::path offload_dir;     // where disk modules' weights are (written if no index)
   WeightsMap offload_index;              // disk weights already somewhere (e.g. in place)
@@ -58,7 +59,7 @@ void check_tied_parameters_on_same_device(nn::Module& model, const plan::DeviceM
 std::optional<plan::DeviceMap> hf_device_map(const nn::Module& model);
 
 struct OffloadOptions {
-  std::optional<Placement> execution_device;  // default: where the first parameter is (cpu_offload)
+  std::optional<ExecutionDevice> execution_device;  // default: where the first parameter is
   bool offload_buffers = false;
   WeightsMap state_dict;  // default: the model's own, copied to the CPU
   std::vector<std::string> preload_module_classes;
@@ -78,6 +79,6 @@ void disk_offload(nn::Module& model, const std::filesystem::path& offload_dir,
 // "You shouldn't move a model that is dispatched using ferry hooks." and, if any parameter is
 // offloaded (on meta), throws InvalidDeviceMap "You can't move a model that has some modules
 // offloaded to cpu or disk.".
-void move_model(nn::Module& model, Placement device);
+void move_model(nn::Module& model, ExecutionDevice device);
 
 }  // namespace ferry::dispatch

@@ -67,6 +67,13 @@ struct LoadReport {
 LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::path& checkpoint,
                                     const LoadCheckpointOptions& options = {});
 
+// Throws InvalidArgument when `offload_folder` is `checkpoint_folder` (after resolving links and
+// dots): converted weights are never written where weights are read from. `example_file` (a
+// checkpoint file in that folder) is named in the message when given. No-op for an empty folder.
+void check_offload_folder(const std::filesystem::path& offload_folder,
+                          const std::filesystem::path& checkpoint_folder,
+                          const std::filesystem::path& example_file = {});
+
 struct LoadAndDispatchOptions {
   // Nothing: load on the CPU without dispatch; a strategy: plan with it; a map: use it.
   std::variant<std::monostate, plan::Strategy, plan::DeviceMap> device_map;
@@ -88,7 +95,7 @@ struct LoadAndDispatchOptions {
   ComputePolicy compute;                                        // see DispatchOptions
   // Where offloaded blocks execute; nullopt: the resolution's main device for a strategy (the
   // device its staging, KV cache and activations were reserved on), else the map's first GPU.
-  std::optional<Placement> main_device;
+  std::optional<ExecutionDevice> main_device;
   // What a run holds beside the weights (KV cache, activations, the runtime's own memory),
   // reserved when planning. Its streaming fields are ignored: they follow `prefetch`.
   plan::RuntimeOptions runtime;

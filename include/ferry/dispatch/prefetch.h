@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "ferry/core/dtype.h"
-#include "ferry/core/placement.h"
+#include "ferry/core/execution_device.h"
 #include "ferry/dispatch/align_devices.h"
 #include "ferry/io/direct_reader.h"
 
@@ -92,7 +92,7 @@ class Prefetcher {
   // Registers a block executing on `device`. `path` names it in messages; `unit` groups blocks
   // for the default budget (the device-map entry they belong to). Throws MissingTensor for a
   // tensor its source lacks.
-  BlockId add_block(std::string path, std::string unit, Placement device,
+  BlockId add_block(std::string path, std::string unit, ExecutionDevice device,
                     std::vector<BlockTensor> tensors);
 
   // The block's tensors on its device, in registration order. Waits for a prefetch in flight;

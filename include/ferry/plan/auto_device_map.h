@@ -35,6 +35,10 @@ struct PlanOptions {
   bool clean_result = true;          // merge keys of one placement into their prefix
   bool offload_buffers = false;      // buffers of cpu/disk modules are offloaded too (warning only)
   bool fallback_allocation = false;  // on an empty device, place some smaller module that fits
+  // Accelerate keeps room for the largest layer on the first GPU and the CPU (where offloaded
+  // layers are loaded). resolve_and_plan turns it off once it has reserved that staging itself
+  // (Note [Staging in the budget]).
+  bool keep_largest_layer_room = true;
 
   SizeOptions size_options() const { return {.dtype = dtype, .special_dtypes = special_dtypes}; }
   NoSplit no_split() const { return {no_split_module_classes, no_split_patterns}; }

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "ferry/core/execution_device.h"
 #include "ferry/core/placement.h"
 #include "ferry/plan/module_tree.h"
 
@@ -78,6 +79,15 @@ void check_device_map(nn::Module& model, const DeviceMap& device_map);
 
 // The execution device of a dispatched map: the first GPU value in map order, else cpu
 // (deterministic, unlike Accelerate's set order; docs/deviations.md).
-Placement main_device(const DeviceMap& device_map);
+ExecutionDevice main_device(const DeviceMap& device_map);
+
+// Where a block (a device-map entry) computes and whether its weights stream in per call
+// (Note [Where a block computes] in device_map.cpp).
+struct BlockRole {
+  ExecutionDevice device;
+  bool offloaded = false;  // rests on meta; loaded from a weights map for each call
+  friend bool operator==(const BlockRole&, const BlockRole&) = default;
+};
+BlockRole role_of(Placement rest, ExecutionDevice main);
 
 }  // namespace ferry::plan

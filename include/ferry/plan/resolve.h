@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "ferry/core/execution_device.h"
 #include "ferry/core/placement.h"
 #include "ferry/plan/auto_device_map.h"
 #include "ferry/plan/memory_budget.h"
@@ -53,9 +54,9 @@ struct Reserve {
 struct Resolution {
   MemoryBudget budget;  // the user's budgets, or the probed ones
   bool probed = false;
-  Placement main_device = Placement::cpu();  // where the model's inputs and outputs live
-  std::vector<Reserve> reserves;             // every reserve, each on its device
-  MemoryBudget reserve;                      // their sum per budgeted device
+  ExecutionDevice main_device = ExecutionDevice::cpu();  // where inputs and outputs live
+  std::vector<Reserve> reserves;                         // every reserve, each on its device
+  MemoryBudget reserve;                                  // their sum per budgeted device
   // Staging the prefetcher gets (its host and device budgets); 0 when nothing streams.
   std::uint64_t host_staging_bytes = 0;
   std::uint64_t device_staging_bytes = 0;
