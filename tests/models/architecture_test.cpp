@@ -1,0 +1,129 @@
+// The architecture registry: every architecture's config round trip, module names and config
+// errors; GPT-2 checkpoints with OpenAI's original tensor names (no "transformer." prefix).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+
+#include "ferry/core/error.h"
+#include "ferry/core/log.h"
+#include "ferry/io/safetensors_writer.h"
+#include "ferry/models/generate.h"
+#include "ferry/models/make_model.h"
+#include "ferry/models/registry.h"
+#include "ferry/nn/init.h"
+#include "models/model_fixtures.h"
+
+namespace ferry::models {
+namespace {
+
+using testing::fixture;
+using testing::read_tensor;
+using testing::TempDir;
+
+template <class E>
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(Architectures, EachIsRegisteredAndWritable) {
+  const std::vector<std::string> all{"gpt2", "llama", "mistral", "qwen2"};
+  EXPECT_EQ(supported_model_types(), all);
+  EXPECT_EQ(make_model_architectures(), all);
+}
+
+// make_model's config of each architecture parses back to the same values, and the model built
+// from it names its tensors as the architecture's checkpoints do.
+TEST(Architectures, ConfigRoundTripAndCheckpointNames) {
+  const std::map<std::string, std::vector<std::string>> names{
+      {"gpt2", {"transformer.h.1.attn.c_attn.weight"}},
+      {"llama", {"model.layers.1.mlp.up_proj.weight"}}};
+  for (const auto& [arch, expected] : names) {
+    TempDir dir;
+    const MadeModel made = make_model(
+        dir.path(), {.arch = arch, .hidden_size = 32, .n_layers = 2, .n_heads = 4, .n_merges = 10});
+    const ModelConfig back = load_config(dir.path());
+    EXPECT_EQ(config_to_json(back), config_to_json(made.config)) << arch;
+    EXPECT_EQ(back.head_dim, 8) << arch;
+    nn::InitEmptyWeights guard;
+    auto model = create_model(back, at::kFloat);
+    for (const std::string& name : expected) {
+      EXPECT_NO_THROW(model->module().find_tensor(name)) << arch << ": " << name;
+    }
+  }
+}
+
+// OpenAI's GPT-2 files name tensors without "transformer." (and keep the attention's causal
+// buffers): transformers loads them, and so does ferry, with the same logits as the prefixed
+// checkpoint and a device map in the checkpoint's names.
+class Gpt2OriginalNames : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::copy(fixture("gpt2") / "config.json", dir_.path() / "config.json");
+    std::map<std::string, at::Tensor> tensors;
+    const auto source = io::open_checkpoint(fixture("gpt2") / "model.safetensors");
+    for (const std::string& name : source->names()) {
+      if (name.starts_with("lm_head.")) continue;  // tied: OpenAI's files have none
+      ASSERT_TRUE(name.starts_with("transformer.")) << name;
+      tensors[name.substr(std::string("transformer.").size())] = source->load(name);
+    }
+    tensors["h.0.attn.bias"] = at::ones({1, 1, 64, 64});
+    tensors["h.1.attn.bias"] = at::ones({1, 1, 64, 64});
+    io::save_safetensors(dir_.path() / "model.safetensors", tensors);
+  }
+  TempDir dir_;
+};
+
+TEST_F(Gpt2OriginalNames, LoadWithTheSameLogitsAsTransformersNames) {
+  LogCapture capture;
+  const auto ref = fixture("gpt2") / "reference.safetensors";
+  const at::Tensor prompt = read_tensor(ref, "prompt_ids");
+  const std::vector<std::int64_t> ids(prompt.data_ptr<std::int64_t>(),
+                                      prompt.data_ptr<std::int64_t>() + prompt.numel());
+  LoadModelOptions strict{.dispatch = {.dtype = DType::kF32, .strict = true}};
+  LoadedModel loaded = load_model(dir_.path(), strict);
+  EXPECT_FALSE(capture.contains(LogLevel::kWarning, "")) << capture.entries().size();
+  EXPECT_NO_THROW(loaded.model->module().find_tensor("h.0.attn.c_attn.weight"));
+  const GenerateResult r =
+      generate(*loaded.model, {ids}, {.max_new_tokens = 4, .keep_prompt_logits = true});
+  EXPECT_LT((r.prompt_logits - read_tensor(ref, "logits")).abs().max().item<double>(), 1e-5);
+  const at::Tensor greedy = read_tensor(ref, "greedy_ids").narrow(0, 0, 4);
+  EXPECT_EQ(r.tokens[0], std::vector<std::int64_t>(greedy.data_ptr<std::int64_t>(),
+                                                   greedy.data_ptr<std::int64_t>() + 4));
+}
+
+TEST_F(Gpt2OriginalNames, DispatchWithAMapInTheCheckpointsNames) {
+  TempDir offload;
+  LoadModelOptions o{.dispatch = {.device_map = plan::DeviceMap{{"wte", Placement::cpu()},
+                                                                {"wpe", Placement::cpu()},
+                                                                {"h.0", Placement::cpu()},
+                                                                {"h.1", Placement::disk()},
+                                                                {"ln_f", Placement::cpu()},
+                                                                {"lm_head", Placement::cpu()}},
+                                  .offload_folder = offload.path(),
+                                  .dtype = DType::kF32}};
+  LoadedModel loaded = load_model(dir_.path(), o);
+  const LoadedModel prefixed = load_model(fixture("gpt2"), {.dispatch = {.dtype = DType::kF32}});
+  const std::vector<std::int64_t> ids{3, 77, 140, 9};
+  const GenerateOptions g{.max_new_tokens = 3, .keep_prompt_logits = true};
+  const GenerateResult a = generate(*loaded.model, {ids}, g);
+  const GenerateResult b = generate(*prefixed.model, {ids}, g);
+  EXPECT_TRUE(at::equal(a.prompt_logits, b.prompt_logits));
+  EXPECT_EQ(a.tokens, b.tokens);
+}
+
+TEST_F(Gpt2OriginalNames, LayerCountIsCheckedInTheCheckpointsNames) {
+  ModelConfig c = load_config(dir_.path());
+  c.n_layers = 3;
+  std::ofstream(dir_.path() / "config.json") << config_to_json(c);
+  const std::string message = error_of<ShapeMismatch>([&] { load_model(dir_.path()); });
+  EXPECT_NE(message.find("2 layers (h.0 to h.1)"), std::string::npos) << message;
+}
+
+}  // namespace
+}  // namespace ferry::models
