@@ -32,7 +32,7 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 TEST(Architectures, EachIsRegisteredAndWritable) {
-  const std::vector<std::string> all{"gpt2", "llama", "mistral", "qwen2"};
+  const std::vector<std::string> all{"gpt2", "llama", "mistral", "phi3", "qwen2"};
   EXPECT_EQ(supported_model_types(), all);
   EXPECT_EQ(make_model_architectures(), all);
 }
@@ -41,6 +41,8 @@ TEST(Architectures, EachIsRegisteredAndWritable) {
 // from it names its tensors as the architecture's checkpoints do.
 TEST(Architectures, ConfigRoundTripAndCheckpointNames) {
   const std::map<std::string, std::vector<std::string>> names{
+      {"phi3",
+       {"model.layers.1.self_attn.qkv_proj.weight", "model.layers.1.mlp.gate_up_proj.weight"}},
       {"gpt2", {"transformer.h.1.attn.c_attn.weight"}},
       {"llama", {"model.layers.1.mlp.up_proj.weight"}}};
   for (const auto& [arch, expected] : names) {
@@ -56,6 +58,24 @@ TEST(Architectures, ConfigRoundTripAndCheckpointNames) {
       EXPECT_NO_THROW(model->module().find_tensor(name)) << arch << ": " << name;
     }
   }
+}
+
+TEST(Architectures, Phi3LongRopeIsChecked) {
+  const std::string phi3 = R"({"model_type": "phi3", "vocab_size": 100, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "max_position_embeddings": 64, "original_max_position_embeddings": 16,
+    "rope_scaling": {"type": "longrope", "short_factor": [1, 1, 1, 1], "long_factor": [1, 2, 3]}})";
+  EXPECT_EQ(error_of<InvalidArgument>([&] { parse_config(phi3, "p.json"); }),
+            "p.json: field 'rope_scaling.long_factor' must have rotary_dim / 2 = 4 entries, got 3");
+  std::string unsupported = phi3;
+  unsupported.replace(unsupported.find("longrope"), 8, "dynamic");
+  EXPECT_EQ(error_of<InvalidArgument>([&] { parse_config(unsupported, "p.json"); }),
+            "p.json: field 'rope_scaling.type' 'dynamic' is not supported (supported: longrope, "
+            "su)");
+  std::string su = phi3;
+  su.replace(su.find("[1, 2, 3]"), 9, "[1, 2, 3, 4]");
+  su.replace(su.find("longrope"), 8, "su");
+  EXPECT_NO_THROW(parse_config(su, "p.json"));
 }
 
 // OpenAI's GPT-2 files name tensors without "transformer." (and keep the attention's causal

@@ -1,0 +1,103 @@
+// Phi-3 against the plain reference (models/plain_reference.h): synthetic
+// checkpoints written by make_model, prompt logits within 1e-5 and greedy continuations equal,
+// with everything on the CPU, part of the model on disk, and spread over simulated GPUs, the CPU
+// and disk.
+#include <gtest/gtest.h>
+
+#include "ferry/core/devices.h"
+#include "ferry/models/generate.h"
+#include "ferry/models/make_model.h"
+#include "ferry/models/registry.h"
+#include "models/model_fixtures.h"
+#include "models/plain_reference.h"
+
+namespace ferry::models {
+namespace {
+
+using testing::TempDir;
+
+constexpr double kTolerance = 1e-5;
+constexpr std::int64_t kGreedy = 6;
+
+struct Case {
+  std::string name;
+  MakeModelOptions options;
+  std::vector<std::vector<std::int64_t>> prompts;
+};
+
+std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
+
+MakeModelOptions tiny(const std::string& arch, std::uint64_t seed) {
+  return {.arch = arch,
+          .hidden_size = 32,
+          .n_layers = 2,
+          .n_heads = 4,
+          .n_kv_heads = 2,
+          .intermediate_size = 64,
+          .max_position_embeddings = 64,
+          .seed = seed,
+          .n_merges = 40};
+}
+
+const std::vector<std::int64_t> kShort{3, 77, 140, 9, 250, 31};
+// Longer than Phi-3's original_max_position_embeddings (64 / 4): LongRoPE's long factors.
+const std::vector<std::int64_t> kLong{5, 17, 42, 8, 99,  23, 61, 3,  12, 40,
+                                      7, 88, 19, 2, 201, 63, 14, 27, 90, 33};
+
+std::vector<Case> cases() {
+  return {{"phi3", tiny("phi3", 11), {kShort, kLong}}};
+}
+
+// Loads the case's model with `options` (float32) and compares each prompt with the reference.
+void expect_matches_plain(const std::filesystem::path& folder, const Case& c,
+                          LoadModelOptions options) {
+  TempDir offload;
+  options.dispatch.dtype = DType::kF32;
+  options.dispatch.offload_folder = offload.path();
+  LoadedModel loaded = load_model(folder, options);
+  for (const auto& prompt : c.prompts) {
+    const GenerateResult r =
+        generate(*loaded.model, {prompt}, {.max_new_tokens = kGreedy, .keep_prompt_logits = true});
+    const at::Tensor expected = testing::plain_logits(folder, prompt);
+    ASSERT_EQ(r.prompt_logits[0].sizes(), expected.sizes());
+    EXPECT_LT((r.prompt_logits[0] - expected).abs().max().item<double>(), kTolerance)
+        << c.name << " prompt of " << prompt.size() << " with map " << loaded.device_map.to_json();
+    EXPECT_EQ(r.tokens[0], testing::plain_greedy(folder, prompt, kGreedy))
+        << c.name << " prompt of " << prompt.size() << " with map " << loaded.device_map.to_json();
+  }
+}
+
+class PlainReferenceTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override { make_model(dir_.path(), GetParam().options); }
+  TempDir dir_;
+};
+
+TEST_P(PlainReferenceTest, AllOnCpu) { expect_matches_plain(dir_.path(), GetParam(), {}); }
+
+TEST_P(PlainReferenceTest, SecondLayerOnDisk) {
+  LoadModelOptions o;
+  o.dispatch.device_map = plan::DeviceMap{{"model.embed_tokens", Placement::cpu()},
+                                          {"model.layers.0", Placement::cpu()},
+                                          {"model.layers.1", Placement::disk()},
+                                          {"model.norm", Placement::cpu()},
+                                          {"lm_head", Placement::cpu()}};
+  expect_matches_plain(dir_.path(), GetParam(), o);
+}
+
+TEST_P(PlainReferenceTest, SimulatedGpusCpuAndDisk) {
+  SimGpuScope gpus({Bytes(4'000'000), Bytes(4'000'000)});
+  LoadModelOptions o;
+  o.dispatch.device_map = plan::DeviceMap{{"model.embed_tokens", Placement::gpu(0)},
+                                          {"model.layers.0", Placement::gpu(1)},
+                                          {"model.layers.1", Placement::disk()},
+                                          {"model.norm", Placement::cpu()},
+                                          {"lm_head", Placement::gpu(0)}};
+  expect_matches_plain(dir_.path(), GetParam(), o);
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, PlainReferenceTest, ::testing::ValuesIn(cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+}  // namespace
+}  // namespace ferry::models
