@@ -1,4 +1,4 @@
-// Phi-3 against the plain reference (models/plain_reference.h): synthetic
+// Phi-3, Gemma 2 and Mixtral against the plain reference (models/plain_reference.h): synthetic
 // checkpoints written by make_model, prompt logits within 1e-5 and greedy continuations equal,
 // with everything on the CPU, part of the model on disk, and spread over simulated GPUs, the CPU
 // and disk.
@@ -45,7 +45,8 @@ const std::vector<std::int64_t> kLong{5, 17, 42, 8, 99,  23, 61, 3,  12, 40,
                                       7, 88, 19, 2, 201, 63, 14, 27, 90, 33};
 
 std::vector<Case> cases() {
-  return {{"phi3", tiny("phi3", 11), {kShort, kLong}}};
+  return {{"phi3", tiny("phi3", 11), {kShort, kLong}},
+          {"gemma2", tiny("gemma2", 12), {kShort, kLong}}};
 }
 
 // Loads the case's model with `options` (float32) and compares each prompt with the reference.

@@ -32,7 +32,7 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 TEST(Architectures, EachIsRegisteredAndWritable) {
-  const std::vector<std::string> all{"gpt2", "llama", "mistral", "phi3", "qwen2"};
+  const std::vector<std::string> all{"gemma2", "gpt2", "llama", "mistral", "phi3", "qwen2"};
   EXPECT_EQ(supported_model_types(), all);
   EXPECT_EQ(make_model_architectures(), all);
 }
@@ -43,6 +43,9 @@ TEST(Architectures, ConfigRoundTripAndCheckpointNames) {
   const std::map<std::string, std::vector<std::string>> names{
       {"phi3",
        {"model.layers.1.self_attn.qkv_proj.weight", "model.layers.1.mlp.gate_up_proj.weight"}},
+      {"gemma2",
+       {"model.layers.1.pre_feedforward_layernorm.weight",
+        "model.layers.1.post_feedforward_layernorm.weight", "model.layers.0.mlp.gate_proj.weight"}},
       {"gpt2", {"transformer.h.1.attn.c_attn.weight"}},
       {"llama", {"model.layers.1.mlp.up_proj.weight"}}};
   for (const auto& [arch, expected] : names) {
@@ -58,6 +61,22 @@ TEST(Architectures, ConfigRoundTripAndCheckpointNames) {
       EXPECT_NO_THROW(model->module().find_tensor(name)) << arch << ": " << name;
     }
   }
+}
+
+TEST(Architectures, Gemma2FieldsAreRead) {
+  const std::string gemma = R"({"model_type": "gemma2", "vocab_size": 100, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 16, "query_pre_attn_scalar": 144,
+    "final_logit_softcapping": null, "sliding_window": 8})";
+  const ModelConfig g = parse_config(gemma, "g.json");
+  EXPECT_EQ(g.head_dim, 16);
+  EXPECT_EQ(g.sliding_window, 8);
+  EXPECT_TRUE(g.tie_word_embeddings);  // Gemma 2's default
+  EXPECT_EQ(g.hidden_act, "gelu_pytorch_tanh");
+  const std::string text = config_to_json(g);
+  EXPECT_NE(text.find("\"final_logit_softcapping\": null"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"attn_logit_softcapping\": 50.0"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"query_pre_attn_scalar\": 144.0"), std::string::npos) << text;
 }
 
 TEST(Architectures, Phi3LongRopeIsChecked) {
