@@ -272,6 +272,14 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
       dispatch.no_split_module_classes.push_back(block);
     }
   }
+  // Note [Routed experts]: each on-demand module is one block, loaded only when it is called.
+  for (const std::string& on_demand : out.model->on_demand_classes()) {
+    if (std::find(dispatch.preload_module_classes.begin(), dispatch.preload_module_classes.end(),
+                  on_demand) == dispatch.preload_module_classes.end()) {
+      dispatch.preload_module_classes.push_back(on_demand);
+    }
+    if (dispatch.prefetch) dispatch.prefetch->on_demand_classes.push_back(on_demand);
+  }
   if (!architecture->layout.ignored_keys.empty()) {
     std::vector<std::regex> ignored;
     for (const std::string& pattern : architecture->layout.ignored_keys)

@@ -32,7 +32,8 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 TEST(Architectures, EachIsRegisteredAndWritable) {
-  const std::vector<std::string> all{"gemma2", "gpt2", "llama", "mistral", "phi3", "qwen2"};
+  const std::vector<std::string> all{"gemma2",  "gpt2", "llama", "mistral",
+                                     "mixtral", "phi3", "qwen2"};
   EXPECT_EQ(supported_model_types(), all);
   EXPECT_EQ(make_model_architectures(), all);
 }
@@ -46,6 +47,9 @@ TEST(Architectures, ConfigRoundTripAndCheckpointNames) {
       {"gemma2",
        {"model.layers.1.pre_feedforward_layernorm.weight",
         "model.layers.1.post_feedforward_layernorm.weight", "model.layers.0.mlp.gate_proj.weight"}},
+      {"mixtral",
+       {"model.layers.1.block_sparse_moe.gate.weight",
+        "model.layers.1.block_sparse_moe.experts.7.w2.weight"}},
       {"gpt2", {"transformer.h.1.attn.c_attn.weight"}},
       {"llama", {"model.layers.1.mlp.up_proj.weight"}}};
   for (const auto& [arch, expected] : names) {
@@ -77,6 +81,14 @@ TEST(Architectures, Gemma2FieldsAreRead) {
   EXPECT_NE(text.find("\"final_logit_softcapping\": null"), std::string::npos) << text;
   EXPECT_NE(text.find("\"attn_logit_softcapping\": 50.0"), std::string::npos) << text;
   EXPECT_NE(text.find("\"query_pre_attn_scalar\": 144.0"), std::string::npos) << text;
+}
+
+TEST(Architectures, MixtralExpertsPerTokenAreChecked) {
+  const std::string mixtral = R"({"model_type": "mixtral", "vocab_size": 100, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_local_experts": 4, "num_experts_per_tok": 5})";
+  EXPECT_EQ(error_of<InvalidArgument>([&] { parse_config(mixtral, "m.json"); }),
+            "m.json: field 'num_experts_per_tok' (5) must be at most num_local_experts (4)");
 }
 
 TEST(Architectures, Phi3LongRopeIsChecked) {
