@@ -1,4 +1,4 @@
-// `ferry make-model --arch llama|gpt2 (--size 1.5GB | --hidden N --layers N ...) --out DIR`:
+// `ferry make-model --arch llama|gpt2|... (--size 1.5GB | --hidden N --layers N ...) --out DIR`:
 // a synthetic checkpoint folder with random weights and a working tokenizer.
 #include "ferry/models/make_model.h"
 
@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "cli/commands.h"
+#include "ferry/models/registry.h"
 
 namespace ferry::cli {
 
@@ -18,8 +19,9 @@ void add_make_model_command(CLI::App& app, Runner& runner) {
   auto size = std::make_shared<std::string>();
   auto dtype = std::make_shared<std::string>("float32");
   auto shard = std::make_shared<std::string>("200MB");
-  cmd->add_option("--arch", options->arch, "llama, mistral, qwen2 or gpt2")
-      ->check(CLI::IsMember({"llama", "mistral", "qwen2", "gpt2"}));
+  const std::vector<std::string> archs = models::make_model_architectures();
+  cmd->add_option("--arch", options->arch, fmt::format("{}", fmt::join(archs, ", ")))
+      ->check(CLI::IsMember(archs));
   cmd->add_option("--size", *size,
                   "Approximate size of the weights (e.g. 1.5GB); picks dimensions");
   cmd->add_option("--hidden", options->hidden_size, "Hidden size");

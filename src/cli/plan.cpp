@@ -217,7 +217,8 @@ int run_plan(const PlanCommandOptions& o) {
                .no_split = load.dispatch.no_split_module_classes,
                .source = "model",
                .n_tensors = planned.model->module().state_dict({.keep_tied = true}).size()};
-    v.no_split.insert(v.no_split.begin(), planned.model->decoder_layer_class());
+    const std::vector<std::string> blocks = planned.model->no_split_classes();
+    v.no_split.insert(v.no_split.begin(), blocks.begin(), blocks.end());
     return print_plan(o, v, elapsed_ms, {});
   }
   const std::vector<TensorInfo> infos = read_tensor_infos(o.checkpoint);

@@ -138,8 +138,10 @@ void AlignDevicesHook::onload_through_prefetcher(nn::Module& module) {
                        .dtype = from_scalar_type(t.tensor().scalar_type())});
     }
     const std::string path = options_.name.empty() ? module.class_name() : options_.name;
-    block_ = options_.prefetcher->add_block(path, options_.unit, *options_.execution_device,
-                                            std::move(specs));
+    const auto& on_demand = options_.prefetcher->options().on_demand_classes;
+    block_ = options_.prefetcher->add_block(
+        path, options_.unit, *options_.execution_device, std::move(specs),
+        std::find(on_demand.begin(), on_demand.end(), module.class_name()) != on_demand.end());
   }
   std::vector<at::Tensor> values = options_.prefetcher->take(*block_);
   running_ = true;

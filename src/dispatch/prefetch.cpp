@@ -51,6 +51,7 @@ struct Block {
   std::string path;
   std::string unit;
   ExecutionDevice device;
+  bool on_demand = false;  // loaded by take() only (PrefetchOptions::on_demand_classes)
   std::vector<TensorPlan> tensors;
   std::size_t arena_bytes = 0;
   std::uint64_t host_cost = 0;  // arena + CPU copies LibTorch allocates
@@ -175,7 +176,7 @@ struct Prefetcher::State {
     for (std::size_t d = 1; d <= n; ++d) {
       const BlockId id = order[(*cursor + d) % n];
       Block& b = blocks[id];
-      if (b.state != BlockState::Idle) continue;
+      if (b.state != BlockState::Idle || b.on_demand) continue;
       if (!evict_for(d, id)) break;
       reserve(b);
       b.state = BlockState::Queued;
@@ -347,9 +348,11 @@ Prefetcher::~Prefetcher() {
   for (std::thread& t : state_->workers) t.join();
 }
 
-Prefetcher::BlockId Prefetcher::add_block(std::string path, std::string unit, ExecutionDevice device,
-                                          std::vector<BlockTensor> tensors) {
-  Block b{.path = std::move(path), .unit = std::move(unit), .device = device};
+Prefetcher::BlockId Prefetcher::add_block(std::string path, std::string unit,
+                                          ExecutionDevice device, std::vector<BlockTensor> tensors,
+                                          bool on_demand) {
+  Block b{
+      .path = std::move(path), .unit = std::move(unit), .device = device, .on_demand = on_demand};
   if (b.unit.empty()) b.unit = b.path;
   for (BlockTensor& spec : tensors) {
     TensorPlan t{.spec = std::move(spec), .info = {}};

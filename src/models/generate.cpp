@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "ferry/core/error.h"
+#include "ferry/models/registry.h"
 
 namespace ferry::models {
 namespace {
@@ -24,7 +25,7 @@ void check_prompts(const ModelConfig& c, const std::vector<std::vector<std::int6
                   c.vocab_size, c.file.string());
     }
     if (static_cast<std::int64_t>(prompts[i].size()) > c.max_position_embeddings) {
-      const std::string field = c.model_type == "gpt2" ? "n_positions" : "max_position_embeddings";
+      const std::string field = checkpoint_layout(c).positions_field;
       throw InvalidArgument(
           fmt::format("prompt {} has {} tokens, more than the model's {} = {} in {}", i,
                       prompts[i].size(), field, c.max_position_embeddings, c.file.string()),

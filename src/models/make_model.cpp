@@ -5,12 +5,13 @@
 
 #include <map>
 
-#include "byte_level.h"
 #include "ferry/core/error.h"
 #include "ferry/io/sharded.h"
 #include "ferry/models/registry.h"
 #include "ferry/nn/init.h"
 #include "io/json_file.h"
+#include "models/architecture.h"
+#include "models/byte_level.h"
 
 namespace ferry::models {
 namespace {
@@ -28,23 +29,31 @@ constexpr std::string_view kCorpus =
     "said when they asked it questions about the world, about the weather, and about what it "
     "would like to do in the future. It said that it would like to be faster and smaller.";
 
-std::vector<std::string> special_tokens(const std::string& arch) {
-  if (arch == "gpt2") return {"<|endoftext|>"};
-  return {"<|begin_of_text|>", "<|end_of_text|>"};
+// The make-model recipe of `arch`; throws InvalidArgument listing those that have one.
+const detail::MakeRecipe& recipe(const std::string& arch) {
+  const std::shared_ptr<const detail::Architecture> a = detail::find_architecture(arch);
+  if (!a || !a->make) {
+    throw InvalidArgument(
+        fmt::format("make-model: arch '{}' is not supported ({})", arch,
+                    fmt::join(make_model_architectures(), ", ")),
+        ErrorFields{.path = "arch",
+                    .expected = fmt::format("{}", fmt::join(make_model_architectures(), ", ")),
+                    .actual = arch});
+  }
+  return *a->make;  // architectures are never removed: the reference stays valid
 }
 
 // Dimensions for about `target` bytes: the widest hidden size (head_dim 64) that still gives
 // at least 8 layers.
 void choose_dims(MakeModelOptions& o, const Bytes target) {
   const std::uint64_t e = static_cast<std::uint64_t>(element_size(o.dtype));
+  const double per_h2 = recipe(o.arch).layer_elements_per_hidden2;
   std::int64_t chosen = 64;
   for (std::int64_t h : {64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 5120, 8192}) {
-    const double per_layer =
-        (o.arch == "gpt2" ? 12.0 : 10.75) * static_cast<double>(h * h) * static_cast<double>(e);
+    const double per_layer = per_h2 * static_cast<double>(h * h) * static_cast<double>(e);
     if (static_cast<double>(target.value()) / per_layer >= 8) chosen = h;
   }
-  const double per_layer = (o.arch == "gpt2" ? 12.0 : 10.75) *
-                           static_cast<double>(chosen * chosen) * static_cast<double>(e);
+  const double per_layer = per_h2 * static_cast<double>(chosen * chosen) * static_cast<double>(e);
   if (o.hidden_size == 0) o.hidden_size = chosen;
   if (o.n_layers == 0) {
     o.n_layers = std::max<std::int64_t>(
@@ -53,9 +62,7 @@ void choose_dims(MakeModelOptions& o, const Bytes target) {
 }
 
 ModelConfig config_for(MakeModelOptions o, std::int64_t vocab_size) {
-  FERRY_CHECK(o.arch == "llama" || o.arch == "mistral" || o.arch == "qwen2" || o.arch == "gpt2",
-              InvalidArgument,
-              "make-model: arch '{}' is not supported (llama, mistral, qwen2, gpt2)", o.arch);
+  const detail::MakeRecipe& make = recipe(o.arch);
   if (o.target_size) choose_dims(o, *o.target_size);
   if (o.hidden_size == 0) o.hidden_size = 64;
   if (o.n_layers == 0) o.n_layers = 2;
@@ -73,36 +80,10 @@ ModelConfig config_for(MakeModelOptions o, std::int64_t vocab_size) {
   c.hidden_size = o.hidden_size;
   c.n_layers = o.n_layers;
   c.n_heads = o.n_heads;
-  c.n_kv_heads = o.arch == "gpt2" ? o.n_heads : o.n_kv_heads;
+  c.n_kv_heads = o.n_kv_heads;
   c.head_dim = o.hidden_size / o.n_heads;
   c.torch_dtype = std::string(torch_name(o.dtype));
-  if (o.arch == "gpt2") {
-    c.intermediate_size = o.intermediate_size ? o.intermediate_size : 4 * o.hidden_size;
-    c.max_position_embeddings = o.max_position_embeddings ? o.max_position_embeddings : 1024;
-    c.norm_eps = 1e-5;
-    c.hidden_act = "gelu_new";
-    c.tie_word_embeddings = c.attention_bias = c.mlp_bias = true;
-    c.bos_token_id = vocab_size - 1;
-    c.eos_token_ids = {vocab_size - 1};
-  } else {
-    c.intermediate_size =
-        o.intermediate_size ? o.intermediate_size : (o.hidden_size * 11 / 4 + 63) / 64 * 64;
-    c.max_position_embeddings = o.max_position_embeddings ? o.max_position_embeddings : 2048;
-    c.norm_eps = 1e-5;
-    c.rope_theta = 500000.0;
-    c.tie_word_embeddings = o.tie_word_embeddings;
-    c.attention_bias = o.attention_bias || o.arch == "qwen2";
-    c.mlp_bias = o.mlp_bias;
-    if (!o.rope_scaling.empty()) {
-      c.rope_scaling = {.type = o.rope_scaling,
-                        .factor = 2.0,
-                        .low_freq_factor = 1.0,
-                        .high_freq_factor = 4.0,
-                        .original_max_position_embeddings = 64};
-    }
-    c.bos_token_id = vocab_size - 2;
-    c.eos_token_ids = {vocab_size - 1};
-  }
+  make.configure(o, c);
   return c;
 }
 
@@ -140,7 +121,7 @@ std::string make_tokenizer_json(const std::string& arch, int n_merges) {
     words = std::move(merged);
   }
   Json added = Json::array();
-  for (const std::string& s : special_tokens(arch)) {
+  for (const std::string& s : recipe(arch).special_tokens) {
     added.push_back({{"id", next_id},
                      {"content", s},
                      {"single_word", false},
@@ -187,7 +168,7 @@ MadeModel make_model(const std::filesystem::path& folder, const MakeModelOptions
   ModelConfig& c = made.config;
   // Special tokens sit at the end of the tokenizer; ids in the config must name them.
   const std::int64_t first_special =
-      token_count - static_cast<std::int64_t>(special_tokens(options.arch).size());
+      token_count - static_cast<std::int64_t>(recipe(options.arch).special_tokens.size());
   c.bos_token_id = first_special;
   c.eos_token_ids = {token_count - 1};
 
@@ -213,8 +194,8 @@ MadeModel make_model(const std::filesystem::path& folder, const MakeModelOptions
   io::save_sharded(folder, tensors, {.max_shard_size = options.max_shard_size});
   io::write_text_file(folder / "config.json", config_to_json(c));
   io::write_text_file(folder / "tokenizer.json", tokenizer);
-  const auto names = special_tokens(options.arch);
-  const Json tokenizer_config{{"add_bos_token", options.arch != "gpt2"},
+  const auto& names = recipe(options.arch).special_tokens;
+  const Json tokenizer_config{{"add_bos_token", recipe(options.arch).add_bos_token},
                               {"add_eos_token", false},
                               {"bos_token", names.front()},
                               {"eos_token", names.back()},

@@ -10,39 +10,47 @@
 #include "ferry/core/error.h"
 #include "ferry/core/shape.h"
 #include "ferry/io/checkpoint.h"
-#include "ferry/models/gpt2.h"
-#include "ferry/models/llama.h"
 #include "ferry/models/run_shape.h"
 #include "ferry/nn/init.h"
+#include "models/architecture.h"
 
 namespace ferry::models {
+namespace detail {
+#define FERRY_ARCHITECTURE(name) void register_##name();
+#include "models/arch/architectures.def"
+#undef FERRY_ARCHITECTURE
+}  // namespace detail
+
 namespace {
 
-struct Architecture {
-  ModelFactory factory;
-  CheckpointLayout layout;
-};
+using detail::Architecture;
 
 struct Registry {
   std::mutex mutex;
-  std::map<std::string, Architecture> architectures{
-      {"llama", {make_llama, llama_checkpoint_layout()}},
-      {"mistral", {make_llama, llama_checkpoint_layout()}},
-      {"qwen2", {make_llama, llama_checkpoint_layout()}},
-      {"gpt2", {make_gpt2, gpt2_checkpoint_layout()}}};
+  std::map<std::string, std::shared_ptr<const Architecture>> architectures;
 };
 
-Registry& registry() {
+Registry& storage() {
   static Registry r;
   return r;
 }
 
-Architecture find_architecture(const ModelConfig& config) {
-  {
-    std::lock_guard lock(registry().mutex);
-    auto it = registry().architectures.find(config.model_type);
-    if (it != registry().architectures.end() && it->second.factory) return it->second;
-  }
+// The built-in architectures, one line each in arch/architectures.def.
+void register_builtin() {
+#define FERRY_ARCHITECTURE(name) detail::register_##name();
+#include "models/arch/architectures.def"
+#undef FERRY_ARCHITECTURE
+}
+
+// The registry with the built-in architectures (added on first use, into storage()).
+Registry& registry() {
+  static std::once_flag once;
+  std::call_once(once, register_builtin);
+  return storage();
+}
+
+std::shared_ptr<const Architecture> require_architecture(const ModelConfig& config) {
+  if (auto a = detail::find_architecture(config.model_type); a && a->build) return a;
   throw InvalidArgument(
       fmt::format("{}: model_type '{}' is not supported (supported: {})", config.file.string(),
                   config.model_type, fmt::join(supported_model_types(), ", ")),
@@ -119,6 +127,26 @@ void check_against_checkpoint(const ModelConfig& c, const CheckpointLayout& layo
   }
 }
 
+// Whether the checkpoint names its tensors with the layout's base_model_prefix: a checkpoint
+// without the prefixed embedding but with the unprefixed one is a base model's own save (as
+// transformers decides from its base_model_prefix).
+detail::Naming naming_of(const CheckpointLayout& layout, const io::TensorSource& source) {
+  const std::string& prefix = layout.base_model_prefix;
+  if (prefix.empty() || !layout.embedding.starts_with(prefix)) return {};
+  const std::string bare = layout.embedding.substr(prefix.size());
+  return {.base_model_prefixed = source.contains(layout.embedding) || !source.contains(bare)};
+}
+
+// The layout's names as the checkpoint spells them.
+CheckpointLayout layout_for(CheckpointLayout layout, const detail::Naming& naming) {
+  if (naming.base_model_prefixed) return layout;
+  const std::string& prefix = layout.base_model_prefix;
+  for (std::string* name : {&layout.embedding, &layout.layers_prefix}) {
+    if (name->starts_with(prefix)) *name = name->substr(prefix.size());
+  }
+  return layout;
+}
+
 // The model's tensors the checkpoint does not provide (tied ones count as provided through any
 // of their names), as load_checkpoint_in_model counts them — found before anything is loaded.
 std::vector<std::string> missing_tensors(nn::Module& model, const io::TensorSource& source) {
@@ -138,21 +166,62 @@ std::vector<std::string> missing_tensors(nn::Module& model, const io::TensorSour
 
 }  // namespace
 
+namespace detail {
+
+void add_architecture(Architecture architecture) {
+  std::lock_guard lock(storage().mutex);
+  const std::string model_type = architecture.model_type;
+  storage().architectures[model_type] =
+      std::make_shared<const Architecture>(std::move(architecture));
+}
+
+std::shared_ptr<const Architecture> find_architecture(const std::string& model_type) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto it = r.architectures.find(model_type);
+  return it == r.architectures.end() ? nullptr : it->second;
+}
+
+}  // namespace detail
+
 void register_model_type(const std::string& model_type, ModelFactory factory,
                          CheckpointLayout layout) {
-  std::lock_guard lock(registry().mutex);
-  registry().architectures[model_type] = Architecture{std::move(factory), std::move(layout)};
+  registry();  // the built-in ones first, so that this one replaces any of the same name
+  detail::add_architecture({.model_type = model_type,
+                            .build = [factory = std::move(factory)](
+                                         const ModelConfig& config, at::ScalarType dtype,
+                                         const detail::Naming&) { return factory(config, dtype); },
+                            .layout = std::move(layout)});
 }
 
 std::vector<std::string> supported_model_types() {
-  std::lock_guard lock(registry().mutex);
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
   std::vector<std::string> out;
-  for (const auto& [name, a] : registry().architectures) out.push_back(name);
+  for (const auto& [name, a] : r.architectures) {
+    if (a->build) out.push_back(name);
+  }
   return out;
 }
 
+std::vector<std::string> make_model_architectures() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  std::vector<std::string> out;
+  for (const auto& [name, a] : r.architectures) {
+    if (a->make) out.push_back(name);
+  }
+  return out;
+}
+
+const CheckpointLayout& checkpoint_layout(const ModelConfig& config) {
+  static const CheckpointLayout none;
+  const std::shared_ptr<const Architecture> a = detail::find_architecture(config.model_type);
+  return a ? a->layout : none;  // architectures are never removed: the reference stays valid
+}
+
 std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType dtype) {
-  return find_architecture(config).factory(config, dtype);
+  return require_architecture(config)->build(config, dtype, detail::Naming{});
 }
 
 namespace {
@@ -169,7 +238,7 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
   Prepared prepared;
   LoadedModel& out = prepared.out;
   out.config = load_config(folder);
-  const Architecture architecture = find_architecture(out.config);
+  const std::shared_ptr<const Architecture> architecture = require_architecture(out.config);
   const at::ScalarType dtype = build_dtype(out.config, options.dispatch.dtype);
   const std::filesystem::path checkpoint =
       std::filesystem::is_directory(folder) ? folder : folder.parent_path();
@@ -178,9 +247,10 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
   {
     // Headers only: cheap, and done before the model is built (Note [Config against checkpoint]).
     const std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(checkpoint);
-    check_against_checkpoint(out.config, architecture.layout, *source);
+    const detail::Naming naming = naming_of(architecture->layout, *source);
+    check_against_checkpoint(out.config, layout_for(architecture->layout, naming), *source);
     nn::InitEmptyWeights guard;
-    out.model = architecture.factory(out.config, dtype);
+    out.model = architecture->build(out.config, dtype, naming);
     const std::vector<std::string> missing = missing_tensors(out.model->module(), *source);
     if (!missing.empty()) {
       constexpr std::size_t kShown = 8;
@@ -198,14 +268,23 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
     }
   }
   dispatch::LoadAndDispatchOptions dispatch = options.dispatch;
-  const std::string block = out.model->decoder_layer_class();
-  if (std::find(dispatch.no_split_module_classes.begin(), dispatch.no_split_module_classes.end(),
-                block) == dispatch.no_split_module_classes.end()) {
-    dispatch.no_split_module_classes.push_back(block);
+  for (const std::string& block : out.model->no_split_classes()) {
+    if (std::find(dispatch.no_split_module_classes.begin(), dispatch.no_split_module_classes.end(),
+                  block) == dispatch.no_split_module_classes.end()) {
+      dispatch.no_split_module_classes.push_back(block);
+    }
   }
-  if (!architecture.layout.ignored_keys.empty()) {
+  // Note [Routed experts]: each on-demand module is one block, loaded only when it is called.
+  for (const std::string& on_demand : out.model->on_demand_classes()) {
+    if (std::find(dispatch.preload_module_classes.begin(), dispatch.preload_module_classes.end(),
+                  on_demand) == dispatch.preload_module_classes.end()) {
+      dispatch.preload_module_classes.push_back(on_demand);
+    }
+    if (dispatch.prefetch) dispatch.prefetch->on_demand_classes.push_back(on_demand);
+  }
+  if (!architecture->layout.ignored_keys.empty()) {
     std::vector<std::regex> ignored;
-    for (const std::string& pattern : architecture.layout.ignored_keys)
+    for (const std::string& pattern : architecture->layout.ignored_keys)
       ignored.emplace_back(pattern);
     dispatch.ignore_unexpected = [ignored = std::move(ignored),
                                   caller =

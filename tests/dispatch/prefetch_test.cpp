@@ -193,8 +193,11 @@ TEST(Prefetch, BadOptionsAreInvalidArguments) {
         << e.what();
   }
   // A block executing on disk does not compile: add_block takes an ExecutionDevice.
-  static_assert(!std::is_invocable_v<decltype(&Prefetcher::add_block), Prefetcher&, std::string,
-                                     std::string, Placement, std::vector<BlockTensor>>);
+  using AddBlock = decltype(&Prefetcher::add_block);
+  static_assert(std::is_invocable_v<AddBlock, Prefetcher&, std::string, std::string,
+                                    ExecutionDevice, std::vector<BlockTensor>, bool>);
+  static_assert(!std::is_invocable_v<AddBlock, Prefetcher&, std::string, std::string, Placement,
+                                     std::vector<BlockTensor>, bool>);
 }
 
 TEST(Prefetch, OutOfOrderExecutionIsCorrectOnlySlower) {

@@ -201,8 +201,8 @@ TEST(ConfigErrors, ConfigFileMustBeASmallRegularFile) {
 TEST(Registry, UnknownModelTypeListsSupported) {
   const ModelConfig c = parse_config(with(kLlama, "llama", "falcon"), "f/config.json");
   EXPECT_EQ(error_of<InvalidArgument>([&] { create_model(c, at::kFloat); }),
-            "f/config.json: model_type 'falcon' is not supported (supported: gpt2, llama, mistral, "
-            "qwen2)");
+            "f/config.json: model_type 'falcon' is not supported (supported: gemma2, gpt2, llama, "
+            "mistral, mixtral, phi3, qwen2)");
 }
 
 TEST(Registry, ModulePathsAreCheckpointNames) {

@@ -48,6 +48,9 @@ struct PrefetchOptions {
   std::uint64_t direct_min_bytes = 1 << 20;
   std::size_t chunk_bytes = 16 << 20;  // largest single read
   int threads = 1;                     // loader threads (with lookahead)
+  // Classes of modules that run only for some inputs (a mixture's routed experts): their blocks
+  // are loaded when they run, never prefetched from the order of an earlier forward.
+  std::vector<std::string> on_demand_classes;
 };
 
 struct PrefetchStats {
@@ -90,10 +93,10 @@ class Prefetcher {
   const PrefetchOptions& options() const noexcept { return options_; }
 
   // Registers a block executing on `device`. `path` names it in messages; `unit` groups blocks
-  // for the default budget (the device-map entry they belong to). Throws MissingTensor for a
-  // tensor its source lacks.
+  // for the default budget (the device-map entry they belong to); an `on_demand` block is loaded
+  // only by take(), never prefetched. Throws MissingTensor for a tensor its source lacks.
   BlockId add_block(std::string path, std::string unit, ExecutionDevice device,
-                    std::vector<BlockTensor> tensors);
+                    std::vector<BlockTensor> tensors, bool on_demand = false);
 
   // The block's tensors on its device, in registration order. Waits for a prefetch in flight;
   // loads on this thread when the block was not prefetched or its prefetch failed. Throws the

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <string>
+#include <vector>
 
 #include "ferry/models/config.h"
 #include "ferry/models/kv_cache.h"
@@ -27,6 +28,12 @@ class CausalLM {
   virtual const ModelConfig& config() const = 0;
   // The decoder block's class name ("LlamaDecoderLayer", "GPT2Block"): never split by planning.
   virtual std::string decoder_layer_class() const = 0;
+  // The classes planning never splits: the decoder block by default; finer units where the
+  // architecture wants them placed on their own (Mixtral: attention and each expert).
+  virtual std::vector<std::string> no_split_classes() const { return {decoder_layer_class()}; }
+  // Classes whose modules run only for some inputs (Mixtral's routed experts): an offloaded one is
+  // loaded when it is called and never prefetched on a guess (Note [Routed experts]).
+  virtual std::vector<std::string> on_demand_classes() const { return {}; }
   // Runs one step and appends its keys and values to `cache` (which must have one layer per
   // decoder layer). Returns float32 logits [batch, tokens, vocab] on the CPU.
   virtual at::Tensor step(const StepInput& input, KvCache& cache) = 0;

@@ -1,9 +1,13 @@
 #pragma once
-// A model's config.json as one value: the fields every supported architecture needs, read with
-// the architecture's own names (Llama's hidden_size, GPT-2's n_embd) and checked for consistency.
+// A model's config.json as one value: the fields the shared building blocks need (sizes, heads,
+// rotary, norms, biases, window), read with the architecture's own names (Llama's hidden_size,
+// GPT-2's n_embd) and checked for consistency, plus the fields only one architecture reads, in
+// that architecture's own struct (ArchitectureFields). Each architecture parses and writes its
+// config in its own file (src/models/arch/).
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,8 +35,14 @@ struct RopeScaling {
   std::int64_t original_max_position_embeddings = 8192;  // llama3
 };
 
+// Base of an architecture's own config fields (Gemma 2's soft-capping, Mixtral's experts): the
+// architecture's parser creates them and only its own code reads them.
+struct ArchitectureFields {
+  virtual ~ArchitectureFields() = default;
+};
+
 struct ModelConfig {
-  std::string model_type;  // registry key: "llama", "mistral", "qwen2", "gpt2"
+  std::string model_type;  // registry key: "llama", "gpt2", "phi3", ... (supported_model_types)
   std::int64_t vocab_size = 0;
   std::int64_t hidden_size = 0;              // gpt2: n_embd
   std::int64_t intermediate_size = 0;        // gpt2: n_inner (default 4 * n_embd)
@@ -55,6 +65,8 @@ struct ModelConfig {
   std::vector<std::int64_t> eos_token_ids;  // eos_token_id: an integer or a list
   std::string torch_dtype;                  // as written ("float32", "bfloat16"), "" when absent
   std::filesystem::path file;               // where it was read from, for error messages
+  // The architecture's own fields (null for architectures that have none).
+  std::shared_ptr<const ArchitectureFields> fields;
 };
 
 // Parses config.json text; `file` names it in errors. Throws InvalidArgument naming the file

@@ -1,7 +1,8 @@
 #pragma once
 // Synthetic checkpoints: a complete model folder (config.json, sharded safetensors with seeded
-// random weights, a working byte-level BPE tokenizer.json and tokenizer_config.json) for a
-// Llama-style or GPT-2 architecture, so demos, tests and benchmarks need no download.
+// random weights, a working byte-level BPE tokenizer.json and tokenizer_config.json) for any
+// architecture with a make-model recipe (make_model_architectures()), so demos, tests and
+// benchmarks need no download.
 
 #include <cstdint>
 #include <filesystem>
@@ -15,7 +16,7 @@
 namespace ferry::models {
 
 struct MakeModelOptions {
-  std::string arch = "llama";        // "llama", "mistral", "qwen2" (q/k/v biases) or "gpt2"
+  std::string arch = "llama";  // a model type of make_model_architectures(): "llama", "gpt2", ...
   std::optional<Bytes> target_size;  // choose the dimensions for about this many bytes
   // Explicit dimensions; 0 means: from target_size, else a tiny default.
   std::int64_t hidden_size = 0;

@@ -22,11 +22,17 @@ using ModelFactory =
     std::function<std::shared_ptr<CausalLM>(const ModelConfig& config, at::ScalarType dtype)>;
 
 // Adds (or replaces) the factory of `model_type` and the layout load_model checks its
-// checkpoints against (default: none). Built in: llama, mistral, qwen2, gpt2.
+// checkpoints against (default: none); its config.json is read with Llama's field names. The
+// built-in architectures (llama, mistral, qwen2, gpt2, phi3, gemma2, mixtral) are registered by
+// their own files in src/models/arch/.
 void register_model_type(const std::string& model_type, ModelFactory factory,
                          CheckpointLayout layout = {});
 // Registered model types, sorted.
 std::vector<std::string> supported_model_types();
+// The model types make_model can write, sorted.
+std::vector<std::string> make_model_architectures();
+// The checkpoint layout of `config`'s model type (an empty one for an unknown type).
+const CheckpointLayout& checkpoint_layout(const ModelConfig& config);
 // The model for `config` with `dtype` parameters on the current init guard's device. Throws
 // InvalidArgument "<file>: model_type 'x' is not supported (supported: gpt2, llama, ...)".
 std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType dtype);

@@ -1,0 +1,105 @@
+#include "models/blocks/decoder.h"
+
+#include "ferry/nn/containers.h"
+#include "models/blocks/rotary.h"
+
+namespace ferry::models::detail {
+
+DecoderLayer::DecoderLayer(DecoderLayerSpec spec) : Callable(spec.class_name) {
+  self_attn_ = register_module("self_attn", std::move(spec.self_attn));
+  ffn_ = spec.ffn;
+  register_module(spec.ffn_name, spec.ffn.module);
+  auto norm = [&](const std::string& name) -> std::optional<Unary> {
+    if (name.empty()) return std::nullopt;
+    Unary u = spec.make_norm();
+    register_module(name, u.module);
+    return u;
+  };
+  attn_in_ = norm(spec.attn_in);
+  attn_out_ = norm(spec.attn_out);
+  ffn_in_ = norm(spec.ffn_in);
+  ffn_out_ = norm(spec.ffn_out);
+}
+
+at::Tensor DecoderLayer::forward(const at::Tensor& x, LayerContext ctx, LayerCache* cache) {
+  auto apply = [](const std::optional<Unary>& norm, const at::Tensor& y) {
+    return norm ? (*norm)(y) : y;
+  };
+  const at::Tensor h = x + apply(attn_out_, (*self_attn_)(apply(attn_in_, x), ctx, cache));
+  return h + apply(ffn_out_, ffn_(apply(ffn_in_, h)));
+}
+
+DecoderBackbone::DecoderBackbone(BackboneSpec spec)
+    : Callable(spec.class_name), spec_(std::move(spec)) {
+  embed_tokens_ = register_module(
+      "embed_tokens",
+      std::make_shared<nn::Embedding>(spec_.vocab_size, spec_.hidden_size, spec_.dtype));
+  auto list = register_module("layers", std::make_shared<nn::ModuleList>());
+  for (std::int64_t i = 0; i < spec_.n_layers; ++i) {
+    layers_.push_back(list->push_back(spec_.make_layer(i)));
+  }
+  norm_ = spec_.make_norm();
+  register_module("norm", norm_.module);
+  // The factories may refer to the builder's locals: never called again.
+  spec_.make_layer = nullptr;
+  spec_.make_norm = nullptr;
+}
+
+at::Tensor DecoderBackbone::forward(const at::Tensor& ids, const at::Tensor& positions,
+                                    const at::Tensor& attention_mask, KvCache* cache) {
+  at::Tensor h = (*embed_tokens_)(ids);
+  if (spec_.embedding_scale) {
+    // transformers rounds the scale to the hidden states' dtype before multiplying.
+    h = h * at::scalar_tensor(*spec_.embedding_scale, h.options());
+  }
+  auto [cos, sin] = spec_.rotary(positions);
+  LayerContext ctx{.cos = cos, .sin = sin, .mask = causal_mask(attention_mask, ids.size(1))};
+  // The cache keeps every position (no rolling buffer); the mask alone applies the window.
+  ctx.sliding_mask = spec_.sliding_window
+                         ? causal_mask(attention_mask, ids.size(1), spec_.sliding_window)
+                         : ctx.mask;
+  for (std::size_t i = 0; i < layers_.size(); ++i) h = (*layers_[i])(h, ctx, &cache->layer(i));
+  return norm_(h);
+}
+
+CausalLMTail::CausalLMTail(const ModelConfig& config, at::ScalarType dtype, TailSpec spec)
+    : Callable(spec.class_name), config_(config), spec_(std::move(spec)) {
+  if (spec_.naming.base_model_prefixed) {
+    register_module(spec_.base_name, spec_.backbone);
+  } else {
+    // The checkpoint names the base model's tensors without its prefix (Naming): adopt its
+    // children; the backbone's forward still calls them through their own hooks.
+    for (const auto& [name, child] : spec_.backbone->children()) register_module(name, child);
+  }
+  lm_head_ = register_module(
+      "lm_head", std::make_shared<nn::Linear>(config.hidden_size, config.vocab_size,
+                                              nn::LinearOptions{.bias = false, .dtype = dtype}));
+  if (spec_.tied_embedding) lm_head_->set_slot("weight", spec_.tied_embedding);
+}
+
+std::vector<std::string> CausalLMTail::no_split_classes() const {
+  if (spec_.no_split_classes.empty()) return {spec_.decoder_layer_class};
+  return spec_.no_split_classes;
+}
+
+at::Tensor CausalLMTail::step(const StepInput& in, KvCache& cache) {
+  return (*this)(in.input_ids, in.position_ids, in.attention_mask, &cache)
+      .to(at::kCPU)
+      .to(at::kFloat);
+}
+
+at::Tensor CausalLMTail::forward(const at::Tensor& ids, const at::Tensor& positions,
+                                 const at::Tensor& attention_mask, KvCache* cache) {
+  const at::Tensor logits = (*lm_head_)(spec_.call_backbone(ids, positions, attention_mask, cache));
+  if (!spec_.final_softcap) return logits;
+  return at::tanh(logits / *spec_.final_softcap) * *spec_.final_softcap;
+}
+
+RotaryFunction standard_rotary(const ModelConfig& config) {
+  const at::Tensor inverse_frequencies = rope_inverse_frequencies(config);
+  return [inverse_frequencies](const at::Tensor& positions) {
+    return rope_cos_sin(inverse_frequencies, positions);
+  };
+}
+
+}  // namespace ferry::models::detail

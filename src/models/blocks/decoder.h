@@ -1,0 +1,140 @@
+#pragma once
+// The decoder shared by the architectures (private to models): a pre-norm residual layer made of
+// a self-attention, a feed-forward unit (an MLP, or Mixtral's experts) and norms in any of four
+// roles; the backbone (embeddings, layers, final norm: transformers' <Family>Model); and the
+// causal-LM tail (the backbone under its name, the head, optionally tied and soft-capped) that
+// implements CausalLM for every architecture.
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ferry/models/causal_lm.h"
+#include "ferry/nn/embedding.h"
+#include "ferry/nn/linear.h"
+#include "models/architecture.h"
+#include "models/blocks/attention.h"
+#include "models/blocks/layers.h"
+
+namespace ferry::models::detail {
+
+struct DecoderLayerSpec {
+  std::string class_name;  // "LlamaDecoderLayer", ...
+  std::shared_ptr<SelfAttention> self_attn;
+  std::string ffn_name = "mlp";  // the feed-forward unit's name ("block_sparse_moe": Mixtral)
+  Unary ffn;
+  // Norms by role, each named as the checkpoint names it ("" = no norm in that role):
+  //   h   = x + attn_out(self_attn(attn_in(x)))
+  //   out = h + ffn_out(ffn(ffn_in(h)))
+  // Llama-like layers norm the inputs only; Gemma 2 norms inputs and outputs.
+  std::function<Unary()> make_norm;
+  std::string attn_in = "input_layernorm";
+  std::string attn_out;
+  std::string ffn_in = "post_attention_layernorm";
+  std::string ffn_out;
+};
+
+class DecoderLayer : public nn::Callable<DecoderLayer> {
+ public:
+  explicit DecoderLayer(DecoderLayerSpec spec);
+
+ private:
+  friend class Callable<DecoderLayer>;
+  // The cache is a pointer (hooks do not see it); LayerCache::append keeps it where this
+  // layer's inputs arrive, i.e. on its execution device.
+  at::Tensor forward(const at::Tensor& x, LayerContext ctx, LayerCache* cache);
+
+  std::shared_ptr<SelfAttention> self_attn_;
+  Unary ffn_;
+  std::optional<Unary> attn_in_, attn_out_, ffn_in_, ffn_out_;
+};
+
+// Rotary cos and sin for a step's position ids [batch, tokens].
+using RotaryFunction = std::function<std::pair<at::Tensor, at::Tensor>(const at::Tensor&)>;
+
+struct BackboneSpec {
+  std::string class_name;  // "LlamaModel", ...
+  std::int64_t vocab_size = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t n_layers = 0;
+  at::ScalarType dtype = at::kFloat;
+  std::function<std::shared_ptr<DecoderLayer>(std::int64_t index)> make_layer;
+  std::function<Unary()> make_norm;       // the final "norm"
+  std::optional<double> embedding_scale;  // Gemma: embeddings times sqrt(hidden_size)
+  RotaryFunction rotary;
+  // Builds LayerContext::sliding_mask (layers with SelfAttentionOptions::sliding use it).
+  std::optional<std::int64_t> sliding_window;
+};
+
+// transformers' <Family>Model: embed_tokens, layers.N, norm → hidden states.
+class DecoderBackbone : public nn::Callable<DecoderBackbone> {
+ public:
+  explicit DecoderBackbone(BackboneSpec spec);
+  const nn::SlotPtr& embedding_slot() const { return embed_tokens_->weight_slot(); }
+
+ private:
+  friend class Callable<DecoderBackbone>;
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& positions,
+                     const at::Tensor& attention_mask, KvCache* cache);
+
+  BackboneSpec spec_;
+  std::shared_ptr<nn::Embedding> embed_tokens_;
+  std::vector<std::shared_ptr<DecoderLayer>> layers_;
+  Unary norm_;
+};
+
+// Runs a backbone: (input ids, position ids, attention mask, cache) -> hidden states.
+using BackboneCall =
+    std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, KvCache*)>;
+
+template <class B>
+BackboneCall backbone_call(const std::shared_ptr<B>& backbone) {
+  B* raw = backbone.get();
+  return [raw](const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& mask,
+               KvCache* cache) { return (*raw)(ids, positions, mask, cache); };
+}
+
+struct TailSpec {
+  std::string class_name;           // "LlamaForCausalLM", ...
+  std::string decoder_layer_class;  // CausalLM::decoder_layer_class
+  // CausalLM::no_split_classes (empty: the decoder layer) and on_demand_classes.
+  std::vector<std::string> no_split_classes;
+  std::vector<std::string> on_demand_classes;
+  std::string base_name = "model";  // the backbone's name: transformers' base_model_prefix
+  Naming naming;                    // unprefixed: the backbone's children sit on the root
+  std::shared_ptr<nn::Module> backbone;
+  BackboneCall call_backbone;
+  nn::SlotPtr tied_embedding;           // the head's weight is this slot; null: its own
+  std::optional<double> final_softcap;  // logits become cap * tanh(logits / cap) (Gemma 2)
+};
+
+// transformers' <Family>ForCausalLM: the backbone and lm_head.
+class CausalLMTail final : public nn::Callable<CausalLMTail>, public CausalLM {
+ public:
+  CausalLMTail(const ModelConfig& config, at::ScalarType dtype, TailSpec spec);
+  nn::Module& module() override { return *this; }
+  const ModelConfig& config() const override { return config_; }
+  std::string decoder_layer_class() const override { return spec_.decoder_layer_class; }
+  std::vector<std::string> no_split_classes() const override;
+  std::vector<std::string> on_demand_classes() const override { return spec_.on_demand_classes; }
+  at::Tensor step(const StepInput& input, KvCache& cache) override;
+
+ private:
+  friend class Callable<CausalLMTail>;
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& positions,
+                     const at::Tensor& attention_mask, KvCache* cache);
+
+  ModelConfig config_;
+  TailSpec spec_;
+  std::shared_ptr<nn::Linear> lm_head_;
+};
+
+// Rotary cos/sin over head_dim from the config's rope_theta and rope_scaling.
+RotaryFunction standard_rotary(const ModelConfig& config);
+
+}  // namespace ferry::models::detail
