@@ -3,7 +3,6 @@
 // ids and generation_config.json. Usage: example_hf_llama MODEL_DIR [MAX_MEMORY] [PROMPT]
 // e.g. example_hf_llama ~/models/Llama-3.2-1B 0=20GiB,cpu=64GiB "The capital of France is"
 #include <ferry/ferry.h>
-
 #include <iostream>
 #include <string>
 

@@ -156,12 +156,11 @@ models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prom
   // One meaning in `run` and `plan`: each name is a module class or a module path pattern.
   d.no_split_module_classes = f.no_split;
   d.no_split_patterns = f.no_split;
-  load.shape = models::RunShape{.batch = f.batch,
-                                .context = f.context,
-                                .prompt_tokens = std::max(prompt_tokens, models::kPromptAllowance),
-                                .max_new_tokens = f.max_new_tokens_given
-                                                      ? std::optional(f.max_new_tokens)
-                                                      : std::nullopt};
+  load.shape = models::RunShape{
+      .batch = f.batch,
+      .context = f.context,
+      .prompt_tokens = std::max(prompt_tokens, models::kPromptAllowance),
+      .max_new_tokens = f.max_new_tokens_given ? std::optional(f.max_new_tokens) : std::nullopt};
   return load;
 }
 

@@ -131,9 +131,8 @@ GenerateOptions resolve_generate_options(const GenerationConfig& model,
   // transformers samples only with do_sample; ferry's own switch is a temperature above 0. A
   // chosen temperature alone therefore decides (as `ferry run --temperature 0.7` always has),
   // and a chosen do_sample decides over anything the model's file says.
-  const bool sample =
-      chosen.do_sample.value_or(chosen.temperature ? *chosen.temperature > 0
-                                                   : model.do_sample.value_or(false));
+  const bool sample = chosen.do_sample.value_or(
+      chosen.temperature ? *chosen.temperature > 0 : model.do_sample.value_or(false));
   SamplingOptions& s = out.sampling;
   s.temperature = sample ? chosen.temperature.value_or(model.temperature.value_or(1.0)) : 0.0;
   s.top_k = chosen.top_k.value_or(model.top_k.value_or(s.top_k));

@@ -130,8 +130,8 @@ GenerationConfig model_generation_config(const ModelConfig& config,
   const auto check = [&](const char* field, std::int64_t id) {
     if (id >= config.vocab_size) {
       throw InvalidArgument(
-          fmt::format("{}: field '{}' {} is outside the vocabulary [0, {}) of {}",
-                      g.file.string(), field, id, config.vocab_size, config.file.string()),
+          fmt::format("{}: field '{}' {} is outside the vocabulary [0, {}) of {}", g.file.string(),
+                      field, id, config.vocab_size, config.file.string()),
           ErrorFields{.path = field,
                       .file = g.file.string(),
                       .expected = fmt::format("< {}", config.vocab_size),

@@ -24,7 +24,7 @@ std::string join_name(const std::string& prefix, std::string_view name) {
 // module registered under several names (Sequential(layer, layer), a reused block) is visited
 // under each of them, as PyTorch's named_modules(remove_duplicate=False) and state_dict do.
 // Note [Module cycles]: a module that is its own descendant would make a walk under every name
-// endless; it is reported as InvalidArgument naming the path that closes the cycle.
+// endless; every walk reports it as InvalidArgument naming the path that closes the cycle.
 template <class Fn>
 void walk_modules(Module& root, bool recurse, bool remove_duplicate, Fn&& fn) {
   std::unordered_set<const Module*> seen;
@@ -38,8 +38,8 @@ void walk_modules(Module& root, bool recurse, bool remove_duplicate, Fn&& fn) {
       const std::string path = join_name(name, child_name);
       FERRY_CHECK(std::find(ancestors.begin(), ancestors.end(), child.get()) == ancestors.end(),
                   InvalidArgument,
-                  "module '{}' ({}) is one of its own ancestors: a module tree has no cycles",
-                  path, child->class_name());
+                  "module '{}' ({}) is one of its own ancestors: a module tree has no cycles", path,
+                  child->class_name());
       self(self, *child, path);
     }
     ancestors.pop_back();
@@ -163,37 +163,38 @@ TensorRef Module::new_buffer(std::string name, at::IntArrayRef shape, at::Scalar
 std::vector<NamedTensor> Module::named_parameters(ParameterWalk walk) {
   std::vector<NamedTensor> out;
   std::unordered_set<const Slot*> seen;
-  walk_modules(*this, walk.recurse, walk.remove_duplicate, [&](const std::string& prefix,
-                                                                  Module& m) {
-    for (const auto& entry : m.tensors_) {
-      if (entry->is_buffer()) continue;
-      if (walk.remove_duplicate && !seen.insert(entry->slot.get()).second) continue;
-      out.push_back({join_name(prefix, entry->name), &m, entry.get()});
-    }
-  });
+  walk_modules(*this, walk.recurse, walk.remove_duplicate,
+               [&](const std::string& prefix, Module& m) {
+                 for (const auto& entry : m.tensors_) {
+                   if (entry->is_buffer()) continue;
+                   if (walk.remove_duplicate && !seen.insert(entry->slot.get()).second) continue;
+                   out.push_back({join_name(prefix, entry->name), &m, entry.get()});
+                 }
+               });
   return out;
 }
 
 std::vector<NamedTensor> Module::named_buffers(BufferWalk walk) {
   std::vector<NamedTensor> out;
   std::unordered_set<const Slot*> seen;
-  walk_modules(*this, walk.recurse, walk.remove_duplicate, [&](const std::string& prefix,
-                                                                  Module& m) {
-    for (const auto& entry : m.tensors_) {
-      if (!entry->is_buffer()) continue;
-      if (walk.persistent_only && !entry->persistent) continue;
-      if (walk.remove_duplicate && !seen.insert(entry->slot.get()).second) continue;
-      out.push_back({join_name(prefix, entry->name), &m, entry.get()});
-    }
-  });
+  walk_modules(*this, walk.recurse, walk.remove_duplicate,
+               [&](const std::string& prefix, Module& m) {
+                 for (const auto& entry : m.tensors_) {
+                   if (!entry->is_buffer()) continue;
+                   if (walk.persistent_only && !entry->persistent) continue;
+                   if (walk.remove_duplicate && !seen.insert(entry->slot.get()).second) continue;
+                   out.push_back({join_name(prefix, entry->name), &m, entry.get()});
+                 }
+               });
   return out;
 }
 
 std::vector<NamedModule> Module::named_modules(ModuleWalk walk) {
   std::vector<NamedModule> out;
-  walk_modules(*this, /*recurse=*/true, walk.remove_duplicate, [&](const std::string& name, Module& m) {
-    out.push_back({name, &m});
-  });
+  walk_modules(*this, /*recurse=*/true, walk.remove_duplicate,
+               [&](const std::string& name, Module& m) {
+                 out.push_back({name, &m});
+               });
   return out;
 }
 
@@ -214,17 +215,19 @@ std::vector<std::pair<std::string, at::Tensor>> Module::state_dict(StateDictOpti
   std::unordered_set<const Slot*> seen;
   // Every name of every module, as PyTorch's state_dict (which recurses into every child); a
   // shared module's tensors are then dropped as duplicates unless keep_tied.
-  walk_modules(*this, /*recurse=*/true, /*remove_duplicate=*/false, [&](const std::string& prefix,
-                                                                          Module& m) {
-    // PyTorch order: a module's parameters, then its persistent buffers, then its children.
-    for (TensorKind kind : {TensorKind::kParameter, TensorKind::kBuffer}) {
-      for (const auto& entry : m.tensors_) {
-        if (entry->kind != kind || (entry->is_buffer() && !entry->persistent)) continue;
-        if (!options.keep_tied && !seen.insert(entry->slot.get()).second) continue;
-        out.emplace_back(join_name(prefix, entry->name), entry->slot->tensor());
-      }
-    }
-  });
+  walk_modules(*this, /*recurse=*/true, /*remove_duplicate=*/false,
+               [&](const std::string& prefix, Module& m) {
+                 // PyTorch order: a module's parameters, then its persistent buffers, then its
+                 // children.
+                 for (TensorKind kind : {TensorKind::kParameter, TensorKind::kBuffer}) {
+                   for (const auto& entry : m.tensors_) {
+                     if (entry->kind != kind || (entry->is_buffer() && !entry->persistent))
+                       continue;
+                     if (!options.keep_tied && !seen.insert(entry->slot.get()).second) continue;
+                     out.emplace_back(join_name(prefix, entry->name), entry->slot->tensor());
+                   }
+                 }
+               });
   return out;
 }
 

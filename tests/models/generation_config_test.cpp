@@ -101,8 +101,7 @@ ModelConfig config_with_eos(std::vector<std::int64_t> eos) {
 
 TEST(ModelGenerationConfig, FileEosWinsElseConfigEosAndIdsAreCheckedAgainstTheVocabulary) {
   const ModelConfig c = config_with_eos({7});
-  EXPECT_EQ(model_generation_config(c, std::nullopt).eos_token_ids,
-            (std::vector<std::int64_t>{7}));
+  EXPECT_EQ(model_generation_config(c, std::nullopt).eos_token_ids, (std::vector<std::int64_t>{7}));
   EXPECT_EQ(model_generation_config(c, parse(R"({"temperature": 0.5})")).eos_token_ids,
             (std::vector<std::int64_t>{7}));
   EXPECT_EQ(model_generation_config(c, parse(R"({"eos_token_id": [3, 4]})")).eos_token_ids,
@@ -135,12 +134,15 @@ TEST(ResolveGenerateOptions, CallerThenFileThenFerryDefaults) {
   EXPECT_EQ(from_file.sampling.repetition_penalty, 1.3);
   EXPECT_EQ(from_file.eos_token_ids, (std::vector<std::int64_t>{5, 6}));
 
-  const GenerateOptions chosen = resolve_generate_options(
-      file, {.max_new_tokens = 3, .temperature = 0.0, .top_k = 2, .eos_token_ids = std::vector<std::int64_t>{}});
+  const GenerateOptions chosen =
+      resolve_generate_options(file, {.max_new_tokens = 3,
+                                      .temperature = 0.0,
+                                      .top_k = 2,
+                                      .eos_token_ids = std::vector<std::int64_t>{}});
   EXPECT_EQ(chosen.max_new_tokens, 3);
   EXPECT_EQ(chosen.sampling.temperature, 0.0);  // a chosen temperature of 0 is greedy
   EXPECT_EQ(chosen.sampling.top_k, 2);
-  EXPECT_EQ(chosen.sampling.top_p, 0.9);  // not chosen: the file's
+  EXPECT_EQ(chosen.sampling.top_p, 0.9);      // not chosen: the file's
   EXPECT_TRUE(chosen.eos_token_ids.empty());  // chosen: never stop early
 
   // do_sample false in the file: greedy even though the file has a temperature.
@@ -158,13 +160,14 @@ TEST(ResolveGenerateOptions, CallerThenFileThenFerryDefaults) {
 class GenerationConfigFolder : public ::testing::Test {
  protected:
   void SetUp() override {
-    made_ = make_model(dir_.path(), {.arch = "llama",
-                                     .hidden_size = 32,
-                                     .n_layers = 2,
-                                     .n_heads = 4,
-                                     .intermediate_size = 64,
-                                     .max_position_embeddings = 128,
-                                     .n_merges = 20});
+    made_ = make_model(dir_.path(),
+                       {.arch = "llama",
+                        .hidden_size = 32,
+                        .n_layers = 2,
+                        .n_heads = 4,
+                        .intermediate_size = 64,
+                        .max_position_embeddings = 1024,  // the context reserved is not clamped
+                        .n_merges = 20});
   }
   void write(const std::string& text) {
     std::ofstream(dir_.path() / "generation_config.json") << text;
@@ -174,7 +177,9 @@ class GenerationConfigFolder : public ::testing::Test {
 };
 
 TEST_F(GenerationConfigFolder, LoadModelAppliesItToPlanningAndGeneration) {
-  const LoadedModel without = load_model(dir_.path(), {.dispatch = {.device_map = plan::Strategy::kAuto, .max_memory = plan::MemoryBudget::parse("cpu=1GiB")}});
+  const LoadedModel without =
+      load_model(dir_.path(), {.dispatch = {.device_map = plan::Strategy::kAuto,
+                                            .max_memory = plan::MemoryBudget::parse("cpu=1GiB")}});
   EXPECT_TRUE(without.generation.file.empty());
   const std::vector<std::int64_t> prompt{3, 7, 11, 13};
   const std::vector<std::int64_t> greedy =
@@ -185,7 +190,9 @@ TEST_F(GenerationConfigFolder, LoadModelAppliesItToPlanningAndGeneration) {
   // The file's eos id is the third greedy token: generation stops there; its max_new_tokens
   // grows the KV cache the plan reserves.
   write(fmt::format(R"({{"eos_token_id": {}, "max_new_tokens": 100}})", greedy[2]));
-  const LoadedModel with = load_model(dir_.path(), {.dispatch = {.device_map = plan::Strategy::kAuto, .max_memory = plan::MemoryBudget::parse("cpu=1GiB")}});
+  const LoadedModel with =
+      load_model(dir_.path(), {.dispatch = {.device_map = plan::Strategy::kAuto,
+                                            .max_memory = plan::MemoryBudget::parse("cpu=1GiB")}});
   EXPECT_EQ(with.generation.file, dir_.path() / "generation_config.json");
   const GenerateResult r =
       generate(*with.model, {prompt}, resolve_generate_options(with.generation, {}));
@@ -202,8 +209,10 @@ TEST_F(GenerationConfigFolder, LoadModelAppliesItToPlanningAndGeneration) {
   };
   EXPECT_GT(kv(*with.resolution), kv(*without.resolution));
   // The caller's choice wins over the file in planning too.
-  const LoadedModel chosen = load_model(dir_.path(), {.dispatch = {.device_map = plan::Strategy::kAuto, .max_memory = plan::MemoryBudget::parse("cpu=1GiB")},
-                                                      .shape = {.max_new_tokens = kDefaultMaxNewTokens}});
+  const LoadedModel chosen =
+      load_model(dir_.path(), {.dispatch = {.device_map = plan::Strategy::kAuto,
+                                            .max_memory = plan::MemoryBudget::parse("cpu=1GiB")},
+                               .shape = {.max_new_tokens = kDefaultMaxNewTokens}});
   EXPECT_EQ(kv(*chosen.resolution), kv(*without.resolution));
 }
 

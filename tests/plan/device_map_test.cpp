@@ -140,8 +140,8 @@ TEST(CheckDeviceMap, ModuleUnderTwoNamesNeedsBothNames) {
   const ModuleTree tree = ModuleTree::from_module(model);
   EXPECT_TRUE(tree.find("1.weight").has_value());
   EXPECT_EQ(tree.tied_groups().size(), 2U);
-  EXPECT_NO_THROW(check_device_map(model, DeviceMap{{"0", Placement::cpu()},
-                                                    {"1", Placement::disk()}}));
+  EXPECT_NO_THROW(
+      check_device_map(model, DeviceMap{{"0", Placement::cpu()}, {"1", Placement::disk()}}));
   try {
     check_device_map(model, DeviceMap{{"0", Placement::cpu()}});
     ADD_FAILURE() << "a map without '1' was accepted";

@@ -19,7 +19,7 @@ namespace ferry::models {
 
 struct GenerateOptions {
   std::int64_t max_new_tokens = kDefaultMaxNewTokens;  // per prompt
-  SamplingOptions sampling;                 // greedy by default
+  SamplingOptions sampling;                            // greedy by default
   std::vector<std::int64_t> eos_token_ids;  // a row stops after producing one (it is kept)
   std::vector<std::string> stop_strings;    // a row stops once its decoded text contains one
   // Decodes a row's generated ids; required when stop_strings is not empty.
@@ -49,7 +49,7 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
 // (then ferry's default) decides. A CLI sets only the flags that were given.
 struct GenerationChoices {
   std::optional<std::int64_t> max_new_tokens;
-  std::optional<bool> do_sample;     // false: greedy; true: sample (temperature default 1)
+  std::optional<bool> do_sample;      // false: greedy; true: sample (temperature default 1)
   std::optional<double> temperature;  // 0: greedy; > 0: sample (unless do_sample is false)
   std::optional<std::int64_t> top_k;
   std::optional<double> top_p;

@@ -113,8 +113,8 @@ class Module {
   TensorEntry* find_entry(std::string_view name) const;
 
   // ---- walks (pre-order, children in registration order) -----------------------------------
-  // Walks that visit a module under every name throw InvalidArgument for a module that is its
-  // own descendant (Note [Module cycles] in module.cpp).
+  // Every walk throws InvalidArgument for a module that is its own descendant (Note [Module
+  // cycles] in module.cpp).
   std::vector<NamedTensor> named_parameters(ParameterWalk walk = {});
   std::vector<NamedTensor> named_buffers(BufferWalk walk = {});
   // The root first as ""; by default every module once (shared submodules under their first

@@ -31,8 +31,8 @@ struct TreeNode {
   std::string class_name;  // modules: "Linear", ... ("" when unknown, e.g. from headers)
   NodeKind kind = NodeKind::kModule;
   ElementType element = DType::kF32;  // tensors: element type (any LibTorch type from a module)
-  std::uint64_t numel = 0;    // tensors: number of elements
-  bool persistent = true;     // buffers: false keeps it out of the state dict
+  std::uint64_t numel = 0;            // tensors: number of elements
+  bool persistent = true;             // buffers: false keeps it out of the state dict
   // Tensors: false for a second registration of a tied or shared tensor. Such a name is not a
   // key of compute_module_sizes (Accelerate deduplicates tensors by identity), so it counts 0.
   bool counted = true;
