@@ -97,7 +97,9 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
       ->check(CLI::IsMember({"main", "weights"}));
   cmd->add_option("--rest-max-rows", f.rest_max_rows,
                   "With --compute-on weights: largest batch x tokens computed on the CPU");
-  cmd->add_option("-n,--max-new-tokens", f.max_new_tokens, "Tokens to generate (per prompt)");
+  cmd->add_option("-n,--max-new-tokens", f.max_new_tokens,
+                  "Tokens to generate (per prompt; default: generation_config.json's, else 32)")
+      ->each([&f](const std::string&) { f.max_new_tokens_given = true; });
   cmd->add_option("-c,--context", f.context,
                   "Tokens of KV cache reserved per sequence (default: the prompt allowance, 256 "
                   "or the longest prompt, plus --max-new-tokens)");
@@ -154,10 +156,11 @@ models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prom
   // One meaning in `run` and `plan`: each name is a module class or a module path pattern.
   d.no_split_module_classes = f.no_split;
   d.no_split_patterns = f.no_split;
-  load.shape = models::RunShape{.batch = f.batch,
-                                .context = f.context,
-                                .prompt_tokens = std::max(prompt_tokens, models::kPromptAllowance),
-                                .max_new_tokens = f.max_new_tokens};
+  load.shape = models::RunShape{
+      .batch = f.batch,
+      .context = f.context,
+      .prompt_tokens = std::max(prompt_tokens, models::kPromptAllowance),
+      .max_new_tokens = f.max_new_tokens_given ? std::optional(f.max_new_tokens) : std::nullopt};
   return load;
 }
 

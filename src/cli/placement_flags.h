@@ -28,7 +28,8 @@ struct PlacementFlags {
   std::string compute_on = "main";  // main | weights
   std::int64_t rest_max_rows = 16;
   // The run's shape, reserved when planning (KV cache and activations).
-  std::int64_t max_new_tokens = 32;
+  std::int64_t max_new_tokens = models::kDefaultMaxNewTokens;
+  bool max_new_tokens_given = false;  // -n given: else generation_config.json's, else the default
   std::int64_t context = 0;  // 0: prompt allowance + max_new_tokens
   std::int64_t batch = 1;    // `run`: the number of prompts
 };

@@ -37,6 +37,8 @@ struct RunOptions {
   std::vector<std::string> prompt_ids;  // "1,2,3", one per sequence of the batch
   std::string dump_logits;
   models::SamplingOptions sampling;
+  // The sampling flags given (the others: generation_config.json's, else the defaults).
+  models::GenerationChoices chosen;
   std::vector<std::string> stop;
   bool ignore_eos = false;
   bool json = false;
@@ -269,10 +271,13 @@ int run(const RunOptions& o) {
   for (const auto& p : prompts) longest = std::max(longest, p.size());
   PlacementFlags placement = o.placement;
   placement.batch = static_cast<std::int64_t>(prompts.size());
-  const std::int64_t needed = static_cast<std::int64_t>(longest) + placement.max_new_tokens;
-  FERRY_CHECK(placement.context == 0 || needed <= placement.context, InvalidArgument,
-              "--context {}: the longest prompt ({} tokens) plus --max-new-tokens ({}) needs {}",
-              placement.context, longest, placement.max_new_tokens, needed);
+  const auto check_context = [&](std::int64_t max_new_tokens) {
+    const std::int64_t needed = static_cast<std::int64_t>(longest) + max_new_tokens;
+    FERRY_CHECK(placement.context == 0 || needed <= placement.context, InvalidArgument,
+                "--context {}: the longest prompt ({} tokens) plus --max-new-tokens ({}) needs {}",
+                placement.context, longest, max_new_tokens, needed);
+  };
+  if (placement.max_new_tokens_given) check_context(placement.max_new_tokens);
   models::LoadModelOptions load = load_options(placement, static_cast<std::int64_t>(longest));
   const std::uint64_t footprint = runtime_footprint();
 
@@ -329,15 +334,16 @@ int run(const RunOptions& o) {
     std::fflush(stdout);
   }
 
-  models::GenerateOptions g{.max_new_tokens = placement.max_new_tokens,
-                            .sampling = o.sampling,
-                            .stop_strings = o.stop,
-                            .keep_prompt_logits = !o.dump_logits.empty()};
-  if (!o.ignore_eos) {
-    g.eos_token_ids = loaded.config.eos_token_ids;
-    if (tokenizer && tokenizer->eos_token_id())
-      g.eos_token_ids.push_back(*tokenizer->eos_token_id());
-  }
+  // Flags given win; generation_config.json (then config.json's eos ids) fills in the rest.
+  models::GenerationChoices chosen = o.chosen;
+  if (placement.max_new_tokens_given) chosen.max_new_tokens = placement.max_new_tokens;
+  if (o.ignore_eos) chosen.eos_token_ids = std::vector<std::int64_t>{};
+  chosen.stop_strings = o.stop;
+  models::GenerateOptions g = models::resolve_generate_options(loaded.generation, chosen);
+  if (!placement.max_new_tokens_given) check_context(g.max_new_tokens);
+  g.keep_prompt_logits = !o.dump_logits.empty();
+  if (!o.ignore_eos && tokenizer && tokenizer->eos_token_id())
+    g.eos_token_ids.push_back(*tokenizer->eos_token_id());
   std::vector<std::int64_t> streamed;
   std::size_t printed = 0;
   if (tokenizer) {
@@ -491,7 +497,17 @@ void add_run_command(CLI::App& app, Runner& runner) {
                   "CPU threads for compute (default and most: the CPUs this process may use)");
   cmd->add_flag("--no-progress", o->no_progress,
                 "No progress bar while loading (drawn on stderr when it is a terminal)");
-  cmd->callback([&runner, o] { runner = [o] { return run(*o); }; });
+  cmd->callback([&runner, o, cmd] {
+    // Only flags given are choices; generation_config.json decides the others.
+    const auto given = [cmd](const char* flag) { return cmd->count(flag) > 0; };
+    if (given("--temperature")) o->chosen.temperature = o->sampling.temperature;
+    if (given("--top-k")) o->chosen.top_k = o->sampling.top_k;
+    if (given("--top-p")) o->chosen.top_p = o->sampling.top_p;
+    if (given("--repetition-penalty"))
+      o->chosen.repetition_penalty = o->sampling.repetition_penalty;
+    if (given("--seed")) o->chosen.seed = o->sampling.seed;
+    runner = [o] { return run(*o); };
+  });
 }
 
 }  // namespace ferry::cli

@@ -154,4 +154,38 @@ DType from_scalar_type(c10::ScalarType t) {
       ErrorFields{.expected = "a dtype safetensors can store", .actual = c10::toString(t)});
 }
 
+ElementType ElementType::of(c10::ScalarType t) {
+  FERRY_CHECK(t != c10::ScalarType::Undefined, InvalidArgument,
+              "a tensor of undefined scalar type has no element size");
+  for (DType d : kAll) {
+    if (to_scalar_type(d) == t) return d;
+  }
+  return ElementType(t);
+}
+
+int ElementType::bits() const {
+  if (dtype_) return element_bits(*dtype_);
+  // Sub-byte quantized types pack several elements per byte; c10::elementSize counts the byte.
+  if (scalar_ == c10::ScalarType::QUInt4x2) return 4;
+  if (scalar_ == c10::ScalarType::QUInt2x4) return 2;
+  return static_cast<int>(c10::elementSize(scalar_)) * 8;
+}
+
+int ElementType::accounting_bits() const {
+  return dtype_ ? ferry::accounting_bits(*dtype_) : bits();
+}
+
+bool ElementType::is_floating() const {
+  return dtype_ ? ferry::is_floating(*dtype_) : c10::isFloatingType(scalar_);
+}
+
+bool ElementType::is_integral_or_bool() const {
+  return dtype_ ? ferry::is_integral_or_bool(*dtype_)
+                : c10::isIntegralType(scalar_, /*includeBool=*/true);
+}
+
+std::string ElementType::name() const {
+  return dtype_ ? std::string(safetensors_name(*dtype_)) : std::string(c10::toString(scalar_));
+}
+
 }  // namespace ferry

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -127,12 +128,30 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
     if (file.extension() == ".safetensors") io::check_pt_format(*io::SafetensorsFile::open(file));
   }
 
+  // A checkpoint stores a tied weight once (and a module registered under two names under one
+  // of them). When a name of such a group rests on disk but is not stored, the stored name is
+  // offloaded as well, whatever its own placement: the disk weights then hold it, and the disk
+  // name reads it through with_tied_aliases (Note [Tied weights split between resident and
+  // offloaded modules] in dispatch_model.cpp).
+  const std::vector<std::vector<std::string>> tied_groups = nn::find_tied_parameters(model);
+  std::unordered_set<std::string> also_on_disk;
+  if (map) {
+    for (const auto& group : tied_groups) {
+      const auto stored = std::find_if(group.begin(), group.end(),
+                                       [&](const std::string& n) { return source->contains(n); });
+      const bool disk_name_missing = std::any_of(group.begin(), group.end(), [&](const auto& n) {
+        const auto p = map->placement_of(n);
+        return p && p->is_disk() && !source->contains(n);
+      });
+      if (stored != group.end() && disk_name_missing) also_on_disk.insert(*stored);
+    }
+  }
   // Disk tensors read in place from the checkpoint, and those converted into a workspace
   // (Note [Offload workspaces]): decided from the headers before anything is written.
   const auto disk_decision = [&](const std::string& name) -> std::optional<io::OffloadEntry> {
     if (!map || name.find("SCB") != std::string::npos) return std::nullopt;
     const auto placement = map->placement_of(name);
-    if (!placement || !placement->is_disk()) return std::nullopt;
+    if (!placement || (!placement->is_disk() && !also_on_disk.contains(name))) return std::nullopt;
     std::optional<nn::NamedTensor> target;
     try {
       target = model.find_tensor(name);
@@ -200,6 +219,16 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
     progress.current_file = progress_file.native();
     options.progress(progress);
   };
+  // Converted one tensor at a time into the workspace (or kept from a previous run that wrote
+  // the same bytes); tensors read in place need no copy.
+  const auto write_converted = [&](const std::string& name, DType dtype, const TensorInfo& stored) {
+    if (!to_convert.contains(name)) return;
+    if (kept.contains(name)) {
+      disk_index.push_back(io::OffloadEntry{.name = name, .dtype = dtype, .shape = stored.shape});
+    } else {
+      io::offload_weight(source->load(name, {.dtype = dtype}), name, workspace->path(), disk_index);
+    }
+  };
   for (const std::string& name : source->names()) {
     if (name.find("SCB") != std::string::npos) {
       report_progress(name);
@@ -238,17 +267,7 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
           at::empty(current.sizes(),
                     at::TensorOptions().dtype(require_scalar_type(dtype)).device(c10::kMeta)),
           name);
-      if (to_convert.contains(name)) {
-        // Converted one tensor at a time into the workspace (or kept from a previous run that
-        // wrote the same bytes); tensors read in place need no copy.
-        if (kept.contains(name)) {
-          disk_index.push_back(
-              io::OffloadEntry{.name = name, .dtype = dtype, .shape = stored.shape});
-        } else {
-          io::offload_weight(source->load(name, {.dtype = dtype}), name, workspace->path(),
-                             disk_index);
-        }
-      }
+      write_converted(name, dtype, stored);
     } else {
       // Buffers of disk modules that are not offloaded are loaded too (Accelerate leaves them
       // at their constructor values; docs/deviations.md). They live on the CPU until dispatch.
@@ -258,6 +277,7 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
       at::Tensor value = source->load(name, {.dtype = dtype, .copy = placement->is_gpu()});
       if (placement->is_gpu()) value = move_to(value, ExecutionDevice::gpu(placement->index()));
       target->entry->slot->assign(std::move(value), name);
+      if (also_on_disk.contains(name)) write_converted(name, dtype, stored);
     }
     loaded.insert(target->slot().get());
     report_progress(name);
@@ -299,8 +319,8 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
   if (converted_weights || !read_in_place.empty()) {
     WeightsMap in_place_weights =
         read_in_place.empty() ? nullptr : select_weights(source, std::move(read_in_place));
-    report.disk_weights = with_tied_aliases(combine_weights({in_place_weights, converted_weights}),
-                                            nn::find_tied_parameters(model));
+    report.disk_weights =
+        with_tied_aliases(combine_weights({in_place_weights, converted_weights}), tied_groups);
   }
   if (map && map->uses(Placement::disk()) && !report.disk_weights) {
     report.disk_weights = io::make_memory_source({});  // disk modules with nothing to read

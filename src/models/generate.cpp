@@ -125,4 +125,26 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
   return result;
 }
 
+GenerateOptions resolve_generate_options(const GenerationConfig& model,
+                                         const GenerationChoices& chosen) {
+  GenerateOptions out;
+  out.max_new_tokens = resolve_max_new_tokens(model, chosen.max_new_tokens);
+  // transformers samples only with do_sample; ferry's own switch is a temperature above 0. A
+  // chosen temperature alone therefore decides (as `ferry run --temperature 0.7` always has),
+  // and a chosen do_sample decides over anything the model's file says.
+  const bool sample = chosen.do_sample.value_or(
+      chosen.temperature ? *chosen.temperature > 0 : model.do_sample.value_or(false));
+  SamplingOptions& s = out.sampling;
+  s.temperature = sample ? chosen.temperature.value_or(model.temperature.value_or(1.0)) : 0.0;
+  s.top_k = chosen.top_k.value_or(model.top_k.value_or(s.top_k));
+  s.top_p = chosen.top_p.value_or(model.top_p.value_or(s.top_p));
+  s.repetition_penalty =
+      chosen.repetition_penalty.value_or(model.repetition_penalty.value_or(s.repetition_penalty));
+  s.seed = chosen.seed.value_or(s.seed);
+  out.eos_token_ids = chosen.eos_token_ids.value_or(model.eos_token_ids);
+  out.stop_strings = chosen.stop_strings;
+  if (model.pad_token_id) out.pad_token_id = *model.pad_token_id;
+  return out;
+}
+
 }  // namespace ferry::models

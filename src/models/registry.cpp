@@ -244,6 +244,7 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
       std::filesystem::is_directory(folder) ? folder : folder.parent_path();
   // Before anything is read: the user's offload folder must not be the checkpoint's own.
   dispatch::check_offload_folder(options.dispatch.offload_folder, checkpoint);
+  out.generation = model_generation_config(out.config, load_generation_config(checkpoint));
   {
     // Headers only: cheap, and done before the model is built (Note [Config against checkpoint]).
     const std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(checkpoint);
@@ -294,7 +295,9 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
                          [&](const std::regex& r) { return std::regex_match(name, r); });
     };
   }
-  const plan::RuntimeOptions needs = runtime_needs(out.config, options.shape, dtype);
+  RunShape shape = options.shape;
+  shape.max_new_tokens = resolve_max_new_tokens(out.generation, shape.max_new_tokens);
+  const plan::RuntimeOptions needs = runtime_needs(out.config, shape, dtype);
   dispatch.runtime.kv_cache_bytes = needs.kv_cache_bytes;
   dispatch.runtime.kv_cache_layers = needs.kv_cache_layers;
   dispatch.runtime.activation_bytes = needs.activation_bytes;

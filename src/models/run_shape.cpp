@@ -10,7 +10,8 @@ std::uint64_t u(std::int64_t v) { return static_cast<std::uint64_t>(std::max<std
 }  // namespace
 
 std::int64_t RunShape::context_tokens(const ModelConfig& config) const {
-  const std::int64_t wanted = context > 0 ? context : prompt_tokens + max_new_tokens;
+  const std::int64_t wanted =
+      context > 0 ? context : prompt_tokens + max_new_tokens.value_or(kDefaultMaxNewTokens);
   return config.max_position_embeddings > 0 ? std::min(wanted, config.max_position_embeddings)
                                             : wanted;
 }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <unordered_set>
 
 #include "ferry/core/error.h"
@@ -18,27 +19,32 @@ std::string join_name(const std::string& prefix, std::string_view name) {
   return out;
 }
 
-// Pre-order traversal with full names; every module visited once (shared ones under their first
-// name), as PyTorch's named_modules does.
+// Pre-order traversal with full names, children in registration order. With remove_duplicate
+// every module is visited once, under its first name (PyTorch's named_modules); without it, a
+// module registered under several names (Sequential(layer, layer), a reused block) is visited
+// under each of them, as PyTorch's named_modules(remove_duplicate=False) and state_dict do.
+// Note [Module cycles]: a module that is its own descendant would make a walk under every name
+// endless; every walk reports it as InvalidArgument naming the path that closes the cycle.
 template <class Fn>
-void walk_modules(Module& root, bool recurse, Fn&& fn) {
+void walk_modules(Module& root, bool recurse, bool remove_duplicate, Fn&& fn) {
   std::unordered_set<const Module*> seen;
-  struct Frame {
-    Module* module;
-    std::string name;
-  };
-  std::vector<Frame> stack{{&root, ""}};
-  while (!stack.empty()) {
-    Frame frame = std::move(stack.back());
-    stack.pop_back();
-    if (!seen.insert(frame.module).second) continue;
-    fn(frame.name, *frame.module);
-    if (!recurse) break;
-    const auto& children = frame.module->children();
-    for (auto it = children.rbegin(); it != children.rend(); ++it) {
-      stack.push_back({it->second.get(), join_name(frame.name, it->first)});
+  std::vector<const Module*> ancestors;
+  const auto visit = [&](const auto& self, Module& m, const std::string& name) -> void {
+    if (remove_duplicate && !seen.insert(&m).second) return;
+    fn(name, m);
+    if (!recurse) return;
+    ancestors.push_back(&m);
+    for (const auto& [child_name, child] : m.children()) {
+      const std::string path = join_name(name, child_name);
+      FERRY_CHECK(std::find(ancestors.begin(), ancestors.end(), child.get()) == ancestors.end(),
+                  InvalidArgument,
+                  "module '{}' ({}) is one of its own ancestors: a module tree has no cycles", path,
+                  child->class_name());
+      self(self, *child, path);
     }
-  }
+    ancestors.pop_back();
+  };
+  visit(visit, root, "");
 }
 
 }  // namespace
@@ -157,35 +163,38 @@ TensorRef Module::new_buffer(std::string name, at::IntArrayRef shape, at::Scalar
 std::vector<NamedTensor> Module::named_parameters(ParameterWalk walk) {
   std::vector<NamedTensor> out;
   std::unordered_set<const Slot*> seen;
-  walk_modules(*this, walk.recurse, [&](const std::string& prefix, Module& m) {
-    for (const auto& entry : m.tensors_) {
-      if (entry->is_buffer()) continue;
-      if (walk.remove_duplicate && !seen.insert(entry->slot.get()).second) continue;
-      out.push_back({join_name(prefix, entry->name), &m, entry.get()});
-    }
-  });
+  walk_modules(*this, walk.recurse, walk.remove_duplicate,
+               [&](const std::string& prefix, Module& m) {
+                 for (const auto& entry : m.tensors_) {
+                   if (entry->is_buffer()) continue;
+                   if (walk.remove_duplicate && !seen.insert(entry->slot.get()).second) continue;
+                   out.push_back({join_name(prefix, entry->name), &m, entry.get()});
+                 }
+               });
   return out;
 }
 
 std::vector<NamedTensor> Module::named_buffers(BufferWalk walk) {
   std::vector<NamedTensor> out;
   std::unordered_set<const Slot*> seen;
-  walk_modules(*this, walk.recurse, [&](const std::string& prefix, Module& m) {
-    for (const auto& entry : m.tensors_) {
-      if (!entry->is_buffer()) continue;
-      if (walk.persistent_only && !entry->persistent) continue;
-      if (!seen.insert(entry->slot.get()).second) continue;
-      out.push_back({join_name(prefix, entry->name), &m, entry.get()});
-    }
-  });
+  walk_modules(*this, walk.recurse, walk.remove_duplicate,
+               [&](const std::string& prefix, Module& m) {
+                 for (const auto& entry : m.tensors_) {
+                   if (!entry->is_buffer()) continue;
+                   if (walk.persistent_only && !entry->persistent) continue;
+                   if (walk.remove_duplicate && !seen.insert(entry->slot.get()).second) continue;
+                   out.push_back({join_name(prefix, entry->name), &m, entry.get()});
+                 }
+               });
   return out;
 }
 
-std::vector<NamedModule> Module::named_modules() {
+std::vector<NamedModule> Module::named_modules(ModuleWalk walk) {
   std::vector<NamedModule> out;
-  walk_modules(*this, /*recurse=*/true, [&](const std::string& name, Module& m) {
-    out.push_back({name, &m});
-  });
+  walk_modules(*this, /*recurse=*/true, walk.remove_duplicate,
+               [&](const std::string& name, Module& m) {
+                 out.push_back({name, &m});
+               });
   return out;
 }
 
@@ -204,16 +213,21 @@ std::vector<NamedTensor> Module::named_module_tensors(bool include_buffers, bool
 std::vector<std::pair<std::string, at::Tensor>> Module::state_dict(StateDictOptions options) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   std::unordered_set<const Slot*> seen;
-  walk_modules(*this, /*recurse=*/true, [&](const std::string& prefix, Module& m) {
-    // PyTorch order: a module's parameters, then its persistent buffers, then its children.
-    for (TensorKind kind : {TensorKind::kParameter, TensorKind::kBuffer}) {
-      for (const auto& entry : m.tensors_) {
-        if (entry->kind != kind || (entry->is_buffer() && !entry->persistent)) continue;
-        if (!options.keep_tied && !seen.insert(entry->slot.get()).second) continue;
-        out.emplace_back(join_name(prefix, entry->name), entry->slot->tensor());
-      }
-    }
-  });
+  // Every name of every module, as PyTorch's state_dict (which recurses into every child); a
+  // shared module's tensors are then dropped as duplicates unless keep_tied.
+  walk_modules(*this, /*recurse=*/true, /*remove_duplicate=*/false,
+               [&](const std::string& prefix, Module& m) {
+                 // PyTorch order: a module's parameters, then its persistent buffers, then its
+                 // children.
+                 for (TensorKind kind : {TensorKind::kParameter, TensorKind::kBuffer}) {
+                   for (const auto& entry : m.tensors_) {
+                     if (entry->kind != kind || (entry->is_buffer() && !entry->persistent))
+                       continue;
+                     if (!options.keep_tied && !seen.insert(entry->slot.get()).second) continue;
+                     out.emplace_back(join_name(prefix, entry->name), entry->slot->tensor());
+                   }
+                 }
+               });
   return out;
 }
 

@@ -31,8 +31,8 @@ std::vector<SizeEstimate> estimate_memory(const ModuleTree& tree, const NoSplit&
   for (std::size_t i = tree.size(); i-- > 0;) {
     const TreeNode& n = tree.nodes()[i];
     if (n.is_tensor() && n.counted) {
-      bits[i] = n.numel *
-                static_cast<std::uint64_t>(is_floating(n.dtype) ? 32 : accounting_bits(n.dtype));
+      bits[i] = n.numel * static_cast<std::uint64_t>(
+                              n.element.is_floating() ? 32 : n.element.accounting_bits());
     }
     if (n.parent >= 0) bits[static_cast<std::size_t>(n.parent)] += bits[i];
   }

@@ -179,6 +179,10 @@ std::vector<BudgetEntry> parse_budget_entries(std::string_view text) {
   return out;
 }
 
+MemoryBudget MemoryBudget::parse(std::string_view text, std::optional<int> gpu_count) {
+  return get_max_memory(parse_budget_entries(text), gpu_count);
+}
+
 MemoryBudget subtract_reserve(const MemoryBudget& budget, const MemoryBudget& reserve) {
   MemoryBudget out;
   for (const auto& [p, b] : budget.entries()) {

@@ -14,15 +14,16 @@ namespace ferry::plan {
 std::uint64_t tensor_size_bits(const TreeNode& tensor, const SizeOptions& options) {
   if (!tensor.counted) return 0;
   if (options.buffers_only && tensor.kind != NodeKind::kBuffer) return 0;
-  int bits = accounting_bits(tensor.dtype);
+  int bits = tensor.element.accounting_bits();
   if (!options.special_dtypes.empty()) {
     auto it = options.special_dtypes.find(tensor.name);
     if (it != options.special_dtypes.end()) {
       return tensor.numel * static_cast<std::uint64_t>(accounting_bits(it->second));
     }
   }
-  // compute_module_sizes: the min rule applies to floating tensors only.
-  if (options.dtype && is_floating(tensor.dtype)) {
+  // compute_module_sizes: the min rule applies to every type but integers and bool (complex
+  // and quantized ones included, as Accelerate's name test on "torch.int"/"torch.uint"/"bool").
+  if (options.dtype && !tensor.element.is_integral_or_bool()) {
     bits = std::min(bits, accounting_bits(*options.dtype));
   }
   return tensor.numel * static_cast<std::uint64_t>(bits);

@@ -75,10 +75,18 @@ class TreeBuilder {
       const NodeId t = add_tensor(*entry, name, id);  // may reallocate nodes_
       tree_.nodes_[id].params.push_back(t);
     }
+    ancestors_.push_back(&module);
     for (const auto& [child_name, child] : module.children()) {
+      // Every name of a shared module is a node, so a cycle would never end (Note [Module
+      // cycles] in nn/module.cpp).
+      FERRY_CHECK(std::find(ancestors_.begin(), ancestors_.end(), child.get()) == ancestors_.end(),
+                  InvalidArgument,
+                  "module '{}' ({}) is one of its own ancestors: a module tree has no cycles",
+                  join_name(name, child_name), child->class_name());
       const NodeId c = add_module(*child, join_name(name, child_name), id);
       tree_.nodes_[id].children.push_back(c);
     }
+    ancestors_.pop_back();
     for (const auto& entry : module.tensors()) {
       if (!entry->is_buffer()) continue;
       const NodeId t = add_tensor(*entry, name, id);
@@ -93,7 +101,7 @@ class TreeBuilder {
     const NodeId id =
         add_node({.name = join_name(prefix, entry.name),
                   .kind = entry.is_buffer() ? NodeKind::kBuffer : NodeKind::kParameter,
-                  .dtype = from_scalar_type(t.scalar_type()),
+                  .element = ElementType::of(t.scalar_type()),
                   .numel = static_cast<std::uint64_t>(t.numel()),
                   .persistent = entry.persistent,
                   .parent = parent});
@@ -150,6 +158,7 @@ class TreeBuilder {
  private:
   ModuleTree tree_;
   std::vector<const void*> slots_;
+  std::vector<const nn::Module*> ancestors_;  // of the module being added
 };
 
 ModuleTree ModuleTree::from_module(nn::Module& model) {
@@ -230,7 +239,7 @@ ModuleTree ModuleTree::from_tensors(std::span<const TensorInfo> tensors) {
       const TensorInfo& info = tensors[static_cast<std::size_t>(kid->tensor)];
       const NodeId t = builder.add_node({.name = info.name,
                                          .kind = NodeKind::kParameter,
-                                         .dtype = info.dtype,
+                                         .element = info.dtype,
                                          .numel = info.numel(),
                                          .parent = id});
       builder.tree().nodes_[t].end = t + 1;

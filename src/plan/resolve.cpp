@@ -59,10 +59,11 @@ LayerCost largest_layer_cost(const ModuleTree& tree, const PlanOptions& options,
     for (NodeId id = *root; id < tree.node(*root).end; ++id) {
       const TreeNode& t = tree.node(id);
       if (!t.is_tensor() || !t.counted) continue;
-      const DType stored = t.dtype;
-      const DType target = options.dtype && is_floating(stored) ? *options.dtype : stored;
+      const int target_bits = options.dtype && t.element.is_floating()
+                                  ? element_bits(*options.dtype)
+                                  : t.element.bits();
       const std::uint64_t target_bytes =
-          (t.numel * static_cast<std::uint64_t>(element_bits(target)) + 7) / 8;
+          (t.numel * static_cast<std::uint64_t>(target_bits) + 7) / 8;
       // Weights are converted when loaded (disk copies are written in the target dtype), so
       // what streams is already in the compute dtype: one read buffer per tensor.
       const std::uint64_t read = target_bytes;

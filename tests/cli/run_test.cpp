@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <fstream>
 #include <regex>
 #include <string>
 
@@ -69,6 +71,25 @@ TEST_F(RunCommand, AStagingBudgetSmallerThanABlockIsAnError) {
                         "prefetch budget is 1000 bytes")))
       << r.out;
   EXPECT_NE(r.out.find("raise the prefetch budget"), std::string::npos) << r.out;
+}
+
+// generation_config.json beside the model: its max_new_tokens and eos ids apply where no flag
+// is given; a flag given wins.
+TEST_F(RunCommand, GenerationConfigAppliesWhereNoFlagIsGiven) {
+  const auto run = [&](const std::string& flags) {
+    const auto r = run_ferry_stdout("run " + model() + " --prompt-ids 1,2,3 --json " + flags);
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    return nlohmann::json::parse(r.out);
+  };
+  const nlohmann::json free_run = run("--max-new-tokens 6 --ignore-eos");
+  const auto first = free_run["token_ids"][0].get<std::int64_t>();
+  std::ofstream(std::filesystem::path(model()) / "generation_config.json")
+      << "{\"max_new_tokens\": 3, \"eos_token_id\": [" << first << "]}";
+  EXPECT_EQ(run("--ignore-eos")["token_ids"].size(), 3U);                     // the file's length
+  EXPECT_EQ(run("--ignore-eos --max-new-tokens 5")["token_ids"].size(), 5U);  // the flag's
+  const nlohmann::json stopped = run("");
+  EXPECT_EQ(stopped["token_ids"].size(), 1U) << stopped.dump();  // the file's eos id
+  EXPECT_EQ(stopped["finish_reason"], "eos");
 }
 
 TEST_F(RunCommand, UnknownIoModeIsRejected) {

@@ -9,6 +9,8 @@
 #include "ferry/core/devices.h"
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
+#include "ferry/nn/containers.h"
+#include "ferry/nn/linear.h"
 #include "scratch_dir.h"
 
 namespace ferry::dispatch {
@@ -156,6 +158,41 @@ TEST(DiskOffload, EqualsUndispatchedReadingTheOffloadFolder) {
   disk_offload(model, dir.path());
   EXPECT_TRUE(std::filesystem::exists(dir.path() / "layers.0.fc1.weight.dat"));
   EXPECT_TRUE(at::equal(model(ids), expected));
+}
+
+// A module registered under two names (Sequential(layer,
+// layer)) has both names in the state dict and the module tree, so a map may put each name
+// elsewhere; the layer is one set of slots (a tied group), resident where one name rests and
+// loaded from the weights map for the other. Every such map gives the undispatched output.
+TEST(DispatchModel, ModuleUnderTwoNamesWithOneNameOnDiskEqualsUndispatched) {
+  const std::vector<plan::DeviceMap> maps{
+      {{"0", Placement::cpu()}, {"1", Placement::disk()}},
+      {{"0", Placement::disk()}, {"1", Placement::cpu()}},
+      {{"0", Placement::disk()}, {"1", Placement::disk()}},
+      {{"0", Placement::gpu(0)}, {"1", Placement::disk()}},
+      {{"0", Placement::disk()}, {"1", Placement::gpu(0)}},
+      {{"0", Placement::cpu()}, {"1", Placement::gpu(0)}},
+  };
+  for (const plan::DeviceMap& map : maps) {
+    SimGpuScope gpus({1_MiB});
+    TempDir dir;
+    auto layer = std::make_shared<nn::Linear>(4, 4);
+    nn::Sequential model;
+    model.push_back(layer);
+    model.push_back(layer);
+    const at::Tensor x = at::randn({2, 4});
+    const at::Tensor expected = model(x);
+    LogCapture quiet;  // the tied group spans two placements: a warning, as in Accelerate
+    ASSERT_NO_THROW(dispatch_model(model, map, DispatchOptions{.offload_dir = dir.path()}))
+        << map.to_json();
+    const at::Tensor y = model(x);
+    EXPECT_TRUE(at::equal(y, expected)) << map.to_json();
+    EXPECT_TRUE(at::equal(model(x), expected)) << "second call, " << map.to_json();
+    if (map.uses(Placement::disk()) && !map.uses(Placement::gpu(0)) &&
+        !map.uses(Placement::cpu())) {
+      EXPECT_TRUE(std::filesystem::exists(dir.path() / "1.weight.dat"));
+    }
+  }
 }
 
 // Random maps over {gpu 0, gpu 1, cpu, disk} at block or leaf granularity give the undispatched

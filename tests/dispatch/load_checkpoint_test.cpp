@@ -16,7 +16,9 @@
 #include "ferry/io/offload_folder.h"
 #include "ferry/io/safetensors_writer.h"
 #include "ferry/io/sharded.h"
+#include "ferry/nn/containers.h"
 #include "ferry/nn/init.h"
+#include "ferry/nn/linear.h"
 #include "ferry/plan/module_tree.h"
 #include "ferry/plan/resolve.h"
 #include "scratch_dir.h"
@@ -274,6 +276,33 @@ TEST(LoadCheckpoint, UnexpectedAndMissingKeysAreReportedOrStrictErrors) {
   } catch (const InvalidDeviceMap& e) {
     EXPECT_STREQ(e.what(), "batchnorm.bias doesn't have any device set.");
   }
+}
+
+// A checkpoint of Sequential(layer, layer) as Hugging Face saves it (the shared layer once, under
+// "0"), loaded into the same model built on meta with "1" on disk: the second name reads the
+// first's tensors, and the output equals the model's that never left memory.
+TEST(LoadCheckpoint, ModuleUnderTwoNamesWithOneNameOnDisk) {
+  TempDir dir;
+  const auto pair = [](std::shared_ptr<nn::Linear> layer) {
+    auto seq = std::make_shared<nn::Sequential>();
+    seq->push_back(layer);
+    seq->push_back(layer);
+    return seq;
+  };
+  auto reference = pair(std::make_shared<nn::Linear>(6, 6));
+  const at::Tensor x = at::randn({3, 6});
+  const at::Tensor expected = (*reference)(x);
+  io::save_sharded(dir / "checkpoint", reference->state_dict());
+  std::shared_ptr<nn::Sequential> model;
+  {
+    nn::InitEmptyWeights guard;
+    model = pair(std::make_shared<nn::Linear>(6, 6));
+  }
+  LogCapture quiet;
+  load_checkpoint_and_dispatch(
+      *model, dir / "checkpoint",
+      {.device_map = plan::DeviceMap{{"0", Placement::cpu()}, {"1", Placement::disk()}}});
+  EXPECT_TRUE(at::equal((*model)(x), expected));
 }
 
 TEST(LoadCheckpoint, BadStrategyStringIsTheSpecError) {

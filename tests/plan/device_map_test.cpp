@@ -145,3 +145,37 @@ TEST(CheckDeviceMap, TiedParametersAreCheckedUnderEveryName) {
 
 }  // namespace
 }  // namespace ferry::plan
+
+namespace ferry::plan {
+namespace {
+
+// A module registered under two names: the tree, the state dict and the check agree on both
+// names, so a map that covers both is complete and one that names only the first is not.
+TEST(CheckDeviceMap, ModuleUnderTwoNamesNeedsBothNames) {
+  auto layer = std::make_shared<nn::Linear>(3, 3);
+  testing::Holder model("Pair");
+  model.add("0", layer);
+  model.add("1", layer);
+  const ModuleTree tree = ModuleTree::from_module(model);
+  EXPECT_TRUE(tree.find("1.weight").has_value());
+  EXPECT_EQ(tree.tied_groups().size(), 2U);
+  EXPECT_NO_THROW(
+      check_device_map(model, DeviceMap{{"0", Placement::cpu()}, {"1", Placement::disk()}}));
+  try {
+    check_device_map(model, DeviceMap{{"0", Placement::cpu()}});
+    ADD_FAILURE() << "a map without '1' was accepted";
+  } catch (const InvalidDeviceMap& e) {
+    EXPECT_NE(std::string(e.what()).find("1.weight"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ModuleTreeFromModule, CycleIsInvalidArgument) {
+  auto outer = std::make_shared<testing::Holder>("Outer");
+  auto inner = outer->add("inner", std::make_shared<testing::Holder>("Inner"));
+  inner->register_parameter("w", at::ones({1}));
+  inner->add("back", std::shared_ptr<testing::Holder>(outer.get(), [](testing::Holder*) {}));
+  EXPECT_THROW((void)ModuleTree::from_module(*outer), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace ferry::plan

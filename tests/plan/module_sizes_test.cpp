@@ -67,6 +67,46 @@ TEST(ComputeModuleSizes, DtypeMinRuleSparesIntegersAndSpecialDtypesOverride) {
   EXPECT_EQ(special.bytes("float_param"), 400U);
 }
 
+TEST(ComputeModuleSizes, ComplexAndQuantizedTensorsAreSized) {
+  // Types safetensors cannot store are still measured: complex64 8 bytes, complex128 16.
+  Holder model("Spectral");
+  model.register_parameter("filter", at::zeros({3, 5}, at::kComplexFloat));
+  model.register_buffer("twiddle", at::zeros({2}, at::kComplexDouble));
+  model.register_buffer("codes", at::quantize_per_tensor(at::zeros({8}), 0.1, 0, at::kQInt8));
+  const ModuleSizes sizes = compute_module_sizes(model);
+  EXPECT_EQ(sizes.bytes("filter"), 15U * 8);
+  EXPECT_EQ(sizes.bytes("twiddle"), 2U * 16);
+  EXPECT_EQ(sizes.bytes("codes"), 8U);
+  EXPECT_EQ(sizes.bytes(""), 15U * 8 + 2 * 16 + 8);
+  // Each equals what LibTorch holds for it.
+  for (const auto& [name, t] : model.state_dict()) {
+    EXPECT_EQ(sizes.bytes(name), static_cast<std::uint64_t>(t.numel()) * t.element_size()) << name;
+  }
+  // Accelerate's min rule spares only integers and bool: a complex tensor counts the target's
+  // size, a quantized one too.
+  const ModuleSizes half = compute_module_sizes(model, {.dtype = DType::kF16});
+  EXPECT_EQ(half.bytes("filter"), 15U * 2);
+  EXPECT_EQ(half.bytes("codes"), 8U);  // min(1, 2) bytes
+}
+
+TEST(ComputeModuleSizes, EveryLibTorchScalarTypeHasASize) {
+  for (int i = 0; i < static_cast<int>(c10::ScalarType::NumOptions); ++i) {
+    const auto type = static_cast<c10::ScalarType>(i);
+    if (type == c10::ScalarType::Undefined) continue;
+    const ElementType element = ElementType::of(type);
+    EXPECT_GT(element.bits(), 0) << c10::toString(type);
+    if (element.dtype()) {
+      EXPECT_EQ(element.bits(), element_bits(*element.dtype())) << c10::toString(type);
+    } else if (!c10::isQIntType(type)) {
+      // Complex types: as many bits as LibTorch stores per element.
+      EXPECT_EQ(element.bits(), static_cast<int>(c10::elementSize(type)) * 8)
+          << c10::toString(type);
+    }
+  }
+  EXPECT_EQ(ElementType::of(at::kQUInt4x2).bits(), 4);  // two elements per byte
+  EXPECT_THROW((void)ElementType::of(c10::ScalarType::Undefined), InvalidArgument);
+}
+
 TEST(ComputeModuleSizes, SubByteSizesAreExactBits) {
   Holder model;
   for (int i = 0; i < 8; ++i) {

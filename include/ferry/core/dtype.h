@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace ferry {
@@ -64,5 +65,37 @@ c10::ScalarType require_scalar_type(DType d);
 // The DType of a LibTorch scalar type; throws Unsupported for types safetensors cannot store
 // (complex, quantized).
 DType from_scalar_type(c10::ScalarType t);
+
+// The element type of a tensor as planning counts it: a DType, or a LibTorch scalar type that
+// safetensors cannot store (complex, quantized). Sizing needs only its bits, so a model holding
+// any LibTorch type can be measured and planned, whatever a checkpoint could hold.
+class ElementType {
+ public:
+  // NOLINTNEXTLINE(google-explicit-constructor): every DType is an element type.
+  constexpr ElementType(DType d) noexcept : dtype_(d) {}
+  // Any LibTorch scalar type but Undefined (InvalidArgument); a DType where there is one.
+  static ElementType of(c10::ScalarType t);
+
+  // The safetensors dtype; nullopt for complex and quantized types.
+  std::optional<DType> dtype() const noexcept { return dtype_; }
+  // Storage bits of one element: complex64 64, complex128 128, quint4x2 4, bool 8.
+  int bits() const;
+  // Bits as Accelerate's dtype_byte_size counts them for planning: bool 1, else bits().
+  int accounting_bits() const;
+  // Real floating point (what a --dtype conversion applies to); complex is not.
+  bool is_floating() const;
+  // Integers and bool keep their size under Accelerate's dtype "min rule"; every other type
+  // (floating, complex, quantized) counts min(its bits, the target dtype's).
+  bool is_integral_or_bool() const;
+  // "F32", "BF16" for a DType; LibTorch's name ("ComplexFloat", "QInt8") otherwise.
+  std::string name() const;
+
+  bool operator==(const ElementType&) const = default;
+
+ private:
+  explicit ElementType(c10::ScalarType t) noexcept : scalar_(t) {}
+  std::optional<DType> dtype_;
+  c10::ScalarType scalar_ = c10::ScalarType::Undefined;  // when dtype_ is empty
+};
 
 }  // namespace ferry

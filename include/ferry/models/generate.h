@@ -7,17 +7,19 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "ferry/models/causal_lm.h"
+#include "ferry/models/generation_config.h"
 #include "ferry/models/sampling.h"
 
 namespace ferry::models {
 
 struct GenerateOptions {
-  std::int64_t max_new_tokens = 32;         // per prompt
-  SamplingOptions sampling;                 // greedy by default
+  std::int64_t max_new_tokens = kDefaultMaxNewTokens;  // per prompt
+  SamplingOptions sampling;                            // greedy by default
   std::vector<std::int64_t> eos_token_ids;  // a row stops after producing one (it is kept)
   std::vector<std::string> stop_strings;    // a row stops once its decoded text contains one
   // Decodes a row's generated ids; required when stop_strings is not empty.
@@ -42,5 +44,28 @@ struct GenerateResult {
 // max_position_embeddings (naming config.json and the field).
 GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int64_t>>& prompts,
                         const GenerateOptions& options = {});
+
+// Settings a caller chose explicitly; nullopt: not chosen, so the model's generation config
+// (then ferry's default) decides. A CLI sets only the flags that were given.
+struct GenerationChoices {
+  std::optional<std::int64_t> max_new_tokens;
+  std::optional<bool> do_sample;      // false: greedy; true: sample (temperature default 1)
+  std::optional<double> temperature;  // 0: greedy; > 0: sample (unless do_sample is false)
+  std::optional<std::int64_t> top_k;
+  std::optional<double> top_p;
+  std::optional<double> repetition_penalty;
+  std::optional<std::uint64_t> seed;
+  // The ids that end a sequence; an empty list never stops early (--ignore-eos).
+  std::optional<std::vector<std::int64_t>> eos_token_ids;
+  std::vector<std::string> stop_strings;  // a row stops once its decoded text contains one
+};
+
+// GenerateOptions for `chosen` over `model` (see the precedence at the top). Sampling happens
+// when do_sample (chosen, else the model's) is true, or when only a temperature > 0 was chosen;
+// its temperature is the chosen one, else the model's, else 1 (transformers' default). top_k,
+// top_p and repetition_penalty fall back to ferry's defaults (0, 1, 1) where neither sets them
+// (docs/deviations.md: transformers' top_k default is 50).
+GenerateOptions resolve_generate_options(const GenerationConfig& model,
+                                         const GenerationChoices& chosen);
 
 }  // namespace ferry::models

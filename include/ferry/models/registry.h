@@ -13,6 +13,7 @@
 #include "ferry/dispatch/load_checkpoint.h"
 #include "ferry/models/causal_lm.h"
 #include "ferry/models/checkpoint_layout.h"
+#include "ferry/models/generation_config.h"
 #include "ferry/models/run_shape.h"
 
 namespace ferry::models {
@@ -37,19 +38,31 @@ const CheckpointLayout& checkpoint_layout(const ModelConfig& config);
 // InvalidArgument "<file>: model_type 'x' is not supported (supported: gpt2, llama, ...)".
 std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType dtype);
 
+// Note [Options defaults]
+// A designated initializer replaces a whole member: `LoadModelOptions{.dispatch = {.device_map =
+// kAuto}}` builds `dispatch` from LoadAndDispatchOptions' own defaults, whatever initializer the
+// enclosing struct gave that member. When this struct said `dispatch{.strict = true}`, the default
+// object loaded strictly and that designated initializer silently did not. So an options struct
+// never gives a nested options member an initializer of its own: every default lives in the
+// nested struct's definition, and the default object and any designated initializer agree on
+// every field they do not name (tests/models/options_test.cpp checks each nested member).
 struct LoadModelOptions {
   // Device map, budgets, offload folder. The decoder layer's class is always added to
   // no_split_module_classes; dtype, when set, is also the dtype the model is built in; the
   // architecture's ignored keys are added to ignore_unexpected. Missing tensors are always an
   // error; other unused checkpoint tensors are a warning, or an error with strict.
-  dispatch::LoadAndDispatchOptions dispatch;
+  dispatch::LoadAndDispatchOptions dispatch;  // no initializer: Note [Options defaults]
   // The run's shape: its KV cache and activations are reserved when planning (dispatch.runtime's
-  // sizes are replaced by runtime_needs of it).
-  RunShape shape;
+  // sizes are replaced by runtime_needs of it; an unset max_new_tokens is the folder's
+  // generation_config.json's, else the default).
+  RunShape shape;  // no initializer: Note [Options defaults]
 };
 
 struct LoadedModel {
   ModelConfig config;
+  // generation_config.json beside it (with config.json's eos ids where it lists none):
+  // resolve_generate_options applies it.
+  GenerationConfig generation;
   std::shared_ptr<CausalLM> model;
   plan::DeviceMap device_map;  // the map used (empty: everything on the CPU, no hooks)
   // The budgets, reserves and plan behind the map when a strategy was given (nullopt for a given

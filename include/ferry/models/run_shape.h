@@ -5,8 +5,10 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <optional>
 
 #include "ferry/models/config.h"
+#include "ferry/models/generation_config.h"
 #include "ferry/plan/resolve.h"
 
 namespace ferry::models {
@@ -20,7 +22,10 @@ struct RunShape {
   // Tokens of KV cache per sequence (prompt + generated); 0: prompt_tokens + max_new_tokens.
   std::int64_t context = 0;
   std::int64_t prompt_tokens = kPromptAllowance;  // the prompt prefilled in one forward
-  std::int64_t max_new_tokens = 32;
+  // Tokens generated per sequence; nullopt: the model's generation_config.json max_new_tokens,
+  // else kDefaultMaxNewTokens (load_model and plan_model resolve it with resolve_max_new_tokens,
+  // as generation does).
+  std::optional<std::int64_t> max_new_tokens;
 
   // The context reserved: `context`, else prompt + new tokens, at most the model's positions.
   std::int64_t context_tokens(const ModelConfig& config) const;

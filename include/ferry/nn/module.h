@@ -34,18 +34,29 @@ struct NamedModule {
   Module* module;
 };
 
+struct ModuleWalk {
+  // true: a module registered under several names (Sequential(layer, layer), a reused block)
+  // appears once, under its first name; false: under every name (PyTorch's remove_duplicate).
+  bool remove_duplicate = true;
+};
+
 struct ParameterWalk {
-  bool recurse = true;           // include descendants' parameters
-  bool remove_duplicate = true;  // a tied parameter appears once, under its first name
+  bool recurse = true;  // include descendants' parameters
+  // true: a tied parameter, or one of a module registered under several names, appears once,
+  // under its first name; false: under every name (modules walked with remove_duplicate=false).
+  bool remove_duplicate = true;
 };
 
 struct BufferWalk {
   bool recurse = true;           // include descendants' buffers
   bool persistent_only = false;  // skip non-persistent buffers (compared by full name)
+  bool remove_duplicate = true;  // as in ParameterWalk
 };
 
 struct StateDictOptions {
-  bool keep_tied = false;  // also list every other name of a tied parameter (as PyTorch does)
+  // Also list every other name of a tied parameter, and the tensors of a module registered
+  // under several names under each of them (as PyTorch does).
+  bool keep_tied = false;
 };
 
 // Note [Hook entry point]
@@ -102,10 +113,13 @@ class Module {
   TensorEntry* find_entry(std::string_view name) const;
 
   // ---- walks (pre-order, children in registration order) -----------------------------------
+  // Every walk throws InvalidArgument for a module that is its own descendant (Note [Module
+  // cycles] in module.cpp).
   std::vector<NamedTensor> named_parameters(ParameterWalk walk = {});
   std::vector<NamedTensor> named_buffers(BufferWalk walk = {});
-  // Every module once (shared submodules under their first name), the root first as "".
-  std::vector<NamedModule> named_modules();
+  // The root first as ""; by default every module once (shared submodules under their first
+  // name), with remove_duplicate=false under every name.
+  std::vector<NamedModule> named_modules(ModuleWalk walk = {});
   // Accelerate's named_module_tensors: all parameters (deduplicated) then all buffers, optionally
   // without non-persistent ones (compared by full name; see docs/deviations.md).
   std::vector<NamedTensor> named_module_tensors(bool include_buffers = true, bool recurse = true,

@@ -37,6 +37,11 @@ class MemoryBudget {
   static MemoryBudget from_json(std::string_view json);
   // "0=200,cpu=1000".
   std::string to_string() const;
+  // Parses budgets as `--max-memory` takes them: "0=20GiB,1=20GiB,cpu=64GiB" (sizes as
+  // Bytes::parse, keys as get_max_memory: GPU indices, "cpu", "disk"); get_max_memory of
+  // parse_budget_entries, so the CLI and the library read budgets alike. Throws InvalidArgument
+  // naming the entry. GPU indices are checked against gpu_count (default: the probed count).
+  static MemoryBudget parse(std::string_view text, std::optional<int> gpu_count = std::nullopt);
 
   bool operator==(const MemoryBudget&) const = default;
 

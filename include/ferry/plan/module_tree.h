@@ -30,9 +30,9 @@ struct TreeNode {
   std::string name;        // full dotted name; "" for the root
   std::string class_name;  // modules: "Linear", ... ("" when unknown, e.g. from headers)
   NodeKind kind = NodeKind::kModule;
-  DType dtype = DType::kF32;  // tensors: element type
-  std::uint64_t numel = 0;    // tensors: number of elements
-  bool persistent = true;     // buffers: false keeps it out of the state dict
+  ElementType element = DType::kF32;  // tensors: element type (any LibTorch type from a module)
+  std::uint64_t numel = 0;            // tensors: number of elements
+  bool persistent = true;             // buffers: false keeps it out of the state dict
   // Tensors: false for a second registration of a tied or shared tensor. Such a name is not a
   // key of compute_module_sizes (Accelerate deduplicates tensors by identity), so it counts 0.
   bool counted = true;
