@@ -40,6 +40,9 @@ struct LoadModelOptions {
   // The run's shape: its KV cache and activations are reserved when planning (dispatch.runtime's
   // sizes are replaced by runtime_needs of it).
   RunShape shape;
+  // config.json as the caller already read it (models::load_config of the same folder), so that
+  // it is read once; nullopt: load_model and plan_model read it.
+  std::optional<ModelConfig> config;
 };
 
 struct LoadedModel {
