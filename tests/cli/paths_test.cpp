@@ -48,7 +48,7 @@ TEST(Demo, CountsParametersInWordsAndSizesInBinaryUnits) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   // 10 × (1000 × 1000 + 1000) parameters, 4 bytes each as float32.
   EXPECT_THAT(r.out, HasSubstr("10.0 M parameters (10010000)"));
-  EXPECT_THAT(r.out, HasSubstr("size as float32   38.18 MiB"));
+  EXPECT_THAT(r.out, HasSubstr("size as float32   38.19 MiB"));
   EXPECT_THAT(r.out, Not(HasSubstr("(0.0 B)")));
 }
 

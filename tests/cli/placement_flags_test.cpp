@@ -67,19 +67,21 @@ TEST_F(PlacementFlags, ASizeWithoutItsBIsRejectedWithTheAcceptedForms) {
 }
 
 TEST_F(PlacementFlags, NoSplitTakesAClassOrAPatternInRunAndPlan) {
-  // Keeping the whole backbone together changes the map; a class and a pattern naming the same
-  // module give the same map, in plan and in run.
-  const std::string budget = "--max-memory cpu=700KB";
-  const nlohmann::json plan_default = json_of("plan " + model() + " -c 8 -n 2 " + budget);
-  const nlohmann::json plan_class =
-      json_of("plan " + model() + " -c 8 -n 2 --no-split LlamaModel " + budget);
-  const nlohmann::json plan_pattern =
-      json_of("plan " + model() + " -c 8 -n 2 --no-split model " + budget);
+  // Eight layers; keeping the layer list together changes the map. A class and a pattern naming
+  // the same module give the same map, in plan and in run.
+  const std::string eight = path("eight");
+  ASSERT_EQ(run_ferry("make-model --arch llama --layers 8 --seed 1 --out " + eight).exit_code, 0);
+  const std::string flags = " -c 8 -n 2 --io mmap --max-memory cpu=1800KB ";
+  const nlohmann::json plan_default = json_of("plan " + eight + flags);
+  const nlohmann::json plan_class = json_of("plan " + eight + flags + "--no-split ModuleList");
+  const nlohmann::json plan_pattern = json_of("plan " + eight + flags + "--no-split model.layers");
   EXPECT_NE(plan_class["device_map"], plan_default["device_map"]);
   EXPECT_EQ(plan_class["device_map"], plan_pattern["device_map"]);
-  for (const char* name : {"LlamaModel", "model"}) {
-    const nlohmann::json ran = json_of(run_args(std::string("-c 8 -n 2 --no-split ") + name + " " + budget));
-    EXPECT_EQ(ran["device_map"], plan_class["device_map"]) << name;
+  for (const char* name : {"ModuleList", "model.layers"}) {
+    const Result ran = run_ferry_stdout("run " + eight + " --prompt-ids 1,2,3 --json" + flags +
+                                        "--no-split " + name);
+    ASSERT_EQ(ran.exit_code, 0) << name << ran.out;
+    EXPECT_EQ(nlohmann::json::parse(ran.out)["device_map"], plan_class["device_map"]) << name;
   }
 }
 

@@ -24,7 +24,7 @@ using testing::run_ferry_redirected;
 using testing::run_ferry_stderr;
 using testing::run_ferry_stdout;
 
-class RunFlags : public testing::TinyModel {
+class RunCommandFlags : public testing::TinyModel {
  protected:
   // The generated token ids of a greedy --json run with `flags`.
   nlohmann::json tokens(const std::string& flags) const {
@@ -34,15 +34,16 @@ class RunFlags : public testing::TinyModel {
   }
 };
 
-TEST_F(RunFlags, ABadFlagIsReportedBeforeAnythingIsLoaded) {
+TEST_F(RunCommandFlags, ABadFlagIsReportedBeforeAnythingIsLoaded) {
   for (const auto& [flag, message] :
-       {std::pair{"--temperature -1", "--temperature: expected 0 (greedy) or more, got -1"},
-        std::pair{"--temp -1", "--temperature: expected 0 (greedy) or more, got -1"},
-        std::pair{"--min-p 1.5", "--min-p: expected a value in [0, 1] (0: off), got 1.5"},
-        std::pair{"--top-p 0", "--top-p: expected a value in (0, 1], got 0"},
-        std::pair{"--stop ''", "--stop: expected a non-empty string"},
+       {std::pair{"-p Hello --temperature -1", "--temperature: expected 0 (greedy) or more, got -1"},
+        std::pair{"-p Hello --temp -1", "--temperature: expected 0 (greedy) or more, got -1"},
+        std::pair{"-p Hello --min-p 1.5", "--min-p: expected a value in [0, 1] (0: off), got 1.5"},
+        std::pair{"-p Hello --top-p 0", "--top-p: expected a value in (0, 1], got 0"},
+        std::pair{"-p Hello --stop ''", "--stop: expected a non-empty string"},
+        std::pair{"-p Hello -t -2", "--threads: expected a positive count"},
         std::pair{"--prompt-ids 1,x", "--prompt-ids: 'x' is not an integer"}}) {
-    const Result r = run_ferry("run " + model() + " -p Hello " + flag);
+    const Result r = run_ferry("run " + model() + " " + flag);
     EXPECT_EQ(r.exit_code, 1) << flag;
     EXPECT_THAT(r.out, HasSubstr(message)) << flag;
     // Nothing was loaded, and the prompt was not echoed.
@@ -54,7 +55,7 @@ TEST_F(RunFlags, ABadFlagIsReportedBeforeAnythingIsLoaded) {
   EXPECT_THAT(r.out, HasSubstr("--temperature"));
 }
 
-TEST_F(RunFlags, PromptsFromStandardInputAndFilesAreThePromptText) {
+TEST_F(RunCommandFlags, PromptsFromStandardInputAndFilesAreThePromptText) {
   const std::string text = "The quick brown fox";
   const nlohmann::json given = tokens("-n 4 -p '" + text + "'");
   const std::string file = write("prompt.txt", text);
@@ -70,7 +71,7 @@ TEST_F(RunFlags, PromptsFromStandardInputAndFilesAreThePromptText) {
   EXPECT_THAT(both.out, HasSubstr("give one of --prompt TEXT"));
 }
 
-TEST_F(RunFlags, APromptFileThatIsAFifoOrAFolderFailsAtOnce) {
+TEST_F(RunCommandFlags, APromptFileThatIsAFifoOrAFolderFailsAtOnce) {
   const std::string fifo = path("prompt.fifo");
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   const auto start = std::chrono::steady_clock::now();
@@ -85,20 +86,26 @@ TEST_F(RunFlags, APromptFileThatIsAFifoOrAFolderFailsAtOnce) {
   EXPECT_THAT(missing.out, HasSubstr("--file " + path("absent.txt") + " does not exist"));
 }
 
-TEST_F(RunFlags, QuietPrintsOnlyTheGeneratedTextOnStdout) {
+TEST_F(RunCommandFlags, QuietPrintsOnlyTheGeneratedTextOnStdout) {
   const Result json = run_ferry_stdout("run " + model() + " -p Hello -n 5 --ignore-eos --json");
   ASSERT_EQ(json.exit_code, 0) << json.out;
   const std::string text = nlohmann::json::parse(json.out)["text"];
   const std::string flags = " -p Hello -n 5 --ignore-eos --quiet";
   const Result out = run_ferry_stdout("run " + model() + flags);
   ASSERT_EQ(out.exit_code, 0) << out.out;
-  EXPECT_EQ(out.out, text + "\n");
+  // Random weights make text that is not always valid UTF-8: --json replaced the invalid bytes,
+  // so compare after the same replacement.
+  const auto replaced = [](const std::string& t) {
+    return nlohmann::json(t).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  EXPECT_EQ(replaced(out.out), replaced(text + "\n"));
+  EXPECT_EQ(out.out.find("---"), std::string::npos);
   const Result err = run_ferry_stderr("run " + model() + flags);
   EXPECT_THAT(err.out, HasSubstr("tokens/s"));
   EXPECT_THAT(err.out, HasSubstr("memory per device"));
 }
 
-TEST_F(RunFlags, LlamaCppSpellingsMeanTheLongFlags) {
+TEST_F(RunCommandFlags, LlamaCppSpellingsMeanTheLongFlags) {
   const nlohmann::json long_form =
       tokens("--prompt Hello --max-new-tokens 4 --context 64 --threads 1 --temperature 0.8 "
              "--seed 3 --top-k 20");
@@ -108,13 +115,13 @@ TEST_F(RunFlags, LlamaCppSpellingsMeanTheLongFlags) {
   EXPECT_EQ(tokens("-p Hello -n 4 --temp 5 --seed 9 --min-p 1"), tokens("-p Hello -n 4"));
 }
 
-TEST_F(RunFlags, UnexpectedArgumentsAreListedInTheOrderGiven) {
+TEST_F(RunCommandFlags, UnexpectedArgumentsAreListedInTheOrderGiven) {
   const Result r = run_ferry("run " + model() + " -p Hello zeta alpha --bogus");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.out, HasSubstr("The following arguments were not expected: zeta alpha --bogus"));
 }
 
-TEST_F(RunFlags, AContextTooSmallForThePromptIsAnErrorBeforeLoading) {
+TEST_F(RunCommandFlags, AContextTooSmallForThePromptIsAnErrorBeforeLoading) {
   const Result r = run_ferry("run " + model() + " --prompt-ids 1,2,3 -n 32 -c 8");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.out, HasSubstr("ferry: error: --context 8: the longest prompt (3 tokens) plus "
@@ -122,7 +129,7 @@ TEST_F(RunFlags, AContextTooSmallForThePromptIsAnErrorBeforeLoading) {
   EXPECT_THAT(r.out, Not(HasSubstr("loading")));
 }
 
-TEST_F(RunFlags, AnOutOfVocabularyPromptIdIsAnErrorNamingTheRange) {
+TEST_F(RunCommandFlags, AnOutOfVocabularyPromptIdIsAnErrorNamingTheRange) {
   const Result config = run_ferry_stdout("run " + model() + " --prompt-ids 1 -n 1 --json");
   ASSERT_EQ(config.exit_code, 0) << config.out;
   const Result r = run_ferry("run " + model() + " --prompt-ids 1,99999,3");
@@ -132,7 +139,7 @@ TEST_F(RunFlags, AnOutOfVocabularyPromptIdIsAnErrorNamingTheRange) {
   EXPECT_THAT(r.out, Not(HasSubstr("loading")));
 }
 
-TEST_F(RunFlags, ABudgetThatCannotStageALayerIsAnOutOfBudgetError) {
+TEST_F(RunCommandFlags, ABudgetThatCannotStageALayerIsAnOutOfBudgetError) {
   // The budget holds the KV cache and activations but not one streamed layer's staging.
   const Result r = run_ferry("run " + model() + " --prompt-ids 1,2,3 -n 2 -c 8 --max-memory cpu=300KB");
   EXPECT_EQ(r.exit_code, 1) << r.out;
@@ -141,7 +148,7 @@ TEST_F(RunFlags, ABudgetThatCannotStageALayerIsAnOutOfBudgetError) {
   EXPECT_THAT(r.out, HasSubstr("raise --max-memory cpu, or lower --context/--max-new-tokens"));
 }
 
-TEST_F(RunFlags, RunShowsOneLinePerDeviceWithPlacedBudgetAndPeak) {
+TEST_F(RunCommandFlags, RunShowsOneLinePerDeviceWithPlacedBudgetAndPeak) {
   const Result r = run_ferry_stdout("run " + model() +
                                     " --prompt-ids 1,2,3 -n 2 -c 8 --max-memory cpu=700KB");
   ASSERT_EQ(r.exit_code, 0) << r.out;
@@ -159,10 +166,10 @@ TEST_F(RunFlags, RunShowsOneLinePerDeviceWithPlacedBudgetAndPeak) {
     }
     EXPECT_EQ(lines, 1U) << device << "\n" << r.out;
   }
-  EXPECT_THAT(r.out, HasSubstr("budget  683.59 KiB"));
+  EXPECT_THAT(r.out, HasSubstr("cpu   placed        0 B  budget 683.59 KiB  peak "));
 }
 
-TEST_F(RunFlags, TheMetaDeviceNoticeOfAnOffloadedRunIsInfo) {
+TEST_F(RunCommandFlags, TheMetaDeviceNoticeOfAnOffloadedRunIsInfo) {
   const std::string args = "run " + model() + " --prompt-ids 1,2,3 -n 2 -c 8 --max-memory cpu=700KB";
   const Result quiet = run_ferry(args);
   ASSERT_EQ(quiet.exit_code, 0) << quiet.out;
