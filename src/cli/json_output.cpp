@@ -46,9 +46,9 @@ nlohmann::ordered_json error_json(const std::exception& e, int exit_code) {
   error["message"] = e.what();
   if (const auto* ferry_error = dynamic_cast<const Error*>(&e)) {
     const ErrorFields& f = ferry_error->fields();
-    for (const auto& [key, value] : {std::pair{"path", &f.path}, std::pair{"file", &f.file},
-                                     std::pair{"expected", &f.expected},
-                                     std::pair{"actual", &f.actual}}) {
+    for (const auto& [key, value] :
+         {std::pair{"path", &f.path}, std::pair{"file", &f.file},
+          std::pair{"expected", &f.expected}, std::pair{"actual", &f.actual}}) {
       if (!value->empty()) error[key] = *value;
     }
   }

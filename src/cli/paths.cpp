@@ -27,10 +27,10 @@ std::string what_is(const fs::file_status& status) {
 
 [[noreturn]] void wrong_kind(std::string_view what, const fs::path& path, std::string_view actual,
                              std::string_view expected) {
-  throw IoError(fmt::format("{} {} is {}: expected {}", what, path.string(), actual, expected),
-                ErrorFields{.file = path.string(),
-                            .expected = std::string(expected),
-                            .actual = std::string(actual)});
+  throw IoError(
+      fmt::format("{} {} is {}: expected {}", what, path.string(), actual, expected),
+      ErrorFields{
+          .file = path.string(), .expected = std::string(expected), .actual = std::string(actual)});
 }
 
 }  // namespace

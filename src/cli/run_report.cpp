@@ -77,11 +77,10 @@ std::string device_line(const DeviceReport& d) {
     reserves += fmt::format("{}{} {}", reserves.empty() ? "" : ", ", what, format_bytes(bytes));
   }
   const bool disk = d.key == "disk";
-  return fmt::format("{:<5} placed {:>10}  budget {:>10}  peak {:>10}{}{}", d.key,
-                     format_bytes(d.placed), d.budget ? format_bytes(*d.budget) : "-",
-                     disk ? "-" : format_bytes(d.peak),
-                     reserves.empty() ? "" : "  reserved: " + reserves,
-                     d.over ? "  OVER BUDGET" : "");
+  return fmt::format(
+      "{:<5} placed {:>10}  budget {:>10}  peak {:>10}{}{}", d.key, format_bytes(d.placed),
+      d.budget ? format_bytes(*d.budget) : "-", disk ? "-" : format_bytes(d.peak),
+      reserves.empty() ? "" : "  reserved: " + reserves, d.over ? "  OVER BUDGET" : "");
 }
 
 std::uint64_t runtime_footprint() {
@@ -125,8 +124,8 @@ std::string reserve_summary(const plan::Resolution& r, Placement device) {
   std::string out;
   for (const plan::Reserve& reserve : r.reserves) {
     if (reserve.device != device) continue;
-    out += fmt::format("{}{} {}", out.empty() ? "" : ", ", reserve.what,
-                       format_bytes(reserve.bytes));
+    out +=
+        fmt::format("{}{} {}", out.empty() ? "" : ", ", reserve.what, format_bytes(reserve.bytes));
   }
   return out.empty() ? "none" : out;
 }

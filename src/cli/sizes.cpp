@@ -4,8 +4,8 @@
 
 #include <array>
 #include <cctype>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
@@ -56,18 +56,18 @@ Bytes parse_size_flag(std::string_view flag, std::string_view text, bool warn) {
   try {
     bytes = Bytes::parse(text);
   } catch (const InvalidArgument& e) {
-    throw InvalidArgument(
-        fmt::format("{}: '{}' is not a size{}: expected {}", flag, text, unit_hint(text),
-                    kAcceptedForms),
-        ErrorFields{.path = std::string(flag),
-                    .expected = std::string(kAcceptedForms),
-                    .actual = std::string(text)});
+    throw InvalidArgument(fmt::format("{}: '{}' is not a size{}: expected {}", flag, text,
+                                      unit_hint(text), kAcceptedForms),
+                          ErrorFields{.path = std::string(flag),
+                                      .expected = std::string(kAcceptedForms),
+                                      .actual = std::string(text)});
   }
   const std::string_view t = trim(text);
   // Accelerate's rule, kept: GB/MB/KB with a lowercase final b is bits. Nobody writing "600mb"
   // means 75 MB, so say what it is.
   if (warn && t.size() >= 2 && t.back() == 'b') {
-    const char prefix = static_cast<char>(std::toupper(static_cast<unsigned char>(t[t.size() - 2])));
+    const char prefix =
+        static_cast<char>(std::toupper(static_cast<unsigned char>(t[t.size() - 2])));
     if (prefix == 'K' || prefix == 'M' || prefix == 'G') {
       std::string as_bytes(t);
       as_bytes.back() = 'B';

@@ -33,12 +33,13 @@ TEST_F(JsonOutput, EveryCommandPrintsOneObjectWithASchemaVersion) {
     EXPECT_EQ(j["command"], command);
   }
   const nlohmann::json made = nlohmann::json::parse(
-      run_ferry_stdout("make-model --arch llama --layers 3 --out " + path("three") + " --json").out);
+      run_ferry_stdout("make-model --arch llama --layers 3 --out " + path("three") + " --json")
+          .out);
   EXPECT_EQ(made["layers"], 3);
   EXPECT_GT(made["parameters"].get<std::uint64_t>(), 0U);
   EXPECT_EQ(made["size_bytes"], made["parameters"].get<std::uint64_t>() * 4);
-  EXPECT_EQ(nlohmann::json::parse(run_ferry_stdout("demo --layers 10 --width 100 --json").out)
-                ["parameters"],
+  EXPECT_EQ(nlohmann::json::parse(
+                run_ferry_stdout("demo --layers 10 --width 100 --json").out)["parameters"],
             10 * (100 * 100 + 100));
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -15,6 +16,7 @@ namespace ferry::cli {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::Result;
 using testing::run_ferry;
 using testing::run_ferry_stdout;
@@ -42,7 +44,7 @@ TEST(MakeModel, RefusesAFolderHoldingAModelAndForceRemovesTheOldShards) {
   ASSERT_EQ(forced.exit_code, 0) << forced.out;
   EXPECT_THAT(forced.out, HasSubstr("old model file(s) replaced"));
   EXPECT_EQ(files_in(out), (std::set<std::string>{"config.json", "model.safetensors",
-                                                   "tokenizer.json", "tokenizer_config.json"}));
+                                                  "tokenizer.json", "tokenizer_config.json"}));
   const Result inspected = run_ferry("inspect " + out);
   EXPECT_EQ(inspected.exit_code, 0) << inspected.out;
 }
@@ -62,12 +64,32 @@ TEST(MakeModel, CountsParametersInWordsNotBytes) {
   const std::string out = (dir.path() / "m").string();
   const Result r = run_ferry("make-model --out " + out);
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  const nlohmann::json j = nlohmann::json::parse(
-      run_ferry_stdout("make-model --force --out " + out + " --json").out);
+  const nlohmann::json j =
+      nlohmann::json::parse(run_ferry_stdout("make-model --force --out " + out + " --json").out);
   const auto n = j["parameters"].get<std::uint64_t>();
   // e.g. "165 K parameters (165312), 645.75 KiB as float32"
   EXPECT_THAT(r.out, HasSubstr(" K parameters (" + std::to_string(n) + "), "));
   EXPECT_THAT(r.out, HasSubstr("KiB as float32"));
+}
+
+TEST(MakeModel, ShowsProgressOnATerminalOnly) {
+  ferry::testing::ScratchDir dir;
+  const std::string args = "make-model --size 4MB --max-shard-size 1MB --out ";
+  // util-linux's script(1) gives the command a terminal.
+  const std::string command = "script -qec '" + std::string(FERRY_CLI_PATH) + " " + args +
+                              (dir.path() / "tty").string() + "' /dev/null 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buffer[4096];
+  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) out.append(buffer, n);
+  ASSERT_EQ(::pclose(pipe), 0) << out;
+  EXPECT_THAT(out, HasSubstr("generating [##############################] 100%"));
+  EXPECT_THAT(out, HasSubstr("writing [##############################] 100%"));
+  // Piped: no bar.
+  const Result piped = run_ferry(args + (dir.path() / "pipe").string());
+  ASSERT_EQ(piped.exit_code, 0) << piped.out;
+  EXPECT_THAT(piped.out, Not(HasSubstr("generating [")));
 }
 
 TEST(MakeModel, SizeFlagsFollowTheSizeRules) {

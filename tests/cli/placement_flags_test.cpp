@@ -4,10 +4,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
-#include <sys/stat.h>
 
 #include <chrono>
 #include <string>
+#include <sys/stat.h>
 
 #include "run_ferry.h"
 #include "tiny_model.h"
@@ -51,10 +51,12 @@ TEST_F(PlacementFlags, ALowercaseBIsBitsAndSaysSo) {
 
 TEST_F(PlacementFlags, ASizeWithoutItsBIsRejectedWithTheAcceptedForms) {
   for (const auto& [flags, start] :
-       {std::pair{"--max-memory cpu=8G", "--max-memory cpu: '8G' is not a size (did you mean "
-                                         "8GiB or 8GB?)"},
-        std::pair{"--prefetch-bytes 512M", "--prefetch-bytes: '512M' is not a size (did you "
-                                           "mean 512MiB or 512MB?)"},
+       {std::pair{"--max-memory cpu=8G",
+                  "--max-memory cpu: '8G' is not a size (did you mean "
+                  "8GiB or 8GB?)"},
+        std::pair{"--prefetch-bytes 512M",
+                  "--prefetch-bytes: '512M' is not a size (did you "
+                  "mean 512MiB or 512MB?)"},
         std::pair{"--reserve 1T", "--reserve: '1T' is not a size (there is no TB unit"}}) {
     const Result r = run_ferry("plan " + model() + " " + flags);
     EXPECT_EQ(r.exit_code, 1) << flags;
@@ -103,7 +105,8 @@ TEST_F(PlacementFlags, DeviceMapCpuPutsTheWholeModelOnTheCpu) {
 
 TEST_F(PlacementFlags, ADeviceMapFileIsReadOnceAndAFifoIsRefused) {
   const std::string plan_file = path("plan.json");
-  const Result planned = run_ferry_stdout("plan " + model() + " -c 8 -n 2 --max-memory cpu=700KB "
+  const Result planned = run_ferry_stdout("plan " + model() +
+                                          " -c 8 -n 2 --max-memory cpu=700KB "
                                           "--json");
   ASSERT_EQ(planned.exit_code, 0) << planned.out;
   write("plan.json", planned.out);

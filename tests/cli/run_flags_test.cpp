@@ -4,10 +4,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
-#include <sys/stat.h>
 
 #include <chrono>
 #include <string>
+#include <sys/stat.h>
 
 #include "run_ferry.h"
 #include "tiny_model.h"
@@ -36,7 +36,8 @@ class RunCommandFlags : public testing::TinyModel {
 
 TEST_F(RunCommandFlags, ABadFlagIsReportedBeforeAnythingIsLoaded) {
   for (const auto& [flag, message] :
-       {std::pair{"-p Hello --temperature -1", "--temperature: expected 0 (greedy) or more, got -1"},
+       {std::pair{"-p Hello --temperature -1",
+                  "--temperature: expected 0 (greedy) or more, got -1"},
         std::pair{"-p Hello --temp -1", "--temperature: expected 0 (greedy) or more, got -1"},
         std::pair{"-p Hello --min-p 1.5", "--min-p: expected a value in [0, 1] (0: off), got 1.5"},
         std::pair{"-p Hello --top-p 0", "--top-p: expected a value in (0, 1], got 0"},
@@ -106,9 +107,9 @@ TEST_F(RunCommandFlags, QuietPrintsOnlyTheGeneratedTextOnStdout) {
 }
 
 TEST_F(RunCommandFlags, LlamaCppSpellingsMeanTheLongFlags) {
-  const nlohmann::json long_form =
-      tokens("--prompt Hello --max-new-tokens 4 --context 64 --threads 1 --temperature 0.8 "
-             "--seed 3 --top-k 20");
+  const nlohmann::json long_form = tokens(
+      "--prompt Hello --max-new-tokens 4 --context 64 --threads 1 --temperature 0.8 "
+      "--seed 3 --top-k 20");
   EXPECT_EQ(tokens("-p Hello -n 4 -c 64 -t 1 --temp 0.8 --seed 3 --top-k 20"), long_form);
   EXPECT_EQ(long_form.size(), 4U);
   // min-p 1 keeps only the most likely token: sampling at any temperature is then greedy.
@@ -141,7 +142,8 @@ TEST_F(RunCommandFlags, AnOutOfVocabularyPromptIdIsAnErrorNamingTheRange) {
 
 TEST_F(RunCommandFlags, ABudgetThatCannotStageALayerIsAnOutOfBudgetError) {
   // The budget holds the KV cache and activations but not one streamed layer's staging.
-  const Result r = run_ferry("run " + model() + " --prompt-ids 1,2,3 -n 2 -c 8 --max-memory cpu=300KB");
+  const Result r =
+      run_ferry("run " + model() + " --prompt-ids 1,2,3 -n 2 -c 8 --max-memory cpu=300KB");
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_THAT(r.out, HasSubstr("ferry: error: cpu budget of 300000 bytes cannot stage the weights "
                                "that stream through it: the largest layer needs"));
@@ -149,8 +151,8 @@ TEST_F(RunCommandFlags, ABudgetThatCannotStageALayerIsAnOutOfBudgetError) {
 }
 
 TEST_F(RunCommandFlags, RunShowsOneLinePerDeviceWithPlacedBudgetAndPeak) {
-  const Result r = run_ferry_stdout("run " + model() +
-                                    " --prompt-ids 1,2,3 -n 2 -c 8 --max-memory cpu=700KB");
+  const Result r =
+      run_ferry_stdout("run " + model() + " --prompt-ids 1,2,3 -n 2 -c 8 --max-memory cpu=700KB");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   for (const std::string device : {"cpu", "disk"}) {
     std::size_t lines = 0;
@@ -170,7 +172,8 @@ TEST_F(RunCommandFlags, RunShowsOneLinePerDeviceWithPlacedBudgetAndPeak) {
 }
 
 TEST_F(RunCommandFlags, TheMetaDeviceNoticeOfAnOffloadedRunIsInfo) {
-  const std::string args = "run " + model() + " --prompt-ids 1,2,3 -n 2 -c 8 --max-memory cpu=700KB";
+  const std::string args =
+      "run " + model() + " --prompt-ids 1,2,3 -n 2 -c 8 --max-memory cpu=700KB";
   const Result quiet = run_ferry(args);
   ASSERT_EQ(quiet.exit_code, 0) << quiet.out;
   EXPECT_THAT(quiet.out, Not(HasSubstr("meta device")));
