@@ -1,11 +1,14 @@
 // `ferry demo`: the main job. For now it builds a 100B-parameter model on the meta device and
 // prints its size and a summary; later issues make it a real offloaded run.
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <map>
 
 #include "cli/commands.h"
+#include "cli/json_output.h"
+#include "cli/sizes.h"
 #include "ferry/core/bytes.h"
 #include "ferry/core/dtype.h"
 #include "ferry/core/memory.h"
@@ -20,6 +23,7 @@ namespace {
 struct DemoOptions {
   int layers = 1000;
   std::int64_t width = 10000;
+  bool json = false;
 };
 
 int run_demo(const DemoOptions& options) {
@@ -49,13 +53,41 @@ int run_demo(const DemoOptions& options) {
   std::map<std::string, int> classes;
   for (const auto& m : model->named_modules()) ++classes[m.module->class_name()];
 
+  const auto gpus = probe_gpus();
+  if (options.json) {
+    nlohmann::ordered_json j = json_header("demo");
+    j["layers"] = options.layers;
+    j["width"] = options.width;
+    j["build_ms"] = build_ms;
+    j["rss_growth_bytes"] = rss_after > rss_before ? rss_after.value() - rss_before.value() : 0;
+    j["parameters"] = n_params;
+    j["tensors"] = params.size();
+    j["tensors_on_meta"] = on_meta;
+    nlohmann::ordered_json sizes = nlohmann::ordered_json::object();
+    for (DType d : {DType::kF32, DType::kF16, DType::kI8}) {
+      sizes[std::string(torch_name(d))] = n_params * static_cast<std::uint64_t>(element_size(d));
+    }
+    j["size_bytes_as"] = sizes;
+    j["size_bytes_as_stored"] = size_bytes;
+    j["modules"] = classes;
+    j["available_ram_bytes"] = available_ram().value();
+    nlohmann::ordered_json gpu_list = nlohmann::ordered_json::array();
+    for (const auto& g : gpus) {
+      gpu_list.push_back(
+          {{"index", g.index}, {"free_bytes", g.free.value()}, {"total_bytes", g.total.value()}});
+    }
+    j["gpus"] = gpu_list;
+    print_json(j);
+    return 0;
+  }
   fmt::print("ferry demo: Sequential of {} x Linear({}, {}) built on the meta device\n",
              options.layers, options.width, options.width);
   fmt::print("  build time        {:.1f} ms\n", build_ms);
   fmt::print("  RSS growth        {}\n",
              format_bytes(rss_after > rss_before ? rss_after.value() - rss_before.value() : 0));
-  fmt::print("  parameters        {} ({:.1f} B) in {} tensors, {} on meta\n", n_params,
-             static_cast<double>(n_params) / 1e9, params.size(), on_meta);
+  // A count with its noun, never a bare "100.0 B" that reads as bytes.
+  fmt::print("  parameters        {} parameters ({}) in {} tensors, {} on meta\n",
+             format_count(n_params), n_params, params.size(), on_meta);
   for (DType d : {DType::kF32, DType::kF16, DType::kI8}) {
     fmt::print("  size as {:<9} {}\n", torch_name(d),
                format_bytes(n_params * static_cast<std::uint64_t>(element_size(d))));
@@ -69,7 +101,6 @@ int run_demo(const DemoOptions& options) {
   }
   fmt::print("\n");
   fmt::print("  available RAM     {}\n", available_ram().to_string());
-  const auto gpus = probe_gpus();
   fmt::print("  GPUs              {}\n", gpus.size());
   for (const auto& g : gpus) {
     fmt::print("    gpu {}: {} free of {}\n", g.index, g.free.to_string(), g.total.to_string());
@@ -87,6 +118,7 @@ void add_demo_command(CLI::App& app, Runner& runner) {
       ->check(CLI::Range(1, 1000000));
   cmd->add_option("--width", options->width, "in = out features of each Linear")
       ->check(CLI::Range(1, 1000000));
+  cmd->add_flag("--json", options->json, "Print one JSON object (docs/cli.md)");
   cmd->callback([&runner, options] { runner = [options] { return run_demo(*options); }; });
 }
 

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 
 #include "ferry/core/bytes.h"
 #include "ferry/core/dtype.h"
@@ -13,36 +15,43 @@
 #include "ferry/plan/device_map.h"
 #include "ferry/plan/memory_budget.h"
 #include "ferry/plan/strategy.h"
+#include "cli/paths.h"
+#include "cli/sizes.h"
+#include "io/json_file.h"
 
 namespace ferry::cli {
 namespace {
 
 constexpr int kMaxIoThreads = 16;
 
-std::string read_small_file(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  FERRY_CHECK(f != nullptr, IoError, "--device-map: cannot read {}", path);
-  std::string text;
-  char buf[4096];
-  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) {
-    text.append(buf, n);
-    if (text.size() > (std::size_t{64} << 20)) {
-      std::fclose(f);
-      throw InvalidArgument(fmt::format("--device-map: {} is larger than 64 MiB", path));
-    }
-  }
-  std::fclose(f);
-  return text;
-}
+constexpr std::uint64_t kMaxMapFileBytes = std::uint64_t{64} << 20;
 
-// A map file: a device map object, or `ferry plan --json` output (its "device_map").
+// A map file: a device map object, or `ferry plan --json` output (its "device_map"). Read
+// through io's guarded reader: a FIFO or device named on the command line fails at once instead
+// of blocking, and a huge file is refused by its size.
 plan::DeviceMap read_map_file(const std::string& path) {
-  const std::string text = read_small_file(path);
+  require_path("--device-map", path, PathKind::kFile);
+  const std::string text = io::read_text_file(path, kMaxMapFileBytes);
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_object() && j.contains("device_map") && j["device_map"].is_object()) {
     return plan::DeviceMap::from_json(j["device_map"].dump());
   }
   return plan::DeviceMap::from_json(text);
+}
+
+// A whole-model device as transformers' device_map accepts it: "cpu", "cuda", "cuda:1", "0".
+std::optional<Placement> whole_model_device(std::string_view text) {
+  if (text == "cuda") return Placement::gpu(0);
+  if (text == "disk") return std::nullopt;  // nothing to compute on
+  try {
+    return Placement::parse(text);
+  } catch (const InvalidArgument&) {
+    return std::nullopt;
+  }
+}
+
+bool is_strategy(std::string_view text) {
+  return text == "auto" || text == "balanced" || text == "balanced_low_0" || text == "sequential";
 }
 
 plan::MemoryBudget parse_reserve(const std::string& text, const std::optional<plan::MemoryBudget>& budget) {
@@ -66,8 +75,8 @@ std::string device_key(Placement p) { return p.to_string(); }
 
 void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
   cmd->add_option("--device-map", f.device_map,
-                  "auto|balanced|balanced_low_0|sequential|FILE.json (a map, or the output of "
-                  "`ferry plan --json`)");
+                  "auto|balanced|balanced_low_0|sequential, a device for the whole model (cpu, "
+                  "0, cuda:1), or FILE.json (a map, or the output of `ferry plan --json`)");
   cmd->add_option("--max-memory", f.max_memory,
                   "Budgets per device, e.g. 0=20GiB,cpu=64GiB (default: probed)");
   cmd->add_option("--reserve", f.reserve,
@@ -79,7 +88,8 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
                   "removed at exit)");
   cmd->add_option("--dtype", f.dtype, "Convert floating weights (float32, bfloat16, float16)");
   cmd->add_option("--no-split", f.no_split, "Never split across devices: a module class (LlamaDecoderLayer) or a module path "
-                  "pattern (model.layers.*); repeatable");
+                  "pattern (model.layers.*), the same in run and plan; repeatable")
+      ->allow_extra_args(false);
   cmd->add_flag("--no-prefetch", f.no_prefetch,
                 "Load each offloaded block when it runs instead of ahead of need");
   cmd->add_option("--prefetch-bytes", f.prefetch_bytes,
@@ -105,6 +115,25 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
                   "or the longest prompt, plus --max-new-tokens)");
 }
 
+std::variant<plan::Strategy, plan::DeviceMap> parse_device_map_flag(const std::string& text) {
+  if (is_strategy(text)) return plan::parse_strategy(text);
+  if (const std::optional<Placement> device = whole_model_device(text)) {
+    return plan::DeviceMap{{"", *device}};
+  }
+  std::error_code ec;
+  if (!std::filesystem::exists(text, ec)) {
+    throw InvalidArgument(
+        fmt::format("--device-map {}: expected a strategy (auto, balanced, balanced_low_0, "
+                    "sequential), a device for the whole model (cpu, 0, cuda, cuda:1) or a JSON "
+                    "file; {} does not exist",
+                    text, text),
+        ErrorFields{.file = text,
+                    .expected = "a strategy, a device or a JSON file",
+                    .actual = "nothing"});
+  }
+  return read_map_file(text);
+}
+
 void check_placement_flags(const PlacementFlags& f) {
   FERRY_CHECK(f.max_new_tokens >= 0, InvalidArgument,
               "--max-new-tokens: expected 0 or more, got {}", f.max_new_tokens);
@@ -113,11 +142,29 @@ void check_placement_flags(const PlacementFlags& f) {
   FERRY_CHECK(f.batch >= 1, InvalidArgument, "--batch: expected 1 or more, got {}", f.batch);
   FERRY_CHECK(f.rest_max_rows >= 0, InvalidArgument, "--rest-max-rows: expected 0 or more, got {}",
               f.rest_max_rows);
-  if (!f.max_memory.empty()) (void)plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
-  if (!f.prefetch_bytes.empty()) (void)Bytes::parse(f.prefetch_bytes);
-  if (!f.reserve.empty()) (void)parse_reserve(f.reserve, std::nullopt);
+  if (!f.max_memory.empty()) {
+    check_budget_sizes("--max-memory", f.max_memory);
+    (void)plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
+  }
+  if (!f.prefetch_bytes.empty()) {
+    (void)parse_size_flag("--prefetch-bytes", f.prefetch_bytes, /*warn=*/true);
+  }
+  if (!f.reserve.empty()) {
+    if (f.reserve.find('=') != std::string::npos) {
+      check_budget_sizes("--reserve", f.reserve);
+    } else {
+      (void)parse_size_flag("--reserve", f.reserve, /*warn=*/true);
+    }
+    (void)parse_reserve(f.reserve, std::nullopt);
+  }
   if (!f.dtype.empty()) (void)parse_dtype(f.dtype);
-  if (!f.device_map.ends_with(".json")) (void)plan::parse_strategy(f.device_map);
+  if (!f.offload_folder.empty()) require_output_folder("--offload-folder", f.offload_folder);
+  // Strategies and devices are checked here; a file is checked (and read, once) by load_options.
+  if (!is_strategy(f.device_map) && !whole_model_device(f.device_map)) {
+    std::error_code ec;
+    if (!std::filesystem::exists(f.device_map, ec)) (void)parse_device_map_flag(f.device_map);
+    require_path("--device-map", f.device_map, PathKind::kFile);
+  }
 }
 
 models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prompt_tokens) {
@@ -142,11 +189,8 @@ models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prom
   if (f.compute_on == "weights") {
     d.compute = {.where = dispatch::ComputePolicy::Where::kWeights, .max_rows = f.rest_max_rows};
   }
-  if (f.device_map.ends_with(".json")) {
-    d.device_map = read_map_file(f.device_map);
-  } else {
-    d.device_map = plan::parse_strategy(f.device_map);
-  }
+  std::visit([&d](auto&& map) { d.device_map = std::move(map); },
+             parse_device_map_flag(f.device_map));
   if (!f.max_memory.empty()) {
     d.max_memory = plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
   }

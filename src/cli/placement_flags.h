@@ -7,20 +7,27 @@
 
 #include <cstdint>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "ferry/models/registry.h"
 #include "ferry/models/run_shape.h"
+#include "ferry/plan/device_map.h"
+#include "ferry/plan/strategy.h"
 
 namespace ferry::cli {
 
 struct PlacementFlags {
-  std::string device_map = "auto";  // a strategy or a JSON file (a map, or `ferry plan --json`)
+  // A strategy (auto, balanced, balanced_low_0, sequential), a device for the whole model (cpu,
+  // 0, cuda, cuda:1), or a JSON file (a map, or `ferry plan --json` output).
+  std::string device_map = "auto";
   std::string max_memory;           // "0=20GiB,cpu=64GiB"; empty: probed once
   std::string reserve;              // kept free on top: "2GiB" (every device) or "0=2GiB,..."
   std::string offload_folder;       // empty: a private temporary folder when one is needed
   std::string dtype;                // compute/storage dtype of floating weights
-  std::vector<std::string> no_split;  // module classes never split across devices
+  // Never split across devices: each name is a module class (LlamaDecoderLayer) or a module path
+  // pattern (model.layers.*), the same in `run` and `plan`.
+  std::vector<std::string> no_split;
   bool no_prefetch = false;
   std::string prefetch_bytes;  // "" = two of the largest layers
   std::string io = "direct";   // direct | buffered | mmap
@@ -37,9 +44,14 @@ struct PlacementFlags {
 // Adds the flags to `cmd` (`run` and `plan` get the same ones).
 void add_placement_flags(CLI::App* cmd, PlacementFlags& flags);
 
-// Checks every flag's value (sizes, budgets, dtype, shape) before anything is loaded. Throws
-// InvalidArgument naming the flag.
+// Checks every flag's value (sizes, budgets, dtype, shape, the device map's file, the offload
+// folder) before anything is loaded, and warns once about sizes in bits ("600mb"). Throws
+// InvalidArgument or IoError naming the flag.
 void check_placement_flags(const PlacementFlags& flags);
+
+// What --device-map means: a strategy to plan with, or a map (the whole model on one device, or
+// read from a JSON file, which must be a regular file of at most 64 MiB).
+std::variant<plan::Strategy, plan::DeviceMap> parse_device_map_flag(const std::string& text);
 
 // The load options the flags mean, for prompts of at most `prompt_tokens` tokens (the shape's
 // prompt allowance is max(that, models::kPromptAllowance)).

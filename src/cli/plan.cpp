@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <optional>
 
 #include "cli/commands.h"
+#include "cli/json_output.h"
+#include "cli/paths.h"
 #include "cli/placement_flags.h"
 #include "ferry/core/bytes.h"
 #include "ferry/core/dtype.h"
@@ -72,14 +75,16 @@ std::vector<std::pair<std::string, Placement>> compact_entries(const plan::Modul
   return out;
 }
 
-// Whether `checkpoint` is a model folder whose config.json names an architecture ferry builds:
-// then the plan is made on the model built on meta, exactly as `ferry run` makes it.
-bool is_model_folder(const std::filesystem::path& checkpoint) {
+// The config of `checkpoint` when it is a model folder whose config.json names an architecture
+// ferry builds: then the plan is made on the model built on meta, exactly as `ferry run` makes
+// it (with this config, read once).
+std::optional<models::ModelConfig> model_folder_config(const std::filesystem::path& checkpoint) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(checkpoint / "config.json", ec)) return false;
-  const models::ModelConfig config = models::load_config(checkpoint);
+  if (!std::filesystem::is_regular_file(checkpoint / "config.json", ec)) return std::nullopt;
+  models::ModelConfig config = models::load_config(checkpoint);
   const auto types = models::supported_model_types();
-  return std::find(types.begin(), types.end(), config.model_type) != types.end();
+  if (std::find(types.begin(), types.end(), config.model_type) == types.end()) return std::nullopt;
+  return config;
 }
 
 struct PlanView {
@@ -99,7 +104,7 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
   const std::uint64_t disk_bytes = p.disk_bytes();
 
   if (o.json) {
-    nlohmann::ordered_json j;
+    nlohmann::ordered_json j = json_header("plan");
     j["checkpoint"] = o.checkpoint;
     j["planned_from"] = v.source;
     j["strategy"] = o.placement.device_map;
@@ -137,7 +142,7 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
     }
     j["estimate"] = est;
     j["plan_ms"] = elapsed_ms;
-    fmt::print("{}\n", j.dump(2));
+    print_json(j);
     return 0;
   }
 
@@ -199,15 +204,22 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
 }
 
 int run_plan(const PlanCommandOptions& o) {
+  const std::string& map = o.placement.device_map;
+  FERRY_CHECK(map == "auto" || map == "balanced" || map == "balanced_low_0" || map == "sequential",
+              InvalidArgument,
+              "ferry plan --device-map {}: expected a strategy to plan with (auto, balanced, "
+              "balanced_low_0, sequential); a device or a map file is a plan already",
+              map);
   check_placement_flags(o.placement);
-  FERRY_CHECK(!o.placement.device_map.ends_with(".json"), InvalidArgument,
-              "ferry plan: --device-map takes a strategy (auto, balanced, balanced_low_0, "
-              "sequential), not a file");
+  require_path("plan:", o.checkpoint, PathKind::kAny);
   const auto start = std::chrono::steady_clock::now();
-  const plan::Strategy strategy = plan::parse_strategy(o.placement.device_map);
-  const models::LoadModelOptions load = load_options(o.placement, /*prompt_tokens=*/0);
+  const plan::Strategy strategy = plan::parse_strategy(map);
+  models::LoadModelOptions load = load_options(o.placement, /*prompt_tokens=*/0);
   const std::filesystem::path checkpoint(o.checkpoint);
-  if (!o.headers_only && is_model_folder(checkpoint)) {
+  std::optional<models::ModelConfig> config;
+  if (!o.headers_only) config = model_folder_config(checkpoint);
+  if (config) {
+    load.config = std::move(config);
     // The model on meta, planned by the function `ferry run` calls with the same flags.
     models::PlannedModel planned = models::plan_model(checkpoint, load, strategy);
     const double elapsed_ms =
@@ -223,10 +235,14 @@ int run_plan(const PlanCommandOptions& o) {
   }
   const std::vector<TensorInfo> infos = read_tensor_infos(o.checkpoint);
   const plan::ModuleTree tree = plan::ModuleTree::from_tensors(infos);
-  // Without module classes, --no-split names module path patterns.
-  const std::vector<std::string> no_split = o.placement.no_split.empty()
-                                                ? plan::infer_no_split_patterns(tree)
-                                                : o.placement.no_split;
+  // Without module classes, the repeated numbered blocks are never split (as `run` never splits
+  // the decoder layer class), and --no-split adds its names as module path patterns.
+  std::vector<std::string> no_split = plan::infer_no_split_patterns(tree);
+  for (const std::string& name : o.placement.no_split) {
+    if (std::find(no_split.begin(), no_split.end(), name) == no_split.end()) {
+      no_split.push_back(name);
+    }
+  }
   plan::PlanOptions options{.no_split_patterns = no_split, .dtype = load.dispatch.dtype};
   plan::Resolution resolution = plan::resolve_and_plan(
       tree,
@@ -264,7 +280,8 @@ void add_plan_command(CLI::App& app, Runner& runner) {
   cmd->add_option("--batch", options->placement.batch, "Sequences at once (KV cache reserved)");
   cmd->add_flag("--headers-only", options->headers_only,
                 "Plan from the tensor headers even when the folder has a config.json");
-  cmd->add_flag("--json", options->json, "Print one JSON object (device_map, devices, ...)");
+  cmd->add_flag("--json", options->json,
+                "Print one JSON object (device_map, devices, ...; docs/cli.md)");
   cmd->callback([options, &runner] { runner = [options] { return run_plan(*options); }; });
 }
 

@@ -1,10 +1,11 @@
 // `ferry run MODEL --prompt TEXT`: loads a checkpoint folder under a device map (disk offload
 // included), streams generated text, and reports load time, time to first token, tokens per
-// second and peak memory per device.
+// second and, per device, the bytes placed there, its budget and its peak.
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,28 +13,34 @@
 #include <map>
 #include <sched.h>
 #include <thread>
-#include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/json_output.h"
+#include "cli/paths.h"
 #include "cli/placement_flags.h"
 #include "cli/progress_bar.h"
-#include "ferry/core/devices.h"
+#include "cli/run_report.h"
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
-#include "ferry/core/memory.h"
 #include "ferry/dispatch/prefetch.h"
 #include "ferry/io/safetensors_writer.h"
 #include "ferry/models/config.h"
 #include "ferry/models/generate.h"
 #include "ferry/models/registry.h"
 #include "ferry/models/tokenizer.h"
+#include "io/json_file.h"
 
 namespace ferry::cli {
 namespace {
 
+// A prompt read from a file or standard input is at most this long (a prompt is text for a
+// context of at most a few hundred thousand tokens).
+constexpr std::uint64_t kMaxPromptBytes = std::uint64_t{16} << 20;
+
 struct RunOptions {
   std::string model;
-  std::vector<std::string> prompts;
+  std::vector<std::string> prompts;  // "-": standard input
+  std::string prompt_file;
   std::vector<std::string> prompt_ids;  // "1,2,3", one per sequence of the batch
   std::string dump_logits;
   models::SamplingOptions sampling;
@@ -42,32 +49,11 @@ struct RunOptions {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   bool json = false;
+  bool quiet = false;  // stdout: the generated text only
   bool no_progress = false;
   int threads = 0;  // 0 = every CPU this process may use
   PlacementFlags placement;
 };
-
-// The BLAS LibTorch's CPU kernels call, from the libraries mapped into this process.
-std::string blas_in_use() {
-  std::FILE* f = std::fopen("/proc/self/maps", "r");
-  if (f == nullptr) return "unknown";
-  std::string found = "unknown";
-  char line[4096];
-  while (std::fgets(line, sizeof line, f) != nullptr) {
-    const std::string_view l(line);
-    if (l.find("openblas") != std::string_view::npos) {
-      found = "OpenBLAS";
-      break;
-    }
-    if (l.find("libmkl") != std::string_view::npos) {
-      found = "MKL";
-      break;
-    }
-    if (l.find("/libblas.so") != std::string_view::npos) found = "reference BLAS (slow)";
-  }
-  std::fclose(f);
-  return found;
-}
 
 int usable_cpus() {
   cpu_set_t set;
@@ -101,10 +87,18 @@ double seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Every flag is checked before anything is loaded.
+// Every flag is checked before anything is read or loaded.
 void check_flags(const RunOptions& o) {
-  FERRY_CHECK(!o.prompts.empty() != !o.prompt_ids.empty(), InvalidArgument,
-              "give either --prompt TEXT or --prompt-ids 1,2,3");
+  const int sources = (o.prompts.empty() ? 0 : 1) + (o.prompt_file.empty() ? 0 : 1) +
+                      (o.prompt_ids.empty() ? 0 : 1);
+  FERRY_CHECK(sources == 1, InvalidArgument,
+              "give one of --prompt TEXT (-p; '-' reads standard input), --file FILE (-f) or "
+              "--prompt-ids 1,2,3; got {}",
+              sources == 0 ? "none" : "several");
+  FERRY_CHECK(std::count(o.prompts.begin(), o.prompts.end(), "-") <= 1, InvalidArgument,
+              "--prompt -: standard input can be read once; got '-' {} times",
+              std::count(o.prompts.begin(), o.prompts.end(), "-"));
+  for (const std::string& ids : o.prompt_ids) (void)parse_ids(ids);
   check_placement_flags(o.placement);
   FERRY_CHECK(o.threads >= 0, InvalidArgument,
               "--threads: expected a positive count (or 0 for every usable CPU), got {}",
@@ -115,15 +109,45 @@ void check_flags(const RunOptions& o) {
   FERRY_CHECK(s.top_k >= 0, InvalidArgument, "--top-k: expected 0 (off) or more, got {}", s.top_k);
   FERRY_CHECK(std::isfinite(s.top_p) && s.top_p > 0 && s.top_p <= 1, InvalidArgument,
               "--top-p: expected a value in (0, 1], got {}", s.top_p);
+  FERRY_CHECK(std::isfinite(s.min_p) && s.min_p >= 0 && s.min_p <= 1, InvalidArgument,
+              "--min-p: expected a value in [0, 1] (0: off), got {}", s.min_p);
   FERRY_CHECK(std::isfinite(s.repetition_penalty) && s.repetition_penalty > 0, InvalidArgument,
               "--repetition-penalty: expected a value above 0, got {}", s.repetition_penalty);
-  std::error_code ec;
-  if (!std::filesystem::exists(std::filesystem::path(o.model), ec)) {
-    throw IoError(fmt::format("model {} does not exist", o.model),
-                  ErrorFields{.file = o.model,
-                              .expected = "a model folder",
-                              .actual = "no such file or folder"});
+  for (const std::string& stop : o.stop) {
+    FERRY_CHECK(!stop.empty(), InvalidArgument, "--stop: expected a non-empty string");
   }
+  FERRY_CHECK(!(o.json && o.quiet), InvalidArgument,
+              "--quiet and --json: choose one (--json prints one object on stdout)");
+  require_path("MODEL", o.model, PathKind::kFolder);
+  require_path("the model's config", std::filesystem::path(o.model) / "config.json",
+               PathKind::kFile);
+  if (!o.prompt_file.empty()) require_path("--file", o.prompt_file, PathKind::kFile);
+  if (!o.dump_logits.empty()) require_output_file("--dump-logits", o.dump_logits);
+}
+
+// Standard input, up to kMaxPromptBytes.
+std::string read_stdin() {
+  std::string text;
+  char buffer[65536];
+  for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, stdin)) > 0;) {
+    text.append(buffer, n);
+    FERRY_CHECK(text.size() <= kMaxPromptBytes, InvalidArgument,
+                "--prompt -: standard input is larger than {} bytes, the most a prompt may be",
+                kMaxPromptBytes);
+  }
+  FERRY_CHECK(!std::ferror(stdin), IoError, "--prompt -: cannot read standard input");
+  return text;
+}
+
+// The prompts' texts: --prompt (with '-' read from standard input) or --file.
+std::vector<std::string> prompt_texts(const RunOptions& o) {
+  if (!o.prompt_file.empty()) {
+    // A regular file of bounded size: a FIFO or device is refused before it could block.
+    return {io::read_text_file(o.prompt_file, kMaxPromptBytes)};
+  }
+  std::vector<std::string> texts;
+  for (const std::string& p : o.prompts) texts.push_back(p == "-" ? read_stdin() : p);
+  return texts;
 }
 
 // Compute threads: at most the CPUs this process may use (more only oversubscribes them).
@@ -138,103 +162,57 @@ int compute_threads(int requested) {
   return requested;
 }
 
-// What the process holds beside its data — the runtime's own memory, the CPU budget's
-// baseline — measured before any weight is loaded, after a small warm-up of the kernels a forward uses, which make the BLAS
-// and thread pools allocate their per-thread buffers (they do so once, at first use).
-std::uint64_t runtime_footprint() {
-  {
-    const at::Tensor a = at::randn({256, 256});
-    const at::Tensor w = at::randn({256, 256});
-    at::Tensor x = at::linear(a, w);
-    x = at::softmax(at::matmul(x, x.t()), -1);
-    x = at::silu(x) * at::rsqrt(x.pow(2).mean(-1, true) + 1e-6);
-    (void)x.sum().item<float>();
+void print_placement(std::FILE* out, const models::LoadedModel& loaded) {
+  if (loaded.device_map.empty()) return;
+  std::map<std::string, std::vector<std::string>> by_place;
+  for (const auto& [path, p] : loaded.device_map.entries()) by_place[p.to_string()].push_back(path);
+  for (const auto& [where, paths] : by_place) {
+    fmt::print(out, "    {:<5} {} module(s): {}{}\n", where, paths.size(),
+               paths.front().empty() ? "(whole model)" : paths.front(),
+               paths.size() > 1 ? fmt::format(" ... {}", paths.back()) : "");
   }
-  // Plus ferry's own bookkeeping, which grows with the number of tensors and not with the
-  // budget: modules and hooks, checkpoint headers, allocator caches (a few MiB on small models).
-  constexpr std::uint64_t kBookkeepingBytes = std::uint64_t{16} << 20;
-  return current_rss().value() + kBookkeepingBytes;
+  if (!loaded.resolution) return;
+  for (const auto& [device, bits] : loaded.resolution->plan.plan.min_required_bits) {
+    const Placement p = device;
+    fmt::print(out,
+               "    {} got nothing: its first module needs {} but {} of its {} budget is left "
+               "after reserves ({})\n",
+               p.to_string(), format_bytes((bits + 7) / 8),
+               format_bytes(
+                   loaded.resolution->plan.planning_budget.find(p).value_or(Bytes(0)).value()),
+               format_bytes(loaded.resolution->budget.find(p).value_or(Bytes(0)).value()),
+               reserve_summary(*loaded.resolution, p));
+  }
 }
 
-std::string reserve_summary(const plan::Resolution& r, Placement device) {
-  std::string out;
-  for (const plan::Reserve& reserve : r.reserves) {
-    if (reserve.device != device) continue;
-    out += fmt::format("{}{} {}", out.empty() ? "" : ", ", reserve.what,
-                       format_bytes(reserve.bytes));
-  }
-  return out.empty() ? "none" : out;
-}
-
-// One device's memory: what rests there, its budget and reserves, its peak, and whether the
-// peak kept the promise (≤ 1.05 × budget, plus the runtime's own memory on the CPU).
-struct DeviceReport {
-  std::string key;
-  std::uint64_t placed = 0;
-  std::optional<std::uint64_t> budget;
-  std::map<std::string, std::uint64_t> reserves;
-  std::uint64_t peak = 0;
-  std::uint64_t limit = 0;
-  bool over = false;
-};
-
-std::vector<DeviceReport> device_reports(const models::LoadedModel& loaded,
-                                         const models::LoadModelOptions& load,
-                                         const std::map<std::string, std::uint64_t>& placed,
-                                         std::uint64_t footprint) {
-  std::optional<plan::MemoryBudget> budget;
-  if (loaded.resolution) {
-    budget = loaded.resolution->budget;
-  } else if (load.dispatch.max_memory) {
-    budget = *load.dispatch.max_memory;
-  }
-  std::vector<Placement> keys{Placement::cpu()};
-  for (int i = 0; i < simulated_gpu_count(); ++i) keys.push_back(Placement::gpu(i));
-  if (budget) {
-    for (const auto& [p, b] : budget->entries()) {
-      if (std::find(keys.begin(), keys.end(), p) == keys.end()) keys.push_back(p);
-    }
-  }
-  if (placed.contains("disk") &&
-      std::find(keys.begin(), keys.end(), Placement::disk()) == keys.end()) {
-    keys.push_back(Placement::disk());
-  }
-  std::vector<DeviceReport> out;
-  for (const Placement p : keys) {
-    DeviceReport d{.key = p.to_string()};
-    if (auto it = placed.find(d.key); it != placed.end()) d.placed = it->second;
-    if (p.is_disk()) {
-      d.peak = d.placed;
-      out.push_back(std::move(d));
-      continue;
-    }
-    if (p.is_cpu()) {
-      d.peak = peak_rss().value();
-    } else if (p.index() < simulated_gpu_count()) {
-      d.peak = sim_gpu_stats(p.index()).peak.value();
-    }
-    if (budget && budget->contains(p)) d.budget = budget->at(p).value();
-    if (loaded.resolution) {
-      for (const plan::Reserve& r : loaded.resolution->reserves) {
-        if (r.device == p) d.reserves[r.what] += r.bytes;
-      }
-    }
-    if (d.budget) {
-      d.limit = *d.budget + *d.budget / 20 + (p.is_cpu() ? footprint : 0);
-      d.over = d.peak > d.limit;
-    }
-    out.push_back(std::move(d));
-  }
-  return out;
+nlohmann::ordered_json prefetch_json(const dispatch::Prefetcher& prefetcher) {
+  const dispatch::PrefetchStats st = prefetcher.stats();
+  return {{"lookahead", prefetcher.options().lookahead},
+          {"host_budget_bytes", st.host_budget_bytes},
+          {"device_budget_bytes", st.device_budget_bytes},
+          {"peak_host_reserved_bytes", st.peak_host_reserved_bytes},
+          {"peak_device_reserved_bytes", st.peak_device_reserved_bytes},
+          {"peak_pool_bytes", st.peak_pool_bytes},
+          {"bytes_read", st.bytes_read},
+          {"bytes_to_device", st.bytes_to_device},
+          {"hits", st.hits},
+          {"waits", st.waits},
+          {"late", st.late},
+          {"misses", st.misses},
+          {"evictions", st.evictions},
+          {"forwards", st.forwards}};
 }
 
 int run(const RunOptions& o) {
   check_flags(o);
   const std::filesystem::path folder(o.model);
-  // Token ids are bounded by the model's vocabulary (config.json, checked before anything else).
-  const std::int64_t vocab_size = models::load_config(folder).vocab_size;
+  // config.json, read once: it bounds token ids before anything is loaded, and load_model uses
+  // this copy.
+  models::ModelConfig config = models::load_config(folder);
+  const std::int64_t vocab_size = config.vocab_size;
+  const bool has_text = o.prompt_ids.empty();
   std::optional<models::Tokenizer> tokenizer;
-  if (!o.prompts.empty()) {
+  if (has_text) {
     tokenizer = models::Tokenizer::load(folder, vocab_size);
   } else if (std::filesystem::exists(folder / "tokenizer.json") ||
              std::filesystem::exists(folder / "tokenizer.model")) {
@@ -245,9 +223,16 @@ int run(const RunOptions& o) {
       log_warning("{}; printing token ids instead of text", e.what());
     }
   }
+  std::vector<std::string> texts;
   std::vector<std::vector<std::int64_t>> prompts;
-  if (o.prompt_ids.empty()) {
-    for (const auto& p : o.prompts) prompts.push_back(tokenizer->encode(p));
+  if (has_text) {
+    texts = prompt_texts(o);
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+      prompts.push_back(tokenizer->encode(texts[i]));
+      FERRY_CHECK(!prompts.back().empty(), InvalidArgument,
+                  "{}: prompt {} is empty (0 tokens): expected at least one token",
+                  o.prompt_file.empty() ? "--prompt" : "--file", i + 1);
+    }
   } else {
     for (const std::string& ids : o.prompt_ids) {
       prompts.push_back(parse_ids(ids));
@@ -258,14 +243,6 @@ int run(const RunOptions& o) {
       }
     }
   }
-
-  const int threads = compute_threads(o.threads);
-  at::set_num_threads(threads);
-  const std::string blas = blas_in_use();
-  if (blas.starts_with("reference"))
-    log_warning(
-        "LibTorch runs on the reference BLAS (about 30x slower than OpenBLAS): install "
-        "libopenblas0-openmp");
 
   std::size_t longest = 0;
   for (const auto& p : prompts) longest = std::max(longest, p.size());
@@ -279,10 +256,21 @@ int run(const RunOptions& o) {
   };
   if (placement.max_new_tokens_given) check_context(placement.max_new_tokens);
   models::LoadModelOptions load = load_options(placement, static_cast<std::int64_t>(longest));
+  load.config = config;
+
+  const int threads = compute_threads(o.threads);
+  at::set_num_threads(threads);
+  const std::string blas = blas_in_use();
+  if (blas.starts_with("reference"))
+    log_warning(
+        "LibTorch runs on the reference BLAS (about 30x slower than OpenBLAS): install "
+        "libopenblas0-openmp");
   const std::uint64_t footprint = runtime_footprint();
 
-  if (!o.json) fmt::print("ferry run: loading {} ...\n", o.model);
-  std::fflush(stdout);
+  // Statistics go to stdout, or to stderr with --quiet (stdout then holds only the text).
+  std::FILE* info = o.quiet ? stderr : stdout;
+  if (!o.json) fmt::print(info, "ferry run: loading {} ...\n", o.model);
+  std::fflush(info);
   // The bar goes to stderr, and only to a terminal: piped output and --json stay clean.
   std::optional<LoadProgressBar> bar;
   if (!o.json && !o.no_progress && is_terminal(stderr)) {
@@ -294,43 +282,17 @@ int run(const RunOptions& o) {
   const double load_seconds = seconds(load_start);
   bar.reset();
 
-  // Bytes resting on each placement, from the map (tensors on meta still have their sizes).
-  std::map<std::string, std::uint64_t> placed;
-  for (const auto& t : loaded.model->module().named_parameters()) {
-    const auto p = loaded.device_map.placement_of(t.name);
-    placed[p ? p->to_string() : "cpu"] += static_cast<std::uint64_t>(t.tensor().nbytes());
-  }
+  const std::map<std::string, std::uint64_t> placed = placed_bytes(loaded);
   if (!o.json) {
-    fmt::print(
-        "  {} ({} layers, hidden {}), loaded in {:.2f} s\n  placement:", loaded.config.model_type,
-        loaded.config.n_layers, loaded.config.hidden_size, load_seconds);
-    for (const auto& [where, bytes] : placed) fmt::print(" {} {}", where, format_bytes(bytes));
-    fmt::print("\n");
-    if (!loaded.device_map.empty()) {
-      std::map<std::string, std::vector<std::string>> by_place;
-      for (const auto& [path, p] : loaded.device_map.entries())
-        by_place[p.to_string()].push_back(path);
-      for (const auto& [where, paths] : by_place) {
-        fmt::print("    {:<5} {} module(s): {}{}\n", where, paths.size(),
-                   paths.front().empty() ? "(whole model)" : paths.front(),
-                   paths.size() > 1 ? fmt::format(" ... {}", paths.back()) : "");
-      }
+    fmt::print(info, "  {} ({} layers, hidden {}), loaded in {:.2f} s; modules per device:\n",
+               loaded.config.model_type, loaded.config.n_layers, loaded.config.hidden_size,
+               load_seconds);
+    print_placement(info, loaded);
+    fmt::print(info, "  prompt: {} token(s)\n", prompts.front().size());
+    if (!o.quiet) {
+      fmt::print("---\n");
+      if (has_text) fmt::print("{}", texts.front());
     }
-    if (loaded.resolution) {
-      for (const auto& [device, bits] : loaded.resolution->plan.plan.min_required_bits) {
-        const Placement p = device;
-        fmt::print("    {} got nothing: its first module needs {} but {} of its {} budget is left "
-                   "after reserves ({})\n",
-                   p.to_string(), format_bytes((bits + 7) / 8),
-                   format_bytes(loaded.resolution->plan.planning_budget.find(p)
-                                    .value_or(Bytes(0))
-                                    .value()),
-                   format_bytes(loaded.resolution->budget.find(p).value_or(Bytes(0)).value()),
-                   reserve_summary(*loaded.resolution, p));
-      }
-    }
-    fmt::print("  prompt: {} token(s)\n---\n", prompts.front().size());
-    if (tokenizer && o.prompt_ids.empty()) fmt::print("{}", o.prompts.front());
     std::fflush(stdout);
   }
 
@@ -389,7 +351,7 @@ int run(const RunOptions& o) {
       dispatch::model_prefetcher(loaded.model->module());
 
   if (o.json) {
-    nlohmann::ordered_json j;
+    nlohmann::ordered_json j = json_header("run");
     j["text"] = text;
     j["token_ids"] = r.tokens.front();
     j["prompt_ids"] = prompts.front();
@@ -418,48 +380,29 @@ int run(const RunOptions& o) {
     j["threads"] = threads;
     j["blas"] = blas;
     j["io"] = placement.io;
-    if (prefetcher) {
-      const dispatch::PrefetchStats st = prefetcher->stats();
-      j["prefetch"] = {{"lookahead", prefetcher->options().lookahead},
-                       {"host_budget_bytes", st.host_budget_bytes},
-                       {"device_budget_bytes", st.device_budget_bytes},
-                       {"peak_host_reserved_bytes", st.peak_host_reserved_bytes},
-                       {"peak_device_reserved_bytes", st.peak_device_reserved_bytes},
-                       {"peak_pool_bytes", st.peak_pool_bytes},
-                       {"bytes_read", st.bytes_read},
-                       {"bytes_to_device", st.bytes_to_device},
-                       {"hits", st.hits},
-                       {"waits", st.waits},
-                       {"late", st.late},
-                       {"misses", st.misses},
-                       {"evictions", st.evictions},
-                       {"forwards", st.forwards}};
-    }
+    if (prefetcher) j["prefetch"] = prefetch_json(*prefetcher);
     if (r.tokens.size() > 1) j["batch_token_ids"] = r.tokens;
-    // Generated text may cut a multi-byte character: invalid bytes become U+FFFD.
-    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+    print_json(j);  // generated text may cut a multi-byte character: replaced, not an error
     return 0;
   }
-  fmt::print("\n---\n  finish: {}; {} token(s) generated\n", r.finish_reasons.front(),
-             r.tokens.front().size());
-  fmt::print("  load {:.2f} s, first token {:.2f} s, {:.2f} tokens/s\n", load_seconds,
-             r.first_token_seconds, tps);
-  fmt::print("  memory (peak against budget; the CPU's includes the runtime's {}):\n",
-             format_bytes(footprint));
-  for (const DeviceReport& d : devices) {
-    std::string reserves;
-    for (const auto& [what, bytes] : d.reserves) {
-      reserves += fmt::format("{}{} {}", reserves.empty() ? "" : ", ", what, format_bytes(bytes));
-    }
-    fmt::print("    {:<5} placed {:>10}  budget {:>10}  peak {:>10}{}{}\n", d.key,
-               format_bytes(d.placed), d.budget ? format_bytes(*d.budget) : "-",
-               format_bytes(d.peak), reserves.empty() ? "" : "  reserved: " + reserves,
-               d.over ? "  OVER BUDGET" : "");
+  if (o.quiet) {
+    fmt::print("\n");
+    std::fflush(stdout);
+  } else {
+    fmt::print("\n---\n");
   }
-  fmt::print("  {} thread(s), {}", threads, blas);
+  fmt::print(info, "  finish: {}; {} token(s) generated\n", r.finish_reasons.front(),
+             r.tokens.front().size());
+  fmt::print(info, "  load {:.2f} s, first token {:.2f} s, {:.2f} tokens/s\n", load_seconds,
+             r.first_token_seconds, tps);
+  fmt::print(info, "  memory per device (the CPU's peak includes the runtime's {}):\n",
+             format_bytes(footprint));
+  for (const DeviceReport& d : devices) fmt::print(info, "    {}\n", device_line(d));
+  fmt::print(info, "  {} thread(s), {}", threads, blas);
   if (prefetcher) {
     const dispatch::PrefetchStats st = prefetcher->stats();
     fmt::print(
+        info,
         "\n  streamed {} from disk ({} I/O), {} to devices; prefetch {} ({} hits, {} waits, "
         "{} late, {} misses); staging peak: host {} of {}, device {} of {}",
         format_bytes(st.bytes_read), placement.io, format_bytes(st.bytes_to_device),
@@ -467,8 +410,8 @@ int run(const RunOptions& o) {
         format_bytes(st.peak_host_reserved_bytes), format_bytes(st.host_budget_bytes),
         format_bytes(st.peak_device_reserved_bytes), format_bytes(st.device_budget_bytes));
   }
-  fmt::print("\n");
-  if (!o.dump_logits.empty()) fmt::print("  prompt logits written to {}\n", o.dump_logits);
+  fmt::print(info, "\n");
+  if (!o.dump_logits.empty()) fmt::print(info, "  prompt logits written to {}\n", o.dump_logits);
   return 0;
 }
 
@@ -479,21 +422,29 @@ void add_run_command(CLI::App& app, Runner& runner) {
       "run", "Generate text with a checkpoint folder (config.json + safetensors)");
   auto o = std::make_shared<RunOptions>();
   cmd->add_option("MODEL", o->model, "Model folder")->required();
-  cmd->add_option("--prompt", o->prompts, "Prompt text (repeat for a batch)");
+  cmd->add_option("-p,--prompt", o->prompts,
+                  "Prompt text (repeat for a batch); '-' reads it from standard input")
+      ->allow_extra_args(false);
+  cmd->add_option("-f,--file", o->prompt_file, "Read the prompt from a file (at most 16 MiB)");
   cmd->add_option("--prompt-ids", o->prompt_ids,
                   "Prompt token ids, e.g. 1,2,3 (no tokenizer needed; repeat for a batch)");
   cmd->add_option("--dump-logits", o->dump_logits, "Write the prompt's logits (safetensors)");
-  cmd->add_option("--temperature", o->sampling.temperature, "0 = greedy");
-  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens");
-  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass");
+  cmd->add_option("--temperature,--temp", o->sampling.temperature, "0 = greedy");
+  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens (0: all)");
+  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass (1: all)");
+  cmd->add_option("--min-p", o->sampling.min_p,
+                  "Drop tokens less likely than this fraction of the top token (0: off)");
   cmd->add_option("--repetition-penalty", o->sampling.repetition_penalty,
                   "> 1 discourages repeats");
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed");
-  cmd->add_option("--stop", o->stop, "Stop when the text contains this (repeatable)");
+  cmd->add_option("--stop", o->stop, "Stop when the text contains this (repeatable)")
+      ->allow_extra_args(false);
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at EOS");
   add_placement_flags(cmd, o->placement);
-  cmd->add_flag("--json", o->json, "Print one JSON object");
-  cmd->add_option("--threads", o->threads,
+  cmd->add_flag("--json", o->json, "Print one JSON object (docs/cli.md)");
+  cmd->add_flag("--quiet", o->quiet,
+                "Print only the generated text on stdout; statistics go to stderr");
+  cmd->add_option("-t,--threads", o->threads,
                   "CPU threads for compute (default and most: the CPUs this process may use)");
   cmd->add_flag("--no-progress", o->no_progress,
                 "No progress bar while loading (drawn on stderr when it is a terminal)");

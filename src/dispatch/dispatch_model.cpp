@@ -170,8 +170,10 @@ void dispatch_model(nn::Module& model, const plan::DeviceMap& device_map, Dispat
       if (p.is_cpu() || p.is_disk()) offloaded_to.push_back(p.to_string());
     }
     if (!offloaded_to.empty()) {
-      log_warning("Some parameters are on the meta device because they were offloaded to the {}.",
-                  fmt::join(offloaded_to, " and "));
+      // Accelerate warns here; every offloaded run would then warn about what it was asked to
+      // do, so ferry says it at info level (docs/deviations.md).
+      log_info("Some parameters are on the meta device because they were offloaded to the {}.",
+               fmt::join(offloaded_to, " and "));
     }
     nn::retie_parameters(model, nn::find_tied_parameters(model));
   } else if (!devices.empty()) {

@@ -40,14 +40,21 @@ std::filesystem::path save_sharded(const std::filesystem::path& folder,
   if (shards.size() <= 1) {
     const auto path = folder / (options.base_name + ".safetensors");
     save_safetensors(path, shards.empty() ? std::map<std::string, at::Tensor>{} : shards[0], save);
+    if (options.progress) options.progress(total_bytes, total_bytes);
     return path;
   }
+  std::uint64_t written_bytes = 0;
   nlohmann::json weight_map = nlohmann::json::object();
   for (std::size_t i = 0; i < shards.size(); ++i) {
     const std::string file =
         fmt::format("{}-{:05d}-of-{:05d}.safetensors", options.base_name, i + 1, shards.size());
     save_safetensors(folder / file, shards[i], save);
-    for (const auto& entry : shards[i]) weight_map[entry.first] = file;
+    for (const auto& entry : shards[i]) {
+      weight_map[entry.first] = file;
+      written_bytes += static_cast<std::uint64_t>(entry.second.numel()) *
+                       static_cast<std::uint64_t>(entry.second.element_size());
+    }
+    if (options.progress) options.progress(written_bytes, total_bytes);
   }
   // json.dumps(index, indent=2, sort_keys=True) + "\n": nlohmann::json keeps keys sorted, and
   // ensure_ascii matches Python's default escaping of non-ASCII names.

@@ -179,7 +179,12 @@ MadeModel make_model(const std::filesystem::path& folder, const MakeModelOptions
   }
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& t : model->module().named_parameters()) {
+  const auto parameters = model->module().named_parameters();
+  const std::uint64_t element_bytes = static_cast<std::uint64_t>(element_size(options.dtype));
+  std::uint64_t total_bytes = 0;
+  for (const auto& t : parameters) total_bytes += static_cast<std::uint64_t>(t.tensor().numel());
+  total_bytes *= element_bytes;
+  for (const auto& t : parameters) {
     const bool is_norm =
         t.name.find("norm") != std::string::npos || t.name.find("ln_") != std::string::npos;
     const bool is_bias = t.name.ends_with(".bias");
@@ -188,10 +193,21 @@ MadeModel make_model(const std::filesystem::path& folder, const MakeModelOptions
     w = is_norm && !is_bias ? 1.0 + 0.1 * w : 0.02 * w;
     tensors.emplace_back(t.name, w.to(require_scalar_type(options.dtype)));
     made.n_parameters += static_cast<std::uint64_t>(w.numel());
+    if (options.progress) {
+      options.progress({.phase = "generating",
+                        .bytes_done = made.n_parameters * element_bytes,
+                        .bytes_total = total_bytes});
+    }
   }
   made.size = Bytes(made.n_parameters * static_cast<std::uint64_t>(element_size(options.dtype)));
   std::filesystem::create_directories(folder);
-  io::save_sharded(folder, tensors, {.max_shard_size = options.max_shard_size});
+  io::ShardOptions shards{.max_shard_size = options.max_shard_size};
+  if (options.progress) {
+    shards.progress = [&options](std::uint64_t done, std::uint64_t total) {
+      options.progress({.phase = "writing", .bytes_done = done, .bytes_total = total});
+    };
+  }
+  io::save_sharded(folder, tensors, shards);
   io::write_text_file(folder / "config.json", config_to_json(c));
   io::write_text_file(folder / "tokenizer.json", tokenizer);
   const auto& names = recipe(options.arch).special_tokens;

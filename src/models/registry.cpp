@@ -237,7 +237,7 @@ struct Prepared {
 Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& options) {
   Prepared prepared;
   LoadedModel& out = prepared.out;
-  out.config = load_config(folder);
+  out.config = options.config ? *options.config : load_config(folder);
   const std::shared_ptr<const Architecture> architecture = require_architecture(out.config);
   const at::ScalarType dtype = build_dtype(out.config, options.dispatch.dtype);
   const std::filesystem::path checkpoint =

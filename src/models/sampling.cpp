@@ -16,6 +16,8 @@ Sampler::Sampler(const SamplingOptions& options)
               options.top_k);
   FERRY_CHECK(options.top_p > 0 && options.top_p <= 1, InvalidArgument,
               "top_p must be in (0, 1], got {}", options.top_p);
+  FERRY_CHECK(options.min_p >= 0 && options.min_p <= 1, InvalidArgument,
+              "min_p must be in [0, 1], got {}", options.min_p);
   FERRY_CHECK(options.repetition_penalty > 0, InvalidArgument,
               "repetition_penalty must be > 0, got {}", options.repetition_penalty);
 }
@@ -55,6 +57,13 @@ at::Tensor Sampler::next(at::Tensor logits, const std::vector<std::vector<std::i
     remove_sorted.narrow(-1, vocab - 1, 1).fill_(false);
     const at::Tensor remove = remove_sorted.scatter(-1, order, remove_sorted);
     logits = logits.masked_fill(remove, lowest);
+  }
+  if (options_.min_p > 0.0) {
+    // transformers' MinPLogitsWarper: drop tokens less likely than min_p times the most likely
+    // one (which always stays), after temperature, top-k and top-p.
+    const at::Tensor probs = logits.softmax(-1);
+    const at::Tensor floor = std::get<0>(probs.max(-1, /*keepdim=*/true)) * options_.min_p;
+    logits = logits.masked_fill(probs < floor, lowest);
   }
   const at::Tensor probs = logits.softmax(-1);
   return at::multinomial(probs, 1, /*replacement=*/false, generator_).squeeze(-1);

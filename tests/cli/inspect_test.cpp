@@ -79,5 +79,32 @@ TEST_F(InspectCommand, BadFileIsOneLineErrorAndNonZeroExit) {
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
 }
 
+TEST_F(InspectCommand, NamesInNaturalOrderWithParameterCounts) {
+  io::save_safetensors(dir_ / "layers.safetensors", {{"layers.10.weight", at::ones({2, 3})},
+                                                     {"layers.2.weight", at::ones({2, 3})},
+                                                     {"layers.1.weight", at::ones({4})},
+                                                     {"embed.weight", at::ones({1000, 2})}});
+  const Result r = run_ferry("inspect --json " + (dir_ / "layers.safetensors").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto json = nlohmann::json::parse(r.out);
+  std::vector<std::string> names;
+  for (const auto& t : json["tensors"]) names.push_back(t["name"]);
+  EXPECT_EQ(names, (std::vector<std::string>{"embed.weight", "layers.1.weight", "layers.2.weight",
+                                             "layers.10.weight"}));
+  EXPECT_EQ(json["tensors"][0]["parameters"], 2000);
+  EXPECT_EQ(json["total_parameters"], 2000 + 4 + 6 + 6);
+  EXPECT_EQ(json["totals_by_dtype"]["F32"]["parameters"], 2016);
+  const Result table = run_ferry("inspect " + (dir_ / "layers.safetensors").string());
+  ASSERT_EQ(table.exit_code, 0) << table.out;
+  EXPECT_LT(table.out.find("layers.2.weight"), table.out.find("layers.10.weight"));
+  EXPECT_THAT(table.out, HasSubstr("4 tensors, 2.02 K parameters (2016), 7.88 KiB"));
+}
+
+TEST_F(InspectCommand, AMissingPathSaysItDoesNotExist) {
+  const Result r = run_ferry("inspect " + (dir_ / "absent").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.out, HasSubstr("inspect: " + (dir_ / "absent").string() + " does not exist"));
+}
+
 }  // namespace
 }  // namespace ferry::cli

@@ -12,9 +12,10 @@ struct Result {
   std::string out;  // stdout and stderr
 };
 
-// Runs `ferry ARGS REDIRECT`.
-inline Result run_ferry_redirected(const std::string& args, const char* redirect) {
-  const std::string command = std::string(FERRY_CLI_PATH) + " " + args + " " + redirect;
+// Runs `PREFIX ferry ARGS REDIRECT` through the shell.
+inline Result run_ferry_redirected(const std::string& args, const char* redirect,
+                                   const std::string& prefix = "") {
+  const std::string command = prefix + std::string(FERRY_CLI_PATH) + " " + args + " " + redirect;
   FILE* pipe = ::popen(command.c_str(), "r");
   std::string out;
   char buffer[4096];
@@ -24,6 +25,17 @@ inline Result run_ferry_redirected(const std::string& args, const char* redirect
 }
 
 inline Result run_ferry(const std::string& args) { return run_ferry_redirected(args, "2>&1"); }
+
+// Only stderr (stdout discarded).
+inline Result run_ferry_stderr(const std::string& args) {
+  return run_ferry_redirected(args, "2>&1 >/dev/null");
+}
+
+// Runs `ferry ARGS REDIRECT` killed after `seconds` (for inputs that must not make ferry wait,
+// such as a FIFO): a hang is exit code 124, not a stuck test.
+inline Result run_ferry_bounded(int seconds, const std::string& args, const char* redirect) {
+  return run_ferry_redirected(args, redirect, "timeout " + std::to_string(seconds) + " ");
+}
 
 // Only stdout (for --json output, which must parse on its own; warnings go to stderr).
 inline Result run_ferry_stdout(const std::string& args) {

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "ferry/core/error.h"
 #include "ferry/models/registry.h"
 #include "models/model_fixtures.h"
@@ -24,6 +26,20 @@ TEST(Sampler, GreedyIsArgmaxAndTopKOneIsGreedy) {
                   .item<std::int64_t>(),
               1);
   }
+}
+
+TEST(Sampler, MinPDropsTokensFarLessLikelyThanTheTop) {
+  // Probabilities about 0.64, 0.24, 0.09, 0.03: min_p 0.3 keeps tokens 0 and 1 only.
+  const at::Tensor logits = at::tensor({3.0f, 2.0f, 1.0f, 0.0f}).view({1, 4});
+  std::set<std::int64_t> drawn;
+  for (int i = 0; i < 200; ++i) {
+    drawn.insert(Sampler({.temperature = 1.0, .min_p = 0.3, .seed = static_cast<std::uint64_t>(i)})
+                     .next(logits, {{}})
+                     .item<std::int64_t>());
+  }
+  EXPECT_EQ(drawn, (std::set<std::int64_t>{0, 1}));
+  // min_p 1 keeps only the most likely token.
+  EXPECT_EQ(Sampler({.temperature = 1.0, .min_p = 1.0}).next(logits, {{}}).item<std::int64_t>(), 0);
 }
 
 TEST(Sampler, RepetitionPenaltyAndSeed) {
@@ -48,6 +64,7 @@ TEST(Sampler, RejectsBadOptions) {
   EXPECT_EQ(message({.temperature = -1}), "temperature must be >= 0 (0 is greedy), got -1");
   EXPECT_EQ(message({.top_k = -2}), "top_k must be >= 0 (0 keeps all), got -2");
   EXPECT_EQ(message({.top_p = 0}), "top_p must be in (0, 1], got 0");
+  EXPECT_EQ(message({.min_p = 1.5}), "min_p must be in [0, 1], got 1.5");
   EXPECT_EQ(message({.repetition_penalty = 0}), "repetition_penalty must be > 0, got 0");
 }
 

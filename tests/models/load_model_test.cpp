@@ -138,5 +138,17 @@ TEST(LoadModelChecks, StrictMakesUnusedTensorsFatal) {
   EXPECT_EQ(std::string(e.what()).find("inv_freq"), std::string::npos) << e.what();
 }
 
+TEST(LoadModelChecks, AConfigAlreadyReadIsNotReadAgain) {
+  // `ferry run` reads config.json once, before loading (issue 13): a folder whose config.json is
+  // gone by the time load_model runs still loads with the caller's copy.
+  const EditedModel model("llama_gqa");
+  const ModelConfig config = load_config(model.path());
+  std::filesystem::remove(model.path() / "config.json");
+  const LoadedModel loaded = load_model(model.path(), {.config = config});
+  EXPECT_EQ(loaded.config.n_layers, config.n_layers);
+  EXPECT_EQ(loaded.config.file, config.file);
+  EXPECT_THROW(load_model(model.path()), IoError);
+}
+
 }  // namespace
 }  // namespace ferry::models

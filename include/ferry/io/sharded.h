@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -70,6 +71,8 @@ struct ShardOptions {
   Bytes max_shard_size{10'000'000'000};  // Accelerate's default "10GB"
   std::string base_name = "model";       // files "<base>-00001-of-0000N.safetensors"
   std::map<std::string, std::string> metadata{{"format", "pt"}};  // each shard's __metadata__
+  // Called after each shard file is written: (tensor bytes written so far, bytes of all shards).
+  std::function<void(std::uint64_t bytes_done, std::uint64_t bytes_total)> progress;
 };
 
 // Writes `tensors` into `folder` split greedily in the given (state-dict) order as Accelerate's

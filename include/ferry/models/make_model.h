@@ -6,14 +6,24 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "ferry/core/bytes.h"
 #include "ferry/core/dtype.h"
 #include "ferry/models/config.h"
 
 namespace ferry::models {
+
+// Where make_model stands: reported after each tensor is generated, then after each shard file
+// is written.
+struct MakeModelProgress {
+  std::string_view phase;  // "generating" (random weights in memory) or "writing" (shard files)
+  std::uint64_t bytes_done = 0;
+  std::uint64_t bytes_total = 0;  // all weights as stored
+};
 
 struct MakeModelOptions {
   std::string arch = "llama";  // a model type of make_model_architectures(): "llama", "gpt2", ...
@@ -33,6 +43,7 @@ struct MakeModelOptions {
   std::uint64_t seed = 0;                    // weights and nothing else depend on it
   Bytes max_shard_size{200'000'000};         // shards of at most this size
   int n_merges = 200;                        // BPE merges learned for the tokenizer
+  std::function<void(const MakeModelProgress&)> progress;  // optional; called on this thread
 };
 
 struct MadeModel {

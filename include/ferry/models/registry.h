@@ -56,6 +56,9 @@ struct LoadModelOptions {
   // sizes are replaced by runtime_needs of it; an unset max_new_tokens is the folder's
   // generation_config.json's, else the default).
   RunShape shape;  // no initializer: Note [Options defaults]
+  // config.json as the caller already read it (models::load_config of the same folder), so that
+  // it is read once; nullopt: load_model and plan_model read it.
+  std::optional<ModelConfig> config;
 };
 
 struct LoadedModel {
