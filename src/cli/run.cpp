@@ -454,6 +454,7 @@ void add_run_command(CLI::App& app, Runner& runner) {
     if (given("--temperature")) o->chosen.temperature = o->sampling.temperature;
     if (given("--top-k")) o->chosen.top_k = o->sampling.top_k;
     if (given("--top-p")) o->chosen.top_p = o->sampling.top_p;
+    if (given("--min-p")) o->chosen.min_p = o->sampling.min_p;
     if (given("--repetition-penalty"))
       o->chosen.repetition_penalty = o->sampling.repetition_penalty;
     if (given("--seed")) o->chosen.seed = o->sampling.seed;

@@ -138,6 +138,7 @@ GenerateOptions resolve_generate_options(const GenerationConfig& model,
   s.temperature = sample ? chosen.temperature.value_or(model.temperature.value_or(1.0)) : 0.0;
   s.top_k = chosen.top_k.value_or(model.top_k.value_or(s.top_k));
   s.top_p = chosen.top_p.value_or(model.top_p.value_or(s.top_p));
+  s.min_p = chosen.min_p.value_or(model.min_p.value_or(s.min_p));
   s.repetition_penalty =
       chosen.repetition_penalty.value_or(model.repetition_penalty.value_or(s.repetition_penalty));
   s.seed = chosen.seed.value_or(s.seed);

@@ -105,6 +105,10 @@ GenerationConfig parse_generation_config(std::string_view json_text,
     f.fail("temperature", fmt::format("must be 0 or more, got {}", *g.temperature));
   }
   g.top_k = f.integer("top_k", 0, kMaxVocabSize);
+  g.min_p = f.number("min_p");
+  if (g.min_p && !(*g.min_p >= 0 && *g.min_p <= 1)) {
+    f.fail("min_p", fmt::format("must be in [0, 1], got {}", *g.min_p));
+  }
   g.top_p = f.number("top_p");
   if (g.top_p && !(*g.top_p > 0 && *g.top_p <= 1)) {
     f.fail("top_p", fmt::format("must be in (0, 1], got {}", *g.top_p));

@@ -69,6 +69,7 @@ TEST(GenerationConfigParse, EachBadFieldIsNamedWithTheFile) {
       {R"({"temperature": -0.5})", "field 'temperature' must be 0 or more, got -0.5"},
       {R"({"temperature": "hot"})", "field 'temperature' must be a number"},
       {R"({"top_p": 0})", "field 'top_p' must be in (0, 1], got 0"},
+      {R"({"min_p": 1.5})", "field 'min_p' must be in [0, 1], got 1.5"},
       {R"({"top_p": 1.5})", "field 'top_p' must be in (0, 1], got 1.5"},
       {R"({"top_k": -1})", "field 'top_k' must be in [0, 2147483648], got -1"},
       {R"({"repetition_penalty": 0})", "field 'repetition_penalty' must be positive, got 0"},
@@ -125,11 +126,13 @@ TEST(ResolveGenerateOptions, CallerThenFileThenFerryDefaults) {
   EXPECT_EQ(plain.sampling.top_k, defaults.sampling.top_k);
 
   const GenerationConfig file = parse(R"({"do_sample": true, "temperature": 0.6, "top_p": 0.9,
-      "top_k": 20, "max_new_tokens": 50, "eos_token_id": [5, 6], "repetition_penalty": 1.3})");
+      "top_k": 20, "max_new_tokens": 50, "eos_token_id": [5, 6], "repetition_penalty": 1.3,
+      "min_p": 0.05})");
   const GenerateOptions from_file = resolve_generate_options(file, {});
   EXPECT_EQ(from_file.max_new_tokens, 50);
   EXPECT_EQ(from_file.sampling.temperature, 0.6);
   EXPECT_EQ(from_file.sampling.top_p, 0.9);
+  EXPECT_EQ(from_file.sampling.min_p, 0.05);
   EXPECT_EQ(from_file.sampling.top_k, 20);
   EXPECT_EQ(from_file.sampling.repetition_penalty, 1.3);
   EXPECT_EQ(from_file.eos_token_ids, (std::vector<std::int64_t>{5, 6}));
@@ -138,11 +141,13 @@ TEST(ResolveGenerateOptions, CallerThenFileThenFerryDefaults) {
       resolve_generate_options(file, {.max_new_tokens = 3,
                                       .temperature = 0.0,
                                       .top_k = 2,
+                                      .min_p = 0.5,
                                       .eos_token_ids = std::vector<std::int64_t>{}});
   EXPECT_EQ(chosen.max_new_tokens, 3);
   EXPECT_EQ(chosen.sampling.temperature, 0.0);  // a chosen temperature of 0 is greedy
   EXPECT_EQ(chosen.sampling.top_k, 2);
   EXPECT_EQ(chosen.sampling.top_p, 0.9);      // not chosen: the file's
+  EXPECT_EQ(chosen.sampling.min_p, 0.5);      // chosen (--min-p) over the file's
   EXPECT_TRUE(chosen.eos_token_ids.empty());  // chosen: never stop early
 
   // do_sample false in the file: greedy even though the file has a temperature.

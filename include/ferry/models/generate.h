@@ -53,6 +53,7 @@ struct GenerationChoices {
   std::optional<double> temperature;  // 0: greedy; > 0: sample (unless do_sample is false)
   std::optional<std::int64_t> top_k;
   std::optional<double> top_p;
+  std::optional<double> min_p;
   std::optional<double> repetition_penalty;
   std::optional<std::uint64_t> seed;
   // The ids that end a sequence; an empty list never stops early (--ignore-eos).

@@ -33,6 +33,7 @@ struct GenerationConfig {
   std::optional<double> temperature;
   std::optional<std::int64_t> top_k;
   std::optional<double> top_p;
+  std::optional<double> min_p;
   std::optional<double> repetition_penalty;
   std::filesystem::path file;  // where it was read from ("" when there was none)
 };
@@ -42,7 +43,7 @@ struct GenerationConfig {
 // naming the file and the field for a mistyped or out-of-range value: a token id that is
 // negative or 2^31 or more, more than kMaxEosTokenIds eos ids, max_new_tokens outside
 // [0, kMaxPositions], top_k outside [0, kMaxVocabSize], temperature negative or not finite,
-// top_p outside (0, 1], repetition_penalty not positive and finite. A field set to null counts
+// top_p outside (0, 1], min_p outside [0, 1], repetition_penalty not positive and finite. A field set to null counts
 // as absent.
 GenerationConfig parse_generation_config(std::string_view json_text,
                                          const std::filesystem::path& file);
