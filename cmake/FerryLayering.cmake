@@ -3,15 +3,16 @@ cmake_policy(SET CMP0057 NEW)
 # Checked at configure time over include/ and src/, so an upward include fails the build.
 set(FERRY_LAYER_DEPS_core "core")
 set(FERRY_LAYER_DEPS_io "core;io")
-set(FERRY_LAYER_DEPS_nn "core;nn")
-set(FERRY_LAYER_DEPS_plan "core;io;nn;plan")
-set(FERRY_LAYER_DEPS_dispatch "core;io;nn;plan;dispatch")
-set(FERRY_LAYER_DEPS_models "core;io;nn;plan;dispatch;models")
+set(FERRY_LAYER_DEPS_kernels "core;kernels")
+set(FERRY_LAYER_DEPS_nn "core;kernels;nn")
+set(FERRY_LAYER_DEPS_plan "core;io;kernels;nn;plan")
+set(FERRY_LAYER_DEPS_dispatch "core;io;kernels;nn;plan;dispatch")
+set(FERRY_LAYER_DEPS_models "core;io;kernels;nn;plan;dispatch;models")
 
 # Returns in OUT_VAR the list of "file: ferry/<layer>/..." violations under ROOT.
 function(ferry_layering_violations root out_var)
   set(violations "")
-  foreach(layer core io nn plan dispatch models)
+  foreach(layer core io kernels nn plan dispatch models)
     file(GLOB_RECURSE files "${root}/include/ferry/${layer}/*.h" "${root}/src/${layer}/*.cpp"
          "${root}/src/${layer}/*.h")
     foreach(f ${files})

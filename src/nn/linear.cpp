@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "ferry/kernels/linear.h"
+
 namespace ferry::nn {
 namespace {
 // PyTorch's default for Linear: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
@@ -21,7 +23,8 @@ Linear::Linear(std::int64_t in_features, std::int64_t out_features, LinearOption
 }
 
 at::Tensor Linear::forward(const at::Tensor& x) {
-  return bias_ ? at::linear(x, *weight_, *bias_) : at::linear(x, *weight_);
+  return kernels::linear(x, *weight_, bias_ ? std::optional<at::Tensor>(*bias_) : std::nullopt,
+                         "Linear");
 }
 
 Conv1D::Conv1D(std::int64_t out_features, std::int64_t in_features, at::ScalarType dtype)
