@@ -3,9 +3,18 @@
 //   2. a 70B-Llama-like checkpoint's headers (80 layers), and
 //   3. a synthetic mixture-of-experts header list with ~175,000 tensors.
 // Prints milliseconds and tensor counts; run on an idle machine.
+//
+// `bench_plan --write-headers DIR` instead writes the 70B checkpoint's headers as DIR/
+// model.safetensors, a sparse file (the header, then a hole the size of the weights), for timing
+// a whole `ferry plan DIR` process (bench/run.sh, the start-up row next to P2).
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "ferry/nn/containers.h"
 #include "ferry/nn/init.h"
@@ -62,9 +71,44 @@ void bench_headers(const char* label, const std::vector<ferry::TensorInfo>& info
              label, infos.size(), total_ms, plan.plan.device_map.size());
 }
 
+// A safetensors file holding `infos` in order: its header and a hole for the data.
+int write_headers(const std::filesystem::path& dir, const std::vector<ferry::TensorInfo>& infos) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  std::uint64_t offset = 0;
+  for (const ferry::TensorInfo& t : infos) {
+    header[t.name] = {{"dtype", ferry::safetensors_name(t.dtype)},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + t.size_bytes()}}};
+    offset += t.size_bytes();
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path file = dir / "model.safetensors";
+  {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    const std::uint64_t n = text.size();
+    char length[8];
+    std::memcpy(length, &n, 8);
+    out.write(length, 8);
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    if (!out) {
+      fmt::print(stderr, "cannot write {}\n", file.string());
+      return 1;
+    }
+  }
+  std::filesystem::resize_file(file, 8 + text.size() + offset);
+  fmt::print("wrote {}: {} tensors, {} bytes of weights (sparse)\n", file.string(), infos.size(),
+             offset);
+  return 0;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc == 3 && std::string_view(argv[1]) == "--write-headers") {
+    return write_headers(argv[2], llama_headers(80, 0));
+  }
   using namespace ferry;
   {
     auto start = Clock::now();

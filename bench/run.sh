@@ -416,6 +416,39 @@ else
   fail_row "P2 plan a 70B Llama from headers" "≤ 200 ms" "${plan_err:-no figure in bench_plan output}"
 fi
 
+# Start-up (issue 13): whole `ferry` processes that compute nothing must not load the tensor
+# engine. `ferry plan` on the 70B headers written as a sparse file (two simulated 40 GiB GPUs and
+# a 64 GiB CPU), and `ferry --help`; wall time from date(1), peak RSS from /usr/bin/time.
+log "start-up: ferry plan on 70B headers, ferry --help × $RUNS"
+headers70b=$TMP/headers-70b
+if run_bench bench_plan --write-headers "$headers70b"; then
+  t_plan=(); t_help=(); rss_plan=()
+  for ((r = 0; r < RUNS; r++)); do
+    a=$(date +%s%N)
+    FERRY_SIM_GPUS=2:40GiB "$FERRY" plan "$headers70b" --max-memory 0=40GiB,1=40GiB,cpu=64GiB \
+      >"$LOGS/startup-plan.log" 2>&1 || { t_plan=(); break; }
+    b=$(date +%s%N)
+    t_plan+=("$(calc "($b - $a) / 1e6")")
+    a=$(date +%s%N); "$FERRY" --help >/dev/null 2>&1; b=$(date +%s%N)
+    t_help+=("$(calc "($b - $a) / 1e6")")
+    if [[ -x /usr/bin/time ]]; then
+      m=$(FERRY_SIM_GPUS=2:40GiB /usr/bin/time -f %M "$FERRY" plan "$headers70b" \
+        --max-memory 0=40GiB,1=40GiB,cpu=64GiB 2>&1 >/dev/null | tail -1)
+      is_num "$m" && rss_plan+=("$(calc "$m / 1024")")
+    fi
+  done
+  s=($(stats "${t_plan[@]}")); q=($(stats "${t_help[@]}")); m=($(stats "${rss_plan[@]}"))
+  if ((s[3] > 0)); then
+    row "Start-up: whole \`ferry plan\` on 70B headers (ms)" "$(fmtn "${s[0]}")" "$(fmtn "${s[1]}")" \
+      "$(fmtn "${s[2]}")" "—" "$(fmt_ratio "$(div "${s[0]}" 50)") of target" "≤ 50 ms" \
+      "${s[3]} processes; \`ferry --help\`: median $(fmtn "${q[0]}") ms; peak RSS of plan: $( ((m[3] > 0)) && echo "$(fmtn "${m[0]}") MiB" || echo "not measured")"
+  else
+    fail_row "Start-up: ferry plan on 70B headers" "≤ 50 ms" "$(tail -1 "$LOGS/startup-plan.log")"
+  fi
+else
+  fail_row "Start-up: ferry plan on 70B headers" "≤ 50 ms" "$(last_error "$BENCH_LOG")"
+fi
+
 # P3: bench_dispatch_overhead, RUNS processes of P3_ROUNDS rounds each.
 log "P3: bench_dispatch_overhead $P3_ROUNDS × $RUNS"
 hooked=(); plain=(); ratios=(); p3_err=; p3_desc=

@@ -3,7 +3,7 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-set(_ferry_layers ferry_core ferry_io ferry_kernels ferry_nn ferry_plan ferry_dispatch ferry_models)
+set(_ferry_layers ferry_base ferry_core ferry_io ferry_kernels ferry_nn ferry_plan ferry_dispatch ferry_models)
 foreach(t ${_ferry_layers})
   target_include_directories(${t} PUBLIC $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
   string(REPLACE "ferry_" "" _short ${t})
@@ -15,6 +15,7 @@ install(TARGETS ${_ferry_layers} ferry_ferry ferry_flags EXPORT ferryTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(TARGETS ferry_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS ferry_engine RUNTIME DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/ferry)
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/ferry DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT ferryTargets NAMESPACE ferry:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/ferry)
 

@@ -113,7 +113,7 @@ int run_demo(const DemoOptions& options) {
 void add_demo_command(CLI::App& app, Runner& runner) {
   auto options = std::make_shared<DemoOptions>();
   CLI::App* cmd =
-      app.add_subcommand("demo", "Build a 100B-parameter model on meta and summarise it");
+      app.add_subcommand("demo", std::string(kDemoDescription));
   cmd->add_option("--layers", options->layers, "Number of Linear layers")
       ->check(CLI::Range(1, 1000000));
   cmd->add_option("--width", options->width, "in = out features of each Linear")

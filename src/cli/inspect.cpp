@@ -18,10 +18,7 @@
 #include "ferry/core/bytes.h"
 #include "ferry/core/error.h"
 #include "ferry/core/shape.h"
-#include "ferry/io/checkpoint.h"
-#include "ferry/io/offload_folder.h"
-#include "ferry/io/safetensors.h"
-#include "ferry/io/sharded.h"
+#include "ferry/io/checkpoint_headers.h"
 
 namespace ferry::cli {
 namespace {
@@ -90,63 +87,23 @@ std::string display_file(const std::filesystem::path& file, const std::filesyste
   return relative.string();
 }
 
-// An offload folder's raw entries must have .dat files of exactly their size; checked by size
-// alone so inspecting never reads weights.
-void check_dat_sizes(const io::TensorSource& folder) {
-  for (const std::string& name : folder.names()) {
-    const TensorInfo info = folder.info(name);
-    const auto file = folder.file_of(name);
-    if (file.extension() != ".dat" || info.size_bytes() == 0) continue;
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(file, ec);
-    if (ec || size != info.size_bytes()) {
-      throw CorruptFile(
-          fmt::format("tensor '{}' in {}: size does not match index.json: expected {} bytes, "
-                      "got {}",
-                      name, file.string(), info.size_bytes(),
-                      ec ? "no file" : std::to_string(size)),
-          ErrorFields{.path = name,
-                      .file = file.string(),
-                      .expected = std::to_string(info.size_bytes()),
-                      .actual = ec ? "no file" : std::to_string(size)});
-    }
-  }
-}
-
 Report build_report(const std::string& path) {
-  const io::CheckpointLocation where = io::resolve_checkpoint(path);
-  Report report{.path = where.path.string()};
-  std::shared_ptr<const io::TensorSource> source;
+  io::CheckpointHeaders headers = io::read_checkpoint_headers(path);
+  const io::CheckpointLocation& where = headers.location;
+  Report report{.path = where.path.string(),
+                .metadata = std::move(headers.metadata),
+                .index_total_size_bytes = headers.index_total_size_bytes};
   std::filesystem::path base = where.path.parent_path();
   switch (where.kind) {
-    case io::CheckpointKind::kSafetensors: {
-      auto file = io::SafetensorsFile::open(where.path);
-      report.format = "safetensors";
-      report.metadata = file->metadata();
-      source = file;
-      break;
-    }
-    case io::CheckpointKind::kShardedIndex: {
-      auto sharded = io::ShardedCheckpoint::open(where.path);
-      sharded->validate();
-      report.format = "sharded safetensors";
-      report.index_total_size_bytes = sharded->total_size_bytes();
-      if (!sharded->shard_files().empty()) {
-        report.metadata = sharded->shard(sharded->shard_files().front())->metadata();
-      }
-      source = sharded;
-      break;
-    }
-    case io::CheckpointKind::kOffloadFolder: {
-      source = io::OffloadFolder::open(where.path);
-      check_dat_sizes(*source);
+    case io::CheckpointKind::kSafetensors: report.format = "safetensors"; break;
+    case io::CheckpointKind::kShardedIndex: report.format = "sharded safetensors"; break;
+    case io::CheckpointKind::kOffloadFolder:
       report.format = "offload folder";
       base = where.path;
       break;
-    }
   }
-  for (const std::string& name : source->names()) {
-    report.rows.push_back(Row{source->info(name), display_file(source->file_of(name), base)});
+  for (io::HeaderTensor& t : headers.tensors) {
+    report.rows.push_back(Row{std::move(t.info), display_file(t.file, base)});
   }
   std::stable_sort(report.rows.begin(), report.rows.end(), [](const Row& a, const Row& b) {
     return natural_less(a.info.name, b.info.name);
@@ -256,8 +213,7 @@ int run_inspect(const InspectOptions& options) {
 
 void add_inspect_command(CLI::App& app, Runner& runner) {
   auto options = std::make_shared<InspectOptions>();
-  CLI::App* cmd = app.add_subcommand(
-      "inspect", "List a checkpoint's tensors (dtype, shape, size, file) and validate it");
+  CLI::App* cmd = app.add_subcommand("inspect", std::string(kInspectDescription));
   cmd->add_option("path", options->path,
                   "A .safetensors file, a *.index.json, a model folder or an offload folder")
       ->required();

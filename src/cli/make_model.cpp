@@ -125,7 +125,7 @@ int make(const MakeModelFlags& f) {
 
 void add_make_model_command(CLI::App& app, Runner& runner) {
   auto* cmd =
-      app.add_subcommand("make-model", "Write a synthetic checkpoint folder (random weights)");
+      app.add_subcommand("make-model", std::string(kMakeModelDescription));
   auto f = std::make_shared<MakeModelFlags>();
   models::MakeModelOptions& o = f->options;
   const std::vector<std::string> archs = models::make_model_architectures();

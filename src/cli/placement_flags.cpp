@@ -11,7 +11,6 @@
 #include "ferry/core/bytes.h"
 #include "ferry/core/dtype.h"
 #include "ferry/core/error.h"
-#include "ferry/core/log.h"
 #include "ferry/plan/device_map.h"
 #include "ferry/plan/memory_budget.h"
 #include "ferry/plan/strategy.h"
@@ -21,8 +20,6 @@
 
 namespace ferry::cli {
 namespace {
-
-constexpr int kMaxIoThreads = 16;
 
 constexpr std::uint64_t kMaxMapFileBytes = std::uint64_t{64} << 20;
 
@@ -54,7 +51,13 @@ bool is_strategy(std::string_view text) {
   return text == "auto" || text == "balanced" || text == "balanced_low_0" || text == "sequential";
 }
 
-plan::MemoryBudget parse_reserve(const std::string& text, const std::optional<plan::MemoryBudget>& budget) {
+
+}  // namespace
+
+std::string device_key(Placement p) { return p.to_string(); }
+
+plan::MemoryBudget reserve_budget(const std::string& text,
+                                  const std::optional<plan::MemoryBudget>& budget) {
   if (text.empty()) return {};
   if (text.find('=') != std::string::npos) {
     return plan::get_max_memory(plan::parse_budget_entries(text), /*gpu_count=*/1 << 30);
@@ -69,9 +72,6 @@ plan::MemoryBudget parse_reserve(const std::string& text, const std::optional<pl
   return reserve;
 }
 
-}  // namespace
-
-std::string device_key(Placement p) { return p.to_string(); }
 
 void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
   cmd->add_option("--device-map", f.device_map,
@@ -155,7 +155,7 @@ void check_placement_flags(const PlacementFlags& f) {
     } else {
       (void)parse_size_flag("--reserve", f.reserve, /*warn=*/true);
     }
-    (void)parse_reserve(f.reserve, std::nullopt);
+    (void)reserve_budget(f.reserve, std::nullopt);
   }
   if (!f.dtype.empty()) (void)parse_dtype(f.dtype);
   if (!f.offload_folder.empty()) require_output_folder("--offload-folder", f.offload_folder);
@@ -167,45 +167,18 @@ void check_placement_flags(const PlacementFlags& f) {
   }
 }
 
-models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prompt_tokens) {
-  models::LoadModelOptions load;
-  auto& d = load.dispatch;
+plan::RuntimeOptions runtime_options(const PlacementFlags& f) {
+  plan::RuntimeOptions rt;
   if (f.io == "mmap") {
-    d.prefetch.reset();  // Accelerate's way: each block read when it runs, via mmap
-  } else {
-    d.prefetch->read_mode = f.io == "direct" ? io::ReadMode::Direct : io::ReadMode::Buffered;
-    d.prefetch->lookahead = !f.no_prefetch;
-    if (f.io_threads > kMaxIoThreads) {
-      log_warning("--io-threads {}: using {}, the most that helps a disk", f.io_threads,
-                  kMaxIoThreads);
-    }
-    d.prefetch->threads = std::min(f.io_threads, kMaxIoThreads);
-    if (!f.prefetch_bytes.empty()) {
-      const std::uint64_t bytes = Bytes::parse(f.prefetch_bytes).value();
-      d.prefetch->host_budget_bytes = bytes;
-      d.prefetch->device_budget_bytes = bytes;
-    }
+    // Accelerate's way: each block read when it runs, via mmap, with no staging.
+    rt.streaming = plan::Streaming::kMapped;
+    rt.direct_io = false;
+    return rt;
   }
-  if (f.compute_on == "weights") {
-    d.compute = {.where = dispatch::ComputePolicy::Where::kWeights, .max_rows = f.rest_max_rows};
-  }
-  std::visit([&d](auto&& map) { d.device_map = std::move(map); },
-             parse_device_map_flag(f.device_map));
-  if (!f.max_memory.empty()) {
-    d.max_memory = plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
-  }
-  d.reserve = parse_reserve(f.reserve, d.max_memory);
-  d.offload_folder = f.offload_folder;
-  if (!f.dtype.empty()) d.dtype = parse_dtype(f.dtype);
-  // One meaning in `run` and `plan`: each name is a module class or a module path pattern.
-  d.no_split_module_classes = f.no_split;
-  d.no_split_patterns = f.no_split;
-  load.shape = models::RunShape{
-      .batch = f.batch,
-      .context = f.context,
-      .prompt_tokens = std::max(prompt_tokens, models::kPromptAllowance),
-      .max_new_tokens = f.max_new_tokens_given ? std::optional(f.max_new_tokens) : std::nullopt};
-  return load;
+  rt.streaming = f.no_prefetch ? plan::Streaming::kOnDemand : plan::Streaming::kPrefetch;
+  rt.direct_io = f.io == "direct";
+  if (!f.prefetch_bytes.empty()) rt.staging_bytes = Bytes::parse(f.prefetch_bytes).value();
+  return rt;
 }
 
 }  // namespace ferry::cli

@@ -1,18 +1,21 @@
 #pragma once
 // The flags that decide where weights rest, shared by `ferry run` and `ferry plan` so that one
-// set of flags means one plan: both turn them into the same models::LoadModelOptions, and both
-// plan through dispatch::resolve_for_dispatch.
+// set of flags means one plan: both turn them into the same models::LoadModelOptions
+// (load_options.h), and both plan through plan::resolve_and_plan. LibTorch-free: the front end
+// checks them and plans checkpoint headers with them (Note [Front end and engine]).
 
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
 
-#include "ferry/models/registry.h"
-#include "ferry/models/run_shape.h"
+#include "ferry/models/generation_config.h"
 #include "ferry/plan/device_map.h"
+#include "ferry/plan/memory_budget.h"
+#include "ferry/plan/resolve.h"
 #include "ferry/plan/strategy.h"
 
 namespace ferry::cli {
@@ -53,9 +56,17 @@ void check_placement_flags(const PlacementFlags& flags);
 // read from a JSON file, which must be a regular file of at most 64 MiB).
 std::variant<plan::Strategy, plan::DeviceMap> parse_device_map_flag(const std::string& text);
 
-// The load options the flags mean, for prompts of at most `prompt_tokens` tokens (the shape's
-// prompt allowance is max(that, models::kPromptAllowance)).
-models::LoadModelOptions load_options(const PlacementFlags& flags, std::int64_t prompt_tokens);
+// What --reserve means: nothing for "", a size on every device of `budget` (the CPU alone
+// without budgets), or per-device entries "0=2GiB,cpu=4GiB".
+plan::MemoryBudget reserve_budget(const std::string& text,
+                                  const std::optional<plan::MemoryBudget>& budget);
+
+// Loader threads the flags mean: --io-threads, at most kMaxIoThreads (warned once).
+inline constexpr int kMaxIoThreads = 16;
+
+// How streamed weights are read under the flags, as the planner counts it: the same figure
+// dispatch::runtime_of gives for load_options(flags).dispatch (a test checks both agree).
+plan::RuntimeOptions runtime_options(const PlacementFlags& flags);
 
 // The budget text of a device key ("cpu", "disk", "0") in the resolved budgets.
 std::string device_key(Placement p);

@@ -1,5 +1,6 @@
 // `ferry plan CHECKPOINT`: where each layer of a checkpoint would rest under given budgets, and
-// whether it fits — from the headers alone, no weights read.
+// whether it fits, no weights read. LibTorch-free: a checkpoint's headers are planned here, a
+// model folder by the engine (plan_model.cpp; Note [Front end and engine]).
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -12,32 +13,23 @@
 #include "cli/json_output.h"
 #include "cli/paths.h"
 #include "cli/placement_flags.h"
+#include "cli/plan_command.h"
 #include "ferry/core/bytes.h"
 #include "ferry/core/dtype.h"
-#include "ferry/io/checkpoint.h"
-#include "ferry/plan/estimate.h"
-#include "ferry/plan/strategy.h"
 #include "ferry/core/error.h"
-#include "ferry/dispatch/load_checkpoint.h"
-#include "ferry/models/config.h"
-#include "ferry/models/registry.h"
-#include "ferry/plan/resolve.h"
+#include "ferry/io/checkpoint_headers.h"
+#include "ferry/plan/estimate.h"
+#include "ferry/plan/no_split.h"
+#include "ferry/plan/strategy.h"
 
 namespace ferry::cli {
 namespace {
 
-struct PlanCommandOptions {
-  std::string checkpoint;
-  bool json = false;
-  bool headers_only = false;  // plan from the tensor headers even when config.json is there
-  PlacementFlags placement;   // the same flags as `ferry run`, meaning the same
-};
-
 std::vector<TensorInfo> read_tensor_infos(const std::string& checkpoint) {
-  const auto source = io::open_checkpoint(checkpoint);
+  io::CheckpointHeaders headers = io::read_checkpoint_headers(checkpoint);
   std::vector<TensorInfo> infos;
-  infos.reserve(source->names().size());
-  for (const std::string& name : source->names()) infos.push_back(source->info(name));
+  infos.reserve(headers.tensors.size());
+  for (io::HeaderTensor& t : headers.tensors) infos.push_back(std::move(t.info));
   return infos;
 }
 
@@ -75,25 +67,24 @@ std::vector<std::pair<std::string, Placement>> compact_entries(const plan::Modul
   return out;
 }
 
-// The config of `checkpoint` when it is a model folder whose config.json names an architecture
-// ferry builds: then the plan is made on the model built on meta, exactly as `ferry run` makes
-// it (with this config, read once).
-std::optional<models::ModelConfig> model_folder_config(const std::filesystem::path& checkpoint) {
+int run_plan(const PlanCommandOptions& o) {
+  const std::string& map = o.placement.device_map;
+  FERRY_CHECK(map == "auto" || map == "balanced" || map == "balanced_low_0" || map == "sequential",
+              InvalidArgument,
+              "ferry plan --device-map {}: expected a strategy to plan with (auto, balanced, "
+              "balanced_low_0, sequential); a device or a map file is a plan already",
+              map);
+  check_placement_flags(o.placement);
+  require_path("plan:", o.checkpoint, PathKind::kAny);
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(checkpoint / "config.json", ec)) return std::nullopt;
-  models::ModelConfig config = models::load_config(checkpoint);
-  const auto types = models::supported_model_types();
-  if (std::find(types.begin(), types.end(), config.model_type) == types.end()) return std::nullopt;
-  return config;
+  if (!o.headers_only &&
+      std::filesystem::is_regular_file(std::filesystem::path(o.checkpoint) / "config.json", ec)) {
+    return plan_model_folder(o);
+  }
+  return plan_headers(o);
 }
 
-struct PlanView {
-  const plan::ModuleTree* tree = nullptr;  // for ordering the map's rows (header plans)
-  plan::Resolution resolution;
-  std::vector<std::string> no_split;
-  std::string source;  // "model" or "headers"
-  std::size_t n_tensors = 0;
-};
+}  // namespace
 
 int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms,
                const std::vector<plan::SizeEstimate>& estimates) {
@@ -203,54 +194,33 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
   return 0;
 }
 
-int run_plan(const PlanCommandOptions& o) {
-  const std::string& map = o.placement.device_map;
-  FERRY_CHECK(map == "auto" || map == "balanced" || map == "balanced_low_0" || map == "sequential",
-              InvalidArgument,
-              "ferry plan --device-map {}: expected a strategy to plan with (auto, balanced, "
-              "balanced_low_0, sequential); a device or a map file is a plan already",
-              map);
-  check_placement_flags(o.placement);
-  require_path("plan:", o.checkpoint, PathKind::kAny);
+int plan_headers(const PlanCommandOptions& o) {
   const auto start = std::chrono::steady_clock::now();
-  const plan::Strategy strategy = plan::parse_strategy(map);
-  models::LoadModelOptions load = load_options(o.placement, /*prompt_tokens=*/0);
-  const std::filesystem::path checkpoint(o.checkpoint);
-  std::optional<models::ModelConfig> config;
-  if (!o.headers_only) config = model_folder_config(checkpoint);
-  if (config) {
-    load.config = std::move(config);
-    // The model on meta, planned by the function `ferry run` calls with the same flags.
-    models::PlannedModel planned = models::plan_model(checkpoint, load, strategy);
-    const double elapsed_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-            .count();
-    PlanView v{.resolution = std::move(planned.resolution),
-               .no_split = load.dispatch.no_split_module_classes,
-               .source = "model",
-               .n_tensors = planned.model->module().state_dict({.keep_tied = true}).size()};
-    const std::vector<std::string> blocks = planned.model->no_split_classes();
-    v.no_split.insert(v.no_split.begin(), blocks.begin(), blocks.end());
-    return print_plan(o, v, elapsed_ms, {});
-  }
+  const PlacementFlags& f = o.placement;
+  const plan::Strategy strategy = plan::parse_strategy(f.device_map);
   const std::vector<TensorInfo> infos = read_tensor_infos(o.checkpoint);
   const plan::ModuleTree tree = plan::ModuleTree::from_tensors(infos);
   // Without module classes, the repeated numbered blocks are never split (as `run` never splits
   // the decoder layer class), and --no-split adds its names as module path patterns.
   std::vector<std::string> no_split = plan::infer_no_split_patterns(tree);
-  for (const std::string& name : o.placement.no_split) {
+  for (const std::string& name : f.no_split) {
     if (std::find(no_split.begin(), no_split.end(), name) == no_split.end()) {
       no_split.push_back(name);
     }
   }
-  plan::PlanOptions options{.no_split_patterns = no_split, .dtype = load.dispatch.dtype};
-  plan::Resolution resolution = plan::resolve_and_plan(
-      tree,
-      plan::ResolveOptions{.strategy = strategy,
-                           .max_memory = load.dispatch.max_memory,
-                           .extra_reserve = load.dispatch.reserve,
-                           .runtime = dispatch::runtime_of(load.dispatch)},
-      options);
+  std::optional<plan::MemoryBudget> max_memory;
+  if (!f.max_memory.empty()) {
+    max_memory = plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
+  }
+  plan::PlanOptions options{.no_split_patterns = no_split};
+  if (!f.dtype.empty()) options.dtype = parse_dtype(f.dtype);
+  plan::Resolution resolution =
+      plan::resolve_and_plan(tree,
+                             plan::ResolveOptions{.strategy = strategy,
+                                                  .max_memory = max_memory,
+                                                  .extra_reserve = reserve_budget(f.reserve, max_memory),
+                                                  .runtime = runtime_options(f)},
+                             options);
   const auto estimates = plan::estimate_memory(tree, {.patterns = no_split});
   const double elapsed_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -262,14 +232,9 @@ int run_plan(const PlanCommandOptions& o) {
   return print_plan(o, v, elapsed_ms, estimates);
 }
 
-}  // namespace
-
 void add_plan_command(CLI::App& app, Runner& runner) {
   auto options = std::make_shared<PlanCommandOptions>();
-  CLI::App* cmd = app.add_subcommand(
-      "plan",
-      "Show where each layer of a model would rest, what ferry reserves beside it, and whether "
-      "it fits (no weight is read)");
+  CLI::App* cmd = app.add_subcommand("plan", std::string(kPlanDescription));
   cmd->add_option("checkpoint", options->checkpoint,
                   "model folder (config.json + safetensors: planned exactly as `ferry run` "
                   "plans it), safetensors file, or sharded index")

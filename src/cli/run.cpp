@@ -16,6 +16,7 @@
 
 #include "cli/commands.h"
 #include "cli/json_output.h"
+#include "cli/load_options.h"
 #include "cli/paths.h"
 #include "cli/placement_flags.h"
 #include "cli/progress_bar.h"
@@ -254,7 +255,15 @@ int run(const RunOptions& o) {
                 "--context {}: the longest prompt ({} tokens) plus --max-new-tokens ({}) needs {}",
                 placement.context, longest, max_new_tokens, needed);
   };
-  if (placement.max_new_tokens_given) check_context(placement.max_new_tokens);
+  // Checked before loading: -n, else generation_config.json's max_new_tokens (read here, and
+  // again by load_model), else the default.
+  if (placement.max_new_tokens_given) {
+    check_context(placement.max_new_tokens);
+  } else {
+    const std::optional<models::GenerationConfig> file = models::load_generation_config(folder);
+    check_context(models::resolve_max_new_tokens(file.value_or(models::GenerationConfig{}),
+                                                 std::nullopt));
+  }
   models::LoadModelOptions load = load_options(placement, static_cast<std::int64_t>(longest));
   load.config = config;
 
@@ -302,7 +311,6 @@ int run(const RunOptions& o) {
   if (o.ignore_eos) chosen.eos_token_ids = std::vector<std::int64_t>{};
   chosen.stop_strings = o.stop;
   models::GenerateOptions g = models::resolve_generate_options(loaded.generation, chosen);
-  if (!placement.max_new_tokens_given) check_context(g.max_new_tokens);
   g.keep_prompt_logits = !o.dump_logits.empty();
   if (!o.ignore_eos && tokenizer && tokenizer->eos_token_id())
     g.eos_token_ids.push_back(*tokenizer->eos_token_id());
@@ -418,8 +426,7 @@ int run(const RunOptions& o) {
 }  // namespace
 
 void add_run_command(CLI::App& app, Runner& runner) {
-  auto* cmd = app.add_subcommand(
-      "run", "Generate text with a checkpoint folder (config.json + safetensors)");
+  auto* cmd = app.add_subcommand("run", std::string(kRunDescription));
   auto o = std::make_shared<RunOptions>();
   cmd->add_option("MODEL", o->model, "Model folder")->required();
   cmd->add_option("-p,--prompt", o->prompts,

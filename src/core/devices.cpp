@@ -1,5 +1,6 @@
 #include "ferry/core/devices.h"
 
+
 #include <ATen/EmptyTensor.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <fmt/format.h>
@@ -9,12 +10,12 @@
 #include <mutex>
 #include <string>
 
+#include "core/gpu_probe.h"
 #include "ferry/core/error.h"
 
 namespace ferry {
 namespace {
 
-constexpr std::uint64_t kDefaultSimCapacity = 16ULL << 30;
 
 // One simulated GPU. Its allocations share ownership of it, so it outlives the configuration
 // (a SimGpuScope) that created it.
@@ -119,51 +120,23 @@ const SimAllocation* sim_allocation_of(const at::Tensor& t) {
   return static_cast<const SimAllocation*>(ptr.get_context());
 }
 
-[[noreturn]] void reject_sim(std::string_view text) {
-  throw InvalidArgument(
-      fmt::format("invalid FERRY_SIM_GPUS '{}': expected a count (\"2\"), a count and a capacity "
-                  "(\"2:8GiB\") or a list of capacities (\"8GiB,4GiB\")",
-                  text),
-      ErrorFields{.path = "FERRY_SIM_GPUS", .actual = std::string(text)});
-}
-
 }  // namespace
-
-std::vector<Bytes> parse_sim_gpus(std::string_view text) {
-  auto parse_count = [&](std::string_view s) {
-    int n = 0;
-    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
-    if (s.empty() || ec != std::errc() || end != s.data() + s.size() || n < 0 || n > 64) {
-      reject_sim(text);
-    }
-    return n;
-  };
-  try {
-    const std::size_t colon = text.find(':');
-    if (colon != std::string_view::npos) {
-      const int n = parse_count(text.substr(0, colon));
-      return std::vector<Bytes>(static_cast<std::size_t>(n), Bytes::parse(text.substr(colon + 1)));
-    }
-    if (text.find_first_not_of("0123456789") == std::string_view::npos) {
-      return std::vector<Bytes>(static_cast<std::size_t>(parse_count(text)),
-                                Bytes(kDefaultSimCapacity));
-    }
-    std::vector<Bytes> out;
-    std::size_t start = 0;
-    while (start <= text.size()) {
-      const std::size_t comma = std::min(text.find(',', start), text.size());
-      out.push_back(Bytes::parse(text.substr(start, comma - start)));
-      start = comma + 1;
-    }
-    return out;
-  } catch (const InvalidArgument&) {
-    reject_sim(text);
-  }
-}
 
 bool gpus_simulated() { return !config()->empty(); }
 
 int simulated_gpu_count() { return static_cast<int>(config()->size()); }
+
+// Note [GPU probes]: the probe that sees CUDA devices and the simulated GPUs' resident bytes.
+std::vector<GpuMemory> probe_with_torch() {
+  if (!gpus_simulated()) return detail::probe_cuda_gpus();
+  std::vector<GpuMemory> gpus;
+  for (int i = 0; i < simulated_gpu_count(); ++i) {
+    const SimGpuStats s = sim_gpu_stats(i);
+    gpus.push_back(
+        {.index = i, .free = Bytes(s.capacity.value() - s.resident.value()), .total = s.capacity});
+  }
+  return gpus;
+}
 
 int gpu_count() {
   if (gpus_simulated()) return simulated_gpu_count();
@@ -244,3 +217,13 @@ at::Tensor move_to(const at::Tensor& tensor, ExecutionDevice device, bool non_bl
 }
 
 }  // namespace ferry
+
+// Installs probe_with_torch before main; the linker keeps this object in every program that
+// links ferry::core, because ferry::core's users link with --undefined=ferry_core_torch_probe.
+extern "C" {
+extern const bool ferry_core_torch_probe;
+const bool ferry_core_torch_probe = [] {
+  ferry::detail::gpu_probe().store(&ferry::probe_with_torch);
+  return true;
+}();
+}

@@ -1,21 +1,12 @@
 #include "ferry/core/dtype.h"
 
 #include <fmt/format.h>
-#include <torch/version.h>
 
 #include <array>
 #include <cctype>
 #include <string>
 
 #include "ferry/core/error.h"
-
-// float8 scalar types exist from LibTorch 2.1 on; ferry knows the dtypes either way and maps them
-// to LibTorch only where it can. This is the one version shim of this file.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
-#define FERRY_HAS_FLOAT8 1
-#else
-#define FERRY_HAS_FLOAT8 0
-#endif
 
 namespace ferry {
 namespace {
@@ -111,81 +102,22 @@ DType parse_dtype(std::string_view text) {
       ErrorFields{.expected = "a dtype name", .actual = std::string(text)});
 }
 
-std::optional<c10::ScalarType> to_scalar_type(DType d) {
-  switch (d) {
-    case DType::kBool: return c10::ScalarType::Bool;
-    case DType::kU8: return c10::ScalarType::Byte;
-    case DType::kI8: return c10::ScalarType::Char;
-    case DType::kI16: return c10::ScalarType::Short;
-    case DType::kF16: return c10::ScalarType::Half;
-    case DType::kBF16: return c10::ScalarType::BFloat16;
-    case DType::kI32: return c10::ScalarType::Int;
-    case DType::kF32: return c10::ScalarType::Float;
-    case DType::kF64: return c10::ScalarType::Double;
-    case DType::kI64: return c10::ScalarType::Long;
-#if FERRY_HAS_FLOAT8
-    case DType::kF8_E5M2: return c10::ScalarType::Float8_e5m2;
-    case DType::kF8_E4M3: return c10::ScalarType::Float8_e4m3fn;
-#else
-    case DType::kF8_E5M2:
-    case DType::kF8_E4M3:
-#endif
-    case DType::kU16:
-    case DType::kU32:
-    case DType::kU64: return std::nullopt;
-  }
-  return std::nullopt;
-}
-
-c10::ScalarType require_scalar_type(DType d) {
-  if (auto t = to_scalar_type(d)) return *t;
-  throw Unsupported(fmt::format("dtype {} has no LibTorch scalar type in LibTorch {}",
-                                safetensors_name(d), TORCH_VERSION),
-                    ErrorFields{.expected = "a dtype LibTorch supports",
-                                .actual = std::string(safetensors_name(d))});
-}
-
-DType from_scalar_type(c10::ScalarType t) {
-  for (DType d : kAll) {
-    if (to_scalar_type(d) == t) return d;
-  }
-  throw Unsupported(
-      fmt::format("LibTorch scalar type {} has no safetensors dtype", c10::toString(t)),
-      ErrorFields{.expected = "a dtype safetensors can store", .actual = c10::toString(t)});
-}
-
-ElementType ElementType::of(c10::ScalarType t) {
-  FERRY_CHECK(t != c10::ScalarType::Undefined, InvalidArgument,
-              "a tensor of undefined scalar type has no element size");
-  for (DType d : kAll) {
-    if (to_scalar_type(d) == t) return d;
-  }
-  return ElementType(t);
-}
-
-int ElementType::bits() const {
-  if (dtype_) return element_bits(*dtype_);
-  // Sub-byte quantized types pack several elements per byte; c10::elementSize counts the byte.
-  if (scalar_ == c10::ScalarType::QUInt4x2) return 4;
-  if (scalar_ == c10::ScalarType::QUInt2x4) return 2;
-  return static_cast<int>(c10::elementSize(scalar_)) * 8;
-}
+int ElementType::bits() const { return dtype_ ? element_bits(*dtype_) : bits_; }
 
 int ElementType::accounting_bits() const {
   return dtype_ ? ferry::accounting_bits(*dtype_) : bits();
 }
 
 bool ElementType::is_floating() const {
-  return dtype_ ? ferry::is_floating(*dtype_) : c10::isFloatingType(scalar_);
+  return dtype_ ? ferry::is_floating(*dtype_) : floating_;
 }
 
 bool ElementType::is_integral_or_bool() const {
-  return dtype_ ? ferry::is_integral_or_bool(*dtype_)
-                : c10::isIntegralType(scalar_, /*includeBool=*/true);
+  return dtype_ ? ferry::is_integral_or_bool(*dtype_) : integral_;
 }
 
 std::string ElementType::name() const {
-  return dtype_ ? std::string(safetensors_name(*dtype_)) : std::string(c10::toString(scalar_));
+  return dtype_ ? std::string(safetensors_name(*dtype_)) : std::string(name_);
 }
 
 }  // namespace ferry

@@ -5,7 +5,7 @@
 
 namespace ferry {
 
-std::string shape_string(c10::ArrayRef<std::int64_t> shape) {
+std::string shape_string(std::span<const std::int64_t> shape) {
   return fmt::format("[{}]", fmt::join(shape.begin(), shape.end(), ", "));
 }
 

@@ -68,15 +68,7 @@ std::shared_ptr<const OffloadFolder> OffloadFolder::open(const std::filesystem::
   // The symlink check waits for the file to be opened (data_path); the names are checked now.
   for (const OffloadEntry& e : index) {
     if (e.in_safetensors() && !is_confined_name(e.safetensors_file.native())) {
-      throw CorruptFile(
-          fmt::format("tensor '{}' in {}: safetensors_file must name a file inside the offload "
-                      "folder: expected a relative path without '..', got '{}'",
-                      printable(e.name), index_path.string(),
-                      printable(e.safetensors_file.native())),
-          ErrorFields{.path = e.name,
-                      .file = index_path.string(),
-                      .expected = "a relative path inside the folder",
-                      .actual = printable(e.safetensors_file.native())});
+      throw escaping_safetensors_file(e, index_path);
     }
   }
   auto result = std::shared_ptr<OffloadFolder>(new OffloadFolder());

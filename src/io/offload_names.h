@@ -1,10 +1,13 @@
 #pragma once
 // Names in offload folders: numpy dtype names of index.json and the file-name rule for tensors.
 
+#include <filesystem>
 #include <optional>
 #include <string_view>
 
 #include "ferry/core/dtype.h"
+#include "ferry/core/error.h"
+#include "ferry/io/offload_index.h"
 
 namespace ferry::io {
 
@@ -14,5 +17,10 @@ std::string_view offload_dtype_name(DType d);
 std::optional<DType> dtype_from_offload_name(std::string_view name);
 // A tensor name usable as "<name>.dat" inside the folder: not empty, no '/', not "." or "..".
 bool is_plain_name(std::string_view name);
+
+// The error for an index entry whose safetensors_file names a file outside its folder (Note
+// [Offload index paths] in offload_folder.cpp).
+CorruptFile escaping_safetensors_file(const OffloadEntry& entry,
+                                      const std::filesystem::path& index_path);
 
 }  // namespace ferry::io

@@ -113,7 +113,10 @@ void ShardedCheckpoint::validate() const {
   for (const std::string& file : shard_files_) {
     auto s = shard(file);
     for (const auto& [name, where] : weight_map_) {
-      if (where == file) total += s->entry(name)->info.size_bytes();
+      if (where != file) continue;
+      const SafetensorsEntry* entry = s->entry(name);
+      if (entry == nullptr) throw missing(name);  // mapped to a shard that lacks it
+      total += entry->info.size_bytes();
     }
   }
   if (total_size_bytes_ && *total_size_bytes_ != total) {

@@ -21,9 +21,4 @@ DeviceMap infer_auto_device_map(const ModuleTree& tree, const MemoryBudget& max_
   return plan_device_map(tree, max_memory, options).device_map;
 }
 
-DeviceMap infer_auto_device_map(nn::Module& model, const MemoryBudget& max_memory,
-                                const PlanOptions& options) {
-  return infer_auto_device_map(ModuleTree::from_module(model), max_memory, options);
-}
-
 }  // namespace ferry::plan

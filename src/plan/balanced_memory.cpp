@@ -129,9 +129,4 @@ MemoryBudget get_balanced_memory(const ModuleTree& tree,
                              {.low_zero = low_zero, .keep_ten_percent = !max_memory.has_value()});
 }
 
-MemoryBudget get_balanced_memory(nn::Module& model, const std::optional<MemoryBudget>& max_memory,
-                                 const PlanOptions& options, bool low_zero) {
-  return get_balanced_memory(ModuleTree::from_module(model), max_memory, options, low_zero);
-}
-
 }  // namespace ferry::plan

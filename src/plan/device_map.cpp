@@ -252,10 +252,6 @@ void check_device_map(const ModuleTree& tree, const DeviceMap& device_map) {
   }
 }
 
-void check_device_map(nn::Module& model, const DeviceMap& device_map) {
-  check_device_map(ModuleTree::from_module(model), device_map);
-}
-
 // Note [Where a block computes]
 // One rule, used by dispatch_model for every block and by the resolver to know whether anything
 // streams: a block resting on a GPU computes there with its weights resident; a block resting on

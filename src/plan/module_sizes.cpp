@@ -122,10 +122,6 @@ ModuleSizes compute_module_sizes(const ModuleTree& tree, const SizeOptions& opti
   return ModuleSizes(tree, bits, size_keys(tree, options));
 }
 
-ModuleSizes compute_module_sizes(nn::Module& model, const SizeOptions& options) {
-  return compute_module_sizes(ModuleTree::from_module(model), options);
-}
-
 std::uint64_t compute_module_total_buffer_bits(const ModuleTree& tree, NodeId node,
                                                const SizeOptions& options) {
   SizeOptions buffers = options;

@@ -5,21 +5,15 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "ferry/core/error.h"
-#include "ferry/nn/module.h"
+#include "plan/tree_builder.h"
 
 namespace ferry::plan {
 namespace {
 
-std::string join_name(std::string_view prefix, std::string_view name) {
-  if (prefix.empty()) return std::string(name);
-  std::string out;
-  out.reserve(prefix.size() + 1 + name.size());
-  out.append(prefix).append(".").append(name);
-  return out;
-}
 
 bool all_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -58,114 +52,58 @@ bool natural_less(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-// Builds trees node by node in pre-order; `slots_` remembers which tensor each node reads so
-// that tied and shared tensors can be recognised.
-class TreeBuilder {
- public:
-  NodeId add_node(TreeNode node) {
-    tree_.nodes_.push_back(std::move(node));
-    slots_.push_back(nullptr);
-    return static_cast<NodeId>(tree_.nodes_.size() - 1);
-  }
+std::string join_name(std::string_view prefix, std::string_view name) {
+  if (prefix.empty()) return std::string(name);
+  std::string out;
+  out.reserve(prefix.size() + 1 + name.size());
+  out.append(prefix).append(".").append(name);
+  return out;
+}
 
-  NodeId add_module(nn::Module& module, const std::string& name, NodeId parent) {
-    const NodeId id = add_node({.name = name, .class_name = module.class_name(), .parent = parent});
-    for (const auto& entry : module.tensors()) {
-      if (entry->is_buffer()) continue;
-      const NodeId t = add_tensor(*entry, name, id);  // may reallocate nodes_
-      tree_.nodes_[id].params.push_back(t);
-    }
-    ancestors_.push_back(&module);
-    for (const auto& [child_name, child] : module.children()) {
-      // Every name of a shared module is a node, so a cycle would never end (Note [Module
-      // cycles] in nn/module.cpp).
-      FERRY_CHECK(std::find(ancestors_.begin(), ancestors_.end(), child.get()) == ancestors_.end(),
-                  InvalidArgument,
-                  "module '{}' ({}) is one of its own ancestors: a module tree has no cycles",
-                  join_name(name, child_name), child->class_name());
-      const NodeId c = add_module(*child, join_name(name, child_name), id);
-      tree_.nodes_[id].children.push_back(c);
-    }
-    ancestors_.pop_back();
-    for (const auto& entry : module.tensors()) {
-      if (!entry->is_buffer()) continue;
-      const NodeId t = add_tensor(*entry, name, id);
-      tree_.nodes_[id].buffers.push_back(t);
-    }
-    tree_.nodes_[id].end = static_cast<NodeId>(tree_.nodes_.size());
-    return id;
-  }
+NodeId TreeBuilder::add_node(TreeNode node) {
+  tree_.nodes_.push_back(std::move(node));
+  slots_.push_back(nullptr);
+  return static_cast<NodeId>(tree_.nodes_.size() - 1);
+}
 
-  NodeId add_tensor(const nn::TensorEntry& entry, const std::string& prefix, NodeId parent) {
-    const at::Tensor& t = entry.slot->tensor();
-    const NodeId id =
-        add_node({.name = join_name(prefix, entry.name),
-                  .kind = entry.is_buffer() ? NodeKind::kBuffer : NodeKind::kParameter,
-                  .element = ElementType::of(t.scalar_type()),
-                  .numel = static_cast<std::uint64_t>(t.numel()),
-                  .persistent = entry.persistent,
-                  .parent = parent});
-    tree_.nodes_[id].end = id + 1;
-    slots_[static_cast<std::size_t>(id)] = entry.slot.get();
-    return id;
-  }
-
-  // Marks second registrations of a tensor as not counted (parameters and buffers are
-  // deduplicated separately, as named_parameters and named_buffers are) and groups tied
-  // parameters.
-  void mark_shared() {
-    std::unordered_set<const void*> seen_params;
-    std::unordered_set<const void*> seen_buffers;
-    std::unordered_map<const void*, std::size_t> group_of;
-    std::vector<std::vector<NodeId>> groups;
-    for (const NodeId m : modules()) {
-      for (const NodeId p : tree_.nodes_[m].params) {
-        const void* slot = slots_[static_cast<std::size_t>(p)];
-        tree_.nodes_[p].counted = seen_params.insert(slot).second;
-        auto [it, inserted] = group_of.emplace(slot, groups.size());
-        if (inserted) groups.emplace_back();
-        groups[it->second].push_back(p);
-      }
-    }
-    for (const NodeId m : modules()) {
-      for (const NodeId b : tree_.nodes_[m].buffers) {
-        tree_.nodes_[b].counted = seen_buffers.insert(slots_[static_cast<std::size_t>(b)]).second;
-      }
-    }
-    for (auto& g : groups) {
-      if (g.size() < 2) continue;
-      std::sort(g.begin(), g.end(),
-                [&](NodeId a, NodeId b) { return tree_.nodes_[a].name < tree_.nodes_[b].name; });
-      tree_.tied_groups_.push_back(std::move(g));
+void TreeBuilder::mark_shared() {
+  std::unordered_set<const void*> seen_params;
+  std::unordered_set<const void*> seen_buffers;
+  std::unordered_map<const void*, std::size_t> group_of;
+  std::vector<std::vector<NodeId>> groups;
+  for (const NodeId m : modules()) {
+    for (const NodeId p : tree_.nodes_[m].params) {
+      const void* slot = slots_[static_cast<std::size_t>(p)];
+      tree_.nodes_[p].counted = seen_params.insert(slot).second;
+      auto [it, inserted] = group_of.emplace(slot, groups.size());
+      if (inserted) groups.emplace_back();
+      groups[it->second].push_back(p);
     }
   }
-
-  std::vector<NodeId> modules() const {
-    std::vector<NodeId> out;
-    for (std::size_t i = 0; i < tree_.nodes_.size(); ++i) {
-      if (tree_.nodes_[i].is_module()) out.push_back(static_cast<NodeId>(i));
+  for (const NodeId m : modules()) {
+    for (const NodeId b : tree_.nodes_[m].buffers) {
+      tree_.nodes_[b].counted = seen_buffers.insert(slots_[static_cast<std::size_t>(b)]).second;
     }
-    return out;
   }
-
-  ModuleTree& tree() { return tree_; }
-
-  ModuleTree finish() && {
-    tree_.finish();
-    return std::move(tree_);
+  for (auto& g : groups) {
+    if (g.size() < 2) continue;
+    std::sort(g.begin(), g.end(),
+              [&](NodeId a, NodeId b) { return tree_.nodes_[a].name < tree_.nodes_[b].name; });
+    tree_.tied_groups_.push_back(std::move(g));
   }
+}
 
- private:
-  ModuleTree tree_;
-  std::vector<const void*> slots_;
-  std::vector<const nn::Module*> ancestors_;  // of the module being added
-};
+std::vector<NodeId> TreeBuilder::modules() const {
+  std::vector<NodeId> out;
+  for (std::size_t i = 0; i < tree_.nodes_.size(); ++i) {
+    if (tree_.nodes_[i].is_module()) out.push_back(static_cast<NodeId>(i));
+  }
+  return out;
+}
 
-ModuleTree ModuleTree::from_module(nn::Module& model) {
-  TreeBuilder builder;
-  builder.add_module(model, "", -1);
-  builder.mark_shared();
-  return std::move(builder).finish();
+ModuleTree TreeBuilder::finish() && {
+  tree_.finish();
+  return std::move(tree_);
 }
 
 namespace {
@@ -242,7 +180,7 @@ ModuleTree ModuleTree::from_tensors(std::span<const TensorInfo> tensors) {
                                          .element = info.dtype,
                                          .numel = info.numel(),
                                          .parent = id});
-      builder.tree().nodes_[t].end = t + 1;
+      builder.node(t).end = t + 1;
       params.push_back(t);
     }
     for (const auto* kid : kids) {
@@ -250,10 +188,10 @@ ModuleTree ModuleTree::from_tensors(std::span<const TensorInfo> tensors) {
       const auto kid_index = static_cast<int>(kid - trie.entries.data());
       children.push_back(self(self, kid_index, join_name(name, kid->component), id));
     }
-    TreeNode& node = builder.tree().nodes_[id];
+    TreeNode& node = builder.node(id);
     node.params = std::move(params);
     node.children = std::move(children);
-    node.end = static_cast<NodeId>(builder.tree().nodes_.size());
+    node.end = builder.size();
     return id;
   };
   lay_out(lay_out, 0, "", -1);

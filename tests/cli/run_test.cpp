@@ -92,6 +92,21 @@ TEST_F(RunCommand, GenerationConfigAppliesWhereNoFlagIsGiven) {
   EXPECT_EQ(stopped["finish_reason"], "eos");
 }
 
+// The context limit is checked before loading with generation_config.json's max_new_tokens too,
+// not only with -n: nothing is loaded (no "loading" line) and the message names the figures.
+TEST_F(RunCommand, ContextTooSmallForGenerationConfigFailsBeforeLoading) {
+  std::ofstream(std::filesystem::path(model()) / "generation_config.json")
+      << "{\"max_new_tokens\": 40}";
+  const auto r = run_ferry("run " + model() + " --prompt-ids 1,2,3 --context 20");
+  std::filesystem::remove(std::filesystem::path(model()) / "generation_config.json");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--context 20: the longest prompt (3 tokens) plus --max-new-tokens (40) "
+                       "needs 43"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("loading"), std::string::npos) << r.out;
+}
+
 TEST_F(RunCommand, UnknownIoModeIsRejected) {
   const auto r = run_ferry("run " + model() + " --prompt-ids 1,2,3 --io bogus");
   EXPECT_NE(r.exit_code, 0);

@@ -14,6 +14,7 @@
 
 #include "ferry/core/bytes.h"
 #include "ferry/core/execution_device.h"
+#include "ferry/core/memory.h"
 #include "ferry/core/placement.h"
 
 namespace ferry {
@@ -28,9 +29,6 @@ struct SimGpuStats {
   std::uint64_t allocations = 0;
 };
 
-// Parses FERRY_SIM_GPUS: "2" (two GPUs of 16 GiB), "2:8GiB" (two of 8 GiB each), or a list of
-// capacities "8GiB,4GiB". Throws InvalidArgument quoting the text.
-std::vector<Bytes> parse_sim_gpus(std::string_view text);
 
 // Number of GPUs ferry can place weights on: the simulated ones when configured, else CUDA's.
 int gpu_count();

@@ -1,14 +1,21 @@
 #pragma once
 // Element types of tensors as stored in checkpoints (the safetensors dtype codes), with their
 // sizes and their LibTorch scalar types where this LibTorch has one.
-
-#include <c10/core/ScalarType.h>
+//
+// No LibTorch header here: the LibTorch-free front end of the CLI (`ferry plan`, `inspect`)
+// plans with these types. c10::ScalarType is declared opaquely (its underlying type is checked
+// against LibTorch's in dtype_torch.cpp); the functions that take or return one are defined
+// there, in the LibTorch part of the core layer.
 
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+
+namespace c10 {
+enum class ScalarType : std::int8_t;
+}  // namespace c10
 
 namespace ferry {
 
@@ -90,12 +97,20 @@ class ElementType {
   // "F32", "BF16" for a DType; LibTorch's name ("ComplexFloat", "QInt8") otherwise.
   std::string name() const;
 
-  bool operator==(const ElementType&) const = default;
+  bool operator==(const ElementType& other) const {
+    return dtype_ == other.dtype_ && (dtype_ || name_ == other.name_);
+  }
 
  private:
-  explicit ElementType(c10::ScalarType t) noexcept : scalar_(t) {}
+  // A LibTorch type safetensors cannot store, described by what sizing needs (set by of()).
+  ElementType(int bits, bool floating, bool integral, std::string_view name) noexcept
+      : bits_(bits), floating_(floating), integral_(integral), name_(name) {}
   std::optional<DType> dtype_;
-  c10::ScalarType scalar_ = c10::ScalarType::Undefined;  // when dtype_ is empty
+  // When dtype_ is empty:
+  int bits_ = 0;
+  bool floating_ = false;
+  bool integral_ = false;
+  std::string_view name_;  // LibTorch's name of the type (a static string)
 };
 
 }  // namespace ferry

@@ -26,6 +26,10 @@ Bytes parse_meminfo_available(std::string_view text, std::string_view file = "/p
 // visible CUDA GPU; empty (not an error) without CUDA or without GPUs.
 std::vector<GpuMemory> probe_gpus();
 
+// Parses FERRY_SIM_GPUS: "2" (two GPUs of 16 GiB), "2:8GiB" (two of 8 GiB each), or a list of
+// capacities "8GiB,4GiB". Throws InvalidArgument quoting the text.
+std::vector<Bytes> parse_sim_gpus(std::string_view text);
+
 // Resident set size of this process (VmRSS) and its peak (VmHWM), from /proc/self/status.
 Bytes current_rss();
 Bytes peak_rss();

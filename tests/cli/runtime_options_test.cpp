@@ -1,0 +1,47 @@
+// One set of flags, one plan: the streaming figures the front end plans headers with
+// (runtime_options, LibTorch-free) are those the engine derives from the load options it runs
+// with (dispatch::runtime_of(load_options(flags).dispatch)).
+#include <gtest/gtest.h>
+
+#include "cli/load_options.h"
+#include "cli/placement_flags.h"
+#include "ferry/dispatch/load_checkpoint.h"
+
+namespace ferry::cli {
+namespace {
+
+void expect_same(const PlacementFlags& f) {
+  const plan::RuntimeOptions front = runtime_options(f);
+  const plan::RuntimeOptions engine = dispatch::runtime_of(load_options(f, 0).dispatch);
+  EXPECT_EQ(front.streaming, engine.streaming) << f.io << " " << f.no_prefetch;
+  EXPECT_EQ(front.direct_io, engine.direct_io) << f.io;
+  EXPECT_EQ(front.staging_bytes, engine.staging_bytes) << f.prefetch_bytes;
+  EXPECT_EQ(front.kv_cache_bytes, engine.kv_cache_bytes);
+  EXPECT_EQ(front.activation_bytes, engine.activation_bytes);
+  EXPECT_EQ(front.footprint_bytes, engine.footprint_bytes);
+}
+
+TEST(RuntimeOptions, FrontEndAndEngineAgreeOnEveryReadMode) {
+  for (const char* io : {"direct", "buffered", "mmap"}) {
+    for (const bool no_prefetch : {false, true}) {
+      for (const char* staging : {"", "64MiB", "1000"}) {
+        PlacementFlags f;
+        f.io = io;
+        f.no_prefetch = no_prefetch;
+        f.prefetch_bytes = staging;
+        expect_same(f);
+      }
+    }
+  }
+}
+
+TEST(RuntimeOptions, StagingFlagIsCountedAsGiven) {
+  PlacementFlags f;
+  f.prefetch_bytes = "64MiB";
+  EXPECT_EQ(runtime_options(f).staging_bytes, std::uint64_t{64} << 20);
+  f.io = "mmap";
+  EXPECT_FALSE(runtime_options(f).staging_bytes.has_value());  // nothing is staged
+}
+
+}  // namespace
+}  // namespace ferry::cli
