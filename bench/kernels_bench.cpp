@@ -10,12 +10,17 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "ferry/kernels/isa.h"
 #include "ferry/kernels/linear.h"
@@ -61,24 +66,50 @@ Summary memcpy_bandwidth(int reps) {
   });
 }
 
+#if defined(__x86_64__)
+// Sum of floats with AVX2 loads, four independent accumulators (BENCHMARKING.md's read-only bound).
+__attribute__((target("avx2"))) float sum_avx2(const float* p, std::int64_t count) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  std::int64_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  float total = 0.0f;
+  for (const float e : lanes) total += e;
+  for (; i < count; ++i) total += p[i];
+  return total;
+}
+#endif
+
+__attribute__((noinline)) float sum_floats(const float* p, std::int64_t count) {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2")) return sum_avx2(p, count);
+#endif
+  const std::int64_t whole = count / 4 * 4;
+  float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (std::int64_t i = 0; i < whole; i += 4) a0 += p[i], a1 += p[i + 1], a2 += p[i + 2], a3 += p[i + 3];
+  for (std::int64_t i = whole; i < count; ++i) a0 += p[i];
+  return a0 + a1 + a2 + a3;
+}
+
 // Sum of a 512 MiB buffer, split over the pool's threads (bytes read per second).
 Summary read_bandwidth(int reps) {
-  const std::int64_t n = (std::int64_t{512} << 20) / 8;
-  std::vector<std::uint64_t> data(n, 3);
-  std::uint64_t sink = 0;
-  const Summary s = bandwidth(n * 8, reps, [&](int) {
-    std::vector<std::uint64_t> partial(at::get_num_threads() * 8, 0);
+  const std::int64_t n = (std::int64_t{512} << 20) / 4;
+  std::vector<float> data(n, 1.0f);
+  std::atomic<float> sink{0.0f};
+  return bandwidth(n * 4, reps, [&](int) {
     at::parallel_for(0, n, n / 64, [&](std::int64_t b, std::int64_t e) {
-      std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-      std::int64_t i = b;
-      for (; i + 4 <= e; i += 4) a0 += data[i], a1 += data[i + 1], a2 += data[i + 2], a3 += data[i + 3];
-      for (; i < e; ++i) a0 += data[i];
-      partial[at::get_thread_num() * 8] += a0 + a1 + a2 + a3;
+      const float part = sum_floats(data.data() + b, e - b);
+      float seen = sink.load();
+      while (!sink.compare_exchange_weak(seen, seen + part)) {
+      }
     });
-    for (const auto p : partial) sink += p;
   });
-  if (sink == 42) fmt::print("");  // keeps the sum alive
-  return s;
 }
 
 std::vector<std::int64_t> parse_sizes(const std::string& text) {

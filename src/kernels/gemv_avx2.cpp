@@ -36,6 +36,8 @@ struct Avx2 {
   }
   static Vec scale(Vec v, float s) { return _mm256_mul_ps(v, _mm256_set1_ps(s)); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static Vec broadcast(float s) { return _mm256_set1_ps(s); }
   static float sum(Vec v) {
     const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));

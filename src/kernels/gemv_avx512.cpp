@@ -41,6 +41,8 @@ struct Avx512 {
   }
   static Vec scale(Vec v, float s) { return _mm512_mul_ps(v, _mm512_set1_ps(s)); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+  static Vec broadcast(float s) { return _mm512_set1_ps(s); }
   static float sum(Vec v) { return _mm512_reduce_add_ps(v); }
   static float half_to_float(std::uint16_t bits) { return _cvtsh_ss(bits); }
 };

@@ -46,6 +46,15 @@ struct Portable {
     for (std::int64_t i = 0; i < kWidth; ++i) c.v[i] += a.v[i] * b.v[i];
     return c;
   }
+  static Vec add(Vec a, Vec b) {
+    for (std::int64_t i = 0; i < kWidth; ++i) a.v[i] += b.v[i];
+    return a;
+  }
+  static Vec broadcast(float s) {
+    Vec r;
+    for (auto& e : r.v) e = s;
+    return r;
+  }
   static float sum(Vec v) {
     float s = 0.0f;
     for (const float e : v.v) s += e;

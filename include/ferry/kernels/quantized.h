@@ -11,7 +11,8 @@
 namespace ferry::kernels {
 
 enum class QuantScheme {
-  kGroup32,     // one scale per 32 consecutive inputs of a row (the last group may be shorter)
+  kGroup32,     // one scale per 32 consecutive inputs of a row (the last group may be shorter);
+                // recommended (Note [int8 group size])
   kPerChannel,  // one scale per output row
 };
 
