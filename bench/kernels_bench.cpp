@@ -159,6 +159,7 @@ int main(int argc, char** argv) {
     else { fmt::print(stderr, "bench_kernels: unknown flag {}\n", flag); return 2; }
   }
   at::NoGradGuard no_grad;
+  kernels::set_fused_float32(true);  // the fp32 rows measure the kernel; "old path" is at::linear
   at::set_num_threads(threads);
   at::manual_seed(0);
   fmt::print("kernels: isa {} (detected {}), {} threads, median of {} calls (min-max), M=1\n",

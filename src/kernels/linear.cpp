@@ -1,12 +1,25 @@
 #include "ferry/kernels/linear.h"
 
+#include <atomic>
+
 #include "ferry/core/error.h"
 #include "ferry/core/shape.h"
 #include "ferry/kernels/isa.h"
 #include "product.h"
 
+// Note [float32 weights]
+// A float32 weight read by the fused kernel gives the same product as at::linear up to the order
+// of the float32 sums, and it is faster at decode sizes (bench_kernels, M = 1, 2 threads: 5–10 ×
+// at::linear on this machine). But ferry promises results equal to LibTorch's where nothing is
+// converted: nn's tests compare Linear with at::linear bit for bit, and so may users. So float32 ×
+// float32 goes to at::linear unless set_fused_float32(true) asks for the kernel (tests and the
+// benchmark do); the stored formats that need a conversion anyway (bfloat16, float16, int8) always
+// take the kernels.
+
 namespace ferry::kernels {
 namespace {
+
+std::atomic<bool> g_fused_float32{false};
 
 using detail::WeightFormat;
 
@@ -45,8 +58,14 @@ at::Tensor cuda_linear(const at::Tensor& x, const at::Tensor& w,
 
 }  // namespace
 
+void set_fused_float32(bool on) { g_fused_float32.store(on); }
+bool fused_float32() { return g_fused_float32.load(); }
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
                   std::string_view what) {
+  if (w.scalar_type() == at::kDouble && x.scalar_type() == at::kDouble) {
+    return bias ? at::linear(x, w, *bias) : at::linear(x, w);
+  }
   FERRY_CHECK(w.dim() == 2, ShapeMismatch, "{}: weight has shape {}, expected [out, in]", what,
               shape_string(w.sizes()));
   const std::optional<WeightFormat> format = format_of(w.scalar_type());
@@ -59,8 +78,10 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const std::optional<
   detail::check_bias(bias, n, what);
 
   if (x.is_cuda() || w.is_cuda()) return cuda_linear(x, w, bias);
+  const bool float32_by_libtorch = w.scalar_type() == at::kFloat &&
+                                   x.scalar_type() == at::kFloat && !fused_float32();
   if (!x.is_cpu() || !w.is_cpu() || (bias && !bias->is_cpu()) || needs_autograd(x, w, bias) ||
-      x.numel() == 0 || w.numel() == 0) {
+      x.numel() == 0 || w.numel() == 0 || float32_by_libtorch) {
     return generic_linear(x, w, bias);
   }
   const at::Tensor x_rows = detail::rows_f32(x);

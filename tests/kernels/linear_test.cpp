@@ -48,7 +48,12 @@ void expect_matches(const at::Tensor& x, const at::Tensor& w, const std::optiona
   }
 }
 
-class KernelsLinear : public ::testing::TestWithParam<Isa> {};
+// The variants under test read float32 weights too (Note [float32 weights]).
+class KernelsLinear : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override { set_fused_float32(true); }
+  void TearDown() override { set_fused_float32(false); }
+};
 
 TEST_P(KernelsLinear, OddShapesEveryStoredDtype) {
   FERRY_USE_ISA_OR_SKIP(GetParam());
@@ -154,6 +159,20 @@ TEST_P(KernelsLinear, ComputeDtypeInputKeepsItsDtype) {
 INSTANTIATE_TEST_SUITE_P(Isas, KernelsLinear,
                          ::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvx512),
                          testing::isa_param_name);
+
+TEST(KernelsLinearEdges, Float32ByDefaultEqualsAtLinearBitForBit) {
+  at::manual_seed(7);
+  const at::Tensor x = at::randn({2, 4, 300});
+  const at::Tensor w = at::randn({70, 300});
+  const at::Tensor b = at::randn({70});
+  EXPECT_TRUE(at::equal(kernels::linear(x, w, b), at::linear(x, w, b)));
+}
+
+TEST(KernelsLinearEdges, Float64PassesThroughToAtLinear) {
+  const at::Tensor x = at::randn({3, 5}, at::kDouble);
+  const at::Tensor w = at::randn({4, 5}, at::kDouble);
+  EXPECT_TRUE(at::equal(kernels::linear(x, w, std::nullopt), at::linear(x, w)));
+}
 
 TEST(KernelsLinearEdges, MetaTensorsGiveMetaShapes) {
   const auto meta = at::TensorOptions().device(at::kMeta);
