@@ -883,6 +883,30 @@ if [[ -x $BIN/bench/bench_read ]]; then
 fi
 
 # ===============================================================================================
+# 5. Decode kernels (bench_kernels): one layer, batch 1, weight GB/s vs memcpy in the same run
+# ===============================================================================================
+if [[ -x $BIN/bench/bench_kernels ]]; then
+  section "Decode kernels, M = 1, 2 threads: weight bytes read per second (P8, one layer)"
+  log "decode kernels: bench_kernels"
+  if [[ $MODE == quick ]]; then kernel_sizes=4096,8192; else kernel_sizes=4096,8192,16384; fi
+  if run_bench bench_kernels --threads 2 --reps $((RUNS > 9 ? RUNS : 9)) --sizes "$kernel_sizes"; then
+    # "ROW size=S format=F gbps=… min=… max=… memcpy=… read=… memcpy_ratio=… read_ratio=… old_gbps=…"
+    while read -r line; do
+      declare -A kv=()
+      for pair in ${line#ROW }; do kv[${pair%%=*}]=${pair#*=}; done
+      row "P8 ${kv[size]}² ${kv[format]} linear (GB/s)" "$(fmtn "${kv[gbps]}")" "$(fmtn "${kv[min]}")" \
+        "$(fmtn "${kv[max]}")" "$(fmtn "${kv[memcpy]}") GB/s memcpy" "$(fmt_ratio "${kv[memcpy_ratio]}")" \
+        "≥ 0.80 of memcpy (bf16, f16, int8)" \
+        "$(fmt_ratio "${kv[read_ratio]}") × read-only ($(fmtn "${kv[read]}") GB/s); old path (convert + at::linear) $(fmtn "${kv[old_gbps]}") GB/s; isa ${kv[isa]}"
+      unset kv
+    done < <(grep '^ROW ' "$BENCH_LOG")
+    note "bench_kernels int8 accuracy: $(grep -E 'group 32|per channel' "$BENCH_LOG" | sed 's/  */ /g' | paste -sd';' -)"
+  else
+    fail_row "P8 decode kernels (bench_kernels)" "≥ 0.80 of memcpy" "$(last_error "$BENCH_LOG")"
+  fi
+fi
+
+# ===============================================================================================
 # The table
 # ===============================================================================================
 ELAPSED=$(($(date +%s) - START_S))

@@ -1,0 +1,50 @@
+#pragma once
+// Private to the kernels layer: the decode product y[m, n] = Σ_k x[m, k] · w[n, k] over a weight
+// in its stored format, and its per-instruction-set variants (gemv_<isa>.cpp).
+
+#include <cstdint>
+
+#include "ferry/kernels/isa.h"
+
+namespace ferry::kernels::detail {
+
+// How a weight row's bytes are read.
+enum class WeightFormat { kF32, kBF16, kF16, kI8 };
+
+// Decode-sized inputs only: beyond this many rows BLAS on converted tiles is faster.
+constexpr std::int64_t kDecodeMaxRows = 16;
+// x's rows are padded with zeros to a multiple of this (the widest vector, in floats), so the
+// variants need no tail code for x.
+constexpr std::int64_t kPadFloats = 16;
+// K is processed in chunks of this many elements (a multiple of the int8 group size, 32).
+constexpr std::int64_t kChunk = 512;
+// Weight rows per block: each block's rows are converted once per chunk and used for all of x's
+// rows, so every weight byte comes from memory once per call.
+constexpr std::int64_t kBlockRows = 4;
+
+struct GemvArgs {
+  const float* x = nullptr;  // [m_rows, x_stride] float32, zero beyond k
+  std::int64_t m_rows = 0;   // 1..kDecodeMaxRows
+  std::int64_t x_stride = 0; // ≥ k, a multiple of kPadFloats
+  const void* w = nullptr;   // [n, w_stride] in `format`, the first k of each row used
+  WeightFormat format = WeightFormat::kF32;
+  std::int64_t w_stride = 0;    // elements between rows
+  const float* scales = nullptr;  // kI8 only: [n, n_groups], value = int8 × scale
+  std::int64_t group = 0;         // kI8 only: elements per scale (32, or ≥ k for per channel)
+  std::int64_t n_groups = 0;      // kI8 only
+  std::int64_t k = 0;
+  float* y = nullptr;          // [m_rows, y_stride] float32
+  std::int64_t y_stride = 0;
+};
+
+// Computes y's columns [n_begin, n_end) (all of x's rows); n_begin is a multiple of kBlockRows.
+using GemvRowsFn = void (*)(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
+void gemv_rows_portable(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
+void gemv_rows_avx2(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
+void gemv_rows_avx512(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
+
+// Runs `isa`'s variant over all n rows of the weight, threaded over blocks of rows with
+// LibTorch's pool (inline when the weight is small).
+void gemv(const GemvArgs& args, std::int64_t n, Isa isa);
+
+}  // namespace ferry::kernels::detail

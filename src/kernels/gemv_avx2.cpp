@@ -1,0 +1,64 @@
+// The AVX2 + FMA + F16C variant of the decode product. Only this file's own functions are
+// compiled for those instructions (the pragma below comes after every include), so the binary
+// still runs on any x86-64; gemv() calls it only when the CPU has them.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "gemv.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#include "gemv_block.h"
+
+namespace ferry::kernels::detail {
+namespace {
+
+struct Avx2 {
+  static constexpr std::int64_t kWidth = 8;
+  using Vec = __m256;
+  static Vec zero() { return _mm256_setzero_ps(); }
+  static Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+  static Vec from_bf16(const std::uint16_t* p) {
+    const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+  }
+  static Vec from_f16(const std::uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static Vec from_i8(const std::int8_t* p) {
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+  }
+  static Vec scale(Vec v, float s) { return _mm256_mul_ps(v, _mm256_set1_ps(s)); }
+  static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static Vec broadcast(float s) { return _mm256_set1_ps(s); }
+  static float sum(Vec v) {
+    const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_movehdup_ps(quarter)));
+  }
+  static float half_to_float(std::uint16_t bits) { return _cvtsh_ss(bits); }
+};
+
+}  // namespace
+
+void gemv_rows_avx2(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end) {
+  gemv_rows<Avx2>(args, n_begin, n_end);
+}
+
+}  // namespace ferry::kernels::detail
+#pragma GCC pop_options
+
+#else  // not x86-64: never selected (detected_isa() is kPortable), defined for the linker.
+namespace ferry::kernels::detail {
+void gemv_rows_avx2(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end) {
+  gemv_rows_portable(args, n_begin, n_end);
+}
+}  // namespace ferry::kernels::detail
+#endif
