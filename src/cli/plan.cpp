@@ -87,11 +87,26 @@ std::optional<models::ModelConfig> model_folder_config(const std::filesystem::pa
   return config;
 }
 
+// Headers only (no model to build): the dtype floating weights are narrowed to at load, when the
+// compute dtype is narrower than some of them (Note [Compute dtype]; planning's min rule then
+// counts each in its held dtype), else nullopt: every weight is counted as stored.
+std::optional<DType> narrowed_dtype(const std::vector<TensorInfo>& infos,
+                                    const models::ComputeDType& compute) {
+  if (compute.automatic) return std::nullopt;
+  for (const TensorInfo& info : infos) {
+    if (is_floating(info.dtype) && models::held_dtype(info.dtype, compute.dtype) != info.dtype) {
+      return compute.dtype;
+    }
+  }
+  return std::nullopt;
+}
+
 struct PlanView {
   const plan::ModuleTree* tree = nullptr;  // for ordering the map's rows (header plans)
   plan::Resolution resolution;
   std::vector<std::string> no_split;
   std::string source;  // "model" or "headers"
+  std::string compute_dtype;  // "float32", ...; "auto" for a headers plan asked for auto
   std::size_t n_tensors = 0;
 };
 
@@ -109,6 +124,7 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
     j["planned_from"] = v.source;
     j["strategy"] = o.placement.device_map;
     j["no_split"] = v.no_split;
+    j["compute_dtype"] = v.compute_dtype;
     j["device_map"] = nlohmann::ordered_json::parse(p.device_map.to_json());
     nlohmann::ordered_json devices = nlohmann::ordered_json::object();
     for (const auto& d : p.devices) {
@@ -148,6 +164,8 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
 
   fmt::print("ferry plan: {} ({} tensors, {}; planned from the {} in {:.1f} ms)\n", o.checkpoint,
              v.n_tensors, format_bytes(total_bytes), v.source, elapsed_ms);
+  fmt::print("  computes in {}; weights counted in the dtype they are held in\n",
+             v.compute_dtype);
   fmt::print("  strategy {}; never split: {}\n\nDevice map:\n", o.placement.device_map,
              v.no_split.empty() ? std::string("(nothing)")
                                 : fmt::format("{}", fmt::join(v.no_split, ", ")));
@@ -228,6 +246,7 @@ int run_plan(const PlanCommandOptions& o) {
     PlanView v{.resolution = std::move(planned.resolution),
                .no_split = load.dispatch.no_split_module_classes,
                .source = "model",
+               .compute_dtype = std::string(torch_name(planned.compute_dtype)),
                .n_tensors = planned.model->module().state_dict({.keep_tied = true}).size()};
     const std::vector<std::string> blocks = planned.model->no_split_classes();
     v.no_split.insert(v.no_split.begin(), blocks.begin(), blocks.end());
@@ -243,7 +262,8 @@ int run_plan(const PlanCommandOptions& o) {
       no_split.push_back(name);
     }
   }
-  plan::PlanOptions options{.no_split_patterns = no_split, .dtype = load.dispatch.dtype};
+  plan::PlanOptions options{.no_split_patterns = no_split,
+                            .dtype = narrowed_dtype(infos, load.compute_dtype)};
   plan::Resolution resolution = plan::resolve_and_plan(
       tree,
       plan::ResolveOptions{.strategy = strategy,
@@ -258,6 +278,7 @@ int run_plan(const PlanCommandOptions& o) {
              .resolution = std::move(resolution),
              .no_split = no_split,
              .source = "headers",
+             .compute_dtype = models::compute_dtype_name(load.compute_dtype),
              .n_tensors = infos.size()};
   return print_plan(o, v, elapsed_ms, estimates);
 }
