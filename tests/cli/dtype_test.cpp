@@ -44,7 +44,7 @@ TEST(DTypeFlag, OtherNamesFailBeforeLoadingListingTheAcceptedOnes) {
   ferry::testing::ScratchDir dir;
   const std::string model = make(dir, "float32");
   for (const std::string bad : {"int8", "float64", "garbage"}) {
-    for (const std::string command : {"run " + model + " --prompt-ids 1,2", "plan " + model}) {
+    for (const std::string& command : {"run " + model + " --prompt-ids 1,2", "plan " + model}) {
       const auto r = run_ferry(command + " --dtype " + bad);
       EXPECT_EQ(r.exit_code, 1) << command << " --dtype " << bad << "\n" << r.out;
       EXPECT_NE(r.out.find("'" + bad + "'"), std::string::npos) << r.out;

@@ -71,6 +71,16 @@ bool in_a_mapping(const at::Tensor& t,
                      [&](const auto& r) { return address >= r.first && address < r.second; });
 }
 
+// Float32 logits of `kPrompt` over the upcast weights: the plain reference (Phi-3, Gemma 2,
+// Mixtral), else ferry's float32 path with the weights converted to float32 at load (a storage
+// choice), which reference_test checks against transformers for Llama, Qwen2 and GPT-2.
+at::Tensor float32_reference(const std::filesystem::path& folder, const std::string& arch) {
+  if (arch == "phi3" || arch == "gemma2" || arch == "mixtral") {
+    return testing::plain_logits(folder, kPrompt);
+  }
+  return prompt_logits(*load_model(folder, {.dispatch = {.dtype = DType::kF32}}).model);
+}
+
 // Bytes of the model's weights as the meta model holds them, and as the checkpoint stores the
 // same tensors.
 std::pair<std::uint64_t, std::uint64_t> held_and_stored_bytes(CausalLM& model,
@@ -173,14 +183,7 @@ TEST_P(StoredDTypeTest, DefaultComputesInFloat32OverTheStoredWeights) {
 
   const at::Tensor got = prompt_logits(*loaded.model);
   at::Tensor expected;
-  if (c.arch == "gpt2") {
-    // No plain reference for GPT-2: ferry's own float32 path, the weights converted to float32
-    // at load (a storage choice), checked against transformers by reference_test.
-    expected = prompt_logits(
-        *load_model(dir_.path(), {.dispatch = {.dtype = DType::kF32}}).model);
-  } else {
-    expected = testing::plain_logits(dir_.path(), kPrompt);
-  }
+  expected = float32_reference(dir_.path(), c.arch);
   ASSERT_EQ(got.sizes(), expected.sizes());
   EXPECT_LT((got - expected).abs().max().item<double>(), kTolerance);
 }
@@ -229,9 +232,9 @@ INSTANTIATE_TEST_SUITE_P(Architectures, StoredDTypeTest,
                                            Case{"phi3", DType::kBF16},
                                            Case{"gemma2", DType::kF16},
                                            Case{"mixtral", DType::kBF16}),
-                         [](const auto& info) {
-                           return info.param.arch + "_" +
-                                  std::string(safetensors_name(info.param.stored));
+                         [](const auto& test) {
+                           return test.param.arch + "_" +
+                                  std::string(safetensors_name(test.param.stored));
                          });
 
 // The bf16 fixtures against transformers' float32 logits with the default compute dtype (the
@@ -244,7 +247,9 @@ TEST(ComputeDType, DefaultMatchesTransformersFloat32OnBfloat16Fixtures) {
                                         prompt.data_ptr<std::int64_t>() + prompt.numel());
     LoadedModel loaded = load_model(fixture(name));
     for (const auto& [tensor, t] : loaded.model->module().state_dict()) {
-      if (at::isFloatingType(t.scalar_type())) EXPECT_EQ(t.scalar_type(), at::kBFloat16) << tensor;
+      if (at::isFloatingType(t.scalar_type())) {
+        EXPECT_EQ(t.scalar_type(), at::kBFloat16) << tensor;
+      }
     }
     const at::Tensor got =
         generate(*loaded.model, {ids}, {.max_new_tokens = 1, .keep_prompt_logits = true})
@@ -266,7 +271,7 @@ TEST(ComputeDType, ANarrowerComputeDTypeConvertsAtLoadAndIsPlannedSo) {
     EXPECT_EQ(t.scalar_type(), at::kBFloat16) << name;
   }
   EXPECT_EQ(loaded.compute_dtype, DType::kBF16);
-  const double diff = (prompt_logits(*loaded.model) - testing::plain_logits(dir.path(), kPrompt))
+  const double diff = (prompt_logits(*loaded.model) - float32_reference(dir.path(), "llama"))
                           .abs()
                           .max()
                           .item<double>();
