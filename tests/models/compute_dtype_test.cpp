@@ -267,8 +267,10 @@ TEST(ComputeDType, ANarrowerComputeDTypeConvertsAtLoadAndIsPlannedSo) {
   LoadedModel loaded = load_model(dir.path(), options);
   const auto [held, stored] = held_and_stored_bytes(*planned.model, dir.path());
   EXPECT_EQ(held * 2, stored);
+  const auto ranges = mapped_checkpoint_ranges();
   for (const auto& [name, t] : loaded.model->module().state_dict()) {
     EXPECT_EQ(t.scalar_type(), at::kBFloat16) << name;
+    EXPECT_FALSE(in_a_mapping(t, ranges)) << name << ": a converted copy, not the mapped file";
   }
   EXPECT_EQ(loaded.compute_dtype, DType::kBF16);
   const double diff = (prompt_logits(*loaded.model) - float32_reference(dir.path(), "llama"))
