@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <variant>
 
-#include "ferry/core/dtype.h"
+#include "ferry/core/compute_dtype.h"
 #include "ferry/core/log.h"
 
 namespace ferry::cli {
@@ -37,7 +37,7 @@ models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prom
   }
   d.reserve = reserve_budget(f.reserve, d.max_memory);
   d.offload_folder = f.offload_folder;
-  if (!f.dtype.empty()) d.dtype = parse_dtype(f.dtype);
+  if (!f.dtype.empty()) load.compute_dtype = parse_compute_dtype(f.dtype);
   // One meaning in `run` and `plan`: each name is a module class or a module path pattern.
   d.no_split_module_classes = f.no_split;
   d.no_split_patterns = f.no_split;

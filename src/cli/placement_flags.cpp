@@ -9,8 +9,10 @@
 #include <optional>
 
 #include "ferry/core/bytes.h"
+#include "ferry/core/compute_dtype.h"
 #include "ferry/core/dtype.h"
 #include "ferry/core/error.h"
+#include "ferry/core/memory.h"
 #include "ferry/plan/device_map.h"
 #include "ferry/plan/memory_budget.h"
 #include "ferry/plan/strategy.h"
@@ -86,7 +88,10 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
                   "Folder for converted disk-offloaded weights, locked while in use and reused by "
                   "later runs of the same model and dtype (default: a private temporary folder, "
                   "removed at exit)");
-  cmd->add_option("--dtype", f.dtype, "Convert floating weights (float32, bfloat16, float16)");
+  cmd->add_option("--dtype", f.dtype,
+                  "Compute dtype, as transformers' torch_dtype: float32 (default, whatever the "
+                  "checkpoint stores), bfloat16, float16, or auto (the checkpoint's). Weights "
+                  "stay in their stored dtype unless this is narrower");
   cmd->add_option("--no-split", f.no_split, "Never split across devices: a module class (LlamaDecoderLayer) or a module path "
                   "pattern (model.layers.*), the same in run and plan; repeatable")
       ->allow_extra_args(false);
@@ -157,7 +162,11 @@ void check_placement_flags(const PlacementFlags& f) {
     }
     (void)reserve_budget(f.reserve, std::nullopt);
   }
-  if (!f.dtype.empty()) (void)parse_dtype(f.dtype);
+  if (!f.dtype.empty()) {
+    const ComputeDType compute = parse_compute_dtype(f.dtype);
+    // float16 on a machine without CUDA fails here, not after "loading" (auto: when resolved).
+    if (!compute.automatic && probe_gpus().empty()) check_computable(compute.dtype, false);
+  }
   if (!f.offload_folder.empty()) require_output_folder("--offload-folder", f.offload_folder);
   // Strategies and devices are checked here; a file is checked (and read, once) by load_options.
   if (!is_strategy(f.device_map) && !whole_model_device(f.device_map)) {

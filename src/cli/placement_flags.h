@@ -27,7 +27,7 @@ struct PlacementFlags {
   std::string max_memory;           // "0=20GiB,cpu=64GiB"; empty: probed once
   std::string reserve;              // kept free on top: "2GiB" (every device) or "0=2GiB,..."
   std::string offload_folder;       // empty: a private temporary folder when one is needed
-  std::string dtype;                // compute/storage dtype of floating weights
+  std::string dtype;                // compute dtype ("": float32; Note [Compute dtype])
   // Never split across devices: each name is a module class (LlamaDecoderLayer) or a module path
   // pattern (model.layers.*), the same in `run` and `plan`.
   std::vector<std::string> no_split;

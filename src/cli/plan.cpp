@@ -15,6 +15,7 @@
 #include "cli/placement_flags.h"
 #include "cli/plan_command.h"
 #include "ferry/core/bytes.h"
+#include "ferry/core/compute_dtype.h"
 #include "ferry/core/dtype.h"
 #include "ferry/core/error.h"
 #include "ferry/io/checkpoint_headers.h"
@@ -84,6 +85,20 @@ int run_plan(const PlanCommandOptions& o) {
   return plan_headers(o);
 }
 
+// Headers only (no model to build): the dtype floating weights are narrowed to at load, when the
+// compute dtype is narrower than some of them (Note [Compute dtype]; planning's min rule then
+// counts each in its held dtype), else nullopt: every weight is counted as stored.
+std::optional<DType> narrowed_dtype(const std::vector<TensorInfo>& infos,
+                                    const ComputeDType& compute) {
+  if (compute.automatic) return std::nullopt;
+  for (const TensorInfo& info : infos) {
+    if (is_floating(info.dtype) && held_dtype(info.dtype, compute.dtype) != info.dtype) {
+      return compute.dtype;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms,
@@ -100,6 +115,7 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
     j["planned_from"] = v.source;
     j["strategy"] = o.placement.device_map;
     j["no_split"] = v.no_split;
+    j["compute_dtype"] = v.compute_dtype;
     j["device_map"] = nlohmann::ordered_json::parse(p.device_map.to_json());
     nlohmann::ordered_json devices = nlohmann::ordered_json::object();
     for (const auto& d : p.devices) {
@@ -139,6 +155,8 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
 
   fmt::print("ferry plan: {} ({} tensors, {}; planned from the {} in {:.1f} ms)\n", o.checkpoint,
              v.n_tensors, format_bytes(total_bytes), v.source, elapsed_ms);
+  fmt::print("  computes in {}; weights counted in the dtype they are held in\n",
+             v.compute_dtype);
   fmt::print("  strategy {}; never split: {}\n\nDevice map:\n", o.placement.device_map,
              v.no_split.empty() ? std::string("(nothing)")
                                 : fmt::format("{}", fmt::join(v.no_split, ", ")));
@@ -212,8 +230,9 @@ int plan_headers(const PlanCommandOptions& o) {
   if (!f.max_memory.empty()) {
     max_memory = plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
   }
-  plan::PlanOptions options{.no_split_patterns = no_split};
-  if (!f.dtype.empty()) options.dtype = parse_dtype(f.dtype);
+  const ComputeDType compute = f.dtype.empty() ? ComputeDType{} : parse_compute_dtype(f.dtype);
+  plan::PlanOptions options{.no_split_patterns = no_split,
+                            .dtype = narrowed_dtype(infos, compute)};
   plan::Resolution resolution =
       plan::resolve_and_plan(tree,
                              plan::ResolveOptions{.strategy = strategy,
@@ -228,6 +247,7 @@ int plan_headers(const PlanCommandOptions& o) {
              .resolution = std::move(resolution),
              .no_split = no_split,
              .source = "headers",
+             .compute_dtype = compute_dtype_name(compute),
              .n_tensors = infos.size()};
   return print_plan(o, v, elapsed_ms, estimates);
 }

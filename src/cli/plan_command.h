@@ -25,6 +25,7 @@ struct PlanView {
   plan::Resolution resolution;
   std::vector<std::string> no_split;
   std::string source;  // "model" or "headers"
+  std::string compute_dtype;  // "float32", ...; "auto" for a headers plan asked for auto
   std::size_t n_tensors = 0;
 };
 

@@ -43,6 +43,7 @@ int plan_model_folder(const PlanCommandOptions& o) {
   PlanView v{.resolution = std::move(planned.resolution),
              .no_split = load.dispatch.no_split_module_classes,
              .source = "model",
+             .compute_dtype = std::string(torch_name(planned.compute_dtype)),
              .n_tensors = planned.model->module().state_dict({.keep_tied = true}).size()};
   const std::vector<std::string> blocks = planned.model->no_split_classes();
   v.no_split.insert(v.no_split.begin(), blocks.begin(), blocks.end());

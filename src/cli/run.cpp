@@ -293,9 +293,11 @@ int run(const RunOptions& o) {
 
   const std::map<std::string, std::uint64_t> placed = placed_bytes(loaded);
   if (!o.json) {
-    fmt::print(info, "  {} ({} layers, hidden {}), loaded in {:.2f} s; modules per device:\n",
+    fmt::print(info,
+               "  {} ({} layers, hidden {}, computing in {}), loaded in {:.2f} s; modules per "
+               "device:\n",
                loaded.config.model_type, loaded.config.n_layers, loaded.config.hidden_size,
-               load_seconds);
+               torch_name(loaded.compute_dtype), load_seconds);
     print_placement(info, loaded);
     fmt::print(info, "  prompt: {} token(s)\n", prompts.front().size());
     if (!o.quiet) {

@@ -14,6 +14,7 @@
 
 #include "ferry/models/causal_lm.h"
 #include "ferry/models/checkpoint_layout.h"
+#include "ferry/models/compute_dtype.h"
 #include "ferry/models/config.h"
 #include "ferry/models/make_model.h"
 #include "models/blocks/config_io.h"
@@ -35,8 +36,10 @@ struct Naming {
   bool base_model_prefixed = true;
 };
 
+// Builds the model with parameters in dtypes.weights computing in dtypes.compute (Note [Compute
+// dtype]).
 using BuildFunction =
-    std::function<std::shared_ptr<CausalLM>(const ModelConfig&, at::ScalarType, const Naming&)>;
+    std::function<std::shared_ptr<CausalLM>(const ModelConfig&, const ModelDTypes&, const Naming&)>;
 
 // make-model's recipe: what a synthetic checkpoint of the architecture looks like.
 struct MakeRecipe {

@@ -7,6 +7,7 @@
 #include <regex>
 #include <unordered_set>
 
+#include "ferry/core/devices.h"
 #include "ferry/core/error.h"
 #include "ferry/core/shape.h"
 #include "ferry/io/checkpoint.h"
@@ -55,17 +56,6 @@ std::shared_ptr<const Architecture> require_architecture(const ModelConfig& conf
       fmt::format("{}: model_type '{}' is not supported (supported: {})", config.file.string(),
                   config.model_type, fmt::join(supported_model_types(), ", ")),
       ErrorFields{.path = "model_type", .file = config.file.string(), .actual = config.model_type});
-}
-
-at::ScalarType build_dtype(const ModelConfig& config, const std::optional<DType>& requested) {
-  if (requested) return require_scalar_type(*requested);
-  if (config.torch_dtype.empty()) return at::kFloat;
-  try {
-    return require_scalar_type(parse_dtype(config.torch_dtype));
-  } catch (const Error& e) {
-    throw InvalidArgument(fmt::format("{}: field 'torch_dtype' {}", config.file.string(), e.what()),
-                          ErrorFields{.path = "torch_dtype", .file = config.file.string()});
-  }
 }
 
 // Note [Config against checkpoint]
@@ -164,6 +154,42 @@ std::vector<std::string> missing_tensors(nn::Module& model, const io::TensorSour
   return missing;
 }
 
+// Whether every layer runs on a CUDA GPU: real GPUs (simulated ones compute on the CPU), a
+// strategy or a map with a GPU (its main device, where CPU and disk blocks stream to), and no
+// CPU-resident block computed where it rests.
+bool runs_on_cuda_only(const dispatch::LoadAndDispatchOptions& o) {
+  if (gpu_count() == 0 || gpus_simulated()) return false;
+  if (o.compute.where == dispatch::ComputePolicy::Where::kWeights) return false;
+  if (std::holds_alternative<std::monostate>(o.device_map)) return false;
+  if (const auto* map = std::get_if<plan::DeviceMap>(&o.device_map)) {
+    // CPU and disk modules of a map with a GPU stream to it (the main device).
+    return std::any_of(map->entries().begin(), map->entries().end(),
+                       [](const auto& entry) { return entry.second.is_gpu(); });
+  }
+  return true;
+}
+
+// Gives each floating tensor of `model` that `source` stores the dtype it is held in (Note
+// [Compute dtype]): its stored dtype, or the compute dtype where that is narrower. The model is
+// on meta, so this allocates nothing; loading then converts only what is narrowed.
+void hold_weights(nn::Module& model, const io::TensorSource& source, DType compute) {
+  for (const std::string& name : source.names()) {
+    std::optional<nn::NamedTensor> target;
+    try {
+      target = model.find_tensor(name);
+    } catch (const MissingTensor&) {
+      continue;  // unexpected or ignored: load_checkpoint_in_model reports it
+    }
+    const TensorInfo stored = source.info(name);
+    const at::Tensor& current = target->tensor();
+    if (!is_floating(stored.dtype) || !at::isFloatingType(current.scalar_type())) continue;
+    // A stored dtype LibTorch lacks (float8) is converted at load to the built dtype, as before.
+    const std::optional<at::ScalarType> held = to_scalar_type(held_dtype(stored.dtype, compute));
+    if (!held || *held == current.scalar_type()) continue;
+    target->slot()->assign(at::empty(current.sizes(), current.options().dtype(*held)), name);
+  }
+}
+
 }  // namespace
 
 namespace detail {
@@ -189,8 +215,8 @@ void register_model_type(const std::string& model_type, ModelFactory factory,
   registry();  // the built-in ones first, so that this one replaces any of the same name
   detail::add_architecture({.model_type = model_type,
                             .build = [factory = std::move(factory)](
-                                         const ModelConfig& config, at::ScalarType dtype,
-                                         const detail::Naming&) { return factory(config, dtype); },
+                                         const ModelConfig& config, const ModelDTypes& dtypes,
+                                         const detail::Naming&) { return factory(config, dtypes); },
                             .layout = std::move(layout)});
 }
 
@@ -220,8 +246,12 @@ const CheckpointLayout& checkpoint_layout(const ModelConfig& config) {
   return a ? a->layout : none;  // architectures are never removed: the reference stays valid
 }
 
+std::shared_ptr<CausalLM> create_model(const ModelConfig& config, const ModelDTypes& dtypes) {
+  return require_architecture(config)->build(config, dtypes, detail::Naming{});
+}
+
 std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType dtype) {
-  return require_architecture(config)->build(config, dtype, detail::Naming{});
+  return create_model(config, ModelDTypes{.weights = dtype, .compute = dtype});
 }
 
 namespace {
@@ -239,7 +269,6 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
   LoadedModel& out = prepared.out;
   out.config = options.config ? *options.config : load_config(folder);
   const std::shared_ptr<const Architecture> architecture = require_architecture(out.config);
-  const at::ScalarType dtype = build_dtype(out.config, options.dispatch.dtype);
   const std::filesystem::path checkpoint =
       std::filesystem::is_directory(folder) ? folder : folder.parent_path();
   // Before anything is read: the user's offload folder must not be the checkpoint's own.
@@ -250,8 +279,22 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
     const std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(checkpoint);
     const detail::Naming naming = naming_of(architecture->layout, *source);
     check_against_checkpoint(out.config, layout_for(architecture->layout, naming), *source);
+    // Note [Compute dtype]: built in the dtype most weights are held in, then each weight in its
+    // own (a checkpoint may mix float32 norms with bfloat16 matrices); a caller's dispatch.dtype
+    // is a storage choice that replaces both.
+    out.compute_dtype = resolve_compute_dtype(options.compute_dtype, out.config, *source);
+    check_computable(out.compute_dtype, runs_on_cuda_only(options.dispatch));
+    const at::ScalarType compute = require_scalar_type(out.compute_dtype);
+    const at::ScalarType weights =
+        options.dispatch.dtype
+            ? require_scalar_type(*options.dispatch.dtype)
+            : to_scalar_type(held_dtype(stored_floating_dtype(*source).value_or(DType::kF32),
+                                        out.compute_dtype))
+                  .value_or(compute);
     nn::InitEmptyWeights guard;
-    out.model = architecture->build(out.config, dtype, naming);
+    out.model =
+        architecture->build(out.config, ModelDTypes{.weights = weights, .compute = compute}, naming);
+    if (!options.dispatch.dtype) hold_weights(out.model->module(), *source, out.compute_dtype);
     const std::vector<std::string> missing = missing_tensors(out.model->module(), *source);
     if (!missing.empty()) {
       constexpr std::size_t kShown = 8;
@@ -297,7 +340,8 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
   }
   RunShape shape = options.shape;
   shape.max_new_tokens = resolve_max_new_tokens(out.generation, shape.max_new_tokens);
-  const plan::RuntimeOptions needs = runtime_needs(out.config, shape, dtype);
+  const plan::RuntimeOptions needs =
+      runtime_needs(out.config, shape, require_scalar_type(out.compute_dtype));
   dispatch.runtime.kv_cache_bytes = needs.kv_cache_bytes;
   dispatch.runtime.kv_cache_layers = needs.kv_cache_layers;
   dispatch.runtime.activation_bytes = needs.activation_bytes;
@@ -316,6 +360,7 @@ PlannedModel plan_model(const std::filesystem::path& folder, const LoadModelOpti
       dispatch::resolve_for_dispatch(p.out.model->module(), strategy, p.dispatch);
   return {.config = std::move(p.out.config),
           .model = std::move(p.out.model),
+          .compute_dtype = p.out.compute_dtype,
           .resolution = std::move(resolution)};
 }
 

@@ -39,7 +39,13 @@ at::Tensor Conv1D::forward(const at::Tensor& x) {
   std::vector<std::int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = out_features_;
   at::Tensor flat = x.reshape({-1, x.size(-1)});
-  return at::addmm(*bias_, flat, *weight_).view(out_shape);
+  // Note [Compute dtype]: a weight stored in another dtype than the input is converted for this
+  // call only (the slot keeps the stored one).
+  const at::Tensor& w = *weight_;
+  const at::Tensor& b = *bias_;
+  const at::ScalarType t = x.scalar_type();
+  return at::addmm(b.scalar_type() == t ? b : b.to(t), flat, w.scalar_type() == t ? w : w.to(t))
+      .view(out_shape);
 }
 
 }  // namespace ferry::nn

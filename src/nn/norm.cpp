@@ -8,6 +8,12 @@ const at::Tensor& or_undefined(const TensorRef& ref) {
   static const at::Tensor kUndefined;
   return ref ? *ref : kUndefined;
 }
+// The tensor of `ref` in `dtype` (Note [Compute dtype]: norm weights are stored in the
+// checkpoint's dtype and applied in the input's); undefined when not registered.
+at::Tensor in_dtype(const TensorRef& ref, at::ScalarType dtype) {
+  const at::Tensor& t = or_undefined(ref);
+  return !t.defined() || t.scalar_type() == dtype ? t : t.to(dtype);
+}
 }  // namespace
 
 LayerNorm::LayerNorm(std::int64_t dim, LayerNormOptions options)
@@ -19,7 +25,8 @@ LayerNorm::LayerNorm(std::int64_t dim, LayerNormOptions options)
 }
 
 at::Tensor LayerNorm::forward(const at::Tensor& x) {
-  return at::layer_norm(x, {dim_}, or_undefined(weight_), or_undefined(bias_), eps_);
+  return at::layer_norm(x, {dim_}, in_dtype(weight_, x.scalar_type()),
+                        in_dtype(bias_, x.scalar_type()), eps_);
 }
 
 RMSNorm::RMSNorm(std::int64_t dim, double eps, at::ScalarType dtype)
@@ -30,7 +37,7 @@ RMSNorm::RMSNorm(std::int64_t dim, double eps, at::ScalarType dtype)
 at::Tensor RMSNorm::forward(const at::Tensor& x) {
   const at::Tensor h = x.to(at::kFloat);
   const at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
-  return *weight_ * (h * at::rsqrt(variance + eps_)).to(x.scalar_type());
+  return in_dtype(weight_, x.scalar_type()) * (h * at::rsqrt(variance + eps_)).to(x.scalar_type());
 }
 
 BatchNorm1d::BatchNorm1d(std::int64_t num_features, BatchNormOptions options)
@@ -49,8 +56,9 @@ BatchNorm1d::BatchNorm1d(std::int64_t num_features, BatchNormOptions options)
 at::Tensor BatchNorm1d::forward(const at::Tensor& x) {
   // Without running statistics PyTorch normalises with the batch's own statistics.
   const bool use_batch_stats = !running_mean_;
-  return at::batch_norm(x, or_undefined(weight_), or_undefined(bias_), or_undefined(running_mean_),
-                        or_undefined(running_var_), use_batch_stats, options_.momentum,
+  const at::ScalarType t = x.scalar_type();
+  return at::batch_norm(x, in_dtype(weight_, t), in_dtype(bias_, t), in_dtype(running_mean_, t),
+                        in_dtype(running_var_, t), use_batch_stats, options_.momentum,
                         options_.eps, /*cudnn_enabled=*/true);
 }
 

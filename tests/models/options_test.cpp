@@ -57,6 +57,10 @@ TEST(OptionsDefaults, NamingTheDeviceMapKeepsStrictAndEveryOtherLoadDefault) {
   EXPECT_TRUE(std::holds_alternative<plan::Strategy>(named.dispatch.device_map));
   expect_same_except_device_map(plain.dispatch, named.dispatch);
   expect_same_shape(plain.shape, named.shape);
+  // Note [Compute dtype]: float32 unless asked, whatever else is named.
+  EXPECT_FALSE(named.compute_dtype.automatic);
+  EXPECT_EQ(named.compute_dtype.dtype, DType::kF32);
+  EXPECT_EQ(plain.compute_dtype.dtype, DType::kF32);
 }
 
 TEST(OptionsDefaults, NamingOneShapeFieldKeepsTheLoadDefaults) {

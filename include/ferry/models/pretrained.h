@@ -35,7 +35,9 @@ struct PretrainedOptions {
   // Where converted disk-offloaded weights are written; "": a private temporary folder, removed
   // when the model is destroyed, when one is needed.
   std::filesystem::path offload_folder;
-  // Dtype of floating weights ("bfloat16", "float16", "float32"); "": config.json's torch_dtype.
+  // The compute dtype, as transformers' torch_dtype: "" or "float32" (the default, whatever the
+  // checkpoint stores), "bfloat16", "float16", or "auto" (the checkpoint's). Weights stay in
+  // their stored dtype unless this is narrower (Note [Compute dtype]).
   std::string dtype;
   // KV cache tokens per sequence reserved when planning; 0: a 256-token prompt plus
   // max_new_tokens.
@@ -60,6 +62,8 @@ class Pretrained {
   const GenerationConfig& generation_config() const noexcept { return loaded_.generation; }
   const Tokenizer& tokenizer() const noexcept { return *tokenizer_; }
   const plan::DeviceMap& device_map() const noexcept { return loaded_.device_map; }
+  // The dtype the model computes in.
+  DType compute_dtype() const noexcept { return loaded_.compute_dtype; }
 
  private:
   friend Pretrained load_pretrained(const std::filesystem::path&, const PretrainedOptions&);

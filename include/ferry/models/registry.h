@@ -13,14 +13,16 @@
 #include "ferry/dispatch/load_checkpoint.h"
 #include "ferry/models/causal_lm.h"
 #include "ferry/models/checkpoint_layout.h"
+#include "ferry/models/compute_dtype.h"
 #include "ferry/models/generation_config.h"
 #include "ferry/models/run_shape.h"
 
 namespace ferry::models {
 
-// Builds a model for a config with parameters of a dtype, on the current init guard's device.
+// Builds a model for a config with parameters in dtypes.weights that computes in dtypes.compute
+// (its embeddings convert the rows they look up), on the current init guard's device.
 using ModelFactory =
-    std::function<std::shared_ptr<CausalLM>(const ModelConfig& config, at::ScalarType dtype)>;
+    std::function<std::shared_ptr<CausalLM>(const ModelConfig& config, const ModelDTypes& dtypes)>;
 
 // Adds (or replaces) the factory of `model_type` and the layout load_model checks its
 // checkpoints against (default: none); its config.json is read with Llama's field names. The
@@ -34,8 +36,11 @@ std::vector<std::string> supported_model_types();
 std::vector<std::string> make_model_architectures();
 // The checkpoint layout of `config`'s model type (an empty one for an unknown type).
 const CheckpointLayout& checkpoint_layout(const ModelConfig& config);
-// The model for `config` with `dtype` parameters on the current init guard's device. Throws
-// InvalidArgument "<file>: model_type 'x' is not supported (supported: gpt2, llama, ...)".
+// The model for `config` with parameters in dtypes.weights, computing in dtypes.compute, on the
+// current init guard's device. Throws InvalidArgument "<file>: model_type 'x' is not supported
+// (supported: gpt2, llama, ...)".
+std::shared_ptr<CausalLM> create_model(const ModelConfig& config, const ModelDTypes& dtypes);
+// The same with parameters in `dtype`, computing in it.
 std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType dtype);
 
 // Note [Options defaults]
@@ -48,10 +53,15 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType
 // every field they do not name (tests/models/options_test.cpp checks each nested member).
 struct LoadModelOptions {
   // Device map, budgets, offload folder. The decoder layer's class is always added to
-  // no_split_module_classes; dtype, when set, is also the dtype the model is built in; the
-  // architecture's ignored keys are added to ignore_unexpected. Missing tensors are always an
-  // error; other unused checkpoint tensors are a warning, or an error with strict.
+  // no_split_module_classes; the architecture's ignored keys are added to ignore_unexpected.
+  // Missing tensors are always an error; other unused checkpoint tensors are a warning, or an
+  // error with strict. dispatch.dtype is best left unset: set, every floating weight is
+  // converted to it at load and the model is built in it (a storage choice; Note [Compute
+  // dtype]); unset, weights keep their stored dtype unless compute_dtype is narrower.
   dispatch::LoadAndDispatchOptions dispatch;  // no initializer: Note [Options defaults]
+  // The dtype the model computes in: float32 by default, whatever the checkpoint stores;
+  // {.automatic = true}: the checkpoint's (Note [Compute dtype]).
+  ComputeDType compute_dtype;
   // The run's shape: its KV cache and activations are reserved when planning (dispatch.runtime's
   // sizes are replaced by runtime_needs of it; an unset max_new_tokens is the folder's
   // generation_config.json's, else the default).
@@ -67,6 +77,7 @@ struct LoadedModel {
   // resolve_generate_options applies it.
   GenerationConfig generation;
   std::shared_ptr<CausalLM> model;
+  DType compute_dtype = DType::kF32;  // what the model computes in (compute_dtype resolved)
   plan::DeviceMap device_map;  // the map used (empty: everything on the CPU, no hooks)
   // The budgets, reserves and plan behind the map when a strategy was given (nullopt for a given
   // map or none).
@@ -78,14 +89,17 @@ struct LoadedModel {
 struct PlannedModel {
   ModelConfig config;
   std::shared_ptr<CausalLM> model;
+  DType compute_dtype = DType::kF32;  // as LoadedModel::compute_dtype
   plan::Resolution resolution;
 };
 PlannedModel plan_model(const std::filesystem::path& folder, const LoadModelOptions& options,
                         plan::Strategy strategy);
 
 // Reads `folder`/config.json, checks it against the checkpoint's headers (the architecture's
-// CheckpointLayout: embedding shape, layer count), builds the model on meta (in --dtype, else
-// config's torch_dtype, else float32), checks that the checkpoint has every tensor of the model,
+// CheckpointLayout: embedding shape, layer count), builds the model on meta (each weight in the
+// dtype it will be held in, computing in the compute dtype: Note [Compute dtype]; an invalid
+// compute dtype throws InvalidArgument before any weight is read), checks that the checkpoint
+// has every tensor of the model,
 // and loads it with load_checkpoint_and_dispatch. Checkpoint tensors matching the layout's
 // ignored_keys are dropped silently; other unused ones are named in one warning. Throws what
 // config parsing, the registry and loading throw; ShapeMismatch naming config.json, the field

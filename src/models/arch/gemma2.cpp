@@ -44,7 +44,9 @@ void write_config(const ModelConfig& c, Json& j) {
   j["final_logit_softcapping"] = cap(f.final_logit_softcapping);
 }
 
-std::shared_ptr<CausalLM> build(const ModelConfig& c, at::ScalarType dtype, const Naming& naming) {
+std::shared_ptr<CausalLM> build(const ModelConfig& c, const ModelDTypes& dtypes,
+                                const Naming& naming) {
+  const at::ScalarType dtype = dtypes.weights;
   const auto& f = fields_of<Gemma2Fields>(c);
   auto make_norm = [&c, dtype] {
     return unary(
@@ -84,6 +86,7 @@ std::shared_ptr<CausalLM> build(const ModelConfig& c, at::ScalarType dtype, cons
                    .hidden_size = c.hidden_size,
                    .n_layers = c.n_layers,
                    .dtype = dtype,
+                   .compute_dtype = dtypes.compute,
                    .make_layer = make_layer,
                    .make_norm = make_norm,
                    .embedding_scale = std::sqrt(static_cast<double>(c.hidden_size)),

@@ -116,11 +116,13 @@ class Block : public nn::Callable<Block> {
 // transformers' GPT2Model: token and position embeddings, blocks, final norm.
 class Gpt2Model : public nn::Callable<Gpt2Model> {
  public:
-  Gpt2Model(const ModelConfig& c, at::ScalarType dtype) : Callable("GPT2Model") {
-    wte =
-        register_module("wte", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, dtype));
-    wpe_ = register_module(
-        "wpe", std::make_shared<nn::Embedding>(c.max_position_embeddings, c.hidden_size, dtype));
+  Gpt2Model(const ModelConfig& c, const ModelDTypes& dtypes) : Callable("GPT2Model") {
+    const at::ScalarType dtype = dtypes.weights;
+    wte = register_module("wte", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size,
+                                                                 dtype, dtypes.compute));
+    wpe_ = register_module("wpe", std::make_shared<nn::Embedding>(c.max_position_embeddings,
+                                                                  c.hidden_size, dtype,
+                                                                  dtypes.compute));
     auto list = register_module("h", std::make_shared<nn::ModuleList>());
     for (std::int64_t i = 0; i < c.n_layers; ++i) {
       blocks_.push_back(list->push_back(std::make_shared<Block>(c, dtype)));
@@ -146,8 +148,10 @@ class Gpt2Model : public nn::Callable<Gpt2Model> {
   std::shared_ptr<nn::LayerNorm> ln_f_;
 };
 
-std::shared_ptr<CausalLM> build(const ModelConfig& c, at::ScalarType dtype, const Naming& naming) {
-  auto backbone = std::make_shared<Gpt2Model>(c, dtype);
+std::shared_ptr<CausalLM> build(const ModelConfig& c, const ModelDTypes& dtypes,
+                                const Naming& naming) {
+  const at::ScalarType dtype = dtypes.weights;
+  auto backbone = std::make_shared<Gpt2Model>(c, dtypes);
   return std::make_shared<CausalLMTail>(c, dtype,
                                         TailSpec{.class_name = "GPT2LMHeadModel",
                                                  .decoder_layer_class = "GPT2Block",

@@ -73,7 +73,9 @@ void write_config(const ModelConfig& c, Json& j) {
   j["rope_scaling"] = s;
 }
 
-std::shared_ptr<CausalLM> build(const ModelConfig& c, at::ScalarType dtype, const Naming& naming) {
+std::shared_ptr<CausalLM> build(const ModelConfig& c, const ModelDTypes& dtypes,
+                                const Naming& naming) {
+  const at::ScalarType dtype = dtypes.weights;
   const std::string family = family_prefix(c.model_type);
   auto make_norm = [&c, dtype] {
     return unary(std::make_shared<nn::RMSNorm>(c.hidden_size, c.norm_eps, dtype));
@@ -107,6 +109,7 @@ std::shared_ptr<CausalLM> build(const ModelConfig& c, at::ScalarType dtype, cons
                                                      .hidden_size = c.hidden_size,
                                                      .n_layers = c.n_layers,
                                                      .dtype = dtype,
+                                                     .compute_dtype = dtypes.compute,
                                                      .make_layer = make_layer,
                                                      .make_norm = make_norm,
                                                      .rotary = standard_rotary(c),

@@ -100,7 +100,9 @@ class SparseMoe : public nn::Callable<SparseMoe> {
   std::vector<std::shared_ptr<GatedMlp>> experts_;
 };
 
-std::shared_ptr<CausalLM> build(const ModelConfig& c, at::ScalarType dtype, const Naming& naming) {
+std::shared_ptr<CausalLM> build(const ModelConfig& c, const ModelDTypes& dtypes,
+                                const Naming& naming) {
+  const at::ScalarType dtype = dtypes.weights;
   const auto& f = fields_of<MixtralFields>(c);
   auto make_norm = [&c, dtype] {
     return unary(std::make_shared<nn::RMSNorm>(c.hidden_size, c.norm_eps, dtype));
@@ -126,6 +128,7 @@ std::shared_ptr<CausalLM> build(const ModelConfig& c, at::ScalarType dtype, cons
                                                      .hidden_size = c.hidden_size,
                                                      .n_layers = c.n_layers,
                                                      .dtype = dtype,
+                                                     .compute_dtype = dtypes.compute,
                                                      .make_layer = make_layer,
                                                      .make_norm = make_norm,
                                                      .rotary = standard_rotary(c),

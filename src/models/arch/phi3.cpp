@@ -100,7 +100,9 @@ RotaryFunction longrope(const ModelConfig& c, const Phi3Fields& f) {
   };
 }
 
-std::shared_ptr<CausalLM> build(const ModelConfig& c, at::ScalarType dtype, const Naming& naming) {
+std::shared_ptr<CausalLM> build(const ModelConfig& c, const ModelDTypes& dtypes,
+                                const Naming& naming) {
+  const at::ScalarType dtype = dtypes.weights;
   auto make_norm = [&c, dtype] {
     return unary(std::make_shared<nn::RMSNorm>(c.hidden_size, c.norm_eps, dtype));
   };
@@ -132,6 +134,7 @@ std::shared_ptr<CausalLM> build(const ModelConfig& c, at::ScalarType dtype, cons
                    .hidden_size = c.hidden_size,
                    .n_layers = c.n_layers,
                    .dtype = dtype,
+                   .compute_dtype = dtypes.compute,
                    .make_layer = make_layer,
                    .make_norm = make_norm,
                    .rotary = longrope(c, fields_of<Phi3Fields>(c)),

@@ -33,7 +33,8 @@ DecoderBackbone::DecoderBackbone(BackboneSpec spec)
     : Callable(spec.class_name), spec_(std::move(spec)) {
   embed_tokens_ = register_module(
       "embed_tokens",
-      std::make_shared<nn::Embedding>(spec_.vocab_size, spec_.hidden_size, spec_.dtype));
+      std::make_shared<nn::Embedding>(spec_.vocab_size, spec_.hidden_size, spec_.dtype,
+                                      spec_.compute_dtype));
   auto list = register_module("layers", std::make_shared<nn::ModuleList>());
   for (std::int64_t i = 0; i < spec_.n_layers; ++i) {
     layers_.push_back(list->push_back(spec_.make_layer(i)));

@@ -62,7 +62,8 @@ struct BackboneSpec {
   std::int64_t vocab_size = 0;
   std::int64_t hidden_size = 0;
   std::int64_t n_layers = 0;
-  at::ScalarType dtype = at::kFloat;
+  at::ScalarType dtype = at::kFloat;          // the embedding table's
+  at::ScalarType compute_dtype = at::kFloat;  // the hidden states' (Note [Compute dtype])
   std::function<std::shared_ptr<DecoderLayer>(std::int64_t index)> make_layer;
   std::function<Unary()> make_norm;       // the final "norm"
   std::optional<double> embedding_scale;  // Gemma: embeddings times sqrt(hidden_size)
