@@ -2,7 +2,6 @@
 // start in milliseconds; every command that computes is handed to ferry-engine (Note [Front end
 // and engine] in commands.h).
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <array>
 #include <cerrno>
@@ -11,6 +10,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <unistd.h>
 #include <vector>
 
 #include "cli/commands.h"
@@ -35,12 +35,12 @@ std::filesystem::path engine_path() {
   for (const auto& candidate : candidates) {
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
   }
-  throw IoError(fmt::format("ferry's engine is not installed: expected an executable "
-                            "ferry-engine at {} or {} (or FERRY_ENGINE naming one)",
-                            candidates[0].string(), candidates[1].string()),
-                ErrorFields{.file = candidates[0].string(),
-                            .expected = "ferry-engine",
-                            .actual = "no such program"});
+  throw IoError(
+      fmt::format("ferry's engine is not installed: expected an executable "
+                  "ferry-engine at {} or {} (or FERRY_ENGINE naming one)",
+                  candidates[0].string(), candidates[1].string()),
+      ErrorFields{
+          .file = candidates[0].string(), .expected = "ferry-engine", .actual = "no such program"});
 }
 
 // The subcommand of the command line: its first argument that is not an option (the global
@@ -66,9 +66,9 @@ bool runs_in_engine(std::string_view command) {
 void exec_engine() {
   const std::filesystem::path engine = engine_path();
   ::execv(engine.c_str(), g_argv);
-  throw IoError(fmt::format("cannot start ferry's engine {}: {}", engine.string(),
-                            std::strerror(errno)),
-                ErrorFields{.file = engine.string()});
+  throw IoError(
+      fmt::format("cannot start ferry's engine {}: {}", engine.string(), std::strerror(errno)),
+      ErrorFields{.file = engine.string()});
 }
 
 // A model folder is built on meta to be planned: the engine's work.

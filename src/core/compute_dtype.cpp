@@ -22,7 +22,9 @@ ComputeDType parse_compute_dtype(std::string_view text) {
     throw InvalidArgument(
         fmt::format("dtype '{}' is not a compute dtype ferry runs in: expected one of {}", text,
                     kComputeDTypeNames),
-        ErrorFields{.path = "dtype", .expected = std::string(kComputeDTypeNames), .actual = std::string(text)});
+        ErrorFields{.path = "dtype",
+                    .expected = std::string(kComputeDTypeNames),
+                    .actual = std::string(text)});
   }
   return {.dtype = *d};
 }
@@ -37,7 +39,8 @@ void check_computable(DType compute, bool on_cuda_only) {
       "compute dtype float16 needs a CUDA GPU: LibTorch 1.13 has no float16 kernels on the CPU "
       "(addmm, bmm, silu, layer_norm, softmax); compute in float32 (the default: a float16 "
       "checkpoint's weights stay float16) or bfloat16",
-      ErrorFields{.path = "dtype", .expected = "float32 or bfloat16 on the CPU", .actual = "float16"});
+      ErrorFields{
+          .path = "dtype", .expected = "float32 or bfloat16 on the CPU", .actual = "float16"});
 }
 
 DType held_dtype(DType stored, DType compute) {

@@ -1,12 +1,12 @@
 #include "ferry/io/checkpoint_headers.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <unistd.h>
 #include <unordered_map>
 #include <vector>
 
@@ -169,8 +169,7 @@ void read_sharded(CheckpointHeaders& out) {
       if (!std::filesystem::is_regular_file(*path, ec)) {
         throw CorruptFile(fmt::format("tensor '{}' in {}: shard {} does not exist: expected a "
                                       "regular file at {}, got none",
-                                      printable(name), index_path.string(), shard,
-                                      path->string()),
+                                      printable(name), index_path.string(), shard, path->string()),
                           ErrorFields{.path = name,
                                       .file = index_path.string(),
                                       .expected = path->string(),

@@ -1,6 +1,8 @@
 #include "ferry/kernels/linear.h"
 
 #include <atomic>
+#include <cstdlib>
+#include <string_view>
 
 #include "ferry/core/error.h"
 #include "ferry/core/shape.h"
@@ -9,17 +11,22 @@
 
 // Note [float32 weights]
 // A float32 weight read by the fused kernel gives the same product as at::linear up to the order
-// of the float32 sums, and it is faster at decode sizes (bench_kernels, M = 1, 2 threads: 5–10 ×
-// at::linear on this machine). But ferry promises results equal to LibTorch's where nothing is
-// converted: nn's tests compare Linear with at::linear bit for bit, and so may users. So float32 ×
-// float32 goes to at::linear unless set_fused_float32(true) asks for the kernel (tests and the
-// benchmark do); the stored formats that need a conversion anyway (bfloat16, float16, int8) always
-// take the kernels.
+// of the float32 sums (relative differences of ~1e-6), and it is faster at decode sizes
+// (bench_kernels, M = 1, 2 threads: 5–10 × at::linear on this machine), where decode spends its
+// time. So float32 × float32 takes the kernel too, by default. A caller who needs LibTorch's
+// bit-identical product turns it off: set_fused_float32(false), or FERRY_FUSED_FLOAT32=0 in the
+// environment (read once). The stored formats that need a conversion anyway (bfloat16, float16,
+// int8) always take the kernels.
 
 namespace ferry::kernels {
 namespace {
 
-std::atomic<bool> g_fused_float32{false};
+bool fused_float32_from_env() {
+  const char* env = std::getenv("FERRY_FUSED_FLOAT32");
+  return env == nullptr || std::string_view(env) != "0";
+}
+
+std::atomic<bool> g_fused_float32{fused_float32_from_env()};
 
 using detail::WeightFormat;
 

@@ -1,9 +1,10 @@
 // The LibTorch half of the plan layer: a ModuleTree walked from an nn::Module, and the planning
 // functions that take a module (each builds the tree and calls its tree overload).
+#include "ferry/nn/module.h"
+
 #include <algorithm>
 
 #include "ferry/core/error.h"
-#include "ferry/nn/module.h"
 #include "ferry/plan/auto_device_map.h"
 #include "ferry/plan/balanced_memory.h"
 #include "ferry/plan/device_map.h"
@@ -17,7 +18,8 @@ namespace {
 class ModuleWalker {
  public:
   NodeId add_module(nn::Module& module, const std::string& name, NodeId parent) {
-    const NodeId id = builder_.add_node({.name = name, .class_name = module.class_name(), .parent = parent});
+    const NodeId id =
+        builder_.add_node({.name = name, .class_name = module.class_name(), .parent = parent});
     for (const auto& entry : module.tensors()) {
       if (entry->is_buffer()) continue;
       const NodeId t = add_tensor(*entry, name, id);  // may reallocate nodes_
@@ -48,17 +50,17 @@ class ModuleWalker {
     const at::Tensor& t = entry.slot->tensor();
     const NodeId id =
         builder_.add_node({.name = join_name(prefix, entry.name),
-                  .kind = entry.is_buffer() ? NodeKind::kBuffer : NodeKind::kParameter,
-                  .element = ElementType::of(t.scalar_type()),
-                  .numel = static_cast<std::uint64_t>(t.numel()),
-                  .persistent = entry.persistent,
-                  .parent = parent});
+                           .kind = entry.is_buffer() ? NodeKind::kBuffer : NodeKind::kParameter,
+                           .element = ElementType::of(t.scalar_type()),
+                           .numel = static_cast<std::uint64_t>(t.numel()),
+                           .persistent = entry.persistent,
+                           .parent = parent});
     builder_.node(id).end = id + 1;
     builder_.set_slot(id, entry.slot.get());
     return id;
   }
 
- TreeBuilder& builder() { return builder_; }
+  TreeBuilder& builder() { return builder_; }
 
  private:
   TreeBuilder builder_;

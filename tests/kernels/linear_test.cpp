@@ -52,7 +52,7 @@ void expect_matches(const at::Tensor& x, const at::Tensor& w, const std::optiona
 class KernelsLinear : public ::testing::TestWithParam<Isa> {
  protected:
   void SetUp() override { set_fused_float32(true); }
-  void TearDown() override { set_fused_float32(false); }
+  void TearDown() override { set_fused_float32(true); }
 };
 
 TEST_P(KernelsLinear, OddShapesEveryStoredDtype) {
@@ -160,12 +160,16 @@ INSTANTIATE_TEST_SUITE_P(Isas, KernelsLinear,
                          ::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvx512),
                          testing::isa_param_name);
 
-TEST(KernelsLinearEdges, Float32ByDefaultEqualsAtLinearBitForBit) {
+TEST(KernelsLinearEdges, Float32IsFusedByDefaultAndBitForBitWhenTurnedOff) {
   at::manual_seed(7);
   const at::Tensor x = at::randn({2, 4, 300});
   const at::Tensor w = at::randn({70, 300});
   const at::Tensor b = at::randn({70});
+  ASSERT_TRUE(fused_float32());  // the default (FERRY_FUSED_FLOAT32 unset)
+  EXPECT_TRUE(at::allclose(kernels::linear(x, w, b), at::linear(x, w, b), 1e-5, 1e-5));
+  set_fused_float32(false);
   EXPECT_TRUE(at::equal(kernels::linear(x, w, b), at::linear(x, w, b)));
+  set_fused_float32(true);
 }
 
 TEST(KernelsLinearEdges, Float64PassesThroughToAtLinear) {

@@ -19,9 +19,10 @@ namespace ferry::kernels {
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
                   std::string_view what = "linear");
 
-// Whether a float32 weight with a float32 input goes to the fused decode kernel (faster at decode
-// sizes; sums in another order than BLAS) instead of at::linear (bit-identical to LibTorch, the
-// default). Process-wide; see Note [float32 weights] in src/kernels/linear.cpp.
+// Whether a float32 weight with a float32 input goes to the fused decode kernel (the default:
+// faster at decode sizes; sums in another order than BLAS) instead of at::linear (bit-identical
+// to LibTorch). Process-wide; FERRY_FUSED_FLOAT32=0 turns it off at start; see Note [float32
+// weights] in src/kernels/linear.cpp.
 void set_fused_float32(bool on);
 bool fused_float32();
 

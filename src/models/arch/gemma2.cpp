@@ -80,27 +80,14 @@ std::shared_ptr<CausalLM> build(const ModelConfig& c, const ModelDTypes& dtypes,
         .ffn_in = "pre_feedforward_layernorm",
         .ffn_out = "post_feedforward_layernorm"});
   };
-  auto backbone = std::make_shared<DecoderBackbone>(
-      BackboneSpec{.class_name = "Gemma2Model",
-                   .vocab_size = c.vocab_size,
-                   .hidden_size = c.hidden_size,
-                   .n_layers = c.n_layers,
-                   .dtype = dtype,
-                   .compute_dtype = dtypes.compute,
-                   .make_layer = make_layer,
-                   .make_norm = make_norm,
-                   .embedding_scale = std::sqrt(static_cast<double>(c.hidden_size)),
-                   .rotary = standard_rotary(c),
-                   .sliding_window = c.sliding_window});
-  return std::make_shared<CausalLMTail>(
-      c, dtype,
-      TailSpec{.class_name = "Gemma2ForCausalLM",
-               .decoder_layer_class = "Gemma2DecoderLayer",
-               .naming = naming,
-               .backbone = backbone,
-               .call_backbone = backbone_call(backbone),
-               .tied_embedding = c.tie_word_embeddings ? backbone->embedding_slot() : nullptr,
-               .final_softcap = f.final_logit_softcapping});
+  return decoder_causal_lm(
+      c, dtypes, naming,
+      DecoderLMSpec{.family = "Gemma2",
+                    .make_layer = make_layer,
+                    .make_norm = make_norm,
+                    .rotary = standard_rotary(c),
+                    .embedding_scale = std::sqrt(static_cast<double>(c.hidden_size)),
+                    .final_softcap = f.final_logit_softcapping});
 }
 
 // A synthetic Gemma 2: caps low enough to bite on random weights, a short window so that the
@@ -122,15 +109,14 @@ void configure(const MakeModelOptions& o, ModelConfig& c) {
 }  // namespace
 
 void register_gemma2() {
-  add_architecture(
-      {.model_type = "gemma2",
-       .read_config = read_config,
-       .write_config = write_config,
-       .build = build,
-       .layout = {.embedding = "model.embed_tokens.weight", .layers_prefix = "model.layers."},
-       .make = MakeRecipe{.layer_elements_per_hidden2 = 16.0,
-                          .special_tokens = {"<bos>", "<eos>"},
-                          .configure = configure}});
+  add_architecture({.model_type = "gemma2",
+                    .read_config = read_config,
+                    .write_config = write_config,
+                    .build = build,
+                    .layout = decoder_layout(),
+                    .make = MakeRecipe{.layer_elements_per_hidden2 = 16.0,
+                                       .special_tokens = {"<bos>", "<eos>"},
+                                       .configure = configure}});
 }
 
 }  // namespace ferry::models::detail

@@ -103,25 +103,11 @@ std::shared_ptr<CausalLM> build(const ModelConfig& c, const ModelDTypes& dtypes,
                                                        .dtype = dtype})),
         .make_norm = make_norm});
   };
-  auto backbone =
-      std::make_shared<DecoderBackbone>(BackboneSpec{.class_name = family + "Model",
-                                                     .vocab_size = c.vocab_size,
-                                                     .hidden_size = c.hidden_size,
-                                                     .n_layers = c.n_layers,
-                                                     .dtype = dtype,
-                                                     .compute_dtype = dtypes.compute,
-                                                     .make_layer = make_layer,
-                                                     .make_norm = make_norm,
-                                                     .rotary = standard_rotary(c),
-                                                     .sliding_window = c.sliding_window});
-  return std::make_shared<CausalLMTail>(
-      c, dtype,
-      TailSpec{.class_name = family + "ForCausalLM",
-               .decoder_layer_class = family + "DecoderLayer",
-               .naming = naming,
-               .backbone = backbone,
-               .call_backbone = backbone_call(backbone),
-               .tied_embedding = c.tie_word_embeddings ? backbone->embedding_slot() : nullptr});
+  return decoder_causal_lm(c, dtypes, naming,
+                           DecoderLMSpec{.family = family,
+                                         .make_layer = make_layer,
+                                         .make_norm = make_norm,
+                                         .rotary = standard_rotary(c)});
 }
 
 void configure(const MakeModelOptions& o, ModelConfig& c) {
@@ -144,6 +130,13 @@ void configure(const MakeModelOptions& o, ModelConfig& c) {
   }
 }
 
+CheckpointLayout layout() {
+  CheckpointLayout l = decoder_layout();
+  // Older transformers saved each layer's rotary inv_freq buffer, recomputed here.
+  l.ignored_keys = {R"(model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq)"};
+  return l;
+}
+
 }  // namespace
 
 void register_llama() {
@@ -153,10 +146,7 @@ void register_llama() {
          .read_config = read_config,
          .write_config = write_config,
          .build = build,
-         // Older transformers saved each layer's rotary inv_freq buffer, recomputed here.
-         .layout = {.embedding = "model.embed_tokens.weight",
-                    .layers_prefix = "model.layers.",
-                    .ignored_keys = {R"(model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq)"}},
+         .layout = layout(),
          .make = MakeRecipe{.configure = configure}});
   }
 }

@@ -122,27 +122,13 @@ std::shared_ptr<CausalLM> build(const ModelConfig& c, const ModelDTypes& dtypes,
                          .ffn = unary(std::make_shared<SparseMoe>(c, f, dtype)),
                          .make_norm = make_norm});
   };
-  auto backbone =
-      std::make_shared<DecoderBackbone>(BackboneSpec{.class_name = "MixtralModel",
-                                                     .vocab_size = c.vocab_size,
-                                                     .hidden_size = c.hidden_size,
-                                                     .n_layers = c.n_layers,
-                                                     .dtype = dtype,
-                                                     .compute_dtype = dtypes.compute,
-                                                     .make_layer = make_layer,
-                                                     .make_norm = make_norm,
-                                                     .rotary = standard_rotary(c),
-                                                     .sliding_window = c.sliding_window});
-  return std::make_shared<CausalLMTail>(
-      c, dtype,
-      TailSpec{.class_name = "MixtralForCausalLM",
-               .decoder_layer_class = "MixtralDecoderLayer",
-               .no_split_classes = {"MixtralAttention", kExpertClass},
-               .on_demand_classes = {kExpertClass},
-               .naming = naming,
-               .backbone = backbone,
-               .call_backbone = backbone_call(backbone),
-               .tied_embedding = c.tie_word_embeddings ? backbone->embedding_slot() : nullptr});
+  return decoder_causal_lm(c, dtypes, naming,
+                           DecoderLMSpec{.family = "Mixtral",
+                                         .make_layer = make_layer,
+                                         .make_norm = make_norm,
+                                         .rotary = standard_rotary(c),
+                                         .no_split_classes = {"MixtralAttention", kExpertClass},
+                                         .on_demand_classes = {kExpertClass}});
 }
 
 // A synthetic Mixtral: 8 experts, 2 per token, each expert's MLP 2 x hidden wide.
@@ -164,7 +150,7 @@ void register_mixtral() {
        .write_config = write_config,
        .parameter_bound = parameter_bound,
        .build = build,
-       .layout = {.embedding = "model.embed_tokens.weight", .layers_prefix = "model.layers."},
+       .layout = decoder_layout(),
        // Attention (4 h^2) and 8 experts of 3 x h x 2h.
        .make = MakeRecipe{.layer_elements_per_hidden2 = 52.0, .configure = configure}});
 }

@@ -128,25 +128,11 @@ std::shared_ptr<CausalLM> build(const ModelConfig& c, const ModelDTypes& dtypes,
                                                        .dtype = dtype})),
         .make_norm = make_norm});
   };
-  auto backbone = std::make_shared<DecoderBackbone>(
-      BackboneSpec{.class_name = "Phi3Model",
-                   .vocab_size = c.vocab_size,
-                   .hidden_size = c.hidden_size,
-                   .n_layers = c.n_layers,
-                   .dtype = dtype,
-                   .compute_dtype = dtypes.compute,
-                   .make_layer = make_layer,
-                   .make_norm = make_norm,
-                   .rotary = longrope(c, fields_of<Phi3Fields>(c)),
-                   .sliding_window = c.sliding_window});
-  return std::make_shared<CausalLMTail>(
-      c, dtype,
-      TailSpec{.class_name = "Phi3ForCausalLM",
-               .decoder_layer_class = "Phi3DecoderLayer",
-               .naming = naming,
-               .backbone = backbone,
-               .call_backbone = backbone_call(backbone),
-               .tied_embedding = c.tie_word_embeddings ? backbone->embedding_slot() : nullptr});
+  return decoder_causal_lm(c, dtypes, naming,
+                           DecoderLMSpec{.family = "Phi3",
+                                         .make_layer = make_layer,
+                                         .make_norm = make_norm,
+                                         .rotary = longrope(c, fields_of<Phi3Fields>(c))});
 }
 
 // A synthetic Phi-3: LongRoPE over a quarter of the positions, distinct short and long factors.
@@ -168,13 +154,12 @@ void configure(const MakeModelOptions& o, ModelConfig& c) {
 }  // namespace
 
 void register_phi3() {
-  add_architecture(
-      {.model_type = "phi3",
-       .read_config = read_config,
-       .write_config = write_config,
-       .build = build,
-       .layout = {.embedding = "model.embed_tokens.weight", .layers_prefix = "model.layers."},
-       .make = MakeRecipe{.configure = configure}});
+  add_architecture({.model_type = "phi3",
+                    .read_config = read_config,
+                    .write_config = write_config,
+                    .build = build,
+                    .layout = decoder_layout(),
+                    .make = MakeRecipe{.configure = configure}});
 }
 
 }  // namespace ferry::models::detail

@@ -32,9 +32,8 @@ at::Tensor DecoderLayer::forward(const at::Tensor& x, LayerContext ctx, LayerCac
 DecoderBackbone::DecoderBackbone(BackboneSpec spec)
     : Callable(spec.class_name), spec_(std::move(spec)) {
   embed_tokens_ = register_module(
-      "embed_tokens",
-      std::make_shared<nn::Embedding>(spec_.vocab_size, spec_.hidden_size, spec_.dtype,
-                                      spec_.compute_dtype));
+      "embed_tokens", std::make_shared<nn::Embedding>(spec_.vocab_size, spec_.hidden_size,
+                                                      spec_.dtype, spec_.compute_dtype));
   auto list = register_module("layers", std::make_shared<nn::ModuleList>());
   for (std::int64_t i = 0; i < spec_.n_layers; ++i) {
     layers_.push_back(list->push_back(spec_.make_layer(i)));
@@ -101,6 +100,37 @@ RotaryFunction standard_rotary(const ModelConfig& config) {
   return [inverse_frequencies](const at::Tensor& positions) {
     return rope_cos_sin(inverse_frequencies, positions);
   };
+}
+
+std::shared_ptr<CausalLM> decoder_causal_lm(const ModelConfig& c, const ModelDTypes& dtypes,
+                                            const Naming& naming, DecoderLMSpec spec) {
+  auto backbone =
+      std::make_shared<DecoderBackbone>(BackboneSpec{.class_name = spec.family + "Model",
+                                                     .vocab_size = c.vocab_size,
+                                                     .hidden_size = c.hidden_size,
+                                                     .n_layers = c.n_layers,
+                                                     .dtype = dtypes.weights,
+                                                     .compute_dtype = dtypes.compute,
+                                                     .make_layer = spec.make_layer,
+                                                     .make_norm = spec.make_norm,
+                                                     .embedding_scale = spec.embedding_scale,
+                                                     .rotary = std::move(spec.rotary),
+                                                     .sliding_window = c.sliding_window});
+  return std::make_shared<CausalLMTail>(
+      c, dtypes.weights,
+      TailSpec{.class_name = spec.family + "ForCausalLM",
+               .decoder_layer_class = spec.family + "DecoderLayer",
+               .no_split_classes = std::move(spec.no_split_classes),
+               .on_demand_classes = std::move(spec.on_demand_classes),
+               .naming = naming,
+               .backbone = backbone,
+               .call_backbone = backbone_call(backbone),
+               .tied_embedding = c.tie_word_embeddings ? backbone->embedding_slot() : nullptr,
+               .final_softcap = spec.final_softcap});
+}
+
+CheckpointLayout decoder_layout() {
+  return {.embedding = "model.embed_tokens.weight", .layers_prefix = "model.layers."};
 }
 
 }  // namespace ferry::models::detail

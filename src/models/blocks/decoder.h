@@ -138,4 +138,23 @@ class CausalLMTail final : public nn::Callable<CausalLMTail>, public CausalLM {
 // Rotary cos/sin over head_dim from the config's rope_theta and rope_scaling.
 RotaryFunction standard_rotary(const ModelConfig& config);
 
+// A decoder-only causal LM as the Llama-like families build it: "<family>Model" (embed_tokens,
+// layers.N, norm; sized from the config) under "<family>ForCausalLM" (lm_head, tied to the
+// embeddings when the config says so). Each architecture says only what differs.
+struct DecoderLMSpec {
+  std::string family;  // names <family>Model, <family>DecoderLayer and <family>ForCausalLM
+  std::function<std::shared_ptr<DecoderLayer>(std::int64_t index)> make_layer;
+  std::function<Unary()> make_norm;       // the final "norm"
+  RotaryFunction rotary;
+  std::optional<double> embedding_scale;  // Gemma: embeddings times sqrt(hidden_size)
+  std::vector<std::string> no_split_classes;   // empty: the decoder layer
+  std::vector<std::string> on_demand_classes;  // CausalLM::on_demand_classes
+  std::optional<double> final_softcap;         // Gemma 2
+};
+std::shared_ptr<CausalLM> decoder_causal_lm(const ModelConfig& c, const ModelDTypes& dtypes,
+                                            const Naming& naming, DecoderLMSpec spec);
+
+// Where such a model's checkpoint keeps its embeddings and layers.
+CheckpointLayout decoder_layout();
+
 }  // namespace ferry::models::detail
