@@ -265,11 +265,10 @@ int main(int argc, char** argv) {
   fmt::print("  cold: Auto / Direct   {:6.2f}   Auto / Buffered {:6.2f}\n",
              med("Auto     chunk 16 MiB, 1 thread") / med("Direct   chunk 16 MiB, 1 thread"),
              med("Auto     chunk 16 MiB, 1 thread") / med("Buffered chunk 16 MiB, 1 thread"));
-  fmt::print("  warm: Auto / Buffered {:6.2f}   Auto / Direct   {:6.2f}\n",
-             med("Auto     chunk 16 MiB, 1 thread, warm") /
-                 med("Buffered chunk 16 MiB, 1 thread, warm"),
-             med("Auto     chunk 16 MiB, 1 thread, warm") /
-                 med("Direct   chunk 16 MiB, 1 thread, warm"));
+  fmt::print(
+      "  warm: Auto / Buffered {:6.2f}   Auto / Direct   {:6.2f}\n",
+      med("Auto     chunk 16 MiB, 1 thread, warm") / med("Buffered chunk 16 MiB, 1 thread, warm"),
+      med("Auto     chunk 16 MiB, 1 thread, warm") / med("Direct   chunk 16 MiB, 1 thread, warm"));
   if (cache == "warm") fmt::print("\nwarning: the page cache could not be dropped (warm reads)\n");
   if (temporary) std::filesystem::remove(file);
   return 0;

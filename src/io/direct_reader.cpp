@@ -249,9 +249,9 @@ std::optional<std::uint64_t> read_auto(const OpenFile& file, std::uint64_t begin
         counts.page_cache_bytes += to - from;
       } else {
         const std::uint64_t want = (q - p) * kAlign;
-        const std::optional<std::uint64_t> got = pread_all(
-            file.direct_fd, /*direct=*/true, begin + done + from, want, dst + done + from,
-            chunk, path);
+        const std::optional<std::uint64_t> got =
+            pread_all(file.direct_fd, /*direct=*/true, begin + done + from, want, dst + done + from,
+                      chunk, path);
         if (!got) return std::nullopt;
         counts.direct_bytes += *got;
         if (*got < to - from) return done + from + *got;  // the file shrank

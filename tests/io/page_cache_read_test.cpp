@@ -84,9 +84,9 @@ void warm(const std::filesystem::path& file, std::size_t offset, std::size_t len
 bool does_o_direct(const std::filesystem::path& file) {
   const int fd = ::open(file.c_str(), O_RDONLY | O_DIRECT);
   if (fd < 0) return false;
-  void* page = ::operator new(kAlign, std::align_val_t{kAlign});
+  void* page = ::operator new (kAlign, std::align_val_t{kAlign});
   const bool ok = ::pread(fd, page, kAlign, 0) >= 0;
-  ::operator delete(page, std::align_val_t{kAlign});
+  ::operator delete (page, std::align_val_t{kAlign});
   ::close(fd);
   return ok;
 }
@@ -98,12 +98,12 @@ struct Read {
 
 Read read_auto(const DirectReader& reader, const FileExtent& e) {
   const std::size_t capacity = reader.staging_bytes(e);
-  auto* buffer = static_cast<std::byte*>(::operator new(capacity, std::align_val_t{kAlign}));
+  auto* buffer = static_cast<std::byte*>(::operator new (capacity, std::align_val_t{kAlign}));
   Read r;
   const std::byte* tensor = reader.read(e, buffer, capacity, &r.counts);
   EXPECT_EQ(tensor, buffer + e.offset % kAlign);
   r.bytes.assign(reinterpret_cast<const char*>(tensor), e.length);
-  ::operator delete(buffer, std::align_val_t{kAlign});
+  ::operator delete (buffer, std::align_val_t{kAlign});
   return r;
 }
 
@@ -118,8 +118,8 @@ std::vector<FileExtent> extents(const std::filesystem::path& file) {
 // The file bytes a read of `e` covers: its aligned superset, cut at the end of the file.
 std::uint64_t covered(const FileExtent& e) {
   const std::uint64_t begin = e.offset / kAlign * kAlign;
-  const std::uint64_t end = std::min<std::uint64_t>(
-      (e.offset + e.length + kAlign - 1) / kAlign * kAlign, kFileBytes);
+  const std::uint64_t end =
+      std::min<std::uint64_t>((e.offset + e.length + kAlign - 1) / kAlign * kAlign, kFileBytes);
   return end - begin;
 }
 
@@ -182,8 +182,8 @@ TEST_F(AutoRead, HalfCachedFileTakesEachPartFromWhereItIs) {
   EXPECT_EQ(r.counts.page_cache_bytes + r.counts.direct_bytes, kFileBytes);
   EXPECT_EQ(resident_pages(path_), cached_pages);  // the direct part was not cached
   // A read starting inside the cold hole, ending in the cached run after it.
-  const FileExtent across{.file = path_, .offset = (std::size_t{3} << 19) + 11,
-                          .length = std::size_t{1} << 20};
+  const FileExtent across{
+      .file = path_, .offset = (std::size_t{3} << 19) + 11, .length = std::size_t{1} << 20};
   const Read a = read_auto(reader_, across);
   EXPECT_EQ(a.bytes, expected(across));
   EXPECT_GT(a.counts.page_cache_bytes, 0u);
