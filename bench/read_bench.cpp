@@ -1,9 +1,12 @@
 // Read bandwidth for the prefetcher's defaults: one file read cold (page cache dropped before
-// each run) by `dd bs=4M iflag=direct` and by DirectReader in Direct and Buffered mode, with
-// chunk sizes of 1, 4 and 16 MiB and 1, 2 and 4 threads. The threads share one reader and take
-// 64 MiB blocks in turn (disjoint ranges), each into its own reused aligned buffer, as the
-// prefetcher's workers do. Prints GB/s (10^9 bytes per second; median, min and max over the
-// rounds) and the ratio of medians to dd.
+// each run) by `dd bs=4M iflag=direct` and by DirectReader in Direct, Buffered and Auto mode,
+// with chunk sizes of 1, 4 and 16 MiB and 1, 2 and 4 threads. The threads share one reader and
+// take 64 MiB blocks in turn (disjoint ranges), each into its own reused aligned buffer, as the
+// prefetcher's workers do. Then the three modes again, one thread and 16 MiB chunks, with the
+// file warm (read through the page cache before each run): Auto should match Buffered warm and
+// Direct cold (Note [Reading what the page cache holds]). Prints GB/s (10^9 bytes per second;
+// median, min and max over the rounds), the ratio of medians to dd, and Auto's ratios to the
+// other modes in the same state.
 //
 // The page cache is dropped with `sync; echo 3 > /proc/sys/vm/drop_caches` when that works
 // (root), else per file with posix_fadvise(DONTNEED); the table says which, or "warm" when
@@ -28,6 +31,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -68,6 +72,26 @@ std::string drop_cache(const std::filesystem::path& file) {
   const bool ok = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
   ::close(fd);
   return ok ? "cold (fadvise)" : "warm";
+}
+
+// Reads all of `file` through the page cache so that it is resident; returns "warm".
+std::string warm_cache(const std::filesystem::path& file) {
+  const int fd = ::open(file.c_str(), O_RDONLY);
+  if (fd < 0) throw std::runtime_error("cannot open " + file.string());
+  std::vector<char> buffer(16 * kMiB);
+  while (::read(fd, buffer.data(), buffer.size()) > 0) {
+  }
+  ::close(fd);
+  return "warm";
+}
+
+const char* mode_name(ReadMode mode) {
+  switch (mode) {
+    case ReadMode::Direct: return "Direct";
+    case ReadMode::Buffered: return "Buffered";
+    case ReadMode::Auto: return "Auto";
+  }
+  return "?";
 }
 
 // Writes `size_mib` MiB of non-repeating bytes to `file` and syncs it.
@@ -188,38 +212,63 @@ int main(int argc, char** argv) {
   struct Row {
     std::string label;
     std::function<double()> run;  // GB/s
+    bool warm = false;            // file read into the page cache before each run (else dropped)
     std::vector<double> gbps;
   };
   std::vector<Row> rows;
-  rows.push_back({"dd bs=4M iflag=direct", [&] { return dd_direct_gbps(file); }, {}});
-  for (const ReadMode mode : {ReadMode::Direct, ReadMode::Buffered}) {
+  rows.push_back({"dd bs=4M iflag=direct", [&] { return dd_direct_gbps(file); }, false, {}});
+  for (const ReadMode mode : {ReadMode::Direct, ReadMode::Buffered, ReadMode::Auto}) {
     for (const std::uint64_t chunk_mib : {1, 4, 16}) {
       for (const int threads : {1, 2, 4}) {
-        rows.push_back({fmt::format("{:<8} chunk {:>2} MiB, {} thread{}",
-                                    mode == ReadMode::Direct ? "Direct" : "Buffered", chunk_mib,
-                                    threads, threads == 1 ? "" : "s"),
+        rows.push_back({fmt::format("{:<8} chunk {:>2} MiB, {} thread{}", mode_name(mode),
+                                    chunk_mib, threads, threads == 1 ? "" : "s"),
                         [&, mode, chunk_mib, threads] {
                           return reader_gbps(file, file_bytes, mode, chunk_mib * kMiB, threads);
                         },
+                        false,
                         {}});
       }
     }
   }
+  for (const ReadMode mode : {ReadMode::Direct, ReadMode::Buffered, ReadMode::Auto}) {
+    rows.push_back({fmt::format("{:<8} chunk 16 MiB, 1 thread, warm", mode_name(mode)),
+                    [&, mode] { return reader_gbps(file, file_bytes, mode, 16 * kMiB, 1); },
+                    true,
+                    {}});
+  }
   std::string cache;
   for (int r = 0; r < runs; ++r) {
     for (Row& row : rows) {
-      cache = drop_cache(file);
+      if (row.warm) {
+        warm_cache(file);
+      } else {
+        cache = drop_cache(file);
+      }
       row.gbps.push_back(row.run());
     }
   }
   const double dd_gbps = median(rows.front().gbps);
   fmt::print("cache before each run: {}; {} rounds\n\n", cache, runs);
-  fmt::print("{:<34} {:>8} {:>8} {:>8} {:>8}\n", "reader", "GB/s", "min", "max", "vs dd");
+  fmt::print("{:<40} {:>8} {:>8} {:>8} {:>8}\n", "reader", "GB/s", "min", "max", "vs dd");
   for (const Row& row : rows) {
-    fmt::print("{:<34} {:8.3f} {:8.3f} {:8.3f} {:8.2f}\n", row.label, median(row.gbps),
+    fmt::print("{:<40} {:8.3f} {:8.3f} {:8.3f} {:8.2f}\n", row.label, median(row.gbps),
                *std::min_element(row.gbps.begin(), row.gbps.end()),
                *std::max_element(row.gbps.begin(), row.gbps.end()), median(row.gbps) / dd_gbps);
   }
+  const auto med = [&](std::string_view label) {
+    for (const Row& row : rows) {
+      if (row.label == label) return median(row.gbps);
+    }
+    throw std::logic_error("no row " + std::string(label));
+  };
+  fmt::print("\nAuto vs the others (medians, 16 MiB chunks, 1 thread):\n");
+  fmt::print("  cold: Auto / Direct   {:6.2f}   Auto / Buffered {:6.2f}\n",
+             med("Auto     chunk 16 MiB, 1 thread") / med("Direct   chunk 16 MiB, 1 thread"),
+             med("Auto     chunk 16 MiB, 1 thread") / med("Buffered chunk 16 MiB, 1 thread"));
+  fmt::print(
+      "  warm: Auto / Buffered {:6.2f}   Auto / Direct   {:6.2f}\n",
+      med("Auto     chunk 16 MiB, 1 thread, warm") / med("Buffered chunk 16 MiB, 1 thread, warm"),
+      med("Auto     chunk 16 MiB, 1 thread, warm") / med("Direct   chunk 16 MiB, 1 thread, warm"));
   if (cache == "warm") fmt::print("\nwarning: the page cache could not be dropped (warm reads)\n");
   if (temporary) std::filesystem::remove(file);
   return 0;

@@ -11,10 +11,10 @@ namespace ferry::cli {
 models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prompt_tokens) {
   models::LoadModelOptions load;
   auto& d = load.dispatch;
-  if (f.io == "mmap") {
+  if (const std::optional<io::ReadMode> mode = read_mode(f); !mode) {
     d.prefetch.reset();  // Accelerate's way: each block read when it runs, via mmap
   } else {
-    d.prefetch->read_mode = f.io == "direct" ? io::ReadMode::Direct : io::ReadMode::Buffered;
+    d.prefetch->read_mode = *mode;
     d.prefetch->lookahead = !f.no_prefetch;
     if (f.io_threads > kMaxIoThreads) {
       log_warning("--io-threads {}: using {}, the most that helps a disk", f.io_threads,

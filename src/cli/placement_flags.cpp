@@ -101,9 +101,10 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
                   "Staging memory for streamed blocks per side, counted in the budgets (default: "
                   "two of the largest layers)");
   cmd->add_option("--io", f.io,
-                  "How disk-offloaded weights are read: direct (O_DIRECT where the file system "
-                  "allows), buffered (page cache), mmap (Accelerate's way, no prefetch)")
-      ->check(CLI::IsMember({"direct", "buffered", "mmap"}));
+                  "How disk-offloaded weights are read: auto (what the page cache holds from it, "
+                  "the rest with O_DIRECT), direct (O_DIRECT where the file system allows), "
+                  "buffered (page cache), mmap (Accelerate's way, no prefetch)")
+      ->check(CLI::IsMember({"auto", "direct", "buffered", "mmap"}));
   cmd->add_option("--io-threads", f.io_threads, "Loader threads of the prefetcher")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--compute-on", f.compute_on,
@@ -176,16 +177,26 @@ void check_placement_flags(const PlacementFlags& f) {
   }
 }
 
+std::optional<io::ReadMode> read_mode(const PlacementFlags& f) {
+  if (f.io == "mmap") return std::nullopt;
+  if (f.io == "direct") return io::ReadMode::Direct;
+  if (f.io == "buffered") return io::ReadMode::Buffered;
+  FERRY_CHECK(f.io == "auto", InvalidArgument,
+              "--io {}: expected one of auto, direct, buffered, mmap", f.io);
+  return io::ReadMode::Auto;
+}
+
 plan::RuntimeOptions runtime_options(const PlacementFlags& f) {
   plan::RuntimeOptions rt;
-  if (f.io == "mmap") {
+  const std::optional<io::ReadMode> mode = read_mode(f);
+  if (!mode) {
     // Accelerate's way: each block read when it runs, via mmap, with no staging.
     rt.streaming = plan::Streaming::kMapped;
     rt.direct_io = false;
     return rt;
   }
   rt.streaming = f.no_prefetch ? plan::Streaming::kOnDemand : plan::Streaming::kPrefetch;
-  rt.direct_io = f.io == "direct";
+  rt.direct_io = io::reads_whole_pages(*mode);
   if (!f.prefetch_bytes.empty()) rt.staging_bytes = Bytes::parse(f.prefetch_bytes).value();
   return rt;
 }

@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "ferry/io/direct_reader.h"
 #include "ferry/models/generation_config.h"
 #include "ferry/plan/device_map.h"
 #include "ferry/plan/memory_budget.h"
@@ -33,7 +34,7 @@ struct PlacementFlags {
   std::vector<std::string> no_split;
   bool no_prefetch = false;
   std::string prefetch_bytes;  // "" = two of the largest layers
-  std::string io = "direct";   // direct | buffered | mmap
+  std::string io = "auto";     // auto | direct | buffered | mmap
   int io_threads = 1;
   std::string compute_on = "main";  // main | weights
   std::int64_t rest_max_rows = 16;
@@ -63,6 +64,10 @@ plan::MemoryBudget reserve_budget(const std::string& text,
 
 // Loader threads the flags mean: --io-threads, at most kMaxIoThreads (warned once).
 inline constexpr int kMaxIoThreads = 16;
+
+// How --io reads disk-offloaded weights through the prefetcher; nullopt for mmap (no prefetcher).
+// Both runtime_options and load_options ask this.
+std::optional<io::ReadMode> read_mode(const PlacementFlags& flags);
 
 // How streamed weights are read under the flags, as the planner counts it: the same figure
 // dispatch::runtime_of gives for load_options(flags).dispatch (a test checks both agree).

@@ -338,7 +338,7 @@ plan::RuntimeOptions runtime_of(const LoadAndDispatchOptions& options) {
     return rt;
   }
   rt.streaming = options.prefetch->lookahead ? plan::Streaming::kPrefetch : plan::Streaming::kOnDemand;
-  rt.direct_io = options.prefetch->read_mode == io::ReadMode::Direct;
+  rt.direct_io = io::reads_whole_pages(options.prefetch->read_mode);
   // One figure for both sides, as --prefetch-bytes gives; the larger when they differ.
   const auto& p = *options.prefetch;
   if (p.host_budget_bytes || p.device_budget_bytes) {

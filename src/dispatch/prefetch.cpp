@@ -261,12 +261,14 @@ struct Prefetcher::State {
     std::vector<at::Tensor> out;
     out.reserve(b.tensors.size());
     std::uint64_t read = 0;
+    io::ReadCounts from;
     std::uint64_t to_device = 0;
     for (const TensorPlan& t : b.tensors) {
       at::Tensor value;
       if (t.extent && t.extent->length > 0) {
         const io::DirectReader& reader = t.direct ? direct : buffered;
-        std::byte* bytes = reader.read(*t.extent, arena->data() + t.raw_offset, t.raw_capacity);
+        std::byte* bytes =
+            reader.read(*t.extent, arena->data() + t.raw_offset, t.raw_capacity, &from);
         read += t.extent->length;
         value = wrap(arena, bytes, t.info.shape, t.info.dtype);
         const bool aligned =
@@ -297,6 +299,8 @@ struct Prefetcher::State {
     }
     std::lock_guard lock(mu);
     counters.bytes_read += read;
+    counters.page_cache_bytes += from.page_cache_bytes;
+    counters.direct_bytes += from.direct_bytes;
     counters.bytes_to_device += to_device;
     return out;
   }
@@ -360,7 +364,7 @@ Prefetcher::BlockId Prefetcher::add_block(std::string path, std::string unit,
     t.extent = t.spec.source->extent(t.spec.name);
     const std::uint64_t target = target_bytes(t.info, t.spec.dtype);
     if (t.extent) {
-      t.direct = options_.read_mode == io::ReadMode::Direct &&
+      t.direct = io::reads_whole_pages(options_.read_mode) &&
                  t.extent->length >= options_.direct_min_bytes;
       const io::DirectReader& reader = t.direct ? state_->direct : state_->buffered;
       // Direct reads land page-aligned; buffered ones at cache-line alignment.

@@ -10,8 +10,11 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <unordered_map>
+#include <vector>
 
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
@@ -59,12 +62,45 @@ std::optional<std::uint64_t> pread_all(int fd, bool direct, std::uint64_t offset
   return done;
 }
 
+// Note [Reading what the page cache holds]
+// O_DIRECT keeps the promise of a memory budget: bytes streamed from disk do not also land in
+// the page cache, where a memory cgroup charges them and reclaim may take mapped weights for
+// them. But when the machine has free RAM and the checkpoint is already cached, O_DIRECT goes to
+// the disk anyway on every forward while a copy from memory would do. Auto mode decides per
+// read, at run time, from what the cache holds:
+//
+// - Each chunk of the read is mapped read-only (MAP_SHARED, no population) and mincore() tells
+//   which of its pages the page cache holds. Resident runs are copied out of the mapping; the
+//   other runs are read with the O_DIRECT descriptor. The mapping is advised MADV_RANDOM, so its
+//   faults take only pages already cached (fault-around maps neighbours that are cached, without
+//   I/O) and start no readahead, not even the asynchronous one a readahead marker on a cached
+//   page would start. Nothing is read into the cache: in the cold/cgroup case mincore finds no
+//   page, every byte is read with O_DIRECT, and the cache does not grow (a test checks this
+//   with mincore after the read).
+// - Alignment: the read starts at floor(offset, 4096) as in Direct mode and runs are whole pages,
+//   so each O_DIRECT read starts on a page and is a whole number of pages (the last one may come
+//   back short at the end of the file, as in Direct mode). The buffer is laid out and sized
+//   exactly as for Direct (reads_whole_pages) whichever way each page came. Copies from the
+//   mapping stop at the file's size (fstat), so no page wholly past the end is touched.
+// - preadv2(RWF_NOWAIT) on a buffered descriptor was the first design (one call that copies what
+//   is cached and stops at the first page that is not), but on this kernel (6.18) a NOWAIT read
+//   that meets an uncached page starts reading it (and its readahead window) into the cache
+//   before it returns EAGAIN: `fincore` showed an evicted 8 MiB file with 1 MiB cached after one
+//   failed 256 KiB NOWAIT read, and buffered reads of cached pages start asynchronous readahead
+//   at the markers. Either would grow the cache in the cold/cgroup case, which is the promise.
+// - A page evicted between mincore and the copy is faulted in from storage (one page, since
+//   MADV_RANDOM): a rare race that costs one page of cache, not a wrong byte. The mapping, like
+//   the mapped CPU-resident weights, assumes the checkpoint is not truncated while it is read.
+// - A file system without O_DIRECT falls back to buffered reads as in Direct mode (tmpfs:
+//   memory either way).
+
 // One file as the reader holds it. `fd` is the descriptor reads use now; it equals `direct_fd`
 // while reads are direct. After a fallback the direct descriptor stays open until the OpenFile
 // dies, because another thread may still be inside a pread on it. Readers hold a shared_ptr for
 // the length of a read, so a file the cache evicts is closed only once no read uses it.
 struct OpenFile {
   int direct_fd = -1;  // -1: never direct (Buffered mode, or O_DIRECT refused at open)
+  int cache_fd = -1;   // Auto with direct_fd: buffered descriptor, mapped to ask mincore
   std::atomic<int> fd{-1};
   std::list<std::string>::iterator lru;  // its place in Files::lru_ while cached
 
@@ -73,7 +109,8 @@ struct OpenFile {
   OpenFile& operator=(const OpenFile&) = delete;
   ~OpenFile() {
     if (direct_fd >= 0) ::close(direct_fd);
-    if (fd >= 0 && fd != direct_fd) ::close(fd);
+    if (cache_fd >= 0) ::close(cache_fd);
+    if (fd >= 0 && fd != direct_fd && fd != cache_fd) ::close(fd);
   }
 };
 
@@ -95,13 +132,14 @@ class DirectReader::Files {
       return it->second;
     }
     auto file = std::make_shared<OpenFile>();
-    if (mode_ == ReadMode::Direct) {
+    if (reads_whole_pages(mode_)) {
       int err = 0;
       auto direct = try_open_regular_file(path, O_DIRECT, err);
       if (direct) file->direct_fd = direct->fd.release();
       if (!direct && err != EINVAL) throw os_error("open", path, err);
       if (!direct) log_fallback(path, "open");
     }
+    if (mode_ == ReadMode::Auto && file->direct_fd >= 0) file->cache_fd = open_or_throw(path, 0);
     file->fd = file->direct_fd >= 0 ? file->direct_fd : open_or_throw(path, 0);
     // Note [Bounded descriptors]: a model of a thousand offloaded tensors in as many files
     // must not hold a thousand descriptors (ulimit -n is often 1024). The least recently used
@@ -121,7 +159,7 @@ class DirectReader::Files {
   void fall_back(OpenFile& file, const std::filesystem::path& path) {
     std::lock_guard lock(mutex_);
     if (file.fd != file.direct_fd) return;
-    file.fd = open_or_throw(path, 0);
+    file.fd = file.cache_fd >= 0 ? file.cache_fd : open_or_throw(path, 0);
     log_fallback(path, "read");
   }
 
@@ -155,8 +193,81 @@ std::size_t DirectReader::staging_bytes(const FileExtent& e) const noexcept {
   return static_cast<std::size_t>(align_up(e.offset + e.length) - align_down(e.offset));
 }
 
-std::byte* DirectReader::read(const FileExtent& e, std::byte* dst, std::size_t capacity) const {
-  const bool direct_mode = mode_ == ReadMode::Direct;
+namespace {
+
+// A read-only mapping of part of a file, unmapped when it dies.
+class Mapping {
+ public:
+  Mapping(int fd, std::uint64_t offset, std::size_t length) : length_(length) {
+    void* p = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(offset));
+    if (p != MAP_FAILED) data_ = static_cast<const std::byte*>(p);
+  }
+  ~Mapping() {
+    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), length_);
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  const std::byte* data() const noexcept { return data_; }
+
+ private:
+  const std::byte* data_ = nullptr;
+  std::size_t length_;
+};
+
+// Auto mode: reads [begin, begin + length) (begin page-aligned, `dst` aligned) copying the pages
+// the page cache holds and reading the others with O_DIRECT, one chunk at a time (Note [Reading
+// what the page cache holds]). Returns the bytes obtained (fewer only when the file ends first),
+// or nullopt when an O_DIRECT read fails with EINVAL (the caller falls back), as pread_all.
+std::optional<std::uint64_t> read_auto(const OpenFile& file, std::uint64_t begin,
+                                       std::uint64_t length, std::byte* dst, std::size_t chunk,
+                                       const std::filesystem::path& path, ReadCounts& counts) {
+  struct stat st {};
+  if (::fstat(file.cache_fd, &st) != 0) throw os_error("stat", path, errno);
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  const std::uint64_t available = size > begin ? std::min(length, size - begin) : 0;
+  std::vector<unsigned char> resident;
+  std::uint64_t done = 0;
+  while (done < available) {
+    const std::uint64_t span = std::min<std::uint64_t>(available - done, chunk);
+    const std::size_t pages = static_cast<std::size_t>(align_up(span) / kAlign);
+    const Mapping map(file.cache_fd, begin + done, pages * kAlign);
+    resident.assign(pages, 0);
+    if (map.data() != nullptr) {
+      void* addr = const_cast<std::byte*>(map.data());
+      ::madvise(addr, pages * kAlign, MADV_RANDOM);
+      // No answer (a mapping refused, mincore failing) reads every page with O_DIRECT.
+      if (::mincore(addr, pages * kAlign, resident.data()) != 0) resident.assign(pages, 0);
+    }
+    for (std::size_t p = 0; p < pages;) {
+      const bool cached = (resident[p] & 1u) != 0;
+      std::size_t q = p + 1;
+      while (q < pages && ((resident[q] & 1u) != 0) == cached) ++q;
+      const std::uint64_t from = p * kAlign;
+      const std::uint64_t to = std::min<std::uint64_t>(q * kAlign, span);
+      if (cached) {
+        std::memcpy(dst + done + from, map.data() + from, static_cast<std::size_t>(to - from));
+        counts.page_cache_bytes += to - from;
+      } else {
+        const std::uint64_t want = (q - p) * kAlign;
+        const std::optional<std::uint64_t> got =
+            pread_all(file.direct_fd, /*direct=*/true, begin + done + from, want, dst + done + from,
+                      chunk, path);
+        if (!got) return std::nullopt;
+        counts.direct_bytes += *got;
+        if (*got < to - from) return done + from + *got;  // the file shrank
+      }
+      p = q;
+    }
+    done += span;
+  }
+  return done;
+}
+
+}  // namespace
+
+std::byte* DirectReader::read(const FileExtent& e, std::byte* dst, std::size_t capacity,
+                              ReadCounts* counts) const {
+  const bool direct_mode = reads_whole_pages(mode_);
   FERRY_CHECK(capacity >= staging_bytes(e), InvalidArgument,
               "cannot read {} bytes at offset {} of {}: the buffer holds {} bytes, expected at "
               "least {}",
@@ -177,11 +288,18 @@ std::byte* DirectReader::read(const FileExtent& e, std::byte* dst, std::size_t c
   std::uint64_t got = 0;  // bytes of the tensor obtained
   int fd = file.fd.load();
   std::optional<std::uint64_t> direct_got;
+  ReadCounts here;
   if (fd == file.direct_fd) {
     const std::uint64_t begin = align_down(e.offset);
-    direct_got = pread_all(fd, /*direct=*/true, begin, align_up(e.offset + e.length) - begin, dst,
-                           chunk, e.file);
+    const std::uint64_t length = align_up(e.offset + e.length) - begin;
+    if (file.cache_fd >= 0) {
+      direct_got = read_auto(file, begin, length, dst, chunk, e.file, here);
+    } else {
+      direct_got = pread_all(fd, /*direct=*/true, begin, length, dst, chunk, e.file);
+      if (direct_got) here.direct_bytes += *direct_got;
+    }
     if (!direct_got) {
+      here = {};
       files_->fall_back(file, e.file);
       fd = file.fd.load();
     }
@@ -190,7 +308,9 @@ std::byte* DirectReader::read(const FileExtent& e, std::byte* dst, std::size_t c
     got = std::min(*direct_got > delta ? *direct_got - delta : 0, e.length);
   } else {
     got = *pread_all(fd, /*direct=*/false, e.offset, e.length, tensor, chunk, e.file);
+    here.buffered_bytes += got;
   }
+  if (counts != nullptr) *counts += here;
   if (got < e.length) {
     throw CorruptFile(
         fmt::format("{} ends before the bytes it should hold: expected {} bytes at offset {}, "

@@ -40,13 +40,19 @@ class RunCommand : public ::testing::Test {
 TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
   const nlohmann::json all_cpu = run_json("");
   ASSERT_FALSE(all_cpu.contains("prefetch"));  // nothing offloaded, no prefetcher
-  for (const char* flags : {"--io direct", "--io buffered", "--io direct --no-prefetch",
-                            "--io direct --io-threads 2"}) {
+  for (const char* flags : {"", "--io auto", "--io direct", "--io buffered",
+                            "--io direct --no-prefetch", "--io direct --io-threads 2"}) {
     const nlohmann::json j = run_json(std::string("--max-memory cpu=700KB ") + flags);
     EXPECT_EQ(j["token_ids"], all_cpu["token_ids"]) << flags;
     ASSERT_TRUE(j["placed_bytes"].contains("disk")) << flags << j.dump();
     ASSERT_TRUE(j.contains("prefetch")) << flags;
     EXPECT_GT(j["prefetch"]["bytes_read"].get<std::uint64_t>(), 0U) << flags;
+    // Where the bytes came from: never from the page cache without --io auto (the default).
+    const bool maybe_cached = std::string(flags).find("--io ") == std::string::npos ||
+                              std::string(flags).find("--io auto") != std::string::npos;
+    ASSERT_TRUE(j["prefetch"].contains("page_cache_bytes")) << flags;
+    ASSERT_TRUE(j["prefetch"].contains("direct_bytes")) << flags;
+    if (!maybe_cached) EXPECT_EQ(j["prefetch"]["page_cache_bytes"].get<std::uint64_t>(), 0U);
     EXPECT_LE(j["prefetch"]["peak_host_reserved_bytes"].get<std::uint64_t>(),
               j["prefetch"]["host_budget_bytes"].get<std::uint64_t>())
         << flags;
@@ -110,7 +116,7 @@ TEST_F(RunCommand, ContextTooSmallForGenerationConfigFailsBeforeLoading) {
 TEST_F(RunCommand, UnknownIoModeIsRejected) {
   const auto r = run_ferry("run " + model() + " --prompt-ids 1,2,3 --io bogus");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.out.find("--io: bogus not in {direct,buffered,mmap}"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--io: bogus not in {auto,direct,buffered,mmap}"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ void expect_same(const PlacementFlags& f) {
 }
 
 TEST(RuntimeOptions, FrontEndAndEngineAgreeOnEveryReadMode) {
-  for (const char* io : {"direct", "buffered", "mmap"}) {
+  for (const char* io : {"auto", "direct", "buffered", "mmap"}) {
     for (const bool no_prefetch : {false, true}) {
       for (const char* staging : {"", "64MiB", "1000"}) {
         PlacementFlags f;
@@ -33,6 +33,16 @@ TEST(RuntimeOptions, FrontEndAndEngineAgreeOnEveryReadMode) {
       }
     }
   }
+}
+
+// Auto may read any page with O_DIRECT, so staging is padded to pages as for direct.
+TEST(RuntimeOptions, AutoIsTheDefaultAndPadsStagingAsDirect) {
+  PlacementFlags f;
+  EXPECT_EQ(f.io, "auto");
+  EXPECT_EQ(load_options(f, 0).dispatch.prefetch->read_mode, io::ReadMode::Auto);
+  EXPECT_TRUE(runtime_options(f).direct_io);
+  f.io = "buffered";
+  EXPECT_FALSE(runtime_options(f).direct_io);
 }
 
 TEST(RuntimeOptions, StagingFlagIsCountedAsGiven) {

@@ -4,7 +4,10 @@
 
 #include <type_traits>
 
+#include <array>
+#include <fcntl.h>
 #include <filesystem>
+#include <unistd.h>
 #include <fstream>
 #include <random>
 
@@ -89,7 +92,8 @@ TEST(Prefetch, RandomDeviceMapsGiveTheSameOutputsWithAndWithoutPrefetch) {
               variant == 3 ? std::optional<std::uint64_t>((64_KiB).value()) : std::nullopt,
           .device_budget_bytes =
               variant == 3 ? std::optional<std::uint64_t>((16_KiB).value()) : std::nullopt,
-          .read_mode = trial % 2 == 0 ? io::ReadMode::Direct : io::ReadMode::Buffered,
+          .read_mode = std::array{io::ReadMode::Direct, io::ReadMode::Buffered,
+                                  io::ReadMode::Auto}[static_cast<std::size_t>(trial / 4 % 3)],
           .direct_min_bytes = 0};  // these tensors are tiny: read them with O_DIRECT anyway
     }
     TempDir dir;
@@ -152,6 +156,46 @@ TEST(Prefetch, AfterTheFirstForwardEveryBlockIsPrefetched) {
   EXPECT_EQ(later.hits, 3 * first.blocks);
   EXPECT_EQ(later.waits + later.late, 0U);
   EXPECT_EQ(later.evictions, 0U);
+}
+
+// Drops the page cache's copies of the files under `dir` (written back first).
+void evict_folder(const std::filesystem::path& dir) {
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    const int fd = ::open(entry.path().c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0) << entry.path();
+    ::fsync(fd);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+}
+
+// --io auto (Note [Reading what the page cache holds]): the offload folder just written is in
+// the page cache, so every byte comes from it; once evicted, the bytes come with O_DIRECT.
+TEST(Prefetch, AutoReadsServeCachedBytesFromThePageCacheAndTheRestDirect) {
+  DiskModel m(PrefetchOptions{.read_mode = io::ReadMode::Auto, .direct_min_bytes = 0});
+  std::filesystem::path dat;
+  for (const auto& entry : std::filesystem::directory_iterator(m.dir.path())) {
+    if (entry.path().extension() == ".dat") dat = entry.path();
+  }
+  ASSERT_FALSE(dat.empty()) << "no .dat file in " << m.dir.path();
+  if (!io::DirectReader().is_direct(dat)) {
+    GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
+  }
+  EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
+  m.prefetcher().wait_idle();
+  const PrefetchStats warm = m.prefetcher().stats();
+  EXPECT_GE(warm.page_cache_bytes, warm.bytes_read);  // page padding included
+  EXPECT_EQ(warm.direct_bytes, 0U);
+
+  evict_folder(m.dir.path());
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
+    m.prefetcher().wait_idle();
+  }
+  const PrefetchStats cold = m.prefetcher().stats();
+  EXPECT_GT(cold.direct_bytes, 0U);
+  EXPECT_EQ(cold.page_cache_bytes, warm.page_cache_bytes);  // O_DIRECT cached nothing
 }
 
 TEST(Prefetch, StagingNeverExceedsItsBudget) {

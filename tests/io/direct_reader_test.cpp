@@ -83,7 +83,7 @@ class AlignedBuffer {
 std::string read_extent(const DirectReader& reader, const FileExtent& e) {
   AlignedBuffer buffer(reader.staging_bytes(e));
   const std::byte* tensor = reader.read(e, buffer.data(), buffer.capacity());
-  const std::size_t delta = reader.mode() == ReadMode::Direct ? e.offset % kAlign : 0;
+  const std::size_t delta = reads_whole_pages(reader.mode()) ? e.offset % kAlign : 0;
   EXPECT_EQ(tensor, buffer.data() + delta) << e.file << " @" << e.offset;
   EXPECT_TRUE(buffer.guard_intact()) << e.file << " @" << e.offset;
   return std::string(reinterpret_cast<const char*>(tensor), e.length);
@@ -287,7 +287,7 @@ TEST_P(DirectReaderModes, BytesEqualLoad) {
     }
     // No spurious fallback: direct exactly where the file system does O_DIRECT.
     for (const auto& file : {dir / "model.safetensors", dir / "offload" / "a.weight.dat"}) {
-      EXPECT_EQ(reader.is_direct(file), GetParam() == ReadMode::Direct && does_o_direct(file));
+      EXPECT_EQ(reader.is_direct(file), reads_whole_pages(GetParam()) && does_o_direct(file));
     }
   }
 }
@@ -352,9 +352,14 @@ TEST_P(DirectReaderModes, ConcurrentReadsGiveCorrectBytes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, DirectReaderModes,
-                         ::testing::Values(ReadMode::Direct, ReadMode::Buffered),
+                         ::testing::Values(ReadMode::Direct, ReadMode::Buffered, ReadMode::Auto),
                          [](const auto& p) {
-                           return p.param == ReadMode::Direct ? "Direct" : "Buffered";
+                           switch (p.param) {
+                             case ReadMode::Direct: return "Direct";
+                             case ReadMode::Buffered: return "Buffered";
+                             case ReadMode::Auto: return "Auto";
+                           }
+                           return "?";
                          });
 
 // procfs refuses O_DIRECT at open (EINVAL): the reader falls back to buffered reads of that
@@ -403,7 +408,7 @@ TEST(DirectReader, ReadsFromShmDirectOrNot) {
 
 TEST(DirectReader, MissingFileIsIoError) {
   ScratchDir dir;
-  for (const ReadMode mode : {ReadMode::Direct, ReadMode::Buffered}) {
+  for (const ReadMode mode : {ReadMode::Direct, ReadMode::Buffered, ReadMode::Auto}) {
     const DirectReader reader(mode);
     AlignedBuffer buffer(kAlign);
     const FileExtent e{.file = dir / "gone.dat", .offset = 0, .length = 16};

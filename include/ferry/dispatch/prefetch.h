@@ -10,7 +10,8 @@
 // replaces the recorded one at its end.
 //
 // Weights that rest in a file (disk offload: the checkpoint's shards or the offload folder) are
-// read with positioned reads, O_DIRECT where the file system allows, into reusable aligned
+// read with positioned reads — from the page cache where it holds them, O_DIRECT where the file
+// system allows for the rest (io::ReadMode::Auto) — into reusable aligned
 // buffers of a pool; a block executing on the CPU computes straight from those buffers. Weights
 // already in memory are copied to the execution device (a simulated GPU, or CUDA) by the worker.
 //
@@ -42,7 +43,8 @@ struct PrefetchOptions {
   // is no map). Each must hold the largest block.
   std::optional<std::uint64_t> host_budget_bytes;
   std::optional<std::uint64_t> device_budget_bytes;
-  io::ReadMode read_mode = io::ReadMode::Direct;
+  // Auto: bytes the page cache holds are copied from it, the rest read with O_DIRECT.
+  io::ReadMode read_mode = io::ReadMode::Auto;
   // Tensors smaller than this are read through the page cache even with O_DIRECT: an aligned
   // read would pad them to whole pages for no gain.
   std::uint64_t direct_min_bytes = 1 << 20;
@@ -62,7 +64,10 @@ struct PrefetchStats {
   std::uint64_t peak_device_reserved_bytes = 0;
   std::uint64_t pool_bytes = 0;       // host buffers allocated now (live + cached for reuse)
   std::uint64_t peak_pool_bytes = 0;  // never above host_budget_bytes
-  std::uint64_t bytes_read = 0;       // from files
+  std::uint64_t bytes_read = 0;       // from files (tensor bytes)
+  // File bytes (page padding included) of the reads of large tensors by where they came from:
+  std::uint64_t page_cache_bytes = 0;  // copied from the page cache without I/O (--io auto)
+  std::uint64_t direct_bytes = 0;      // read from storage with O_DIRECT (--io auto or direct)
   std::uint64_t bytes_to_device = 0;  // copied to a non-CPU execution device
   std::uint64_t hits = 0;             // block ready when it ran
   std::uint64_t waits = 0;            // block still loading when it ran (waited for it)

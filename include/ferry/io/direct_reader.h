@@ -1,9 +1,11 @@
 #pragma once
 // Positioned reads of stored tensors into the caller's own (reusable, aligned) buffers, with
 // O_DIRECT where the file system allows: what a prefetcher uses instead of the mapping, so that
-// bytes read once are not also kept in the page cache.
+// bytes read once are not also kept in the page cache. In Auto mode bytes the page cache already
+// holds are copied from it and only the rest is read with O_DIRECT.
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 
@@ -14,6 +16,27 @@ namespace ferry::io {
 enum class ReadMode {
   Direct,    // O_DIRECT, falling back to buffered reads per file where the file system refuses it
   Buffered,  // ordinary reads through the page cache
+  // Per read: the pages the page cache holds (mincore) are copied from it without I/O, the rest
+  // are read with O_DIRECT (Note [Reading what the page cache holds]); falls back as Direct.
+  Auto,
+};
+
+// Whether reads in `mode` may use O_DIRECT, so that buffers must be page-aligned and sized to
+// whole pages (staging_bytes): true for Direct and Auto. Planners size staging by this.
+constexpr bool reads_whole_pages(ReadMode mode) noexcept { return mode != ReadMode::Buffered; }
+
+// Where the bytes of reads came from, in file bytes (page padding included), summed over reads.
+struct ReadCounts {
+  std::uint64_t page_cache_bytes = 0;  // copied from the page cache without I/O (Auto)
+  std::uint64_t direct_bytes = 0;      // read from storage with O_DIRECT (Direct, Auto)
+  std::uint64_t buffered_bytes = 0;    // blocking buffered reads (Buffered mode, fallbacks)
+
+  ReadCounts& operator+=(const ReadCounts& o) noexcept {
+    page_cache_bytes += o.page_cache_bytes;
+    direct_bytes += o.direct_bytes;
+    buffered_bytes += o.buffered_bytes;
+    return *this;
+  }
 };
 
 // Reads FileExtents with pread. Files are opened on first use and the kMaxOpenFiles most
@@ -25,7 +48,7 @@ enum class ReadMode {
 class DirectReader {
  public:
   static constexpr std::size_t kAlignment = 4096;
-  // Files kept open at once (each may hold two descriptors after an O_DIRECT fallback).
+  // Files kept open at once (each holds at most two descriptors: O_DIRECT and buffered).
   static constexpr std::size_t kMaxOpenFiles = 64;
 
   explicit DirectReader(ReadMode mode = ReadMode::Direct);
@@ -35,20 +58,22 @@ class DirectReader {
 
   ReadMode mode() const noexcept { return mode_; }
 
-  // Capacity a destination buffer needs to read `e`: with Direct, the aligned superset
+  // Capacity a destination buffer needs to read `e`: with Direct and Auto, the aligned superset
   // [floor(offset, 4096), ceil(offset + length, 4096)); with Buffered, e.length.
   std::size_t staging_bytes(const FileExtent& e) const noexcept;
 
   // Reads e's bytes into `dst` and returns a pointer to the tensor's first byte inside it:
-  // dst + offset % 4096 with Direct (also for a file that fell back to buffered reads), dst
-  // with Buffered. With Direct, `dst` must be aligned to kAlignment; `capacity` must be at least
-  // staging_bytes(e) (InvalidArgument otherwise). Requests larger than the chunk size are issued
-  // as several reads. Throws IoError (cannot open or read: names the file and the OS's reason)
+  // dst + offset % 4096 with Direct and Auto (also for a file that fell back to buffered reads),
+  // dst with Buffered. With Direct and Auto, `dst` must be aligned to kAlignment; `capacity`
+  // must be at least staging_bytes(e) (InvalidArgument otherwise). Requests larger than the
+  // chunk size are issued as several reads. Adds where the bytes came from to `*counts` when
+  // given. Throws IoError (cannot open or read: names the file and the OS's reason)
   // and CorruptFile when the file ends before the extent does (names the file, the offset and
   // the expected and actual byte counts).
-  std::byte* read(const FileExtent& e, std::byte* dst, std::size_t capacity) const;
+  std::byte* read(const FileExtent& e, std::byte* dst, std::size_t capacity,
+                  ReadCounts* counts = nullptr) const;
 
-  // Whether reads of `file` use O_DIRECT: false in Buffered mode and after a fallback. Opens
+  // Whether reads of `file` may use O_DIRECT: false in Buffered mode and after a fallback. Opens
   // the file when it is not open yet (IoError if it cannot be).
   bool is_direct(const std::filesystem::path& file) const;
 
