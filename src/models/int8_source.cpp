@@ -42,7 +42,11 @@ class Int8Source final : public io::TensorSource {
       if (cached_name_ != *weight) {
         // One weight at a time: its scale is listed right after it (names are sorted), so each
         // weight is quantized once.
-        cached_ = kernels::quantize(parent_->load(*weight), kernels::QuantScheme::kGroup32);
+        // Read into a buffer of its own (pread), not a view of the mapping: a view would leave
+        // the float weight's pages in the process's resident set, charged to the CPU budget
+        // although only the int8 copy is kept.
+        cached_ = kernels::quantize(parent_->load(*weight, {.copy = true}),
+                                    kernels::QuantScheme::kGroup32);
         cached_name_ = *weight;
       }
       t = name == *weight ? cached_.values : cached_.scales;

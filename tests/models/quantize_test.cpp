@@ -184,7 +184,7 @@ TEST(QuantizeInt8, AutoPlanWithATinyBudgetStreamsTheSameTokens) {
   o.dispatch.device_map = plan::Strategy::kAuto;
   // 40 % of the quantized weights: the rest goes to disk.
   o.dispatch.max_memory = plan::MemoryBudget::parse(
-      "cpu=" + std::to_string(planned_bytes(int8()) * 4 / 10) + "B");
+      "cpu=" + std::to_string(planned_bytes(int8()) * 4 / 10));
   o.dispatch.offload_folder = offload.path();
   LoadedModel disk = load_model(tiny().path(), o);
   ASSERT_TRUE(disk.device_map.uses(Placement::disk()));
