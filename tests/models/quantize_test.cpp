@@ -182,10 +182,19 @@ TEST(QuantizeInt8, AutoPlanWithATinyBudgetStreamsTheSameTokens) {
   TempDir offload;
   LoadModelOptions o = int8();
   o.dispatch.device_map = plan::Strategy::kAuto;
-  // 40 % of the quantized weights: the rest goes to disk.
-  o.dispatch.max_memory = plan::MemoryBudget::parse(
-      "cpu=" + std::to_string(planned_bytes(int8()) * 4 / 10));
-  o.dispatch.offload_folder = offload.path();
+  // The smallest budget from 40 % of the quantized weights up (in 64 KiB steps) that can stage
+  // the layers streamed through it, with part of the model on disk.
+  const std::uint64_t weights = planned_bytes(int8());
+  for (std::uint64_t budget = weights * 4 / 10; budget < 4 * weights; budget += 65536) {
+    o.dispatch.max_memory = plan::MemoryBudget::parse("cpu=" + std::to_string(budget));
+    try {
+      if (plan_model(tiny().path(), o, plan::Strategy::kAuto).resolution.plan.plan.device_map.uses(
+              Placement::disk())) {
+        break;
+      }
+    } catch (const Error&) {  // too small to stage a streamed layer
+    }
+  }
   LoadedModel disk = load_model(tiny().path(), o);
   ASSERT_TRUE(disk.device_map.uses(Placement::disk()));
   EXPECT_EQ(greedy(*disk.model), expected);
