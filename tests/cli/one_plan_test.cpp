@@ -132,7 +132,7 @@ TEST_F(OnePlan, QuantizedPlanCountsInt8BytesAndTheRunKeepsIt) {
 
 TEST_F(OnePlan, AnUnknownQuantizationIsRefusedBeforeLoadingListingTheAcceptedOnes) {
   const std::string model = (dir_.path() / "llama").string();
-  for (const std::string command : {"plan " + model, "run " + model + " --prompt-ids 1,2"}) {
+  for (const std::string& command : {"plan " + model, "run " + model + " --prompt-ids 1,2"}) {
     for (const char* value : {"int4", "garbage"}) {
       const auto r = run_ferry(command + " --quantize " + value);
       EXPECT_EQ(r.exit_code, 1) << r.out;
