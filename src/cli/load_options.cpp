@@ -38,6 +38,7 @@ models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prom
   d.reserve = reserve_budget(f.reserve, d.max_memory);
   d.offload_folder = f.offload_folder;
   if (!f.dtype.empty()) load.compute_dtype = parse_compute_dtype(f.dtype);
+  if (f.quantize == "int8") load.quantize = models::Quantization::kInt8;
   // One meaning in `run` and `plan`: each name is a module class or a module path pattern.
   d.no_split_module_classes = f.no_split;
   d.no_split_patterns = f.no_split;

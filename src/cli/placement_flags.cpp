@@ -92,6 +92,10 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
                   "Compute dtype, as transformers' torch_dtype: float32 (default, whatever the "
                   "checkpoint stores), bfloat16, float16, or auto (the checkpoint's). Weights "
                   "stay in their stored dtype unless this is narrower");
+  cmd->add_option("--quantize", f.quantize,
+                  "Quantize the decoder blocks' Linear weights at load, weight-only: int8 (one "
+                  "float32 scale per 32 inputs; about 1/4 of float32's bytes in RAM, on disk and "
+                  "streamed). Embeddings, norms and lm_head keep their dtype");
   cmd->add_option("--no-split", f.no_split, "Never split across devices: a module class (LlamaDecoderLayer) or a module path "
                   "pattern (model.layers.*), the same in run and plan; repeatable")
       ->allow_extra_args(false);
@@ -168,6 +172,8 @@ void check_placement_flags(const PlacementFlags& f) {
     // float16 on a machine without CUDA fails here, not after "loading" (auto: when resolved).
     if (!compute.automatic && probe_gpus().empty()) check_computable(compute.dtype, false);
   }
+  FERRY_CHECK(f.quantize.empty() || f.quantize == "int8", InvalidArgument,
+              "--quantize: '{}' is not supported (accepted: {})", f.quantize, kQuantizeValues);
   if (!f.offload_folder.empty()) require_output_folder("--offload-folder", f.offload_folder);
   // Strategies and devices are checked here; a file is checked (and read, once) by load_options.
   if (!is_strategy(f.device_map) && !whole_model_device(f.device_map)) {

@@ -29,6 +29,7 @@ struct PlacementFlags {
   std::string reserve;              // kept free on top: "2GiB" (every device) or "0=2GiB,..."
   std::string offload_folder;       // empty: a private temporary folder when one is needed
   std::string dtype;                // compute dtype ("": float32; Note [Compute dtype])
+  std::string quantize;             // weight-only quantization at load: "" (none) or "int8"
   // Never split across devices: each name is a module class (LlamaDecoderLayer) or a module path
   // pattern (model.layers.*), the same in `run` and `plan`.
   std::vector<std::string> no_split;
@@ -45,10 +46,13 @@ struct PlacementFlags {
   std::int64_t batch = 1;    // `run`: the number of prompts
 };
 
+// The values --quantize accepts, for its help and its error.
+inline constexpr const char* kQuantizeValues = "int8";
+
 // Adds the flags to `cmd` (`run` and `plan` get the same ones).
 void add_placement_flags(CLI::App* cmd, PlacementFlags& flags);
 
-// Checks every flag's value (sizes, budgets, dtype, shape, the device map's file, the offload
+// Checks every flag's value (sizes, budgets, dtype, quantize, shape, the device map's file, the offload
 // folder) before anything is loaded, and warns once about sizes in bits ("600mb"). Throws
 // InvalidArgument or IoError naming the flag.
 void check_placement_flags(const PlacementFlags& flags);

@@ -215,6 +215,12 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
 int plan_headers(const PlanCommandOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const PlacementFlags& f = o.placement;
+  // Which weights are quantized is decided on the model's module tree (its decoder blocks'
+  // Linear layers): headers alone do not say.
+  FERRY_CHECK(f.quantize.empty(), InvalidArgument,
+              "ferry plan --quantize {}: expected a model folder with a config.json of a supported "
+              "architecture to plan quantized weights, got {}{}",
+              f.quantize, o.checkpoint, o.headers_only ? " with --headers-only" : "");
   const plan::Strategy strategy = plan::parse_strategy(f.device_map);
   const std::vector<TensorInfo> infos = read_tensor_infos(o.checkpoint);
   const plan::ModuleTree tree = plan::ModuleTree::from_tensors(infos);

@@ -50,10 +50,12 @@ DType target_dtype(const std::string& name, const TensorInfo& stored, const at::
   return from_scalar_type(current.scalar_type());
 }
 
-// The files a checkpoint's tensors lie in.
+// The files a checkpoint's tensors lie in (tensors of a view computed in memory lie in none).
 std::set<std::filesystem::path> files_of(const io::TensorSource& source) {
   std::set<std::filesystem::path> files;
-  for (const std::string& name : source.names()) files.insert(source.file_of(name));
+  for (const std::string& name : source.names()) {
+    if (std::filesystem::path file = source.file_of(name); !file.empty()) files.insert(file);
+  }
   return files;
 }
 
@@ -118,10 +120,28 @@ void check_offload_folder(const std::filesystem::path& offload_folder,
                   .actual = offload_folder.string()});
 }
 
+namespace {
+LoadReport load_from(nn::Module& model, const std::shared_ptr<const io::TensorSource>& source,
+                     const std::string& checkpoint, const LoadCheckpointOptions& options);
+}  // namespace
+
 LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::path& checkpoint,
                                     const LoadCheckpointOptions& options) {
+  return load_from(model, io::open_checkpoint(checkpoint), checkpoint.string(), options);
+}
+
+LoadReport load_checkpoint_in_model(nn::Module& model,
+                                    const std::shared_ptr<const io::TensorSource>& source,
+                                    const LoadCheckpointOptions& options) {
+  return load_from(model, source, source->description(), options);
+}
+
+namespace {
+
+// load_checkpoint_in_model of `source`, named `checkpoint` in messages.
+LoadReport load_from(nn::Module& model, const std::shared_ptr<const io::TensorSource>& source,
+                     const std::string& checkpoint, const LoadCheckpointOptions& options) {
   const auto& map = options.device_map;
-  const std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(checkpoint);
   const std::set<std::filesystem::path> files = files_of(*source);
   // Accelerate's load_state_dict: each safetensors file must say it holds PyTorch tensors.
   for (const std::filesystem::path& file : files) {
@@ -290,9 +310,9 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
     throw MissingTensor(
         fmt::format("Error(s) in loading state_dict for {} from {}: missing keys [{}], "
                     "unexpected keys [{}]",
-                    model.class_name(), checkpoint.string(), fmt::join(report.missing_keys, ", "),
+                    model.class_name(), checkpoint, fmt::join(report.missing_keys, ", "),
                     fmt::join(report.unexpected_keys, ", ")),
-        ErrorFields{.file = checkpoint.string()});
+        ErrorFields{.file = checkpoint});
   }
   if (!report.unexpected_keys.empty()) {
     log_warning(
@@ -300,11 +320,11 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
         "This may or may not be an issue - make sure that the checkpoint does not have "
         "unnecessary parameters, or that the model definition correctly corresponds to the "
         "checkpoint.",
-        checkpoint.string(), model.class_name(), fmt::join(report.unexpected_keys, ", "));
+        checkpoint, model.class_name(), fmt::join(report.unexpected_keys, ", "));
   }
   if (!report.missing_keys.empty()) {
     log_warning("Some weights of {} were not initialized from the model checkpoint at {}: [{}].",
-                model.class_name(), checkpoint.string(), fmt::join(report.missing_keys, ", "));
+                model.class_name(), checkpoint, fmt::join(report.missing_keys, ", "));
   }
   WeightsMap converted_weights;
   if (workspace) {
@@ -328,6 +348,8 @@ LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::pa
   nn::retie_parameters(model, nn::find_tied_parameters(model));
   return report;
 }
+
+}  // namespace
 
 plan::RuntimeOptions runtime_of(const LoadAndDispatchOptions& options) {
   plan::RuntimeOptions rt = options.runtime;
@@ -381,6 +403,12 @@ void apply_resolution(LoadAndDispatchOptions& options, const plan::Resolution& r
 
 plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                                              const std::filesystem::path& checkpoint,
+                                             const LoadAndDispatchOptions& options) {
+  return load_checkpoint_and_dispatch(model, io::open_checkpoint(checkpoint), options);
+}
+
+plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
+                                             const std::shared_ptr<const io::TensorSource>& source,
                                              const LoadAndDispatchOptions& given_options) {
   LoadAndDispatchOptions options = given_options;
   if (const auto* strategy = std::get_if<plan::Strategy>(&options.device_map)) {
@@ -400,7 +428,7 @@ plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
   }
   const bool any_disk = map && map->uses(Placement::disk());
   LoadReport report = load_checkpoint_in_model(
-      model, checkpoint,
+      model, source,
       LoadCheckpointOptions{.device_map = map,
                             .offload_folder = options.offload_folder,
                             .dtype = options.dtype,

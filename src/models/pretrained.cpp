@@ -58,6 +58,7 @@ Pretrained load_pretrained(const std::filesystem::path& folder, const Pretrained
   }
   load.dispatch.offload_folder = options.offload_folder;
   if (!options.dtype.empty()) load.compute_dtype = parse_compute_dtype(options.dtype);
+  load.quantize = options.quantize;
   load.shape.context = options.context;
   load.shape.max_new_tokens = options.max_new_tokens;
   // The tokenizer first: a folder without one fails before minutes of loading.

@@ -13,7 +13,9 @@
 #include "ferry/io/checkpoint.h"
 #include "ferry/models/run_shape.h"
 #include "ferry/nn/init.h"
+#include "ferry/nn/linear.h"
 #include "models/architecture.h"
+#include "models/int8_source.h"
 
 namespace ferry::models {
 namespace detail {
@@ -190,6 +192,23 @@ void hold_weights(nn::Module& model, const io::TensorSource& source, DType compu
   }
 }
 
+// Quantizes (on meta: re-types) the Linear layers inside the model's decoder blocks (its
+// no-split classes) and returns their weights' names. Embeddings, norms and lm_head stay as they
+// are: lm_head is often tied to the embedding, and its error would reach every logit.
+std::vector<std::string> quantize_blocks(CausalLM& model) {
+  const std::vector<std::string> blocks = model.no_split_classes();
+  std::vector<std::string> block_prefixes;
+  for (const nn::NamedModule& m : model.module().named_modules()) {
+    if (std::find(blocks.begin(), blocks.end(), m.module->class_name()) != blocks.end()) {
+      block_prefixes.push_back(m.name + ".");
+    }
+  }
+  return nn::quantize_linears(model.module(), [&block_prefixes](const std::string& path) {
+    return std::any_of(block_prefixes.begin(), block_prefixes.end(),
+                       [&path](const std::string& prefix) { return path.starts_with(prefix); });
+  });
+}
+
 }  // namespace
 
 namespace detail {
@@ -261,6 +280,7 @@ namespace {
 struct Prepared {
   LoadedModel out;
   std::filesystem::path checkpoint;
+  std::shared_ptr<const io::TensorSource> source;  // the checkpoint as the model reads it
   dispatch::LoadAndDispatchOptions dispatch;
 };
 
@@ -276,7 +296,7 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
   out.generation = model_generation_config(out.config, load_generation_config(checkpoint));
   {
     // Headers only: cheap, and done before the model is built (Note [Config against checkpoint]).
-    const std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(checkpoint);
+    std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(checkpoint);
     const detail::Naming naming = naming_of(architecture->layout, *source);
     check_against_checkpoint(out.config, layout_for(architecture->layout, naming), *source);
     // Note [Compute dtype]: built in the dtype most weights are held in, then each weight in its
@@ -294,7 +314,19 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
     nn::InitEmptyWeights guard;
     out.model =
         architecture->build(out.config, ModelDTypes{.weights = weights, .compute = compute}, naming);
+    std::vector<std::string> quantized;
+    if (options.quantize == Quantization::kInt8) {
+      quantized = quantize_blocks(*out.model);
+      source = detail::int8_view(std::move(source), quantized);
+    }
     if (!options.dispatch.dtype) hold_weights(out.model->module(), *source, out.compute_dtype);
+    for (const std::string& weight : quantized) {
+      // Scales stay float32 whatever the weights are held in (hold_weights narrows floats).
+      const nn::NamedTensor scale = out.model->module().find_tensor(detail::scale_name(weight));
+      if (scale.tensor().scalar_type() != at::kFloat) {
+        scale.slot()->assign(scale.tensor().to(at::kFloat), scale.name);
+      }
+    }
     const std::vector<std::string> missing = missing_tensors(out.model->module(), *source);
     if (!missing.empty()) {
       constexpr std::size_t kShown = 8;
@@ -310,6 +342,7 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
                       .expected = "every tensor of the model",
                       .actual = fmt::format("{} missing", missing.size())});
     }
+    prepared.source = std::move(source);
   }
   dispatch::LoadAndDispatchOptions dispatch = options.dispatch;
   for (const std::string& block : out.model->no_split_classes()) {
@@ -373,7 +406,7 @@ LoadedModel load_model(const std::filesystem::path& folder, const LoadModelOptio
     dispatch::apply_resolution(p.dispatch, *p.out.resolution);
   }
   p.out.device_map =
-      dispatch::load_checkpoint_and_dispatch(p.out.model->module(), p.checkpoint, p.dispatch);
+      dispatch::load_checkpoint_and_dispatch(p.out.model->module(), p.source, p.dispatch);
   return std::move(p.out);
 }
 

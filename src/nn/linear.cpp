@@ -2,7 +2,9 @@
 
 #include <cmath>
 
+#include "ferry/core/error.h"
 #include "ferry/kernels/linear.h"
+#include "ferry/kernels/quantized.h"
 
 namespace ferry::nn {
 namespace {
@@ -22,9 +24,65 @@ Linear::Linear(std::int64_t in_features, std::int64_t out_features, LinearOption
   }
 }
 
+// Note [int8 Linear weights]
+// A quantized Linear holds two ordinary tensors where it held one: `weight`, int8 [out, in] (the
+// same shape, so a slot's shape check still guards it), and `weight_scale`, float32
+// [out, in / 32], one symmetric scale per 32 consecutive inputs (kernels' group-32 scheme, Note
+// [int8 group size]). The names are those of compressed checkpoints. Planning, module sizes, the
+// offload folder's index (dtype + shape) and streaming see plain tensors with plain byte counts:
+// nothing in plan/ or dispatch/ knows about quantization. Only layers whose in_features is a
+// multiple of 32 are quantized, so the scale's shape [out, in / g] determines the group size g:
+// weights written with another group size have another scale shape and are rejected by the shape
+// checks of loading, never read with the wrong group.
+void Linear::quantize_int8() {
+  FERRY_CHECK(!weight_scale_, InvalidArgument, "Linear [{}, {}]: its weight is quantized already",
+              out_features_, in_features_);
+  FERRY_CHECK(in_features_ % kInt8GroupSize == 0, InvalidArgument,
+              "Linear [{}, {}]: int8 weights need in_features divisible by {}, got {}",
+              out_features_, in_features_, kInt8GroupSize, in_features_);
+  const at::Tensor& w = *weight_;
+  const std::vector<std::int64_t> scale_shape{out_features_, in_features_ / kInt8GroupSize};
+  if (w.is_meta()) {
+    find_entry("weight")->slot->assign(at::empty(w.sizes(), w.options().dtype(at::kChar)),
+                                       "weight");
+    weight_scale_ =
+        register_parameter("weight_scale", at::empty(scale_shape, w.options().dtype(at::kFloat)));
+    return;
+  }
+  kernels::QuantizedWeight q = kernels::quantize(w, kernels::QuantScheme::kGroup32);
+  find_entry("weight")->slot->assign(std::move(q.values), "weight");
+  weight_scale_ = register_parameter("weight_scale", std::move(q.scales));
+}
+
 at::Tensor Linear::forward(const at::Tensor& x) {
-  return kernels::linear(x, *weight_, bias_ ? std::optional<at::Tensor>(*bias_) : std::nullopt,
-                         "Linear");
+  const std::optional<at::Tensor> bias =
+      bias_ ? std::optional<at::Tensor>(*bias_) : std::nullopt;
+  if (weight_scale_) {
+    // A storage dtype (LoadModelOptions::dispatch.dtype) may have narrowed the scales.
+    const at::Tensor& s = *weight_scale_;
+    return kernels::linear(x,
+                           kernels::QuantizedWeight{
+                               .values = *weight_,
+                               .scales = s.scalar_type() == at::kFloat ? s : s.to(at::kFloat),
+                               .scheme = kernels::QuantScheme::kGroup32},
+                           bias, "Linear");
+  }
+  return kernels::linear(x, *weight_, bias, "Linear");
+}
+
+std::vector<std::string> quantize_linears(Module& root,
+                                          const std::function<bool(const std::string&)>& select) {
+  std::vector<std::string> quantized;
+  for (const NamedModule& m : root.named_modules()) {
+    auto* linear = dynamic_cast<Linear*>(m.module);
+    if (linear == nullptr || linear->is_quantized() ||
+        linear->in_features() % kInt8GroupSize != 0 || !select(m.name)) {
+      continue;
+    }
+    linear->quantize_int8();
+    quantized.push_back(m.name.empty() ? "weight" : m.name + ".weight");
+  }
+  return quantized;
 }
 
 Conv1D::Conv1D(std::int64_t out_features, std::int64_t in_features, at::ScalarType dtype)

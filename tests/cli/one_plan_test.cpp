@@ -107,6 +107,47 @@ TEST_F(OnePlan, PlanAndRunMakeTheSameMapAndRunsKeepTheirBudgets) {
   EXPECT_LT(refused, 7);  // most random budgets are usable
 }
 
+// --quantize int8: the plan counts the int8 values and scales, and the run keeps that plan.
+TEST_F(OnePlan, QuantizedPlanCountsInt8BytesAndTheRunKeepsIt) {
+  const std::string model = (dir_.path() / "llama").string();
+  const std::string common = " --json --max-memory cpu=400KiB --context 16 --max-new-tokens 6";
+  const auto f32 = run_ferry_stdout("plan " + model + common);
+  const auto planned = run_ferry_stdout("plan " + model + common + " --quantize int8");
+  ASSERT_EQ(f32.exit_code, 0) << f32.out;
+  ASSERT_EQ(planned.exit_code, 0) << planned.out;
+  const auto plan = nlohmann::json::parse(planned.out);
+  const auto full = nlohmann::json::parse(f32.out);
+  // Each weight of a decoder Linear counts 1.125 bytes instead of 4 (the exact count is checked
+  // by models' quantize_test).
+  EXPECT_LT(plan["total_bytes"].get<std::uint64_t>(), full["total_bytes"].get<std::uint64_t>());
+  EXPECT_LT(plan["disk_bytes"].get<std::uint64_t>(), full["disk_bytes"].get<std::uint64_t>());
+  const auto ran = run_ferry_stdout("run " + model + " --prompt-ids 1,2,3,4 --ignore-eos" + common +
+                                    " --quantize int8");
+  ASSERT_EQ(ran.exit_code, 0) << ran.out;
+  const auto run = nlohmann::json::parse(ran.out);
+  EXPECT_EQ(run["device_map"], plan["device_map"]);
+  EXPECT_EQ(run["token_ids"].size(), 6U);
+  EXPECT_TRUE(run["over_budget"].empty()) << run["devices"].dump(1);
+}
+
+TEST_F(OnePlan, AnUnknownQuantizationIsRefusedBeforeLoadingListingTheAcceptedOnes) {
+  const std::string model = (dir_.path() / "llama").string();
+  for (const std::string& command : {"plan " + model, "run " + model + " --prompt-ids 1,2"}) {
+    for (const char* value : {"int4", "garbage"}) {
+      const auto r = run_ferry(command + " --quantize " + value);
+      EXPECT_EQ(r.exit_code, 1) << r.out;
+      EXPECT_NE(r.out.find(std::string("--quantize: '") + value +
+                           "' is not supported (accepted: int8)"),
+                std::string::npos)
+          << r.out;
+    }
+  }
+  // Headers alone do not say which weights are a decoder block's Linear layers.
+  const auto headers = run_ferry("plan " + model + " --headers-only --quantize int8");
+  EXPECT_EQ(headers.exit_code, 1) << headers.out;
+  EXPECT_NE(headers.out.find("expected a model folder"), std::string::npos) << headers.out;
+}
+
 TEST_F(OnePlan, PlanJsonIsAcceptedAsTheRunsDeviceMap) {
   const std::string model = (dir_.path() / "llama").string();
   const auto planned =

@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
 #include "ferry/core/error.h"
+#include "ferry/kernels/quantized.h"
 #include "ferry/nn/activation.h"
+#include "ferry/nn/init.h"
 #include "ferry/nn/containers.h"
 #include "ferry/nn/embedding.h"
 #include "ferry/nn/linear.h"
@@ -16,6 +18,43 @@ class Layers : public ::testing::Test {
  protected:
   void SetUp() override { at::manual_seed(0); }
 };
+
+// Note [int8 Linear weights]: int8 `weight` + float32 `weight_scale` [out, in / 32].
+TEST_F(Layers, Int8LinearHoldsValuesAndScalesAndComputesWithThem) {
+  Linear lin(64, 8);
+  const at::Tensor x = at::randn({3, 64});
+  const at::Tensor exact = lin(x);
+  const kernels::QuantizedWeight expected =
+      kernels::quantize(lin.weight(), kernels::QuantScheme::kGroup32);
+  lin.quantize_int8();
+  EXPECT_TRUE(lin.is_quantized());
+  EXPECT_EQ(lin.weight().scalar_type(), at::kChar);
+  EXPECT_TRUE(at::equal(lin.weight(), expected.values));
+  EXPECT_TRUE(at::equal(param(lin, "weight_scale"), expected.scales));
+  EXPECT_EQ(lin.named_parameters().size(), 3U);  // weight, bias, weight_scale
+  const at::Tensor y = lin(x);
+  EXPECT_TRUE(at::allclose(y, kernels::linear(x, expected, param(lin, "bias")), 1e-5, 1e-6));
+  const double error = (y - exact).abs().max().item<double>();
+  EXPECT_GT(error, 0.0);
+  EXPECT_LT(error, 0.02 * exact.abs().max().item<double>());
+  EXPECT_THROW(lin.quantize_int8(), InvalidArgument);
+}
+
+TEST_F(Layers, Int8LinearOnMetaIsRetypedAndOnlyWidthsOf32AreQuantized) {
+  InitEmptyWeights guard;
+  Sequential seq;
+  seq.push_back(std::make_shared<Linear>(96, 16));
+  seq.push_back(std::make_shared<Linear>(16, 40));  // in = 16: not a multiple of 32
+  const std::vector<std::string> quantized =
+      quantize_linears(seq, [](const std::string&) { return true; });
+  EXPECT_EQ(quantized, (std::vector<std::string>{"0.weight"}));
+  const at::Tensor scale = seq.find_tensor("0.weight_scale").tensor();
+  EXPECT_TRUE(scale.is_meta());
+  EXPECT_EQ(scale.sizes(), (std::vector<std::int64_t>{16, 3}));
+  EXPECT_EQ(seq.find_tensor("0.weight").tensor().scalar_type(), at::kChar);
+  EXPECT_EQ(seq.find_tensor("1.weight").tensor().scalar_type(), at::kFloat);
+  EXPECT_THROW(Linear(16, 40).quantize_int8(), InvalidArgument);
+}
 
 TEST_F(Layers, LinearEqualsFunctional) {
   Linear lin(5, 3);

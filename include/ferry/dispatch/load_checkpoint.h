@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -66,6 +67,11 @@ struct LoadReport {
 // MissingTensor (strict), CorruptFile / IoError from the reader.
 LoadReport load_checkpoint_in_model(nn::Module& model, const std::filesystem::path& checkpoint,
                                     const LoadCheckpointOptions& options = {});
+// The same from a source already opened (a view over a checkpoint, such as models' int8 one);
+// messages name source->description().
+LoadReport load_checkpoint_in_model(nn::Module& model,
+                                    const std::shared_ptr<const io::TensorSource>& source,
+                                    const LoadCheckpointOptions& options = {});
 
 // Throws InvalidArgument when `offload_folder` is `checkpoint_folder` (after resolving links and
 // dots): converted weights are never written where weights are read from. `example_file` (a
@@ -117,6 +123,10 @@ void apply_resolution(LoadAndDispatchOptions& options, const plan::Resolution& r
 // Plans (for a strategy), loads, and dispatches. Returns the device map used (empty when none).
 plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
                                              const std::filesystem::path& checkpoint,
+                                             const LoadAndDispatchOptions& options = {});
+// The same from a source already opened.
+plan::DeviceMap load_checkpoint_and_dispatch(nn::Module& model,
+                                             const std::shared_ptr<const io::TensorSource>& source,
                                              const LoadAndDispatchOptions& options = {});
 
 }  // namespace ferry::dispatch

@@ -45,6 +45,8 @@ struct PretrainedOptions {
   // Tokens a generate call produces at most, reserved when planning; nullopt: the folder's
   // generation_config.json max_new_tokens, else kDefaultMaxNewTokens.
   std::optional<std::int64_t> max_new_tokens;
+  // Weight-only quantization of the decoder blocks' Linear weights at load (Quantization).
+  Quantization quantize = Quantization::kNone;
 };
 
 // A loaded model with its tokenizer. Movable, not copyable; generate is not thread-safe.

@@ -51,6 +51,15 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType
 // never gives a nested options member an initializer of its own: every default lives in the
 // nested struct's definition, and the default object and any designated initializer agree on
 // every field they do not name (tests/models/options_test.cpp checks each nested member).
+// Weight-only quantization at load (Accelerate's load_and_quantize_model).
+enum class Quantization {
+  kNone,  // weights as stored (or narrowed to the compute dtype)
+  // The Linear weights inside the decoder blocks (attention and MLP projections; not embeddings,
+  // norms or lm_head) held as int8 with a float32 scale per 32 inputs, in RAM and in the offload
+  // folder (Note [int8 Linear weights] in src/nn/linear.cpp); computed in the compute dtype.
+  kInt8,
+};
+
 struct LoadModelOptions {
   // Device map, budgets, offload folder. The decoder layer's class is always added to
   // no_split_module_classes; the architecture's ignored keys are added to ignore_unexpected.
@@ -66,6 +75,8 @@ struct LoadModelOptions {
   // sizes are replaced by runtime_needs of it; an unset max_new_tokens is the folder's
   // generation_config.json's, else the default).
   RunShape shape;  // no initializer: Note [Options defaults]
+  // Quantize the decoder blocks' Linear weights at load; planning counts the quantized bytes.
+  Quantization quantize = Quantization::kNone;
   // config.json as the caller already read it (models::load_config of the same folder), so that
   // it is read once; nullopt: load_model and plan_model read it.
   std::optional<ModelConfig> config;

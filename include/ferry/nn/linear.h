@@ -2,9 +2,16 @@
 // Fully connected layers: Linear (weight [out, in], y = x Wᵀ + b) and GPT-2's Conv1D
 // (weight [in, out], y = x W + b), which differ only in the weight's layout.
 
+#include <functional>
+#include <string>
+#include <vector>
+
 #include "ferry/nn/module.h"
 
 namespace ferry::nn {
+
+// Inputs per float32 scale of an int8 Linear weight (Note [int8 Linear weights] in linear.cpp).
+inline constexpr std::int64_t kInt8GroupSize = 32;
 
 struct LinearOptions {
   bool bias = true;                   // register a bias of shape [out_features]
@@ -18,6 +25,14 @@ class Linear : public Callable<Linear> {
   std::int64_t out_features() const noexcept { return out_features_; }
   const at::Tensor& weight() const { return *weight_; }
 
+  // Holds the weight as int8 values with float32 scales (Note [int8 Linear weights]): `weight`
+  // becomes int8 [out, in] and `weight_scale` float32 [out, in / kInt8GroupSize] is registered.
+  // A real weight is quantized; a meta one is only re-typed (a loader fills both). Throws
+  // InvalidArgument naming the layer when in_features is not a multiple of kInt8GroupSize, or
+  // when it is quantized already.
+  void quantize_int8();
+  bool is_quantized() const noexcept { return static_cast<bool>(weight_scale_); }
+
  private:
   friend class Callable<Linear>;
   at::Tensor forward(const at::Tensor& x);
@@ -26,7 +41,14 @@ class Linear : public Callable<Linear> {
   std::int64_t out_features_;
   TensorRef weight_;
   TensorRef bias_;
+  TensorRef weight_scale_;  // set when quantized
 };
+
+// Quantizes (Linear::quantize_int8) every Linear under `root` whose dotted path `select` accepts
+// and whose in_features is a multiple of kInt8GroupSize; the others keep their weights. Returns
+// the paths of the weights quantized ("model.layers.0.mlp.up_proj.weight"), in walk order.
+std::vector<std::string> quantize_linears(Module& root,
+                                          const std::function<bool(const std::string&)>& select);
 
 // GPT-2's Conv1D(nf, nx): in_features = nx, out_features = nf, weight [nx, nf], bias [nf].
 class Conv1D : public Callable<Conv1D> {
