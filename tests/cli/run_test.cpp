@@ -52,7 +52,9 @@ TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
                               std::string(flags).find("--io auto") != std::string::npos;
     ASSERT_TRUE(j["prefetch"].contains("page_cache_bytes")) << flags;
     ASSERT_TRUE(j["prefetch"].contains("direct_bytes")) << flags;
-    if (!maybe_cached) EXPECT_EQ(j["prefetch"]["page_cache_bytes"].get<std::uint64_t>(), 0U);
+    if (!maybe_cached) {
+      EXPECT_EQ(j["prefetch"]["page_cache_bytes"].get<std::uint64_t>(), 0U) << flags;
+    }
     EXPECT_LE(j["prefetch"]["peak_host_reserved_bytes"].get<std::uint64_t>(),
               j["prefetch"]["host_budget_bytes"].get<std::uint64_t>())
         << flags;

@@ -58,7 +58,8 @@ TEST(Tied, EmbeddingAndHeadTiedThroughRegisterTiedParameter) {
             (std::vector<std::vector<std::string>>{{"lm_head.weight", "wte.weight"}}));
   // The Linear's forward reads the tied slot.
   const at::Tensor x = at::randn({1, 4});
-  EXPECT_TRUE(at::allclose((*head)(x), at::matmul(x, wte->weight().t())));
+  // The fused float32 kernel sums in another order than BLAS (Note [float32 weights]).
+  EXPECT_TRUE(at::allclose((*head)(x), at::matmul(x, wte->weight().t()), 1e-5, 1e-6));
 }
 
 TEST(Tied, NoTiesNoGroups) {
