@@ -8,11 +8,13 @@ set(FERRY_LAYER_DEPS_nn "core;kernels;nn")
 set(FERRY_LAYER_DEPS_plan "core;io;kernels;nn;plan")
 set(FERRY_LAYER_DEPS_dispatch "core;io;kernels;nn;plan;dispatch")
 set(FERRY_LAYER_DEPS_models "core;io;kernels;nn;plan;dispatch;models")
+set(FERRY_LAYER_DEPS_engine "core;io;kernels;nn;plan;dispatch;models;engine")
+set(FERRY_LAYER_DEPS_serve "core;io;kernels;nn;plan;dispatch;models;engine;serve")
 
 # Returns in OUT_VAR the list of "file: ferry/<layer>/..." violations under ROOT.
 function(ferry_layering_violations root out_var)
   set(violations "")
-  foreach(layer core io kernels nn plan dispatch models)
+  foreach(layer core io kernels nn plan dispatch models engine serve)
     file(GLOB_RECURSE files "${root}/include/ferry/${layer}/*.h" "${root}/src/${layer}/*.cpp"
          "${root}/src/${layer}/*.h")
     foreach(f ${files})

@@ -10,6 +10,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libpcre2-dev                       # tokenizer pre-tokenizer regexes (\p{L} classes)
   libsentencepiece-dev               # tokenizer.model files (optional at build time)
+  libcpp-httplib-dev                 # `ferry serve` (HTTP)
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev           # libFuzzer targets of the parsers, run by scripts/test.sh
 )
