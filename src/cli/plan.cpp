@@ -116,6 +116,7 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
     j["strategy"] = o.placement.device_map;
     j["no_split"] = v.no_split;
     j["compute_dtype"] = v.compute_dtype;
+    j["quantize"] = o.placement.quantize.empty() ? "none" : o.placement.quantize;
     j["device_map"] = nlohmann::ordered_json::parse(p.device_map.to_json());
     nlohmann::ordered_json devices = nlohmann::ordered_json::object();
     for (const auto& d : p.devices) {
