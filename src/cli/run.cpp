@@ -218,8 +218,8 @@ int run(const RunOptions& o) {
     check_context(placement.max_new_tokens);
   } else {
     const std::optional<models::GenerationConfig> file = models::load_generation_config(folder);
-    check_context(models::resolve_max_new_tokens(file.value_or(models::GenerationConfig{}),
-                                                 std::nullopt));
+    check_context(
+        models::resolve_max_new_tokens(file.value_or(models::GenerationConfig{}), std::nullopt));
   }
   models::LoadModelOptions load = load_options(placement, static_cast<std::int64_t>(longest));
   load.config = config;
@@ -244,8 +244,12 @@ int run(const RunOptions& o) {
                loaded.config.model_type, loaded.config.n_layers, loaded.config.hidden_size,
                torch_name(loaded.compute_dtype), load_seconds);
     print_placement(info, loaded);
-    fmt::print(info, "  prompt: {} token(s)\n", prompts.front().size());
-    if (!o.quiet) {
+    if (prompts.size() == 1) {
+      fmt::print(info, "  prompt: {} token(s)\n", prompts.front().size());
+    } else {
+      fmt::print(info, "  {} prompts, generated together as one batch\n", prompts.size());
+    }
+    if (!o.quiet && prompts.size() == 1) {
       fmt::print("---\n");
       if (has_text) fmt::print("{}", texts.front());
     }
@@ -266,7 +270,8 @@ int run(const RunOptions& o) {
   if (tokenizer) {
     g.decode = [&](const std::vector<std::int64_t>& ids) { return tokenizer->decode(ids, true); };
   }
-  if (!o.json) {
+  // One prompt streams its text as it comes; a batch prints each prompt's when all are done.
+  if (!o.json && prompts.size() == 1) {
     g.on_token = [&](std::size_t row, std::int64_t token) {
       if (row != 0) return;
       streamed.push_back(token);
@@ -295,8 +300,8 @@ int run(const RunOptions& o) {
     peak[d.key] = d.peak;
     if (d.over) {
       over.push_back(d.key);
-      log_warning("{} peaked at {}, over its budget: {} × 1.05{} = {}", d.key,
-                  format_bytes(d.peak), format_bytes(*d.budget),
+      log_warning("{} peaked at {}, over its budget: {} × 1.05{} = {}", d.key, format_bytes(d.peak),
+                  format_bytes(*d.budget),
                   d.key == "cpu" ? fmt::format(" + the runtime's {}", format_bytes(footprint)) : "",
                   format_bytes(d.limit));
     }
@@ -337,17 +342,47 @@ int run(const RunOptions& o) {
     j["io"] = placement.io;
     if (prefetcher) j["prefetch"] = prefetch_json(*prefetcher);
     if (r.tokens.size() > 1) j["batch_token_ids"] = r.tokens;
+    // Every prompt of the batch (the fields above are the first one's).
+    nlohmann::ordered_json outputs = nlohmann::ordered_json::array();
+    for (std::size_t i = 0; i < r.tokens.size(); ++i) {
+      nlohmann::ordered_json out;
+      out["index"] = i;
+      if (has_text) out["prompt"] = texts[i];
+      out["prompt_ids"] = prompts[i];
+      out["text"] = tokenizer ? tokenizer->decode(r.tokens[i], true) : "";
+      out["token_ids"] = r.tokens[i];
+      out["finish_reason"] = r.finish_reasons[i];
+      outputs.push_back(std::move(out));
+    }
+    j["outputs"] = std::move(outputs);
     print_json(j);  // generated text may cut a multi-byte character: replaced, not an error
     return 0;
   }
-  if (o.quiet) {
-    fmt::print("\n");
-    std::fflush(stdout);
+  if (prompts.size() > 1) {
+    for (std::size_t i = 0; i < r.tokens.size(); ++i) {
+      const std::string generated = tokenizer ? tokenizer->decode(r.tokens[i], true)
+                                              : fmt::format("{}", fmt::join(r.tokens[i], " "));
+      if (o.quiet) {
+        fmt::print("{}\n", generated);
+      } else {
+        fmt::print("--- prompt {} of {} ---\n{}{}\n", i + 1, r.tokens.size(),
+                   has_text ? texts[i] : "", generated);
+      }
+      std::fflush(stdout);
+      fmt::print(info, "  prompt {}: finish: {}; {} token(s) generated\n", i + 1,
+                 r.finish_reasons[i], r.tokens[i].size());
+    }
+    if (!o.quiet) fmt::print("---\n");
   } else {
-    fmt::print("\n---\n");
+    if (o.quiet) {
+      fmt::print("\n");
+      std::fflush(stdout);
+    } else {
+      fmt::print("\n---\n");
+    }
+    fmt::print(info, "  finish: {}; {} token(s) generated\n", r.finish_reasons.front(),
+               r.tokens.front().size());
   }
-  fmt::print(info, "  finish: {}; {} token(s) generated\n", r.finish_reasons.front(),
-             r.tokens.front().size());
   fmt::print(info, "  load {:.2f} s, first token {:.2f} s, {:.2f} tokens/s\n", load_seconds,
              r.first_token_seconds, tps);
   fmt::print(info, "  memory per device (the CPU's peak includes the runtime's {}):\n",

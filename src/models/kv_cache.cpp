@@ -33,6 +33,13 @@ std::pair<at::Tensor, at::Tensor> LayerCache::append(const at::Tensor& key,
   return {key_, value_};
 }
 
+void LayerCache::assign(at::Tensor key, at::Tensor value) {
+  FERRY_ASSERT(key.dim() == 4 && value.sizes() == key.sizes(), "cache assign of {} and {}",
+               shape_string(key.sizes()), shape_string(value.sizes()));
+  key_ = std::move(key);
+  value_ = std::move(value);
+}
+
 Bytes LayerCache::size_bytes() const {
   if (!key_.defined()) return Bytes(0);
   return Bytes(static_cast<std::uint64_t>(key_.nbytes() + value_.nbytes()));

@@ -28,8 +28,8 @@ class RunCommand : public ::testing::Test {
   // --json of a greedy run of 4 tokens with `flags`.
   nlohmann::json run_json(const std::string& flags) const {
     const auto r = run_ferry_stdout(
-        "run " + model() + " --prompt-ids 1,2,3 --max-new-tokens 4 --context 8 --ignore-eos --json " +
-        flags);
+        "run " + model() +
+        " --prompt-ids 1,2,3 --max-new-tokens 4 --context 8 --ignore-eos --json " + flags);
     EXPECT_EQ(r.exit_code, 0) << r.out;
     return nlohmann::json::parse(r.out);
   }
@@ -70,9 +70,10 @@ TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
 }
 
 TEST_F(RunCommand, AStagingBudgetSmallerThanABlockIsAnError) {
-  const auto r = run_ferry("run " + model() +
-                           " --prompt-ids 1,2,3 --max-new-tokens 2 --context 8 --max-memory cpu=300KB "
-                           "--prefetch-bytes 1KB");
+  const auto r =
+      run_ferry("run " + model() +
+                " --prompt-ids 1,2,3 --max-new-tokens 2 --context 8 --max-memory cpu=300KB "
+                "--prefetch-bytes 1KB");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(std::regex_search(
       r.out, std::regex("block '[a-z0-9_.]+' needs [0-9]+ bytes of host staging memory but the "
@@ -118,7 +119,37 @@ TEST_F(RunCommand, ContextTooSmallForGenerationConfigFailsBeforeLoading) {
 TEST_F(RunCommand, UnknownIoModeIsRejected) {
   const auto r = run_ferry("run " + model() + " --prompt-ids 1,2,3 --io bogus");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.out.find("--io: bogus not in {auto,direct,buffered,mmap}"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--io: bogus not in {auto,direct,buffered,mmap}"), std::string::npos)
+      << r.out;
+}
+
+TEST_F(RunCommand, EveryPromptOfABatchIsPrintedWithItsFinishReason) {
+  const auto j = nlohmann::json::parse(
+      run_ferry_stdout("run " + model() +
+                       " --prompt Hello --prompt 'The sea' --prompt x --max-new-tokens 3 --json")
+          .out);
+  ASSERT_EQ(j["outputs"].size(), 3u);
+  const std::vector<std::string> prompts{"Hello", "The sea", "x"};
+  for (std::size_t i = 0; i < 3; ++i) {
+    const auto& out = j["outputs"][i];
+    EXPECT_EQ(out["index"], i);
+    EXPECT_EQ(out["prompt"], prompts[i]);
+    EXPECT_FALSE(out["finish_reason"].get<std::string>().empty());
+    EXPECT_LE(out["token_ids"].size(), 3u);
+    // Each equals the prompt run alone.
+    const auto alone =
+        nlohmann::json::parse(run_ferry_stdout("run " + model() + " --prompt '" + prompts[i] +
+                                               "' --max-new-tokens 3 --json")
+                                  .out);
+    EXPECT_EQ(out["token_ids"], alone["token_ids"]) << prompts[i];
+    EXPECT_EQ(out["finish_reason"], alone["finish_reason"]) << prompts[i];
+  }
+  // Text: one section per prompt.
+  const auto text =
+      run_ferry_stdout("run " + model() + " --prompt Hello --prompt 'The sea' --max-new-tokens 3");
+  ASSERT_EQ(text.exit_code, 0) << text.out;
+  EXPECT_NE(text.out.find("--- prompt 1 of 2 ---\nHello"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("--- prompt 2 of 2 ---\nThe sea"), std::string::npos) << text.out;
 }
 
 }  // namespace

@@ -18,6 +18,8 @@ class LayerCache {
   // whole history. The stored tensors follow the new ones' device: a layer that executes
   // elsewhere than last step (a different device map) moves its history once.
   std::pair<at::Tensor, at::Tensor> append(const at::Tensor& key, const at::Tensor& value);
+  // Replaces the history (a batch that gains, loses or re-pads rows: engine::Engine).
+  void assign(at::Tensor key, at::Tensor value);
   // Positions cached so far (0 when empty).
   std::int64_t length() const { return key_.defined() ? key_.size(2) : 0; }
   const at::Tensor& key() const noexcept { return key_; }
