@@ -2,6 +2,7 @@
 // plan reserving the KV cache of --max-batch sequences of --context tokens) and serves it over
 // an OpenAI-compatible HTTP API until SIGTERM or SIGINT (docs/serve.md).
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/json_output.h"
 #include "cli/load_options.h"
 #include "cli/model_loading.h"
 #include "cli/paths.h"
@@ -40,6 +42,7 @@ struct ServeOptions {
   std::int64_t max_queue = 64;
   int threads = 0;  // compute threads; 0 = every CPU this process may use
   bool no_progress = false;
+  bool json = false;  // stdout: one JSON object once listening; the rest goes to stderr
   PlacementFlags placement;
 };
 
@@ -123,16 +126,17 @@ int serve_model(const ServeOptions& o) {
   load.config = config;
 
   const ComputeSetup compute = set_up_compute(o.threads);
-  fmt::print("ferry serve: loading {} ...\n", o.model);
-  std::fflush(stdout);
+  std::FILE* info = o.json ? stderr : stdout;
+  fmt::print(info, "ferry serve: loading {} ...\n", o.model);
+  std::fflush(info);
   const models::LoadedModel loaded =
-      load_model_with_progress(folder, load, /*progress=*/!o.no_progress);
-  fmt::print("  {} ({} layers, hidden {}), {} thread(s), {}; modules per device:\n",
+      load_model_with_progress(folder, load, /*progress=*/!o.no_progress && !o.json);
+  fmt::print(info, "  {} ({} layers, hidden {}), {} thread(s), {}; modules per device:\n",
              loaded.config.model_type, loaded.config.n_layers, loaded.config.hidden_size,
              compute.threads, compute.blas);
-  print_placement(stdout, loaded);
-  fmt::print("  batch up to {} sequences of {} tokens; {} more may wait\n", o.max_batch, context,
-             o.max_queue);
+  print_placement(info, loaded);
+  fmt::print(info, "  batch up to {} sequences of {} tokens; {} more may wait\n", o.max_batch,
+             context, o.max_queue);
 
   engine::Engine engine(*loaded.model,
                         {.max_batch = o.max_batch,
@@ -145,8 +149,21 @@ int serve_model(const ServeOptions& o) {
   if (placement.max_new_tokens_given) served.default_max_tokens = placement.max_new_tokens;
   serve::Server server(engine, std::move(served), o.server);
   server.start();
-  // Tests and scripts wait for this line.
-  fmt::print("ferry serve: listening on {}\n", server.url());
+  // Tests and scripts wait for this line (or object).
+  if (o.json) {
+    nlohmann::ordered_json j = json_header("serve");
+    j["url"] = server.url();
+    j["host"] = o.server.host;
+    j["port"] = server.port();
+    j["model"] = server.model().id;
+    j["context"] = context;
+    j["max_batch"] = o.max_batch;
+    j["max_queue"] = o.max_queue;
+    j["threads"] = compute.threads;
+    print_json(j);
+  } else {
+    fmt::print("ferry serve: listening on {}\n", server.url());
+  }
   std::fflush(stdout);
 
   const int sig = wait_for_signal(server);
@@ -156,8 +173,8 @@ int serve_model(const ServeOptions& o) {
   }
   fmt::print(stderr, "ferry serve: {}: stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   server.stop();
-  fmt::print("ferry serve: stopped\n");
-  std::fflush(stdout);
+  fmt::print(info, "ferry serve: stopped\n");
+  std::fflush(info);
   return 0;
 }
 
@@ -180,6 +197,9 @@ void add_serve_command(CLI::App& app, Runner& runner) {
   add_placement_flags(cmd, o->placement);
   cmd->add_option("-t,--threads", o->threads,
                   "CPU threads for compute (default and most: the CPUs this process may use)");
+  cmd->add_flag("--json", o->json,
+                "Print one JSON object (url, port, model, ...) on stdout once listening; the "
+                "rest goes to stderr");
   cmd->add_flag("--no-progress", o->no_progress,
                 "No progress bar while loading (drawn on stderr when it is a terminal)");
   cmd->callback([&runner, o] { runner = [o] { return serve_model(*o); }; });
