@@ -11,9 +11,8 @@ namespace ferry::serve {
 ChatPrompt::ChatPrompt(const ChatTemplateSource& source) : source_(source) {
   if (source.source.empty()) {
     unusable_ = fmt::format(
-        "this model has no chat template ({} sets no chat_template): use /v1/completions with "
-        "a prompt",
-        source.origin.empty() ? "tokenizer_config.json" : source.origin);
+        "this model has no chat template ({} is not set): use /v1/completions with a prompt",
+        source.origin.empty() ? "tokenizer_config.json: chat_template" : source.origin);
     return;
   }
   try {
