@@ -20,10 +20,13 @@
 #include <vector>
 
 #include "ferry/core/error.h"
+#include "ferry/core/placement.h"
+#include "ferry/dispatch/prefetch.h"
 #include "ferry/engine/engine.h"
 #include "ferry/models/make_model.h"
 #include "ferry/models/registry.h"
 #include "ferry/models/tokenizer.h"
+#include "ferry/plan/device_map.h"
 
 namespace ferry::serve {
 namespace {
@@ -448,6 +451,39 @@ TEST_F(ServeTest, MetricsAreInPrometheusTextFormat) {
   }
   EXPECT_NE(text.find("ferry_generated_tokens_total 3"), std::string::npos) << text;
   EXPECT_NE(text.find("ferry_requests_finished_total{reason=\"length\"} 1"), std::string::npos);
+}
+
+TEST_F(ServeTest, MetricsCountTheBytesStreamedFromDisk) {
+  // The second decoder layer rests on disk: each step streams it through the prefetcher.
+  TinyModel& m = TinyModel::get();
+  TempFolder offload;
+  models::LoadModelOptions o;
+  o.dispatch.device_map = plan::DeviceMap{{"model.embed_tokens", Placement::cpu()},
+                                          {"model.layers.0", Placement::cpu()},
+                                          {"model.layers.1", Placement::disk()},
+                                          {"model.norm", Placement::cpu()},
+                                          {"lm_head", Placement::cpu()}};
+  o.dispatch.offload_folder = offload.path;
+  const models::LoadedModel on_disk = models::load_model(m.folder, o);
+  engine::Engine engine(*on_disk.model, {.context = 64});
+  ServedModel served = served_model(m.folder, on_disk, m.tokenizer, 64);
+  ASSERT_NE(served.prefetcher, nullptr);
+  const std::shared_ptr<dispatch::Prefetcher> prefetcher = served.prefetcher;
+  Server server(engine, std::move(served), {});
+  server.start();
+  httplib::Client client("127.0.0.1", server.port());
+  const httplib::Result r = client.Post(
+      "/v1/completions", json{{"prompt", "hi"}, {"max_tokens", 4}}.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const httplib::Result metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  std::smatch read;
+  ASSERT_TRUE(std::regex_search(metrics->body, read,
+                                std::regex("\\nferry_disk_bytes_read_total ([0-9]+)\\n")))
+      << metrics->body;
+  EXPECT_GT(std::stoull(read[1]), 0U);
+  EXPECT_EQ(std::stoull(read[1]), prefetcher->stats().bytes_read);
 }
 
 TEST_F(ServeTest, ChatWithoutATemplateIsAClear400) {
