@@ -32,9 +32,7 @@ models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prom
   }
   std::visit([&d](auto&& map) { d.device_map = std::move(map); },
              parse_device_map_flag(f.device_map));
-  if (!f.max_memory.empty()) {
-    d.max_memory = plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
-  }
+  d.max_memory = max_memory_of(f);
   d.reserve = reserve_budget(f.reserve, d.max_memory);
   d.offload_folder = f.offload_folder;
   if (!f.dtype.empty()) load.compute_dtype = parse_compute_dtype(f.dtype);

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <optional>
 
+#include "cli/paths.h"
+#include "cli/sizes.h"
 #include "ferry/core/bytes.h"
 #include "ferry/core/compute_dtype.h"
 #include "ferry/core/dtype.h"
@@ -16,8 +18,6 @@
 #include "ferry/plan/device_map.h"
 #include "ferry/plan/memory_budget.h"
 #include "ferry/plan/strategy.h"
-#include "cli/paths.h"
-#include "cli/sizes.h"
 #include "io/json_file.h"
 
 namespace ferry::cli {
@@ -53,10 +53,14 @@ bool is_strategy(std::string_view text) {
   return text == "auto" || text == "balanced" || text == "balanced_low_0" || text == "sequential";
 }
 
-
 }  // namespace
 
 std::string device_key(Placement p) { return p.to_string(); }
+
+std::optional<plan::MemoryBudget> max_memory_of(const PlacementFlags& flags) {
+  if (flags.max_memory.empty()) return std::nullopt;
+  return plan::get_max_memory(plan::parse_budget_entries(flags.max_memory));
+}
 
 plan::MemoryBudget reserve_budget(const std::string& text,
                                   const std::optional<plan::MemoryBudget>& budget) {
@@ -73,7 +77,6 @@ plan::MemoryBudget reserve_budget(const std::string& text,
   }
   return reserve;
 }
-
 
 void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
   cmd->add_option("--device-map", f.device_map,
@@ -96,7 +99,8 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
                   "Quantize the decoder blocks' Linear weights at load, weight-only: int8 (one "
                   "float32 scale per 32 inputs; about 1/4 of float32's bytes in RAM, on disk and "
                   "streamed). Embeddings, norms and lm_head keep their dtype");
-  cmd->add_option("--no-split", f.no_split, "Never split across devices: a module class (LlamaDecoderLayer) or a module path "
+  cmd->add_option("--no-split", f.no_split,
+                  "Never split across devices: a module class (LlamaDecoderLayer) or a module path "
                   "pattern (model.layers.*), the same in run and plan; repeatable")
       ->allow_extra_args(false);
   cmd->add_flag("--no-prefetch", f.no_prefetch,
@@ -137,9 +141,8 @@ std::variant<plan::Strategy, plan::DeviceMap> parse_device_map_flag(const std::s
                     "sequential), a device for the whole model (cpu, 0, cuda, cuda:1) or a JSON "
                     "file; {} does not exist",
                     text, text),
-        ErrorFields{.file = text,
-                    .expected = "a strategy, a device or a JSON file",
-                    .actual = "nothing"});
+        ErrorFields{
+            .file = text, .expected = "a strategy, a device or a JSON file", .actual = "nothing"});
   }
   return read_map_file(text);
 }

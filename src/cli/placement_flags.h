@@ -25,11 +25,11 @@ struct PlacementFlags {
   // A strategy (auto, balanced, balanced_low_0, sequential), a device for the whole model (cpu,
   // 0, cuda, cuda:1), or a JSON file (a map, or `ferry plan --json` output).
   std::string device_map = "auto";
-  std::string max_memory;           // "0=20GiB,cpu=64GiB"; empty: probed once
-  std::string reserve;              // kept free on top: "2GiB" (every device) or "0=2GiB,..."
-  std::string offload_folder;       // empty: a private temporary folder when one is needed
-  std::string dtype;                // compute dtype ("": float32; Note [Compute dtype])
-  std::string quantize;             // weight-only quantization at load: "" (none) or "int8"
+  std::string max_memory;      // "0=20GiB,cpu=64GiB"; empty: probed once
+  std::string reserve;         // kept free on top: "2GiB" (every device) or "0=2GiB,..."
+  std::string offload_folder;  // empty: a private temporary folder when one is needed
+  std::string dtype;           // compute dtype ("": float32; Note [Compute dtype])
+  std::string quantize;        // weight-only quantization at load: "" (none) or "int8"
   // Never split across devices: each name is a module class (LlamaDecoderLayer) or a module path
   // pattern (model.layers.*), the same in `run` and `plan`.
   std::vector<std::string> no_split;
@@ -42,8 +42,8 @@ struct PlacementFlags {
   // The run's shape, reserved when planning (KV cache and activations).
   std::int64_t max_new_tokens = models::kDefaultMaxNewTokens;
   bool max_new_tokens_given = false;  // -n given: else generation_config.json's, else the default
-  std::int64_t context = 0;  // 0: prompt allowance + max_new_tokens
-  std::int64_t batch = 1;    // `run`: the number of prompts
+  std::int64_t context = 0;           // 0: prompt allowance + max_new_tokens
+  std::int64_t batch = 1;             // `run`: the number of prompts
 };
 
 // The values --quantize accepts, for its help and its error.
@@ -52,14 +52,18 @@ inline constexpr const char* kQuantizeValues = "int8";
 // Adds the flags to `cmd` (`run` and `plan` get the same ones).
 void add_placement_flags(CLI::App* cmd, PlacementFlags& flags);
 
-// Checks every flag's value (sizes, budgets, dtype, quantize, shape, the device map's file, the offload
-// folder) before anything is loaded, and warns once about sizes in bits ("600mb"). Throws
+// Checks every flag's value (sizes, budgets, dtype, quantize, shape, the device map's file, the
+// offload folder) before anything is loaded, and warns once about sizes in bits ("600mb"). Throws
 // InvalidArgument or IoError naming the flag.
 void check_placement_flags(const PlacementFlags& flags);
 
 // What --device-map means: a strategy to plan with, or a map (the whole model on one device, or
 // read from a JSON file, which must be a regular file of at most 64 MiB).
 std::variant<plan::Strategy, plan::DeviceMap> parse_device_map_flag(const std::string& text);
+
+// What --max-memory means: nullopt for "" (budgets are probed), else the entries with the
+// defaults get_max_memory fills in. `ferry plan` and the engine's load_options both ask this.
+std::optional<plan::MemoryBudget> max_memory_of(const PlacementFlags& flags);
 
 // What --reserve means: nothing for "", a size on every device of `budget` (the CPU alone
 // without budgets), or per-device entries "0=2GiB,cpu=4GiB".

@@ -116,6 +116,7 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
     j["strategy"] = o.placement.device_map;
     j["no_split"] = v.no_split;
     j["compute_dtype"] = v.compute_dtype;
+    j["quantize"] = o.placement.quantize.empty() ? "none" : o.placement.quantize;
     j["device_map"] = nlohmann::ordered_json::parse(p.device_map.to_json());
     nlohmann::ordered_json devices = nlohmann::ordered_json::object();
     for (const auto& d : p.devices) {
@@ -155,8 +156,7 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
 
   fmt::print("ferry plan: {} ({} tensors, {}; planned from the {} in {:.1f} ms)\n", o.checkpoint,
              v.n_tensors, format_bytes(total_bytes), v.source, elapsed_ms);
-  fmt::print("  computes in {}; weights counted in the dtype they are held in\n",
-             v.compute_dtype);
+  fmt::print("  computes in {}; weights counted in the dtype they are held in\n", v.compute_dtype);
   fmt::print("  strategy {}; never split: {}\n\nDevice map:\n", o.placement.device_map,
              v.no_split.empty() ? std::string("(nothing)")
                                 : fmt::format("{}", fmt::join(v.no_split, ", ")));
@@ -172,8 +172,8 @@ int print_plan(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms
     fmt::print("  {:<{}} → {}\n", name.empty() ? "(whole model)" : name, width,
                placement.to_string());
   }
-  fmt::print("\nDevices{}:\n  {:<6} {:<12} {:>12}\n", r.probed ? " (budgets probed)" : "",
-             "device", "", "bytes");
+  fmt::print("\nDevices{}:\n  {:<6} {:<12} {:>12}\n", r.probed ? " (budgets probed)" : "", "device",
+             "", "bytes");
   for (const auto& d : p.devices) {
     const std::string key = d.placement.to_string();
     if (!d.budget_bytes) {
@@ -232,20 +232,16 @@ int plan_headers(const PlanCommandOptions& o) {
       no_split.push_back(name);
     }
   }
-  std::optional<plan::MemoryBudget> max_memory;
-  if (!f.max_memory.empty()) {
-    max_memory = plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
-  }
+  const std::optional<plan::MemoryBudget> max_memory = max_memory_of(f);
   const ComputeDType compute = f.dtype.empty() ? ComputeDType{} : parse_compute_dtype(f.dtype);
-  plan::PlanOptions options{.no_split_patterns = no_split,
-                            .dtype = narrowed_dtype(infos, compute)};
-  plan::Resolution resolution =
-      plan::resolve_and_plan(tree,
-                             plan::ResolveOptions{.strategy = strategy,
-                                                  .max_memory = max_memory,
-                                                  .extra_reserve = reserve_budget(f.reserve, max_memory),
-                                                  .runtime = runtime_options(f)},
-                             options);
+  plan::PlanOptions options{.no_split_patterns = no_split, .dtype = narrowed_dtype(infos, compute)};
+  plan::Resolution resolution = plan::resolve_and_plan(
+      tree,
+      plan::ResolveOptions{.strategy = strategy,
+                           .max_memory = max_memory,
+                           .extra_reserve = reserve_budget(f.reserve, max_memory),
+                           .runtime = runtime_options(f)},
+      options);
   const auto estimates = plan::estimate_memory(tree, {.patterns = no_split});
   const double elapsed_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();

@@ -340,6 +340,7 @@ int run(const RunOptions& o) {
     j["threads"] = threads;
     j["blas"] = blas;
     j["io"] = placement.io;
+    j["quantize"] = placement.quantize.empty() ? "none" : placement.quantize;
     if (prefetcher) j["prefetch"] = prefetch_json(*prefetcher);
     if (r.tokens.size() > 1) j["batch_token_ids"] = r.tokens;
     // Every prompt of the batch (the fields above are the first one's).

@@ -189,14 +189,8 @@ void read_offload_folder(CheckpointHeaders& out) {
   const std::filesystem::path& folder = out.location.path;
   const std::filesystem::path index_path = folder / "index.json";
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(index_path, ec)) {
-    throw IoError(
-        fmt::format("{} is not an offload folder: it has no index.json", folder.string()),
-        ErrorFields{
-            .file = index_path.string(), .expected = "index.json", .actual = "no such file"});
-  }
   HeaderCache headers;
-  for (const OffloadEntry& e : load_offload_index(folder)) {
+  for (const OffloadEntry& e : open_offload_index(folder)) {
     if (!e.in_safetensors()) {
       const TensorInfo info{.name = e.name, .dtype = *e.dtype, .shape = e.shape};
       const std::filesystem::path file = folder / (e.name + ".dat");
@@ -236,19 +230,13 @@ void read_offload_folder(CheckpointHeaders& out) {
 
 SafetensorsHeader read_safetensors_header(const std::filesystem::path& path) {
   const RegularFile file = open_regular_file(path);
-  // The header is read with pread, not mapped: a first fault on a cold mapping reads a whole
-  // readahead window around it, for a header of a few kilobytes.
-  std::vector<std::byte> start(std::min<std::uint64_t>(file.size_bytes, 8));
-  start.resize(pread_full(file, start, 0, path));
-  if (start.size() == 8) {
-    std::uint64_t header_bytes = 0;
-    std::memcpy(&header_bytes, start.data(), 8);
-    if (header_bytes <= kMaxHeaderBytes && header_bytes <= file.size_bytes - 8) {
-      start.resize(8 + header_bytes);
-      start.resize(pread_full(file, start, 0, path));
-    }
-  }
-  return parse_safetensors_header(start, file.size_bytes, path.string());
+  // pread, not a mapping: a first fault on a cold mapping reads a whole readahead window.
+  return read_safetensors_header_with(
+      file.size_bytes,
+      [&](std::uint64_t offset, std::span<std::byte> buffer) {
+        return pread_full(file, buffer, offset, path);
+      },
+      path.string());
 }
 
 CheckpointHeaders read_checkpoint_headers(const std::filesystem::path& path) {

@@ -55,22 +55,9 @@ void offload_state_dict(const std::filesystem::path& folder,
 }
 
 std::shared_ptr<const OffloadFolder> OffloadFolder::open(const std::filesystem::path& folder) {
-  const auto index_path = folder / "index.json";
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(index_path, ec)) {
-    throw IoError(
-        fmt::format("{} is not an offload folder: it has no index.json", folder.string()),
-        ErrorFields{
-            .file = index_path.string(), .expected = "index.json", .actual = "no such file"});
-  }
-  OffloadIndex index = load_offload_index(folder);
   // Note [Offload index paths]: an index read from disk names files inside its folder only.
-  // The symlink check waits for the file to be opened (data_path); the names are checked now.
-  for (const OffloadEntry& e : index) {
-    if (e.in_safetensors() && !is_confined_name(e.safetensors_file.native())) {
-      throw escaping_safetensors_file(e, index_path);
-    }
-  }
+  // The names are checked now; the symlink check waits for the file to be opened (data_path).
+  OffloadIndex index = open_offload_index(folder);
   auto result = std::shared_ptr<OffloadFolder>(new OffloadFolder());
   result->folder_ = folder;
   result->index_ = std::move(index);

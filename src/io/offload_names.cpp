@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "ferry/core/error.h"
+#include "io/confined_path.h"
 #include "io/printable.h"
 
 namespace ferry::io {
@@ -32,6 +34,24 @@ CorruptFile escaping_safetensors_file(const OffloadEntry& e,
                   .file = index_path.string(),
                   .expected = "a relative path inside the folder",
                   .actual = printable(e.safetensors_file.native())});
+}
+
+OffloadIndex open_offload_index(const std::filesystem::path& folder) {
+  const auto index_path = folder / "index.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(index_path, ec)) {
+    throw IoError(
+        fmt::format("{} is not an offload folder: it has no index.json", folder.string()),
+        ErrorFields{
+            .file = index_path.string(), .expected = "index.json", .actual = "no such file"});
+  }
+  OffloadIndex index = load_offload_index(folder);
+  for (const OffloadEntry& e : index) {
+    if (e.in_safetensors() && !is_confined_name(e.safetensors_file.native())) {
+      throw escaping_safetensors_file(e, index_path);
+    }
+  }
+  return index;
 }
 
 }  // namespace ferry::io

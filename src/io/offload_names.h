@@ -23,4 +23,10 @@ bool is_plain_name(std::string_view name);
 CorruptFile escaping_safetensors_file(const OffloadEntry& entry,
                                       const std::filesystem::path& index_path);
 
+// The index of the offload folder `folder`, as both readers of offload folders open it: an
+// IoError naming index.json when the folder has none (it is not an offload folder), then
+// load_offload_index, and every safetensors_file a plain name inside the folder (Note [Offload
+// index paths]; symlinks are checked when the file is opened).
+OffloadIndex open_offload_index(const std::filesystem::path& folder);
+
 }  // namespace ferry::io

@@ -12,20 +12,14 @@ namespace ferry::io {
 
 std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
   auto mapping = MappedFile::open(path);
-  // The header is read with pread, not through the mapping: a first fault on a cold mapping
-  // reads a whole readahead window (megabytes) around it, for a header of a few kilobytes.
-  const std::uint64_t size = mapping->size_bytes();
-  std::vector<std::byte> start(std::min<std::uint64_t>(size, 8));
-  mapping->read(0, start);
-  if (start.size() == 8) {
-    std::uint64_t header_bytes = 0;
-    std::memcpy(&header_bytes, start.data(), 8);
-    if (header_bytes <= kMaxHeaderBytes && header_bytes <= size - 8) {
-      start.resize(8 + header_bytes);
-      mapping->read(0, start);
-    }
-  }
-  SafetensorsHeader header = parse_safetensors_header(start, size, path.string());
+  // Read through the mapping's reader (pread), not its pages (read_safetensors_header_with).
+  SafetensorsHeader header = read_safetensors_header_with(
+      mapping->size_bytes(),
+      [&](std::uint64_t offset, std::span<std::byte> buffer) {
+        mapping->read(offset, buffer);
+        return buffer.size();
+      },
+      path.string());
   return std::shared_ptr<const SafetensorsFile>(
       new SafetensorsFile(path, std::move(mapping), std::move(header)));
 }

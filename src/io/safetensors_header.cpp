@@ -352,8 +352,7 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_bytes
   // A plausible one (at most kMaxHeaderBytes, < 2^27) has five zero bytes: no text.
   if (header_bytes > kMaxHeaderBytes) {
     fail.file_level("not a safetensors file: the header length prefix is too large",
-                    fmt::format("a header of at most {} bytes", kMaxHeaderBytes),
-                    "a larger value");
+                    fmt::format("a header of at most {} bytes", kMaxHeaderBytes), "a larger value");
   }
   if (header_bytes > file_size - 8) {
     fail.file_level(fmt::format("header length {} runs past the end of the file ({} bytes)",
@@ -370,8 +369,7 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_bytes
   // The JSON reader stops at a NUL as at the end of input, which would accept any bytes after
   // it. JSON text never holds a raw NUL, and the padding is spaces.
   if (const void* nul = std::memchr(begin, '\0', header_bytes)) {
-    fail.file_level("header holds a NUL byte",
-                    "UTF-8 JSON padded with spaces",
+    fail.file_level("header holds a NUL byte", "UTF-8 JSON padded with spaces",
                     fmt::format("a NUL at byte {} of the {}-byte header",
                                 static_cast<const char*>(nul) - begin, header_bytes));
   }
@@ -380,6 +378,23 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_bytes
   handler.finish();
   check_coverage(fail, out.entries, file_size - out.data_offset_bytes);
   return out;
+}
+
+SafetensorsHeader read_safetensors_header_with(
+    std::uint64_t file_size_bytes,
+    const std::function<std::size_t(std::uint64_t, std::span<std::byte>)>& read,
+    std::string_view file_name) {
+  std::vector<std::byte> start(std::min<std::uint64_t>(file_size_bytes, 8));
+  start.resize(read(0, start));
+  if (start.size() == 8) {
+    std::uint64_t header_bytes = 0;
+    std::memcpy(&header_bytes, start.data(), 8);
+    if (header_bytes <= kMaxHeaderBytes && header_bytes <= file_size_bytes - 8) {
+      start.resize(8 + header_bytes);
+      start.resize(read(0, start));
+    }
+  }
+  return parse_safetensors_header(start, file_size_bytes, file_name);
 }
 
 }  // namespace ferry::io

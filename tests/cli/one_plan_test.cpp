@@ -128,6 +128,10 @@ TEST_F(OnePlan, QuantizedPlanCountsInt8BytesAndTheRunKeepsIt) {
   EXPECT_EQ(run["device_map"], plan["device_map"]);
   EXPECT_EQ(run["token_ids"].size(), 6U);
   EXPECT_TRUE(run["over_budget"].empty()) << run["devices"].dump(1);
+  // Both say what they planned and ran.
+  EXPECT_EQ(plan["quantize"], "int8");
+  EXPECT_EQ(run["quantize"], "int8");
+  EXPECT_EQ(full["quantize"], "none");
 }
 
 TEST_F(OnePlan, AnUnknownQuantizationIsRefusedBeforeLoadingListingTheAcceptedOnes) {

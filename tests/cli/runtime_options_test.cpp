@@ -53,5 +53,27 @@ TEST(RuntimeOptions, StagingFlagIsCountedAsGiven) {
   EXPECT_FALSE(runtime_options(f).staging_bytes.has_value());  // nothing is staged
 }
 
+// The budgets and reserves `ferry plan` plans headers with are those the engine loads with.
+TEST(RuntimeOptions, FrontEndAndEngineAgreeOnBudgetsAndReserves) {
+  for (const char* max_memory : {"", "cpu=2GiB", "cpu=1GiB,disk=10GiB", "cpu=5GiB,disk=100GiB"}) {
+    for (const char* reserve : {"", "100MiB", "cpu=64MiB"}) {
+      PlacementFlags f;
+      f.max_memory = max_memory;
+      f.reserve = reserve;
+      const dispatch::LoadAndDispatchOptions engine = load_options(f, 0).dispatch;
+      const std::optional<plan::MemoryBudget> front = max_memory_of(f);
+      ASSERT_EQ(front.has_value(), engine.max_memory.has_value()) << max_memory;
+      if (front) {
+        EXPECT_EQ(front->to_string(), engine.max_memory->to_string()) << max_memory;
+      }
+      EXPECT_EQ(reserve_budget(f.reserve, front).to_string(), engine.reserve.to_string())
+          << max_memory << " reserve " << reserve;
+      if (*max_memory != '\0') {
+        EXPECT_TRUE(front.has_value());
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ferry::cli

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -43,5 +44,15 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_bytes
 SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_start,
                                            std::uint64_t file_size_bytes,
                                            std::string_view file_name);
+
+// Reads and parses the header of a file of `file_size_bytes` through `read(offset, buffer)`,
+// which fills `buffer` from `offset` and returns the bytes it read (fewer only at the end of the
+// file): the 8-byte length first, then exactly the header. Both readers of headers use it (pread
+// for header-only planning, the mapping's reader for SafetensorsFile::open), so that the header
+// is never faulted in through a cold mapping. Throws what parse_safetensors_header throws.
+SafetensorsHeader read_safetensors_header_with(
+    std::uint64_t file_size_bytes,
+    const std::function<std::size_t(std::uint64_t, std::span<std::byte>)>& read,
+    std::string_view file_name);
 
 }  // namespace ferry::io

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Throughput of `ferry serve` under concurrent clients (issue 15's table): aggregate generated
+# tokens/s at 1, 4, 16 and 32 clients, p50/p99 time to first token, the server's peak RSS against
+# its CPU budget, with everything in RAM and with 40 % of the model in RAM (the rest on disk).
+#
+#   bash bench/serve.sh MODEL_DIR [--build DIR] [--clients "1 4 16 32"] [--max-tokens N]
+#                                 [--threads N] [--regimes "ram disk"]
+#
+# Ratios are against 1 client in the same run and regime. The load generator
+# (bench_serve_load) talks to 127.0.0.1 only and is bounded in requests (2 per client) and time.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+model=${1:?usage: bench/serve.sh MODEL_DIR [options]}
+shift
+build=$HERE/../build
+clients="1 4 16 32"
+max_tokens=32
+threads=2
+regimes="ram disk"
+while (($#)); do
+  case $1 in
+    --build) build=$2; shift 2 ;;
+    --clients) clients=$2; shift 2 ;;
+    --max-tokens) max_tokens=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --regimes) regimes=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+ferry=$build/ferry
+load=$build/bench/bench_serve_load
+[[ -x $ferry && -x $load ]] || { echo "build $ferry and $load first" >&2; exit 1; }
+
+model_bytes=$(du -cb "$model"/*.safetensors | tail -1 | cut -f1)
+max_batch=32
+for c in $clients; do ((c > max_batch)) && max_batch=$c; done
+context=$((64 + max_tokens))
+tmp=$(mktemp -d)
+server=
+cleanup() {
+  [[ -n $server ]] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "| regime | clients | tokens/s | × 1 client | TTFT p50 | TTFT p99 | requests ok | peak RSS | CPU budget |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for regime in $regimes; do
+  flags=(--threads "$threads" --max-batch "$max_batch" --max-queue 256 --context "$context" --port 0)
+  budget="-"
+  if [[ $regime == disk ]]; then
+    budget_bytes=$((model_bytes * 40 / 100))
+    flags+=(--max-memory "cpu=${budget_bytes}" --offload-folder "$tmp/offload")
+    budget=$(numfmt --to=iec "$budget_bytes")
+  fi
+  "$ferry" serve "$model" "${flags[@]}" > "$tmp/serve.out" 2> "$tmp/serve.err" &
+  server=$!
+  port=
+  for _ in $(seq 1 600); do
+    port=$(sed -n 's#.*listening on http://127.0.0.1:\([0-9]*\).*#\1#p' "$tmp/serve.out" | head -1)
+    [[ -n $port ]] && break
+    kill -0 "$server" 2>/dev/null || break
+    sleep 0.5
+  done
+  if [[ -z $port ]]; then
+    echo "| $regime | - | server did not start: $(tail -1 "$tmp/serve.err") |||||||"
+    server=
+    continue
+  fi
+  # One warm-up request (first forward, page cache, prefetcher's order).
+  "$load" --port "$port" --clients 1 --requests 1 --max-tokens 4 > /dev/null || true
+  base=
+  for c in $clients; do
+    out=$("$load" --port "$port" --clients "$c" --requests $((2 * c)) --max-tokens "$max_tokens" \
+      --time-limit 900 || true)
+    tps=$(python3 -c 'import json,sys; print("%.2f" % json.loads(sys.argv[1])["tokens_per_second"])' "$out")
+    p50=$(python3 -c 'import json,sys; print("%.2f s" % json.loads(sys.argv[1])["ttft_p50_s"])' "$out")
+    p99=$(python3 -c 'import json,sys; print("%.2f s" % json.loads(sys.argv[1])["ttft_p99_s"])' "$out")
+    okr=$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("%d/%d" % (j["ok"], j["requests"]))' "$out")
+    [[ -z $base ]] && base=$tps
+    ratio=$(python3 -c "print('%.1f×' % ($tps / $base if $base > 0 else 0))")
+    rss=$(awk '/VmHWM/ {print $2 * 1024}' "/proc/$server/status")
+    echo "| $regime | $c | $tps | $ratio | $p50 | $p99 | $okr | $(numfmt --to=iec "$rss") | $budget |"
+  done
+  kill -TERM "$server"
+  wait "$server" || echo "(server exit status $?)" >&2
+  server=
+done
