@@ -537,6 +537,27 @@ TEST_F(ServeTest, ChatCompletionWholeAndStreamed) {
   EXPECT_TRUE(healthy());
 }
 
+TEST_F(ServeTest, ChatTemplateErrorsAre400) {
+  const json request = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+  start({}, {}, [](ServedModel& m) {
+    m.chat_template.source = "{{ raise_exception('only assistants may speak') }}";
+  });
+  json e = error(post("/v1/chat/completions", request), 400);
+  EXPECT_EQ(e["code"], "chat_template_error");
+  EXPECT_NE(e["message"].get<std::string>().find("only assistants may speak"), std::string::npos)
+      << e;
+  EXPECT_TRUE(healthy());
+  TearDown();
+  // A template ferry cannot parse: chat is refused, naming the construct; completions work.
+  start({}, {}, [](ServedModel& m) {
+    m.chat_template.source = "{% macro greet() %}hi{% endmacro %}{{ greet() }}";
+  });
+  e = error(post("/v1/chat/completions", request), 400);
+  EXPECT_NE(e["message"].get<std::string>().find("cannot be used"), std::string::npos) << e;
+  EXPECT_NE(e["message"].get<std::string>().find("macro"), std::string::npos) << e;
+  ok(post("/v1/completions", {{"prompt", "hi"}, {"max_tokens", 2}}));
+}
+
 TEST_F(ServeTest, ServedModelReadsTheChatTemplateOfTokenizerConfig) {
   TinyModel& m = TinyModel::get();
   const std::filesystem::path folder = m.folder.parent_path() / "tiny-chat";
