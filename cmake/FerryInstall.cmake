@@ -3,7 +3,7 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-set(_ferry_layers ferry_base ferry_core ferry_io ferry_kernels ferry_nn ferry_plan ferry_dispatch ferry_models ferry_engine)
+set(_ferry_layers ferry_base ferry_core ferry_io ferry_kernels ferry_nn ferry_plan ferry_dispatch ferry_models ferry_engine ferry_serve)
 foreach(t ${_ferry_layers})
   target_include_directories(${t} PUBLIC $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
   string(REPLACE "ferry_" "" _short ${t})

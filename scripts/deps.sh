@@ -21,6 +21,11 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# The serve test drives `ferry serve` with the openai Node package: node and npm from any source
+# (Debian's nodejs and npm, or NodeSource's nodejs, which bundles npm and conflicts with Debian's).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
 if ((${#missing[@]} == 0)); then
   echo "deps: all ${#packages[@]} packages present"
   exit 0

@@ -5,7 +5,7 @@
 // Note [Front end and engine]
 // `ferry` is two programs behind one command. The front end (front.cpp, linked with ferry_base
 // alone, no LibTorch) answers `--help`, `--version`, `inspect` and `plan` on checkpoint headers
-// in a few milliseconds. Every command that needs the tensor engine (`run`, `demo`,
+// in a few milliseconds. Every command that needs the tensor engine (`run`, `serve`, `demo`,
 // `make-model`, `plan` of a model folder, and every command of a CUDA build's `plan`, whose GPUs
 // only LibTorch can probe) is handed over whole: the front end execs `ferry-engine` with the
 // same arguments, standard streams and environment (exec_engine), and the engine (engine.cpp)
@@ -34,6 +34,8 @@ inline constexpr std::string_view kMakeModelDescription =
     "Write a synthetic checkpoint folder (random weights)";
 inline constexpr std::string_view kRunDescription =
     "Generate text with a checkpoint folder (config.json + safetensors)";
+inline constexpr std::string_view kServeDescription =
+    "Serve a checkpoint folder over an OpenAI-compatible HTTP API (continuous batching)";
 
 // Adds `ferry demo`.
 void add_demo_command(CLI::App& app, Runner& runner);
@@ -45,6 +47,8 @@ void add_plan_command(CLI::App& app, Runner& runner);
 void add_make_model_command(CLI::App& app, Runner& runner);
 // Adds `ferry run MODEL`.
 void add_run_command(CLI::App& app, Runner& runner);
+// Adds `ferry serve MODEL`.
+void add_serve_command(CLI::App& app, Runner& runner);
 
 // The app both programs start from: its name, description, --version and -v/--verbose.
 struct AppFlags {

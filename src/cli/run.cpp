@@ -1,7 +1,6 @@
 // `ferry run MODEL --prompt TEXT`: loads a checkpoint folder under a device map (disk offload
 // included), streams generated text, and reports load time, time to first token, tokens per
 // second and, per device, the bytes placed there, its budget and its peak.
-#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -11,15 +10,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
-#include <sched.h>
-#include <thread>
 
 #include "cli/commands.h"
 #include "cli/json_output.h"
 #include "cli/load_options.h"
+#include "cli/model_loading.h"
 #include "cli/paths.h"
 #include "cli/placement_flags.h"
-#include "cli/progress_bar.h"
 #include "cli/run_report.h"
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
@@ -55,13 +52,6 @@ struct RunOptions {
   int threads = 0;  // 0 = every CPU this process may use
   PlacementFlags placement;
 };
-
-int usable_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1U, std::thread::hardware_concurrency());
-}
 
 std::vector<std::int64_t> parse_ids(const std::string& text) {
   std::vector<std::int64_t> ids;
@@ -151,41 +141,6 @@ std::vector<std::string> prompt_texts(const RunOptions& o) {
   return texts;
 }
 
-// Compute threads: at most the CPUs this process may use (more only oversubscribes them).
-int compute_threads(int requested) {
-  const int usable = usable_cpus();
-  if (requested == 0) return usable;
-  if (requested > usable) {
-    log_warning("--threads {}: only {} CPU(s) are usable by this process; using {}", requested,
-                usable, usable);
-    return usable;
-  }
-  return requested;
-}
-
-void print_placement(std::FILE* out, const models::LoadedModel& loaded) {
-  if (loaded.device_map.empty()) return;
-  std::map<std::string, std::vector<std::string>> by_place;
-  for (const auto& [path, p] : loaded.device_map.entries()) by_place[p.to_string()].push_back(path);
-  for (const auto& [where, paths] : by_place) {
-    fmt::print(out, "    {:<5} {} module(s): {}{}\n", where, paths.size(),
-               paths.front().empty() ? "(whole model)" : paths.front(),
-               paths.size() > 1 ? fmt::format(" ... {}", paths.back()) : "");
-  }
-  if (!loaded.resolution) return;
-  for (const auto& [device, bits] : loaded.resolution->plan.plan.min_required_bits) {
-    const Placement p = device;
-    fmt::print(
-        out,
-        "    {} got nothing: its first module needs {} but {} of its {} budget is left "
-        "after reserves ({})\n",
-        p.to_string(), format_bytes((bits + 7) / 8),
-        format_bytes(loaded.resolution->plan.planning_budget.find(p).value_or(Bytes(0)).value()),
-        format_bytes(loaded.resolution->budget.find(p).value_or(Bytes(0)).value()),
-        reserve_summary(*loaded.resolution, p));
-  }
-}
-
 nlohmann::ordered_json prefetch_json(const dispatch::Prefetcher& prefetcher) {
   const dispatch::PrefetchStats st = prefetcher.stats();
   return {{"lookahead", prefetcher.options().lookahead},
@@ -269,29 +224,17 @@ int run(const RunOptions& o) {
   models::LoadModelOptions load = load_options(placement, static_cast<std::int64_t>(longest));
   load.config = config;
 
-  const int threads = compute_threads(o.threads);
-  at::set_num_threads(threads);
-  const std::string blas = blas_in_use();
-  if (blas.starts_with("reference"))
-    log_warning(
-        "LibTorch runs on the reference BLAS (about 30x slower than OpenBLAS): install "
-        "libopenblas0-openmp");
+  const auto [threads, blas] = set_up_compute(o.threads);
   const std::uint64_t footprint = runtime_footprint();
 
   // Statistics go to stdout, or to stderr with --quiet (stdout then holds only the text).
   std::FILE* info = o.quiet ? stderr : stdout;
   if (!o.json) fmt::print(info, "ferry run: loading {} ...\n", o.model);
   std::fflush(info);
-  // The bar goes to stderr, and only to a terminal: piped output and --json stay clean.
-  std::optional<LoadProgressBar> bar;
-  if (!o.json && !o.no_progress && is_terminal(stderr)) {
-    bar.emplace(stderr);
-    load.dispatch.progress = [&bar](const dispatch::LoadProgress& p) { bar->update(p); };
-  }
   const auto load_start = std::chrono::steady_clock::now();
-  models::LoadedModel loaded = models::load_model(folder, load);
+  models::LoadedModel loaded =
+      load_model_with_progress(folder, load, /*progress=*/!o.json && !o.no_progress);
   const double load_seconds = seconds(load_start);
-  bar.reset();
 
   const std::map<std::string, std::uint64_t> placed = placed_bytes(loaded);
   if (!o.json) {
