@@ -34,6 +34,8 @@ inline constexpr std::string_view kMakeModelDescription =
     "Write a synthetic checkpoint folder (random weights)";
 inline constexpr std::string_view kRunDescription =
     "Generate text with a checkpoint folder (config.json + safetensors)";
+inline constexpr std::string_view kChatDescription =
+    "Chat with a checkpoint folder in the terminal (its chat template; answers stream)";
 inline constexpr std::string_view kServeDescription =
     "Serve a checkpoint folder over an OpenAI-compatible HTTP API (continuous batching)";
 
@@ -47,6 +49,8 @@ void add_plan_command(CLI::App& app, Runner& runner);
 void add_make_model_command(CLI::App& app, Runner& runner);
 // Adds `ferry run MODEL`.
 void add_run_command(CLI::App& app, Runner& runner);
+// Adds `ferry chat MODEL`.
+void add_chat_command(CLI::App& app, Runner& runner);
 // Adds `ferry serve MODEL`.
 void add_serve_command(CLI::App& app, Runner& runner);
 

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   ferry::cli::add_plan_command(app, runner);
   ferry::cli::add_make_model_command(app, runner);
   ferry::cli::add_run_command(app, runner);
+  ferry::cli::add_chat_command(app, runner);
   ferry::cli::add_serve_command(app, runner);
   return ferry::cli::run_app(app, runner, flags, argc, argv);
 }

@@ -53,7 +53,8 @@ std::string_view command_of(int argc, char** argv) {
 }
 
 bool runs_in_engine(std::string_view command) {
-  if (command == "run" || command == "serve" || command == "demo" || command == "make-model") {
+  if (command == "run" || command == "chat" || command == "serve" || command == "demo" ||
+      command == "make-model") {
     return true;
   }
 #ifdef FERRY_WITH_CUDA
@@ -99,6 +100,7 @@ int main(int argc, char** argv) {
   ferry::cli::add_plan_command(app, runner);
   engine_stub("make-model", ferry::cli::kMakeModelDescription);
   engine_stub("run", ferry::cli::kRunDescription);
+  engine_stub("chat", ferry::cli::kChatDescription);
   engine_stub("serve", ferry::cli::kServeDescription);
   return ferry::cli::run_app(app, runner, flags, argc, argv);
 }

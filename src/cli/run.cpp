@@ -18,6 +18,7 @@
 #include "cli/paths.h"
 #include "cli/placement_flags.h"
 #include "cli/run_report.h"
+#include "cli/sampling_flags.h"
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
 #include "ferry/dispatch/prefetch.h"
@@ -41,9 +42,7 @@ struct RunOptions {
   std::string prompt_file;
   std::vector<std::string> prompt_ids;  // "1,2,3", one per sequence of the batch
   std::string dump_logits;
-  models::SamplingOptions sampling;
-  // The sampling flags given (the others: generation_config.json's, else the defaults).
-  models::GenerationChoices chosen;
+  SamplingFlags sampling;  // only the flags given are choices
   std::vector<std::string> stop;
   bool ignore_eos = false;
   bool json = false;
@@ -94,16 +93,7 @@ void check_flags(const RunOptions& o) {
   FERRY_CHECK(o.threads >= 0, InvalidArgument,
               "--threads: expected a positive count (or 0 for every usable CPU), got {}",
               o.threads);
-  const models::SamplingOptions& s = o.sampling;
-  FERRY_CHECK(std::isfinite(s.temperature) && s.temperature >= 0, InvalidArgument,
-              "--temperature: expected 0 (greedy) or more, got {}", s.temperature);
-  FERRY_CHECK(s.top_k >= 0, InvalidArgument, "--top-k: expected 0 (off) or more, got {}", s.top_k);
-  FERRY_CHECK(std::isfinite(s.top_p) && s.top_p > 0 && s.top_p <= 1, InvalidArgument,
-              "--top-p: expected a value in (0, 1], got {}", s.top_p);
-  FERRY_CHECK(std::isfinite(s.min_p) && s.min_p >= 0 && s.min_p <= 1, InvalidArgument,
-              "--min-p: expected a value in [0, 1] (0: off), got {}", s.min_p);
-  FERRY_CHECK(std::isfinite(s.repetition_penalty) && s.repetition_penalty > 0, InvalidArgument,
-              "--repetition-penalty: expected a value above 0, got {}", s.repetition_penalty);
+  check_sampling_flags(o.sampling);
   for (const std::string& stop : o.stop) {
     FERRY_CHECK(!stop.empty(), InvalidArgument, "--stop: expected a non-empty string");
   }
@@ -257,7 +247,7 @@ int run(const RunOptions& o) {
   }
 
   // Flags given win; generation_config.json (then config.json's eos ids) fills in the rest.
-  models::GenerationChoices chosen = o.chosen;
+  models::GenerationChoices chosen = o.sampling.chosen;
   if (placement.max_new_tokens_given) chosen.max_new_tokens = placement.max_new_tokens;
   if (o.ignore_eos) chosen.eos_token_ids = std::vector<std::int64_t>{};
   chosen.stop_strings = o.stop;
@@ -421,14 +411,7 @@ void add_run_command(CLI::App& app, Runner& runner) {
   cmd->add_option("--prompt-ids", o->prompt_ids,
                   "Prompt token ids, e.g. 1,2,3 (no tokenizer needed; repeat for a batch)");
   cmd->add_option("--dump-logits", o->dump_logits, "Write the prompt's logits (safetensors)");
-  cmd->add_option("--temperature,--temp", o->sampling.temperature, "0 = greedy");
-  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens (0: all)");
-  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass (1: all)");
-  cmd->add_option("--min-p", o->sampling.min_p,
-                  "Drop tokens less likely than this fraction of the top token (0: off)");
-  cmd->add_option("--repetition-penalty", o->sampling.repetition_penalty,
-                  "> 1 discourages repeats");
-  cmd->add_option("--seed", o->sampling.seed, "Sampling seed");
+  add_sampling_flags(cmd, o->sampling);
   cmd->add_option("--stop", o->stop, "Stop when the text contains this (repeatable)")
       ->allow_extra_args(false);
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at EOS");
@@ -441,15 +424,7 @@ void add_run_command(CLI::App& app, Runner& runner) {
   cmd->add_flag("--no-progress", o->no_progress,
                 "No progress bar while loading (drawn on stderr when it is a terminal)");
   cmd->callback([&runner, o, cmd] {
-    // Only flags given are choices; generation_config.json decides the others.
-    const auto given = [cmd](const char* flag) { return cmd->count(flag) > 0; };
-    if (given("--temperature")) o->chosen.temperature = o->sampling.temperature;
-    if (given("--top-k")) o->chosen.top_k = o->sampling.top_k;
-    if (given("--top-p")) o->chosen.top_p = o->sampling.top_p;
-    if (given("--min-p")) o->chosen.min_p = o->sampling.min_p;
-    if (given("--repetition-penalty"))
-      o->chosen.repetition_penalty = o->sampling.repetition_penalty;
-    if (given("--seed")) o->chosen.seed = o->sampling.seed;
+    choose_given(*cmd, o->sampling);
     runner = [o] { return run(*o); };
   });
 }

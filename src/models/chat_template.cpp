@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ferry/core/error.h"
+#include "io/json_file.h"
 #include "models/chat/parser.h"
 #include "models/chat/render.h"
 
@@ -68,6 +69,34 @@ std::optional<std::string> chat_template_from_tokenizer_config(std::string_view 
   }
   throw CorruptFile(fmt::format("{}: chat_template has no template named 'default'", origin),
                     ErrorFields{.file = origin});
+}
+
+namespace {
+
+// A special token of tokenizer_config.json as text: a string, or an added-token object
+// {"content": "<s>", ...}; "" when absent or of another form.
+std::string special_token(const nlohmann::ordered_json& config, const char* name) {
+  const auto it = config.find(name);
+  if (it == config.end()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
+    return (*it)["content"].get<std::string>();
+  }
+  return "";
+}
+
+}  // namespace
+
+ChatTemplateSource read_chat_template_source(const std::filesystem::path& folder) {
+  const std::filesystem::path file = folder / "tokenizer_config.json";
+  ChatTemplateSource out{.source = "", .origin = file.string() + ": chat_template"};
+  if (!std::filesystem::exists(file)) return out;
+  const std::string text = io::read_text_file(file);
+  out.source = models::chat_template_from_tokenizer_config(text, file.string()).value_or("");
+  const nlohmann::ordered_json config = io::parse_json(text, file.string());
+  out.bos_token = special_token(config, "bos_token");
+  out.eos_token = special_token(config, "eos_token");
+  return out;
 }
 
 }  // namespace ferry::models

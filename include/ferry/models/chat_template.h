@@ -7,6 +7,7 @@
 // refused when the template is parsed, naming the construct and its line:column.
 
 #include <cstddef>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,5 +75,17 @@ std::string apply_chat_template(const ChatTemplate& chat_template,
 // chat_template has another type, or when a list has no "default" entry.
 std::optional<std::string> chat_template_from_tokenizer_config(std::string_view json_text,
                                                                const std::string& origin);
+
+// A model folder's chat template as found, before parsing: the template text of
+// tokenizer_config.json ("" when the folder has none, or no such file), where it came from for
+// messages, and the bos/eos tokens as text (a string, or an added-token object's "content").
+struct ChatTemplateSource {
+  std::string source;
+  std::string origin;  // "<folder>/tokenizer_config.json: chat_template"
+  std::string bos_token;
+  std::string eos_token;
+};
+// Reads it from `folder`. Throws IoError / CorruptFile for an unreadable tokenizer_config.json.
+ChatTemplateSource read_chat_template_source(const std::filesystem::path& folder);
 
 }  // namespace ferry::models

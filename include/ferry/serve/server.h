@@ -19,6 +19,7 @@
 #include <string>
 
 #include "ferry/engine/engine.h"
+#include "ferry/models/chat_template.h"
 #include "ferry/models/generation_config.h"
 #include "ferry/models/registry.h"
 #include "ferry/models/tokenizer.h"
@@ -46,12 +47,7 @@ struct ServerOptions {
 void check_server_options(const ServerOptions& options);
 
 // The chat template of a model folder, as tokenizer_config.json gives it.
-struct ChatTemplateSource {
-  std::string source;     // the template text ("" when the folder has none)
-  std::string origin;     // where it came from, for messages ("tokenizer_config.json")
-  std::string bos_token;  // the strings templates see as bos_token / eos_token
-  std::string eos_token;
-};
+using models::ChatTemplateSource;
 
 // What the server serves: one model and how to talk to it. The engine is passed beside it.
 struct ServedModel {
