@@ -35,7 +35,8 @@ load=$build/bench/bench_serve_load
 model_bytes=$(du -cb "$model"/*.safetensors | tail -1 | cut -f1)
 max_batch=32
 for c in $clients; do ((c > max_batch)) && max_batch=$c; done
-context=$((64 + max_tokens))
+prompt_words=8  # about 25 tokens with make-model's tokenizer
+context=$((48 + max_tokens))
 tmp=$(mktemp -d)
 server=
 cleanup() {
@@ -69,10 +70,10 @@ for regime in $regimes; do
     continue
   fi
   # One warm-up request (first forward, page cache, prefetcher's order).
-  "$load" --port "$port" --clients 1 --requests 1 --max-tokens 4 > /dev/null || true
+  "$load" --port "$port" --clients 1 --requests 1 --max-tokens 4 --prompt-words "$prompt_words" > /dev/null || true
   base=
   for c in $clients; do
-    out=$("$load" --port "$port" --clients "$c" --requests $((2 * c)) --max-tokens "$max_tokens" \
+    out=$("$load" --port "$port" --clients "$c" --requests $((2 * c)) --max-tokens "$max_tokens" --prompt-words "$prompt_words" \
       --time-limit 900 || true)
     tps=$(python3 -c 'import json,sys; print("%.2f" % json.loads(sys.argv[1])["tokens_per_second"])' "$out")
     p50=$(python3 -c 'import json,sys; print("%.2f s" % json.loads(sys.argv[1])["ttft_p50_s"])' "$out")
