@@ -23,10 +23,14 @@
 //      once for the whole batch), samples each row with its own sampler and stop conditions,
 //      and drops the rows that finished, trimming leading columns that became padding in every
 //      row;
-//   3. prefills at most prefill_chunk tokens of one admitted prompt, in a cache of its own. Chunk
-//      boundaries depend on the prompt alone, so a prompt gets the same numbers whatever else
-//      runs. When its last chunk is done, its first token is sampled and its cache joins the
-//      batch: the shorter side is padded on the left.
+//   3. prefills what was admitted: the waiting prompts that fit one chunk (prefill_chunk tokens)
+//      together, in one left-padded forward, as models::generate prefills a batch; a longer
+//      prompt alone, one chunk per step, in a cache of its own (chunk boundaries depend on the
+//      prompt alone, so it gets the same numbers whatever else runs). A prompt whose prefill is
+//      done samples its first token, and its cache rows join the batch: the narrower side is
+//      padded on the left.
+// A burst of requests is therefore admitted in one step and one extra pass over the weights,
+// not one pass per request.
 // A sequence is admitted (waiting → prefilling) only while the batch has a free row, so the KV
 // cache never holds more than max_batch × context tokens: the reserve the plan made.
 
@@ -119,8 +123,9 @@ struct Engine::State {
   std::mutex step_mutex;  // one step at a time
 
   // Engine thread (under step_mutex) only.
-  SequencePtr prefilling;
-  std::vector<SequencePtr> rows;  // the batch, in cache row order
+  SequencePtr prefilling;          // a prompt longer than a chunk, prefilled chunk by chunk
+  std::vector<SequencePtr> group;  // admitted short prompts, prefilled together this step
+  std::vector<SequencePtr> rows;   // the batch, in cache row order
   std::unique_ptr<models::KvCache> cache;
   at::Tensor mask;  // [rows, T] int64
 };
@@ -335,12 +340,25 @@ bool Engine::step() {
         ++it;
       }
     }
-    if (!st.prefilling && !st.waiting.empty() &&
-        static_cast<std::int64_t>(st.rows.size()) < options_.max_batch) {
-      st.prefilling = st.waiting.front();
+    // Free rows take waiting prompts in order: a run of prompts that fit one chunk is prefilled
+    // together in one forward; a longer prompt alone, chunk by chunk.
+    auto free_rows = [&] {
+      return options_.max_batch - static_cast<std::int64_t>(st.rows.size()) -
+             (st.prefilling ? 1 : 0) - static_cast<std::int64_t>(st.group.size());
+    };
+    while (!st.prefilling && !st.waiting.empty() && free_rows() > 0) {
+      const bool short_prompt =
+          static_cast<std::int64_t>(st.waiting.front()->prompt.size()) <= options_.prefill_chunk;
+      if (!short_prompt && !st.group.empty()) break;
+      SequencePtr next = st.waiting.front();
       st.waiting.pop_front();
-      st.prefilling->cache =
-          std::make_unique<models::KvCache>(static_cast<std::size_t>(model_.config().n_layers));
+      if (short_prompt) {
+        st.group.push_back(std::move(next));
+      } else {
+        st.prefilling = std::move(next);
+        st.prefilling->cache =
+            std::make_unique<models::KvCache>(static_cast<std::size_t>(model_.config().n_layers));
+      }
     }
     st.stats.waiting = static_cast<std::int64_t>(st.waiting.size());
   }
@@ -360,6 +378,16 @@ bool Engine::step() {
       } else {
         keep.push_back(static_cast<std::int64_t>(r));
         kept.push_back(st.rows[r]);
+      }
+    }
+    for (auto it = st.group.begin(); it != st.group.end();) {
+      if (cancel_asked(**it)) {
+        finish(**it, "cancelled");
+        ++finished;
+        it = st.group.erase(it);
+        worked = true;
+      } else {
+        ++it;
       }
     }
     if (st.prefilling && cancel_asked(*st.prefilling)) {
@@ -394,6 +422,30 @@ bool Engine::step() {
       }
     };
     keep_rows(keep, std::move(kept));
+
+    // Rows [rows, T] of `cache` (mask [rows, T], left padding) join the batch: the narrower
+    // side is padded on the left.
+    auto join = [&](std::unique_ptr<models::KvCache> cache, const at::Tensor& mask,
+                    std::vector<SequencePtr> seqs) {
+      const std::int64_t width = st.rows.empty() ? 0 : st.mask.size(1);
+      const std::int64_t pad_new = std::max<std::int64_t>(0, width - mask.size(1));
+      const std::int64_t pad_old = std::max<std::int64_t>(0, mask.size(1) - width);
+      if (st.rows.empty()) {
+        st.cache = std::move(cache);
+        st.mask = mask;
+      } else {
+        st.mask = at::cat({pad_left(st.mask, 1, pad_old), pad_left(mask, 1, pad_new)}, 0);
+        for (std::size_t l = 0; l < st.cache->n_layers(); ++l) {
+          models::LayerCache& batch = st.cache->layer(l);
+          const models::LayerCache& mine = cache->layer(l);
+          const at::Tensor k = mine.key().to(batch.key().device());
+          const at::Tensor v = mine.value().to(batch.value().device());
+          batch.assign(at::cat({pad_left(batch.key(), 2, pad_old), pad_left(k, 2, pad_new)}, 0),
+                       at::cat({pad_left(batch.value(), 2, pad_old), pad_left(v, 2, pad_new)}, 0));
+        }
+      }
+      for (auto& seq : seqs) st.rows.push_back(std::move(seq));
+    };
 
     // Decode one token for every row.
     if (!st.rows.empty()) {
@@ -464,29 +516,78 @@ bool Engine::step() {
           if (!take_token(*joining, token, options_).empty()) {
             ++finished;
           } else {
-            // Join the batch: the shorter side is padded on the left.
-            std::unique_ptr<models::KvCache> own = std::move(joining->cache);
-            const std::int64_t width = st.rows.empty() ? 0 : st.mask.size(1);
-            const std::int64_t pad_new = std::max<std::int64_t>(0, width - length);
-            const std::int64_t pad_old = std::max<std::int64_t>(0, length - width);
-            const at::Tensor own_mask = pad_left(at::ones({1, length}, at::kLong), 1, pad_new);
-            if (st.rows.empty()) {
-              st.cache = std::move(own);
-              st.mask = own_mask;
-            } else {
-              st.mask = at::cat({pad_left(st.mask, 1, pad_old), own_mask}, 0);
-              for (std::size_t l = 0; l < st.cache->n_layers(); ++l) {
-                models::LayerCache& batch = st.cache->layer(l);
-                const models::LayerCache& mine = own->layer(l);
-                const at::Tensor k = mine.key().to(batch.key().device());
-                const at::Tensor v = mine.value().to(batch.value().device());
-                batch.assign(
-                    at::cat({pad_left(batch.key(), 2, pad_old), pad_left(k, 2, pad_new)}, 0),
-                    at::cat({pad_left(batch.value(), 2, pad_old), pad_left(v, 2, pad_new)}, 0));
-              }
-            }
-            st.rows.push_back(std::move(joining));
+            join(std::move(joining->cache), at::ones({1, length}, at::kLong), {joining});
           }
+        }
+      }
+    }
+
+    // Prefill the admitted short prompts together, left-padded as models::generate pads a batch.
+    if (!st.group.empty()) {
+      worked = true;
+      std::vector<SequencePtr> group = std::move(st.group);
+      st.group.clear();
+      const auto g = static_cast<std::int64_t>(group.size());
+      std::int64_t longest = 0;
+      for (const auto& q : group)
+        longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(q->prompt.size()));
+      at::Tensor ids = at::zeros({g, longest}, at::kLong);
+      at::Tensor mask = at::zeros({g, longest}, at::kLong);
+      at::Tensor positions = at::zeros({g, longest}, at::kLong);
+      for (std::int64_t r = 0; r < g; ++r) {
+        const auto& p = group[static_cast<std::size_t>(r)]->prompt;
+        const auto n = static_cast<std::int64_t>(p.size());
+        ids[r].narrow(0, longest - n, n).copy_(at::tensor(p, at::kLong));
+        mask[r].narrow(0, longest - n, n).fill_(1);
+        positions[r].narrow(0, longest - n, n).copy_(at::arange(n, at::kLong));
+      }
+      auto cache =
+          std::make_unique<models::KvCache>(static_cast<std::size_t>(model_.config().n_layers));
+      at::Tensor logits;
+      try {
+        logits = model_.step({.input_ids = ids, .position_ids = positions, .attention_mask = mask},
+                             *cache);
+      } catch (const std::exception& e) {
+        // Only the group's own cache is touched: the batch runs on.
+        log_warning("engine: prefilling {} request(s) failed: {}", g, e.what());
+        for (auto& q : group) {
+          finish(*q, "error", {}, e.what());
+          ++finished;
+        }
+        group.clear();
+      }
+      if (!group.empty()) {
+        std::vector<std::int64_t> survivors;
+        std::vector<SequencePtr> joining;
+        for (std::int64_t r = 0; r < g; ++r) {
+          Sequence& q = *group[static_cast<std::size_t>(r)];
+          prompt_tokens += q.prompt.size();
+          q.prefilled = static_cast<std::int64_t>(q.prompt.size());
+          const at::Tensor last = logits[r].select(0, longest - 1).unsqueeze(0);
+          const std::int64_t token = q.sampler->next(last, q.seen)[0].item<std::int64_t>();
+          ++generated;
+          if (take_token(q, token, options_).empty()) {
+            survivors.push_back(r);
+            joining.push_back(group[static_cast<std::size_t>(r)]);
+          } else {
+            ++finished;
+          }
+        }
+        if (!joining.empty()) {
+          // The survivors' rows, without leading columns that are padding in all of them.
+          const at::Tensor index = at::tensor(survivors, at::kLong);
+          at::Tensor kept_mask = mask.index_select(0, index);
+          const std::int64_t first =
+              (kept_mask.sum(0) > 0).to(at::kLong).argmax().item<std::int64_t>();
+          const std::int64_t width = longest - first;
+          kept_mask = kept_mask.narrow(1, first, width).contiguous();
+          for (std::size_t l = 0; l < cache->n_layers(); ++l) {
+            models::LayerCache& layer = cache->layer(l);
+            const at::Tensor i = index.to(layer.key().device());
+            layer.assign(layer.key().index_select(0, i).narrow(2, first, width).contiguous(),
+                         layer.value().index_select(0, i).narrow(2, first, width).contiguous());
+          }
+          join(std::move(cache), kept_mask, std::move(joining));
         }
       }
     }
@@ -494,6 +595,8 @@ bool Engine::step() {
     // The batch's cache is in an unknown state: every running request ends with the error.
     log_warning("engine: a step failed: {}", e.what());
     for (auto& s : st.rows) failed.push_back(s);
+    for (auto& s : st.group) failed.push_back(s);
+    st.group.clear();
     st.rows.clear();
     st.cache.reset();
     st.mask = at::Tensor();
@@ -509,7 +612,8 @@ bool Engine::step() {
   {
     std::lock_guard lock(st.m);
     EngineStats& stats = st.stats;
-    stats.running = static_cast<std::int64_t>(st.rows.size()) + (st.prefilling ? 1 : 0);
+    stats.running =
+        static_cast<std::int64_t>(st.rows.size() + st.group.size()) + (st.prefilling ? 1 : 0);
     stats.prompt_tokens += prompt_tokens;
     stats.generated_tokens += generated;
     stats.finished += finished;
@@ -570,6 +674,10 @@ void Engine::stop(bool drain) {
     if (st.prefilling) {
       std::lock_guard sl(st.prefilling->m);
       st.prefilling->cancel_asked = true;
+    }
+    for (auto& s : st.group) {
+      std::lock_guard sl(s->m);
+      s->cancel_asked = true;
     }
   }
   st.wake.notify_all();
