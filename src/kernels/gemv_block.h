@@ -83,7 +83,11 @@ inline void dot_block(const float* const* rows, const float* x, std::int64_t len
 // Up to this many rows of x, the weight is converted in registers as it is read and used at once
 // (no store to and reload from a float32 buffer): decode at batch 1 and 2 is bound by how fast the
 // stored bytes stream in, and the buffer's extra store and load per vector show at those rates.
-constexpr std::int64_t kDirectMaxRows = 2;
+// Rows are taken in pairs (more accumulators would not fit in 16 registers); each further pair
+// re-reads the block's 4 weight rows from L2 (32 KiB of bfloat16 at K = 4096) and converts them
+// again. Measured (bench_kernels --rows, 4096², 2 threads, AVX2) against the buffer: M = 4 about
+// 2 × faster for bfloat16 and float16, M = 16 equal to 1.4 × faster; so every decode size.
+constexpr std::int64_t kDirectMaxRows = kDecodeMaxRows;
 
 // W elements of a float weight at `offset`, as floats.
 template <class V, WeightFormat F>
@@ -101,8 +105,8 @@ inline typename V::Vec load_weight(const void* base, std::int64_t offset) {
 // acc[m][r] += x[m, 0, k_end) · w[n0 + rows[r], 0, k_end) for M rows of x, reading each weight
 // vector once; k_end is a multiple of 32 (so of W).
 template <class V, WeightFormat F, int M>
-void direct_block(const GemvArgs& a, std::int64_t n0, const std::int64_t* rows, std::int64_t k_end,
-                  typename V::Vec (*acc)[kBlockRows]) {
+void direct_block(const GemvArgs& a, const float* x, std::int64_t n0, const std::int64_t* rows,
+                  std::int64_t k_end, typename V::Vec (*acc)[kBlockRows]) {
   constexpr std::int64_t W = V::kWidth;
   typename V::Vec sum[M][kBlockRows];
 #pragma GCC unroll 16
@@ -128,7 +132,7 @@ void direct_block(const GemvArgs& a, std::int64_t n0, const std::int64_t* rows, 
       for (std::int64_t r = 0; r < kBlockRows; ++r) w[r] = load_weight<V, F>(a.w, offset[r] + j);
 #pragma GCC unroll 16
       for (int m = 0; m < M; ++m) {
-        const typename V::Vec xv = V::load(a.x + m * a.x_stride + j);
+        const typename V::Vec xv = V::load(x + m * a.x_stride + j);
 #pragma GCC unroll 16
         for (std::int64_t r = 0; r < kBlockRows; ++r) group[m][r] = V::fma(w[r], xv, group[m][r]);
       }
@@ -147,13 +151,15 @@ void direct_block(const GemvArgs& a, std::int64_t n0, const std::int64_t* rows, 
 }
 
 template <class V, int M>
-void direct_block_any(const GemvArgs& a, std::int64_t n0, const std::int64_t* rows,
+void direct_block_any(const GemvArgs& a, const float* x, std::int64_t n0, const std::int64_t* rows,
                       std::int64_t k_end, typename V::Vec (*acc)[kBlockRows]) {
   switch (a.format) {
-    case WeightFormat::kF32: return direct_block<V, WeightFormat::kF32, M>(a, n0, rows, k_end, acc);
+    case WeightFormat::kF32:
+      return direct_block<V, WeightFormat::kF32, M>(a, x, n0, rows, k_end, acc);
     case WeightFormat::kBF16:
-      return direct_block<V, WeightFormat::kBF16, M>(a, n0, rows, k_end, acc);
-    case WeightFormat::kF16: return direct_block<V, WeightFormat::kF16, M>(a, n0, rows, k_end, acc);
+      return direct_block<V, WeightFormat::kBF16, M>(a, x, n0, rows, k_end, acc);
+    case WeightFormat::kF16:
+      return direct_block<V, WeightFormat::kF16, M>(a, x, n0, rows, k_end, acc);
     case WeightFormat::kI8: return;  // never: int8 takes gemv_rows_i8
   }
 }
@@ -270,7 +276,7 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (auto& v : acc[m]) v = V::zero();
     }
-    // Few rows of x: whole groups of 32 directly, the rest (< 32 elements) through the buffer.
+    // Whole groups of 32 directly, the rest (< 32 elements) through the buffer.
     std::int64_t k_start = 0;
     if (a.m_rows <= kDirectMaxRows) {
       k_start = a.k / 32 * 32;
@@ -278,10 +284,11 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
       const std::int64_t rows[kBlockRows] = {0, std::min<std::int64_t>(1, rows_here - 1),
                                              std::min<std::int64_t>(2, rows_here - 1),
                                              std::min<std::int64_t>(3, rows_here - 1)};
-      if (a.m_rows == 1)
-        direct_block_any<V, 1>(a, n0, rows, k_start, acc);
-      else
-        direct_block_any<V, 2>(a, n0, rows, k_start, acc);
+      std::int64_t m = 0;
+      for (; m + 2 <= a.m_rows; m += 2) {
+        direct_block_any<V, 2>(a, a.x + m * a.x_stride, n0, rows, k_start, acc + m);
+      }
+      if (m < a.m_rows) direct_block_any<V, 1>(a, a.x + m * a.x_stride, n0, rows, k_start, acc + m);
     }
     for (std::int64_t k0 = k_start; k0 < a.k; k0 += kChunk) {
       const std::int64_t len = std::min(kChunk, a.k - k0);
