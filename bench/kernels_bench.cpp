@@ -4,7 +4,9 @@
 // threads. The old path (weight converted to float32, then at::linear) is the baseline.
 // Also: int8 accuracy (error of y vs the float32 product) on random and on LLM-like weights.
 //
-// Usage: bench_kernels [--threads N=2] [--reps N=9] [--isa portable|avx2|avx512] [--sizes 4096,8192]
+// Usage: bench_kernels [--threads N=2] [--reps N=9] [--isa portable|avx2|avx512]
+//   [--sizes 4096,8192] [--formats fp32,bf16,f16,int8-g32,int8-channel] [--rows M=1]
+//   [--accuracy 1|0] (0: skip the int8 accuracy section)
 // Each "ROW" line is machine-readable (bench/run.sh parses it).
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -112,15 +114,20 @@ Summary read_bandwidth(int reps) {
   });
 }
 
-std::vector<std::int64_t> parse_sizes(const std::string& text) {
-  std::vector<std::int64_t> sizes;
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> parts;
   std::size_t pos = 0;
   while (pos < text.size()) {
-    sizes.push_back(std::stoll(text.substr(pos)));
-    pos = text.find(',', pos);
-    if (pos == std::string::npos) break;
-    ++pos;
+    const std::size_t comma = std::min(text.find(',', pos), text.size());
+    parts.push_back(text.substr(pos, comma - pos));
+    pos = comma + 1;
   }
+  return parts;
+}
+
+std::vector<std::int64_t> parse_sizes(const std::string& text) {
+  std::vector<std::int64_t> sizes;
+  for (const std::string& part : split(text)) sizes.push_back(std::stoll(part));
   return sizes;
 }
 
@@ -148,7 +155,10 @@ void int8_accuracy(const char* label, const at::Tensor& w) {
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 9;
+  std::int64_t rows = 1;
+  bool accuracy = true;
   std::vector<std::int64_t> sizes = {4096, 8192};
+  std::vector<std::string> only;  // formats to run; empty: all
   std::optional<kernels::ScopedIsa> isa_guard;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
@@ -156,15 +166,21 @@ int main(int argc, char** argv) {
     else if (flag == "--reps") reps = std::stoi(value);
     else if (flag == "--isa") isa_guard.emplace(kernels::parse_isa(value));
     else if (flag == "--sizes") sizes = parse_sizes(value);
+    else if (flag == "--formats")
+      only = split(value);
+    else if (flag == "--rows")
+      rows = std::stoll(value);
+    else if (flag == "--accuracy")
+      accuracy = value != "0";
     else { fmt::print(stderr, "bench_kernels: unknown flag {}\n", flag); return 2; }
   }
   at::NoGradGuard no_grad;
   kernels::set_fused_float32(true);  // the fp32 rows measure the kernel; "old path" is at::linear
   at::set_num_threads(threads);
   at::manual_seed(0);
-  fmt::print("kernels: isa {} (detected {}), {} threads, median of {} calls (min-max), M=1\n",
+  fmt::print("kernels: isa {} (detected {}), {} threads, median of {} calls (min-max), M={}\n",
              kernels::isa_name(kernels::active_isa()), kernels::isa_name(kernels::detected_isa()),
-             at::get_num_threads(), reps);
+             at::get_num_threads(), reps, rows);
   const Summary copy = memcpy_bandwidth(reps);
   const Summary read = read_bandwidth(reps);
   fmt::print("memcpy (bound)      {:6.2f} GB/s ({:.2f}-{:.2f}) bytes copied, 512 MiB\n", copy.median, copy.min, copy.max);
@@ -177,8 +193,9 @@ int main(int argc, char** argv) {
                             {"int8-channel", at::kFloat, kernels::QuantScheme::kPerChannel}};
   for (const std::int64_t size : sizes) {
     fmt::print("\n{0}x{0}, weight GB/s (bytes read ÷ time)\n", size);
-    const at::Tensor x = at::randn({1, size});
+    const at::Tensor x = at::randn({rows, size});
     for (const Format& f : formats) {
+      if (!only.empty() && std::find(only.begin(), only.end(), f.name) == only.end()) continue;
       std::vector<at::Tensor> ws;
       std::vector<kernels::QuantizedWeight> qs;
       std::int64_t bytes = 0;
@@ -207,14 +224,16 @@ int main(int argc, char** argv) {
                  "  old path {:5.2f} GB/s, {:.1f} x faster\n",
                  f.name, fast.median, fast.min, fast.max, fast.median / copy.median,
                  fast.median / read.median, old.median, fast.median / old.median);
-      fmt::print("ROW size={} format={} gbps={:.3f} min={:.3f} max={:.3f} memcpy={:.3f} read={:.3f} "
-                 "memcpy_ratio={:.3f} read_ratio={:.3f} old_gbps={:.3f} isa={} threads={}\n",
-                 size, f.name, fast.median, fast.min, fast.max, copy.median, read.median,
-                 fast.median / copy.median, fast.median / read.median, old.median,
-                 kernels::isa_name(kernels::active_isa()), at::get_num_threads());
+      fmt::print(
+          "ROW size={} format={} gbps={:.3f} min={:.3f} max={:.3f} memcpy={:.3f} read={:.3f} "
+          "memcpy_ratio={:.3f} read_ratio={:.3f} old_gbps={:.3f} isa={} threads={} rows={}\n",
+          size, f.name, fast.median, fast.min, fast.max, copy.median, read.median,
+          fast.median / copy.median, fast.median / read.median, old.median,
+          kernels::isa_name(kernels::active_isa()), at::get_num_threads(), rows);
     }
   }
 
+  if (!accuracy) return 0;
   fmt::print("\nint8 accuracy, y = x · wᵀ for x ~ N(0, 1) [4, 4096], error vs the float32 product\n");
   at::manual_seed(1);
   int8_accuracy("random N(0, 0.02)", at::randn({1024, 4096}) * 0.02);

@@ -1,8 +1,11 @@
+#include "gemv.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <vector>
 
-#include "gemv.h"
+#include "int8_group.h"
 
 namespace ferry::kernels::detail {
 namespace {
@@ -30,13 +33,37 @@ GemvRowsFn variant(Isa isa) {
   return &gemv_rows_portable;
 }
 
+// x's rows quantized per group of 32 into xq (zeros beyond k) and scales (Note [int8
+// activations]): a few K values per call, once for all threads and the same on every ISA.
+void quantize_rows(GemvArgs& args, std::vector<std::int8_t>& xq, std::vector<float>& scales) {
+  const std::int64_t groups = (args.k + kInt8Group - 1) / kInt8Group;
+  args.xq_stride = groups * kInt8Group;
+  xq.assign(args.m_rows * args.xq_stride, 0);
+  scales.resize(args.m_rows * groups);
+  for (std::int64_t m = 0; m < args.m_rows; ++m) {
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const std::int64_t k0 = g * kInt8Group;
+      scales[m * groups + g] =
+          quantize_int8_group(args.x + m * args.x_stride + k0, std::min(kInt8Group, args.k - k0),
+                              xq.data() + m * args.xq_stride + k0);
+    }
+  }
+  args.xq = xq.data();
+  args.x_scales = scales.data();
+}
+
 }  // namespace
 
-void gemv(const GemvArgs& args, std::int64_t n, Isa isa) {
+void gemv(const GemvArgs& input_args, std::int64_t n, Isa isa) {
+  GemvArgs args = input_args;
+  std::vector<std::int8_t> xq;
+  std::vector<float> x_scales;
+  if (args.format == WeightFormat::kI8) quantize_rows(args, xq, x_scales);
   const GemvRowsFn rows_fn = variant(isa);
   const std::int64_t n_blocks = (n + kBlockRows - 1) / kBlockRows;
   const std::int64_t block_bytes = kBlockRows * args.k * bytes_per_element(args.format);
-  const std::int64_t grain = std::max<std::int64_t>(1, kMinBytesPerTask / std::max<std::int64_t>(block_bytes, 1));
+  const std::int64_t grain =
+      std::max<std::int64_t>(1, kMinBytesPerTask / std::max<std::int64_t>(block_bytes, 1));
   at::parallel_for(0, n_blocks, grain, [&](std::int64_t begin, std::int64_t end) {
     rows_fn(args, begin * kBlockRows, std::min(end * kBlockRows, n));
   });

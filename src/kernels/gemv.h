@@ -23,17 +23,21 @@ constexpr std::int64_t kChunk = 512;
 constexpr std::int64_t kBlockRows = 4;
 
 struct GemvArgs {
-  const float* x = nullptr;  // [m_rows, x_stride] float32, zero beyond k
-  std::int64_t m_rows = 0;   // 1..kDecodeMaxRows
-  std::int64_t x_stride = 0; // ≥ k, a multiple of kPadFloats
-  const void* w = nullptr;   // [n, w_stride] in `format`, the first k of each row used
+  const float* x = nullptr;   // [m_rows, x_stride] float32, zero beyond k
+  std::int64_t m_rows = 0;    // 1..kDecodeMaxRows
+  std::int64_t x_stride = 0;  // ≥ k, a multiple of kPadFloats
+  const void* w = nullptr;    // [n, w_stride] in `format`, the first k of each row used
   WeightFormat format = WeightFormat::kF32;
-  std::int64_t w_stride = 0;    // elements between rows
+  std::int64_t w_stride = 0;      // elements between rows
   const float* scales = nullptr;  // kI8 only: [n, n_groups], value = int8 × scale
   std::int64_t group = 0;         // kI8 only: elements per scale (32, or ≥ k for per channel)
   std::int64_t n_groups = 0;      // kI8 only
+  // kI8 only, filled by gemv(): x quantized per group of 32 (Note [int8 activations]).
+  const std::int8_t* xq = nullptr;  // [m_rows, xq_stride], zero beyond k
+  std::int64_t xq_stride = 0;       // ceil(k / 32) · 32
+  const float* x_scales = nullptr;  // [m_rows, ceil(k / 32)]
   std::int64_t k = 0;
-  float* y = nullptr;          // [m_rows, y_stride] float32
+  float* y = nullptr;  // [m_rows, y_stride] float32
   std::int64_t y_stride = 0;
 };
 
@@ -44,7 +48,8 @@ void gemv_rows_avx2(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_e
 void gemv_rows_avx512(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
 
 // Runs `isa`'s variant over all n rows of the weight, threaded over blocks of rows with
-// LibTorch's pool (inline when the weight is small).
+// LibTorch's pool (inline when the weight is small). For kI8 it first quantizes x (so `args`' xq,
+// xq_stride and x_scales are its own).
 void gemv(const GemvArgs& args, std::int64_t n, Isa isa);
 
 }  // namespace ferry::kernels::detail

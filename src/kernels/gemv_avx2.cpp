@@ -30,11 +30,16 @@ struct Avx2 {
   static Vec from_f16(const std::uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
-  static Vec from_i8(const std::int8_t* p) {
-    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+  static Vec dot_i8(const std::int8_t* w, const std::int8_t* x) {
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+    // maddubs multiplies unsigned by signed bytes: |w| as the unsigned side (-128 becomes 0x80,
+    // read as 128) and w's sign moved onto x. |x| ≤ 127, so a pair sums to at most
+    // 2 · 128 · 127 < 2^15: the int16 sums never saturate.
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
   }
-  static Vec scale(Vec v, float s) { return _mm256_mul_ps(v, _mm256_set1_ps(s)); }
+  static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
   static Vec broadcast(float s) { return _mm256_set1_ps(s); }

@@ -3,15 +3,23 @@
 // type V and instantiated by each gemv_<isa>.cpp with its own V (an anonymous-namespace type, so
 // each instantiation is its own function, compiled for that file's instruction set).
 //
-// V provides: kWidth (floats per vector), Vec, zero(), load(const float*), store(float*, Vec),
-// from_bf16(const uint16_t*), from_f16(const uint16_t*), from_i8(const int8_t*), scale(Vec, float),
-// fma(a, b, c) = a·b + c, add(a, b), broadcast(float), sum(Vec) (horizontal), and scalar tails half_to_float(uint16_t).
+// V provides: kWidth (floats per vector, 8 or 16), Vec, zero(), load(const float*),
+// store(float*, Vec), from_bf16(const uint16_t*), from_f16(const uint16_t*),
+// fma(a, b, c) = a·b + c, add(a, b), mul(a, b), broadcast(float), sum(Vec) (horizontal), the
+// scalar tail half_to_float(uint16_t), and for int8 (kWidth 8 only; a V without it hands int8 to
+// another variant) dot_i8(const int8_t* w, const int8_t* x): lane i = Σ_{j<4} w[4i + j] ·
+// x[4i + j], exact (Note [int8 activations] in int8_group.cpp).
+//
+// The small fixed-trip loops carry `#pragma GCC unroll`: at -O2 GCC keeps them as loops over
+// arrays on the stack (a store and a reload per FMA), which made the bfloat16 and float16 products
+// compute-bound at 0.4 of read-only bandwidth; unrolled, the accumulators live in registers.
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 
 #include "gemv.h"
+#include "int8_group.h"
 
 namespace ferry::kernels::detail {
 
@@ -23,12 +31,8 @@ static inline float bf16_to_float(std::uint16_t bits) {
   return f;
 }
 
-// The scale index of element k of an int8 row: a group is 32 elements, or the whole row.
-inline std::int64_t group_index(const GemvArgs& a, std::int64_t k) {
-  return a.n_groups == 1 ? 0 : k >> 5;
-}
-
-// Writes weight row n's elements [k0, k0 + len) as float32 to dst, then zeros up to padded_len.
+// Writes float weight row n's elements [k0, k0 + len) as float32 to dst, then zeros up to
+// padded_len.
 template <class V>
 void convert_row(const GemvArgs& a, std::int64_t n, std::int64_t k0, std::int64_t len,
                  std::int64_t padded_len, float* dst) {
@@ -55,17 +59,7 @@ void convert_row(const GemvArgs& a, std::int64_t n, std::int64_t k0, std::int64_
       for (; k < len; ++k) dst[k] = V::half_to_float(src[k]);
       break;
     }
-    case WeightFormat::kI8: {
-      // k0 is a multiple of kChunk, hence of 32, and a group is 32 or the whole row: a vector
-      // of W ≤ 32 elements never straddles two groups.
-      const auto* src = static_cast<const std::int8_t*>(a.w) + row;
-      const float* scales = a.scales + n * a.n_groups;
-      for (; k < vec_len; k += W) {
-        V::store(dst + k, V::scale(V::from_i8(src + k), scales[group_index(a, k0 + k)]));
-      }
-      for (; k < len; ++k) dst[k] = static_cast<float>(src[k]) * scales[group_index(a, k0 + k)];
-      break;
-    }
+    case WeightFormat::kI8: break;  // never: int8 takes gemv_rows_i8
   }
   for (; k < padded_len; ++k) dst[k] = 0.0f;
 }
@@ -89,77 +83,191 @@ inline void dot_block(const float* const* rows, const float* x, std::int64_t len
 // Up to this many rows of x, the weight is converted in registers as it is read and used at once
 // (no store to and reload from a float32 buffer): decode at batch 1 and 2 is bound by how fast the
 // stored bytes stream in, and the buffer's extra store and load per vector show at those rates.
-constexpr std::int64_t kDirectMaxRows = 2;
+// Rows are taken in pairs (more accumulators would not fit in 16 registers); each further pair
+// re-reads the block's 4 weight rows from L2 (32 KiB of bfloat16 at K = 4096) and converts them
+// again. Measured (bench_kernels --rows, 4096², 2 threads, AVX2) against the buffer: M = 4 about
+// 2 × faster for bfloat16 and float16, M = 16 equal to 1.4 × faster; so every decode size.
+constexpr std::int64_t kDirectMaxRows = kDecodeMaxRows;
 
-// Weight row `row`'s W elements at k as floats (int8: times the group's scale `s`).
+// W elements of a float weight at `offset`, as floats.
 template <class V, WeightFormat F>
-inline typename V::Vec load_weight(const void* base, std::int64_t offset, float s) {
+inline typename V::Vec load_weight(const void* base, std::int64_t offset) {
   if constexpr (F == WeightFormat::kF32) {
     return V::load(static_cast<const float*>(base) + offset);
   } else if constexpr (F == WeightFormat::kBF16) {
     return V::from_bf16(static_cast<const std::uint16_t*>(base) + offset);
-  } else if constexpr (F == WeightFormat::kF16) {
-    return V::from_f16(static_cast<const std::uint16_t*>(base) + offset);
   } else {
-    (void)s;  // direct_block scales whole groups
-    return V::from_i8(static_cast<const std::int8_t*>(base) + offset);
+    static_assert(F == WeightFormat::kF16, "int8 takes gemv_rows_i8");
+    return V::from_f16(static_cast<const std::uint16_t*>(base) + offset);
   }
 }
 
 // acc[m][r] += x[m, 0, k_end) · w[n0 + rows[r], 0, k_end) for M rows of x, reading each weight
-// vector once; k_end is a multiple of 32 (so of W, and whole int8 groups).
+// vector once; k_end is a multiple of 32 (so of W).
 template <class V, WeightFormat F, int M>
-void direct_block(const GemvArgs& a, std::int64_t n0, const std::int64_t* rows,
+void direct_block(const GemvArgs& a, const float* x, std::int64_t n0, const std::int64_t* rows,
                   std::int64_t k_end, typename V::Vec (*acc)[kBlockRows]) {
   constexpr std::int64_t W = V::kWidth;
   typename V::Vec sum[M][kBlockRows];
+#pragma GCC unroll 16
   for (int m = 0; m < M; ++m) {
+#pragma GCC unroll 16
     for (std::int64_t r = 0; r < kBlockRows; ++r) sum[m][r] = acc[m][r];
   }
   std::int64_t offset[kBlockRows];
+#pragma GCC unroll 16
   for (std::int64_t r = 0; r < kBlockRows; ++r) offset[r] = (n0 + rows[r]) * a.w_stride;
   for (std::int64_t k = 0; k < k_end; k += 32) {
-    // int8: the group's products are summed unscaled, then scaled once (one FMA per group
-    // instead of a multiply per vector).
+    // Partial sums per 32 elements, then added: twice the independent FMA chains.
     typename V::Vec group[M][kBlockRows];
+#pragma GCC unroll 16
     for (int m = 0; m < M; ++m) {
+#pragma GCC unroll 16
       for (std::int64_t r = 0; r < kBlockRows; ++r) group[m][r] = V::zero();
     }
+#pragma GCC unroll 16
     for (std::int64_t j = k; j < k + 32; j += W) {
       typename V::Vec w[kBlockRows];
-      for (std::int64_t r = 0; r < kBlockRows; ++r) w[r] = load_weight<V, F>(a.w, offset[r] + j, 1.0f);
+#pragma GCC unroll 16
+      for (std::int64_t r = 0; r < kBlockRows; ++r) w[r] = load_weight<V, F>(a.w, offset[r] + j);
+#pragma GCC unroll 16
       for (int m = 0; m < M; ++m) {
-        const typename V::Vec xv = V::load(a.x + m * a.x_stride + j);
+        const typename V::Vec xv = V::load(x + m * a.x_stride + j);
+#pragma GCC unroll 16
         for (std::int64_t r = 0; r < kBlockRows; ++r) group[m][r] = V::fma(w[r], xv, group[m][r]);
       }
     }
+#pragma GCC unroll 16
     for (std::int64_t r = 0; r < kBlockRows; ++r) {
-      if constexpr (F == WeightFormat::kI8) {
-        const float s = a.scales[(n0 + rows[r]) * a.n_groups + group_index(a, k)];
-        for (int m = 0; m < M; ++m) sum[m][r] = V::fma(group[m][r], V::broadcast(s), sum[m][r]);
-      } else {
-        for (int m = 0; m < M; ++m) sum[m][r] = V::add(group[m][r], sum[m][r]);
-      }
+#pragma GCC unroll 16
+      for (int m = 0; m < M; ++m) sum[m][r] = V::add(group[m][r], sum[m][r]);
     }
   }
+#pragma GCC unroll 16
   for (int m = 0; m < M; ++m) {
+#pragma GCC unroll 16
     for (std::int64_t r = 0; r < kBlockRows; ++r) acc[m][r] = sum[m][r];
   }
 }
 
 template <class V, int M>
-void direct_block_any(const GemvArgs& a, std::int64_t n0, const std::int64_t* rows,
+void direct_block_any(const GemvArgs& a, const float* x, std::int64_t n0, const std::int64_t* rows,
                       std::int64_t k_end, typename V::Vec (*acc)[kBlockRows]) {
   switch (a.format) {
-    case WeightFormat::kF32: return direct_block<V, WeightFormat::kF32, M>(a, n0, rows, k_end, acc);
-    case WeightFormat::kBF16: return direct_block<V, WeightFormat::kBF16, M>(a, n0, rows, k_end, acc);
-    case WeightFormat::kF16: return direct_block<V, WeightFormat::kF16, M>(a, n0, rows, k_end, acc);
-    case WeightFormat::kI8: return direct_block<V, WeightFormat::kI8, M>(a, n0, rows, k_end, acc);
+    case WeightFormat::kF32:
+      return direct_block<V, WeightFormat::kF32, M>(a, x, n0, rows, k_end, acc);
+    case WeightFormat::kBF16:
+      return direct_block<V, WeightFormat::kBF16, M>(a, x, n0, rows, k_end, acc);
+    case WeightFormat::kF16:
+      return direct_block<V, WeightFormat::kF16, M>(a, x, n0, rows, k_end, acc);
+    case WeightFormat::kI8: return;  // never: int8 takes gemv_rows_i8
   }
 }
 
+// Four int8 weight rows times one quantized row of x over `groups` whole groups of 32 (Note [int8
+// activations]): acc[r] += Σ_g dot_i8(w[r] + 32 g, xq + 32 g) · scale_x[g] (· scale_w[r][g] for
+// group-32 weights; a per-channel row's one scale is applied by the caller).
+template <class V, bool kPerChannel>
+inline void block_i8(const std::int8_t* const* w, const float* const* scale_w,
+                     const std::int8_t* xq, const float* scale_x, std::int64_t groups,
+                     typename V::Vec* acc) {
+  static_assert(kBlockRows == 4, "block_i8 is unrolled for four rows");
+  typename V::Vec a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  for (std::int64_t g = 0; g < groups; ++g) {
+    const std::int64_t o = g * kInt8Group;
+    const typename V::Vec sx = V::broadcast(scale_x[g]);
+    if constexpr (kPerChannel) {
+      a0 = V::fma(V::dot_i8(w[0] + o, xq + o), sx, a0);
+      a1 = V::fma(V::dot_i8(w[1] + o, xq + o), sx, a1);
+      a2 = V::fma(V::dot_i8(w[2] + o, xq + o), sx, a2);
+      a3 = V::fma(V::dot_i8(w[3] + o, xq + o), sx, a3);
+    } else {
+      a0 = V::fma(V::dot_i8(w[0] + o, xq + o), V::mul(sx, V::broadcast(scale_w[0][g])), a0);
+      a1 = V::fma(V::dot_i8(w[1] + o, xq + o), V::mul(sx, V::broadcast(scale_w[1][g])), a1);
+      a2 = V::fma(V::dot_i8(w[2] + o, xq + o), V::mul(sx, V::broadcast(scale_w[2][g])), a2);
+      a3 = V::fma(V::dot_i8(w[3] + o, xq + o), V::mul(sx, V::broadcast(scale_w[3][g])), a3);
+    }
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+// The int8 product, all of x's rows, weight rows [n_begin, n_end). K is walked in chunks of
+// kChunk so that for several rows of x a block's weight bytes are re-read from L1, not memory.
+template <class V, bool kPerChannel>
+void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
+  constexpr std::int64_t kGroupsPerChunk = kChunk / kInt8Group;
+  const std::int64_t whole = a.k / kInt8Group;  // groups of 32; the rest through `tail`
+  const std::int64_t rest = a.k - whole * kInt8Group;
+  const std::int64_t x_groups = a.xq_stride / kInt8Group;
+  const auto* values = static_cast<const std::int8_t*>(a.w);
+  alignas(32) std::int8_t tail[kBlockRows][kInt8Group];
+  typename V::Vec acc[kDecodeMaxRows][kBlockRows];
+  for (std::int64_t n0 = n_begin; n0 < n_end; n0 += kBlockRows) {
+    const std::int64_t rows_here = std::min(kBlockRows, n_end - n0);
+    const std::int8_t* w[kBlockRows];
+    const float* scale_w[kBlockRows];
+    for (std::int64_t r = 0; r < kBlockRows; ++r) {
+      // A short last block repeats its last row (computed, then dropped).
+      const std::int64_t row = n0 + std::min(r, rows_here - 1);
+      w[r] = values + row * a.w_stride;
+      scale_w[r] = a.scales + row * a.n_groups;
+    }
+    for (std::int64_t m = 0; m < a.m_rows; ++m) {
+      for (auto& v : acc[m]) v = V::zero();
+    }
+    for (std::int64_t g0 = 0; g0 < whole; g0 += kGroupsPerChunk) {
+      const std::int64_t groups = std::min(kGroupsPerChunk, whole - g0);
+      const std::int8_t* wc[kBlockRows];
+      const float* sc[kBlockRows];
+      for (std::int64_t r = 0; r < kBlockRows; ++r) {
+        wc[r] = w[r] + g0 * kInt8Group;
+        sc[r] = scale_w[r] + (kPerChannel ? 0 : g0);
+      }
+      for (std::int64_t m = 0; m < a.m_rows; ++m) {
+        block_i8<V, kPerChannel>(wc, sc, a.xq + m * a.xq_stride + g0 * kInt8Group,
+                                 a.x_scales + m * x_groups + g0, groups, acc[m]);
+      }
+    }
+    if (rest > 0) {
+      // The last, short group: its bytes copied into zeroed 32-byte rows (reading 32 from the
+      // weight could run past its end); x's quantized row is zero beyond k.
+      const std::int8_t* wt[kBlockRows];
+      const float* st[kBlockRows];
+      for (std::int64_t r = 0; r < kBlockRows; ++r) {
+        std::memset(tail[r], 0, sizeof tail[r]);
+        std::memcpy(tail[r], w[r] + whole * kInt8Group, rest);
+        wt[r] = tail[r];
+        st[r] = scale_w[r] + (kPerChannel ? 0 : whole);
+      }
+      for (std::int64_t m = 0; m < a.m_rows; ++m) {
+        block_i8<V, kPerChannel>(wt, st, a.xq + m * a.xq_stride + whole * kInt8Group,
+                                 a.x_scales + m * x_groups + whole, 1, acc[m]);
+      }
+    }
+    for (std::int64_t m = 0; m < a.m_rows; ++m) {
+      for (std::int64_t r = 0; r < rows_here; ++r) {
+        const float total = V::sum(acc[m][r]);
+        a.y[m * a.y_stride + n0 + r] = kPerChannel ? total * scale_w[r][0] : total;
+      }
+    }
+  }
+}
+
+// Whether V has the int8 dot product (a V without it hands int8 to another variant).
+template <class V>
+concept HasDotI8 = requires(const std::int8_t* p) {
+  V::dot_i8(p, p);
+};
+
 template <class V>
 void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
+  if constexpr (HasDotI8<V>) {
+    if (a.format == WeightFormat::kI8) {
+      // One scale per row (per channel, or a row of at most 32): applied once, at the end.
+      if (a.n_groups == 1) return gemv_rows_i8<V, /*kPerChannel=*/true>(a, n_begin, n_end);
+      return gemv_rows_i8<V, /*kPerChannel=*/false>(a, n_begin, n_end);
+    }
+  }
   constexpr std::int64_t W = V::kWidth;
   alignas(64) float buf[kBlockRows][kChunk];
   typename V::Vec acc[kDecodeMaxRows][kBlockRows];
@@ -168,7 +276,7 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (auto& v : acc[m]) v = V::zero();
     }
-    // Few rows of x: whole groups of 32 directly, the rest (< 32 elements) through the buffer.
+    // Whole groups of 32 directly, the rest (< 32 elements) through the buffer.
     std::int64_t k_start = 0;
     if (a.m_rows <= kDirectMaxRows) {
       k_start = a.k / 32 * 32;
@@ -176,8 +284,11 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
       const std::int64_t rows[kBlockRows] = {0, std::min<std::int64_t>(1, rows_here - 1),
                                              std::min<std::int64_t>(2, rows_here - 1),
                                              std::min<std::int64_t>(3, rows_here - 1)};
-      if (a.m_rows == 1) direct_block_any<V, 1>(a, n0, rows, k_start, acc);
-      else direct_block_any<V, 2>(a, n0, rows, k_start, acc);
+      std::int64_t m = 0;
+      for (; m + 2 <= a.m_rows; m += 2) {
+        direct_block_any<V, 2>(a, a.x + m * a.x_stride, n0, rows, k_start, acc + m);
+      }
+      if (m < a.m_rows) direct_block_any<V, 1>(a, a.x + m * a.x_stride, n0, rows, k_start, acc + m);
     }
     for (std::int64_t k0 = k_start; k0 < a.k; k0 += kChunk) {
       const std::int64_t len = std::min(kChunk, a.k - k0);

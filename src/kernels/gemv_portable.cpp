@@ -33,14 +33,19 @@ struct Portable {
     for (std::int64_t i = 0; i < kWidth; ++i) r.v[i] = half_to_float(p[i]);
     return r;
   }
-  static Vec from_i8(const std::int8_t* p) {
+  // The AVX2 variant's lanes: lane i sums bytes 4i..4i+3 (Note [int8 activations]).
+  static Vec dot_i8(const std::int8_t* w, const std::int8_t* x) {
     Vec r;
-    for (std::int64_t i = 0; i < kWidth; ++i) r.v[i] = static_cast<float>(p[i]);
+    for (std::int64_t i = 0; i < kWidth; ++i) {
+      std::int32_t lane = 0;
+      for (std::int64_t j = 4 * i; j < 4 * i + 4; ++j) lane += std::int32_t{w[j]} * x[j];
+      r.v[i] = static_cast<float>(lane);
+    }
     return r;
   }
-  static Vec scale(Vec v, float s) {
-    for (auto& e : v.v) e *= s;
-    return v;
+  static Vec mul(Vec a, Vec b) {
+    for (std::int64_t i = 0; i < kWidth; ++i) a.v[i] *= b.v[i];
+    return a;
   }
   static Vec fma(Vec a, Vec b, Vec c) {
     for (std::int64_t i = 0; i < kWidth; ++i) c.v[i] += a.v[i] * b.v[i];
@@ -60,7 +65,9 @@ struct Portable {
     for (const float e : v.v) s += e;
     return s;
   }
-  static float half_to_float(std::uint16_t bits) { return c10::detail::fp16_ieee_to_fp32_value(bits); }
+  static float half_to_float(std::uint16_t bits) {
+    return c10::detail::fp16_ieee_to_fp32_value(bits);
+  }
 };
 
 }  // namespace

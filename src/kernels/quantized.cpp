@@ -8,6 +8,7 @@
 #include "ferry/core/error.h"
 #include "ferry/core/shape.h"
 #include "ferry/kernels/isa.h"
+#include "int8_group.h"
 #include "product.h"
 
 // Note [int8 group size]
@@ -28,7 +29,7 @@
 namespace ferry::kernels {
 namespace {
 
-constexpr std::int64_t kGroup = 32;
+constexpr std::int64_t kGroup = detail::kInt8Group;
 
 // Scales for every column of rows [n0, n0 + rows): [rows, k] float32 (tile-sized).
 at::Tensor expanded_scales(const QuantizedWeight& w, std::int64_t n0, std::int64_t rows) {
@@ -71,7 +72,8 @@ QuantizedWeight quantize(const at::Tensor& w, QuantScheme scheme) {
   const std::int64_t n = w.size(0);
   const std::int64_t k = w.size(1);
   // One pass over the weight, rows in parallel: group maxima, scales, rounded values (ATen's
-  // chain of whole-tensor ops made five passes and spent most of a load in OpenMP barriers).
+  // chain of whole-tensor ops made five passes and spent most of a load in OpenMP barriers), by
+  // the rule the int8 product also quantizes activations with (Note [int8 activations]).
   const at::Tensor wf = w.to(at::kFloat).contiguous();  // no copy for float32
   const std::int64_t group =
       scheme == QuantScheme::kPerChannel ? std::max<std::int64_t>(k, 1) : kGroup;
@@ -86,16 +88,8 @@ QuantizedWeight quantize(const at::Tensor& w, QuantScheme scheme) {
       for (std::int64_t g = 0; g < groups; ++g) {
         const std::int64_t c0 = g * group;
         const std::int64_t c1 = std::min(k, c0 + group);
-        const float* x = src + r * k;
-        float amax = 0.0f;
-        for (std::int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(x[c]));
-        const float s = amax / 127.0f;
-        const float inverse = s > 0.0f ? 1.0f / s : 0.0f;
-        scale[r * groups + g] = s;
-        for (std::int64_t c = c0; c < c1; ++c) {
-          const float q = std::clamp(std::nearbyint(x[c] * inverse), -127.0f, 127.0f);
-          dst[r * k + c] = static_cast<std::int8_t>(q);
-        }
+        scale[r * groups + g] =
+            detail::quantize_int8_group(src + r * k + c0, c1 - c0, dst + r * k + c0);
       }
     }
   });

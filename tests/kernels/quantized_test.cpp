@@ -1,8 +1,13 @@
 // Weight-only int8: quantize's round trip and the fused kernel against the float32 product.
+#include "ferry/kernels/quantized.h"
+
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+
 #include "ferry/core/error.h"
-#include "ferry/kernels/quantized.h"
 #include "test_util.h"
 
 namespace ferry::kernels {
@@ -35,9 +40,29 @@ TEST(KernelsQuantize, ZeroRowsStayZero) {
   EXPECT_TRUE(at::equal(q.dequantize(), at::zeros({2, 40})));
 }
 
+TEST(KernelsQuantize, NonFiniteGroupGetsANanScaleAndZeroValues) {
+  at::Tensor w = at::ones({2, 64});
+  w[0][3] = std::numeric_limits<float>::infinity();
+  w[1][40] = std::numeric_limits<float>::quiet_NaN();
+  const QuantizedWeight q = quantize(w, QuantScheme::kGroup32);
+  EXPECT_TRUE(std::isnan(q.scales[0][0].item<float>()));
+  EXPECT_TRUE(std::isnan(q.scales[1][1].item<float>()));
+  EXPECT_EQ(q.scales[0][1].item<float>(), 1.0f / 127);  // the other groups as usual
+  EXPECT_EQ(q.values[0].narrow(0, 0, 32).abs().max().item<int>(), 0);
+  EXPECT_EQ(q.values[1].narrow(0, 32, 32).abs().max().item<int>(), 0);
+}
+
+// The int8 decode product quantizes x's rows per group of 32 by quantize()'s own rule (Note
+// [int8 activations]): the x it stands for, as float32.
+at::Tensor quantized_x(const at::Tensor& x) {
+  return quantize(x.to(at::kFloat), QuantScheme::kGroup32).dequantize();
+}
+
 class KernelsQuantizedLinear : public ::testing::TestWithParam<Isa> {};
 
-// The fused kernel computes exactly x · dequantize(w)ᵀ, up to float32 summation order.
+// Up to 16 rows (decode) the kernel computes exactly x̃ · w̃ᵀ — x̃ and w̃ the dequantized
+// activation and weight — up to float32 summation order; beyond (prefill, BLAS on dequantized
+// tiles) x · w̃ᵀ.
 TEST_P(KernelsQuantizedLinear, MatchesTheDequantizedProduct) {
   FERRY_USE_ISA_OR_SKIP(GetParam());
   at::manual_seed(1);
@@ -45,12 +70,13 @@ TEST_P(KernelsQuantizedLinear, MatchesTheDequantizedProduct) {
     for (const std::int64_t k : {1, 7, 33, 100, 257, 1000}) {
       for (const std::int64_t n : {1, 17, 100}) {
         const QuantizedWeight q = quantize(at::randn({n, k}).to(at::kBFloat16), scheme);
-        for (const std::int64_t m : {1, 3, 16, 40}) {
+        for (const std::int64_t m : {1, 2, 3, 16, 40}) {
           const at::Tensor x = at::randn({m, k});
+          const at::Tensor xq = m <= 16 ? quantized_x(x) : x;
           const at::Tensor b = at::randn({n});
           const at::Tensor got = kernels::linear(x, q, b);
-          const at::Tensor want = at::linear(x, q.dequantize(), b);
-          const at::Tensor magnitude = at::linear(x.abs(), q.dequantize().abs(), b.abs()) + 1e-6;
+          const at::Tensor want = at::linear(xq, q.dequantize(), b);
+          const at::Tensor magnitude = at::linear(xq.abs(), q.dequantize().abs(), b.abs()) + 1e-6;
           EXPECT_LE(((got - want).abs() / magnitude).max().item<double>(), 1e-5)
               << scheme_name(scheme) << " n=" << n << " k=" << k << " m=" << m;
         }
@@ -59,22 +85,106 @@ TEST_P(KernelsQuantizedLinear, MatchesTheDequantizedProduct) {
   }
 }
 
-// Against the float32 weight: each element is off by at most half its group's step, so
-// |y − y_f32| ≤ Σ_k |x_k| · scale(k) ÷ 2.
+// Against the float32 product (Note [int8 activations]): y − y_f32 = Σ_k (w̃_k − w_k) x_k +
+// Σ_k w̃_k (x̃_k − x_k), and each dequantized element is within half a step of its group, so
+// |y − y_f32| ≤ Σ_k |x_k| · scale_w(k) ÷ 2 + Σ_k |w̃_k| · scale_x(k) ÷ 2 (decode rows; prefill
+// rows have the first term only).
 TEST_P(KernelsQuantizedLinear, ErrorWithinTheQuantizationBound) {
   FERRY_USE_ISA_OR_SKIP(GetParam());
   at::manual_seed(2);
   for (const QuantScheme scheme : kSchemes) {
-    const at::Tensor w = at::randn({64, 512}) * 0.02;
-    const QuantizedWeight q = quantize(w, scheme);
-    const at::Tensor x = at::randn({2, 512});
-    const at::Tensor half_steps =
-        (q.scheme == QuantScheme::kPerChannel ? q.scales.expand({64, 512})
-                                              : q.scales.repeat_interleave(32, 1)) / 2;
-    const at::Tensor bound = at::linear(x.abs(), half_steps) * (1 + 1e-4) + 1e-6;
-    const at::Tensor err = (kernels::linear(x, q, std::nullopt) - at::linear(x, w)).abs();
-    EXPECT_TRUE((err <= bound).all().item<bool>()) << scheme_name(scheme);
+    for (const std::int64_t m : {2, 20}) {
+      const at::Tensor w = at::randn({64, 520}) * 0.02;  // 520: a short last group
+      const QuantizedWeight q = quantize(w, scheme);
+      const at::Tensor x = at::randn({m, 520});
+      const at::Tensor w_half_steps = (q.scheme == QuantScheme::kPerChannel
+                                           ? q.scales.expand({64, 520})
+                                           : q.scales.repeat_interleave(32, 1).narrow(1, 0, 520)) /
+                                      2;
+      at::Tensor bound = at::linear(x.abs(), w_half_steps);
+      if (m <= 16) {
+        const QuantizedWeight xq = quantize(x, QuantScheme::kGroup32);
+        const at::Tensor x_half_steps = xq.scales.repeat_interleave(32, 1).narrow(1, 0, 520) / 2;
+        bound += at::mm(x_half_steps, q.dequantize().abs().t());
+      }
+      bound = bound * (1 + 1e-4) + 1e-6;
+      const at::Tensor err = (kernels::linear(x, q, std::nullopt) - at::linear(x, w)).abs();
+      EXPECT_TRUE((err <= bound).all().item<bool>()) << scheme_name(scheme) << " m=" << m;
+    }
   }
+}
+
+// Activation quantization's edge cases: an all-zero group, an all-zero row, magnitudes near
+// the float32 limits (a power-of-two scaling of x scales y exactly), a non-finite element.
+TEST_P(KernelsQuantizedLinear, ZeroGroupsAndRowsOfX) {
+  FERRY_USE_ISA_OR_SKIP(GetParam());
+  at::manual_seed(4);
+  for (const QuantScheme scheme : kSchemes) {
+    const QuantizedWeight q = quantize(at::randn({33, 100}), scheme);
+    at::Tensor x = at::randn({3, 100});
+    x[0].narrow(0, 32, 32).zero_();  // a whole group
+    x[1].narrow(0, 96, 4).zero_();   // the short last group
+    x[2].zero_();
+    const at::Tensor got = kernels::linear(x, q, std::nullopt);
+    const at::Tensor want = at::linear(quantized_x(x), q.dequantize());
+    const at::Tensor magnitude = at::linear(x.abs(), q.dequantize().abs()) + 1e-6;
+    EXPECT_LE(((got - want).abs() / magnitude).max().item<double>(), 1e-5) << scheme_name(scheme);
+    EXPECT_TRUE(at::equal(got[2], at::zeros({33}))) << scheme_name(scheme);
+  }
+}
+
+TEST_P(KernelsQuantizedLinear, HugeAndTinyInputsScaleExactly) {
+  FERRY_USE_ISA_OR_SKIP(GetParam());
+  at::manual_seed(5);
+  for (const QuantScheme scheme : kSchemes) {
+    const QuantizedWeight q = quantize(at::randn({20, 70}) * 0.02, scheme);
+    const at::Tensor x = at::randn({2, 70});
+    const at::Tensor y = kernels::linear(x, q, std::nullopt);
+    for (const double power : {-100.0, 90.0}) {
+      const double factor = std::ldexp(1.0, static_cast<int>(power));
+      const at::Tensor scaled = kernels::linear(x * factor, q, std::nullopt);
+      EXPECT_TRUE(at::equal(scaled, y * factor)) << scheme_name(scheme) << " 2^" << power;
+    }
+    // Subnormal x: the scale loses precision (or underflows to 0), never gives inf or NaN.
+    const at::Tensor tiny = kernels::linear(x * 1e-42, q, std::nullopt);
+    EXPECT_TRUE(at::isfinite(tiny).all().item<bool>()) << scheme_name(scheme);
+    EXPECT_LE(tiny.abs().max().item<double>(), 1e-38) << scheme_name(scheme);
+  }
+}
+
+TEST_P(KernelsQuantizedLinear, NonFiniteInputGivesNanRowsOnly) {
+  FERRY_USE_ISA_OR_SKIP(GetParam());
+  at::manual_seed(6);
+  const QuantizedWeight q = quantize(at::randn({9, 64}), QuantScheme::kGroup32);
+  at::Tensor x = at::randn({3, 64});
+  x[0][5] = std::numeric_limits<float>::infinity();
+  x[1][40] = std::numeric_limits<float>::quiet_NaN();
+  const at::Tensor got = kernels::linear(x, q, std::nullopt);
+  EXPECT_TRUE(at::isnan(got.narrow(0, 0, 2)).all().item<bool>());
+  EXPECT_TRUE(at::allclose(got[2], at::linear(quantized_x(x.narrow(0, 2, 1)), q.dequantize())[0],
+                           1e-5, 1e-5));
+}
+
+// A weight that is a view into a wider one: rows w_stride apart, the short last group's bytes
+// followed by the next row's.
+TEST_P(KernelsQuantizedLinear, SlicedValuesAndEveryThreadCount) {
+  FERRY_USE_ISA_OR_SKIP(GetParam());
+  at::manual_seed(7);
+  const int saved_threads = at::get_num_threads();
+  const QuantizedWeight wide = quantize(at::randn({101, 128}), QuantScheme::kGroup32);
+  const QuantizedWeight q{.values = wide.values.narrow(1, 0, 75),
+                          .scales = wide.scales.narrow(1, 0, 3).contiguous(),
+                          .scheme = QuantScheme::kGroup32};
+  ASSERT_EQ(q.values.stride(0), 128);
+  for (int threads = 1; threads <= 4; ++threads) {
+    at::set_num_threads(threads);
+    const at::Tensor x = at::randn({5, 75});
+    const at::Tensor got = kernels::linear(x, q, std::nullopt);
+    const at::Tensor want = at::linear(quantized_x(x), q.dequantize());
+    const at::Tensor magnitude = at::linear(x.abs(), q.dequantize().abs()) + 1e-6;
+    EXPECT_LE(((got - want).abs() / magnitude).max().item<double>(), 1e-5) << "threads=" << threads;
+  }
+  at::set_num_threads(saved_threads);
 }
 
 TEST_P(KernelsQuantizedLinear, ComputeDtypeInputAndBatchDims) {
@@ -85,8 +195,8 @@ TEST_P(KernelsQuantizedLinear, ComputeDtypeInputAndBatchDims) {
   const at::Tensor got = kernels::linear(x, q, std::nullopt);
   EXPECT_EQ(got.scalar_type(), at::kBFloat16);
   EXPECT_EQ(got.sizes(), at::IntArrayRef({2, 3, 30}));
-  const at::Tensor want = at::linear(x.to(at::kFloat), q.dequantize());
-  EXPECT_TRUE(at::allclose(got.to(at::kFloat), want, 2e-2, 2e-2));
+  const at::Tensor want = at::linear(quantized_x(x.reshape({6, 50})), q.dequantize());
+  EXPECT_TRUE(at::allclose(got.to(at::kFloat).reshape({6, 30}), want, 2e-2, 2e-2));
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, KernelsQuantizedLinear,
