@@ -77,12 +77,7 @@ int chat(const ChatOptions& o) {
   const models::Tokenizer tokenizer = models::Tokenizer::load(folder, config.vocab_size);
 
   PlacementFlags placement = o.placement;
-  const std::int64_t positions = config.max_position_embeddings;
-  const std::int64_t context =
-      placement.context > 0 ? placement.context : std::min(positions, kDefaultChatContext);
-  FERRY_CHECK(context <= positions, InvalidArgument,
-              "--context {}: the model has {} positions (config.json max_position_embeddings)",
-              context, positions);
+  const std::int64_t context = resolve_context(placement, config, kDefaultChatContext);
   placement.batch = 1;
   placement.context = context;
   models::LoadModelOptions load = load_options(placement, models::kPromptAllowance);
@@ -196,10 +191,7 @@ void add_chat_command(CLI::App& app, Runner& runner) {
       ->allow_extra_args(false);
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at EOS");
   add_placement_flags(cmd, o->placement);
-  cmd->add_option("-t,--threads", o->threads,
-                  "CPU threads for compute (default and most: the CPUs this process may use)");
-  cmd->add_flag("--no-progress", o->no_progress,
-                "No progress bar while loading (drawn on stderr when it is a terminal)");
+  add_compute_flags(cmd, o->threads, o->no_progress);
   cmd->callback([&runner, o, cmd] {
     choose_given(*cmd, o->sampling);
     runner = [o] { return chat(*o); };

@@ -13,6 +13,7 @@
 #include "cli/progress_bar.h"
 #include "cli/run_report.h"
 #include "ferry/core/bytes.h"
+#include "ferry/core/error.h"
 #include "ferry/core/log.h"
 
 namespace ferry::cli {
@@ -81,6 +82,26 @@ void print_placement(std::FILE* out, const models::LoadedModel& loaded) {
         format_bytes(loaded.resolution->budget.find(p).value_or(Bytes(0)).value()),
         reserve_summary(*loaded.resolution, p));
   }
+}
+
+void add_compute_flags(CLI::App* cmd, int& threads, bool& no_progress) {
+  cmd->add_option("-t,--threads", threads,
+                  "CPU threads for compute (default and most: the CPUs this process may use)");
+  cmd->add_flag("--no-progress", no_progress,
+                "No progress bar while loading (drawn on stderr when it is a terminal)");
+}
+
+std::int64_t resolve_context(const PlacementFlags& flags, const models::ModelConfig& config,
+                             std::int64_t cap) {
+  const std::int64_t positions = config.max_position_embeddings;
+  const std::int64_t context = flags.context > 0 ? flags.context : std::min(positions, cap);
+  FERRY_CHECK(context <= positions, InvalidArgument,
+              "--context {}: the model has {} positions (config.json max_position_embeddings)",
+              context, positions);
+  FERRY_CHECK(context >= 2, InvalidArgument,
+              "--context {}: expected at least 2 tokens (a prompt token and a generated one)",
+              context);
+  return context;
 }
 
 }  // namespace ferry::cli

@@ -419,10 +419,7 @@ void add_run_command(CLI::App& app, Runner& runner) {
   cmd->add_flag("--json", o->json, "Print one JSON object (docs/cli.md)");
   cmd->add_flag("--quiet", o->quiet,
                 "Print only the generated text on stdout; statistics go to stderr");
-  cmd->add_option("-t,--threads", o->threads,
-                  "CPU threads for compute (default and most: the CPUs this process may use)");
-  cmd->add_flag("--no-progress", o->no_progress,
-                "No progress bar while loading (drawn on stderr when it is a terminal)");
+  add_compute_flags(cmd, o->threads, o->no_progress);
   cmd->callback([&runner, o, cmd] {
     choose_given(*cmd, o->sampling);
     runner = [o] { return run(*o); };

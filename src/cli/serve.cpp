@@ -110,15 +110,7 @@ int serve_model(const ServeOptions& o) {
       std::make_shared<const models::Tokenizer>(models::Tokenizer::load(folder, config.vocab_size));
 
   PlacementFlags placement = o.placement;
-  const std::int64_t positions = config.max_position_embeddings;
-  const std::int64_t context =
-      placement.context > 0 ? placement.context : std::min(positions, kDefaultServeContext);
-  FERRY_CHECK(context <= positions, InvalidArgument,
-              "--context {}: the model has {} positions (config.json max_position_embeddings)",
-              context, positions);
-  FERRY_CHECK(context >= 2, InvalidArgument,
-              "--context {}: expected at least 2 tokens (a prompt token and a generated one)",
-              context);
+  const std::int64_t context = resolve_context(placement, config, kDefaultServeContext);
   // One plan: the KV cache of max_batch sequences of `context` tokens is reserved.
   placement.batch = o.max_batch;
   placement.context = context;
@@ -195,13 +187,10 @@ void add_serve_command(CLI::App& app, Runner& runner) {
   cmd->add_option("--max-queue", o->max_queue,
                   "Requests that may wait for a place in the batch; more get 429");
   add_placement_flags(cmd, o->placement);
-  cmd->add_option("-t,--threads", o->threads,
-                  "CPU threads for compute (default and most: the CPUs this process may use)");
+  add_compute_flags(cmd, o->threads, o->no_progress);
   cmd->add_flag("--json", o->json,
                 "Print one JSON object (url, port, model, ...) on stdout once listening; the "
                 "rest goes to stderr");
-  cmd->add_flag("--no-progress", o->no_progress,
-                "No progress bar while loading (drawn on stderr when it is a terminal)");
   cmd->callback([&runner, o] { runner = [o] { return serve_model(*o); }; });
 }
 
