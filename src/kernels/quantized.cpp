@@ -14,17 +14,21 @@
 // Note [int8 group size]
 // Both schemes are symmetric int8 with a float32 scale = max |w| ÷ 127 over the group, so each
 // element is off by at most half a step of its group. Measured with bench_kernels (4096 inputs,
-// x ~ N(0, 1), error of y vs the float32 product, ÷ mean |y|):
-//   weights N(0, 0.02):                       group 32 max 0.025 mean 0.0055; per channel max 0.043
-//   mean 0.0090 Student t(4) + every 512th column × 20:   group 32 max 0.059 mean 0.0084; per
-//   channel max 0.97  mean 0.058
+// x ~ N(0, 1) [4, 4096], error of y vs the float32 product, ÷ mean |y|; decode rows, so the
+// activation is quantized too, Note [int8 activations]; weight-only figures in brackets):
+//   weights N(0, 0.02):
+//     group 32     max 0.038 mean 0.0077   [max 0.025 mean 0.0055]
+//     per channel  max 0.051 mean 0.0104   [max 0.043 mean 0.0090]
+//   Student t(4) + every 512th column × 20:
+//     group 32     max 0.054 mean 0.0098   [max 0.059 mean 0.0084]
+//     per channel  max 0.97  mean 0.058    [max 0.97  mean 0.058]
 // One outlier sets the step of its whole row under per-channel scales and flattens every other
 // weight of the row to a few levels; a group of 32 confines it to 32 weights. Large models'
 // projections have such outlier columns, so group 32 is the default we recommend. It costs 4 bytes
-// of scale per 32 weights (1.125 bytes per weight instead of ~1.0, +12.5 % to read) and one FMA
-// per group in the kernel; at batch 1 on the 2-core AVX2 machine both ran at 0.8–1.1 × memcpy
-// bandwidth (noisy, load ≈ 5), per channel not measurably faster. Per channel remains for weights
-// known to be outlier-free, where its smaller size wins.
+// of scale per 32 weights (1.125 bytes per weight instead of ~1.0, +12.5 % to read) and one
+// multiply per group and row in the kernel; at batch 1 on the 2-core AVX2 machine both ran at
+// 0.95–1.2 × memcpy bandwidth (noisy, load ≈ 5), per channel not measurably faster. Per channel
+// remains for weights known to be outlier-free, where its smaller size wins.
 
 namespace ferry::kernels {
 namespace {
