@@ -33,7 +33,7 @@ load=$build/bench/bench_serve_load
 [[ -x $ferry && -x $load ]] || { echo "build $ferry and $load first" >&2; exit 1; }
 
 model_bytes=$(du -cb "$model"/*.safetensors | tail -1 | cut -f1)
-max_batch=32
+max_batch=1
 for c in $clients; do ((c > max_batch)) && max_batch=$c; done
 prompt_words=8  # about 25 tokens with make-model's tokenizer
 context=$((48 + max_tokens))
