@@ -13,29 +13,17 @@
 #include "ferry/models/make_model.h"
 #include "ferry/models/registry.h"
 #include "ferry/models/tokenizer.h"
+#include "scratch_dir.h"
 
 namespace ferry::engine {
 namespace {
 
 using namespace std::chrono_literals;
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("ferry-engine-test-" + std::to_string(std::random_device{}()));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 // A tiny llama with 128 positions, made once.
 const std::filesystem::path& tiny_model() {
-  static TempDir dir;
+  static ferry::testing::ScratchDir dir;  // made by the first test that asks, removed at exit
   static const bool made = [] {
     models::make_model(dir.path(), {.arch = "llama",
                                     .hidden_size = 32,
@@ -186,7 +174,7 @@ TEST(EngineProperty, ContinuousBatchingEqualsAlone) {
 
 TEST(EngineProperty, ContinuousBatchingEqualsAloneWithDiskOffloadAndSimulatedGpus) {
   SimGpuScope gpus({Bytes(4'000'000)});
-  TempDir offload;
+  ferry::testing::ScratchDir offload;
   models::LoadModelOptions o;
   o.dispatch.device_map = plan::DeviceMap{{"model.embed_tokens", Placement::gpu(0)},
                                           {"model.layers.0", Placement::gpu(0)},
