@@ -107,6 +107,23 @@ at::Tensor pad_left(const at::Tensor& t, std::int64_t dim, std::int64_t n) {
   return at::cat({at::zeros(sizes, t.options()), t}, dim);
 }
 
+// Keeps `rows` of a cache with left padding (mask [rows, T]) in that order, and drops the leading
+// columns that are padding in every row kept; `rows` is not empty.
+void keep_cache_rows(models::KvCache& cache, at::Tensor& mask,
+                     const std::vector<std::int64_t>& rows) {
+  const at::Tensor index = at::tensor(rows, at::kLong);
+  mask = mask.index_select(0, index);
+  const std::int64_t first = (mask.sum(0) > 0).to(at::kLong).argmax().item<std::int64_t>();
+  const std::int64_t width = mask.size(1) - first;
+  mask = mask.narrow(1, first, width).contiguous();
+  for (std::size_t l = 0; l < cache.n_layers(); ++l) {
+    models::LayerCache& layer = cache.layer(l);
+    const at::Tensor i = index.to(layer.key().device());
+    layer.assign(layer.key().index_select(0, i).narrow(2, first, width).contiguous(),
+                 layer.value().index_select(0, i).narrow(2, first, width).contiguous());
+  }
+}
+
 }  // namespace
 
 struct Engine::State {
@@ -407,19 +424,7 @@ bool Engine::step() {
         st.mask = at::Tensor();
         return;
       }
-      const at::Tensor index = at::tensor(rows_kept, at::kLong);
-      st.mask = st.mask.index_select(0, index);
-      // Leading columns that are padding in every row are dropped.
-      const std::int64_t width = st.mask.size(1);
-      const at::Tensor any = st.mask.sum(0) > 0;
-      const std::int64_t first = any.to(at::kLong).argmax().item<std::int64_t>();
-      st.mask = st.mask.narrow(1, first, width - first).contiguous();
-      for (std::size_t l = 0; l < st.cache->n_layers(); ++l) {
-        models::LayerCache& layer = st.cache->layer(l);
-        const at::Tensor i = index.to(layer.key().device());
-        layer.assign(layer.key().index_select(0, i).narrow(2, first, width - first).contiguous(),
-                     layer.value().index_select(0, i).narrow(2, first, width - first).contiguous());
-      }
+      keep_cache_rows(*st.cache, st.mask, rows_kept);
     };
     keep_rows(keep, std::move(kept));
 
@@ -575,19 +580,8 @@ bool Engine::step() {
         }
         if (!joining.empty()) {
           // The survivors' rows, without leading columns that are padding in all of them.
-          const at::Tensor index = at::tensor(survivors, at::kLong);
-          at::Tensor kept_mask = mask.index_select(0, index);
-          const std::int64_t first =
-              (kept_mask.sum(0) > 0).to(at::kLong).argmax().item<std::int64_t>();
-          const std::int64_t width = longest - first;
-          kept_mask = kept_mask.narrow(1, first, width).contiguous();
-          for (std::size_t l = 0; l < cache->n_layers(); ++l) {
-            models::LayerCache& layer = cache->layer(l);
-            const at::Tensor i = index.to(layer.key().device());
-            layer.assign(layer.key().index_select(0, i).narrow(2, first, width).contiguous(),
-                         layer.value().index_select(0, i).narrow(2, first, width).contiguous());
-          }
-          join(std::move(cache), kept_mask, std::move(joining));
+          keep_cache_rows(*cache, mask, survivors);
+          join(std::move(cache), mask, std::move(joining));
         }
       }
     }
