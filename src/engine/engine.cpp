@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "ferry/core/log.h"
+#include "ferry/models/generate.h"
 #include "ferry/models/kv_cache.h"
 
 // Note [Continuous batching]
@@ -533,25 +534,16 @@ bool Engine::step() {
       std::vector<SequencePtr> group = std::move(st.group);
       st.group.clear();
       const auto g = static_cast<std::int64_t>(group.size());
-      std::int64_t longest = 0;
-      for (const auto& q : group)
-        longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(q->prompt.size()));
-      at::Tensor ids = at::zeros({g, longest}, at::kLong);
-      at::Tensor mask = at::zeros({g, longest}, at::kLong);
-      at::Tensor positions = at::zeros({g, longest}, at::kLong);
-      for (std::int64_t r = 0; r < g; ++r) {
-        const auto& p = group[static_cast<std::size_t>(r)]->prompt;
-        const auto n = static_cast<std::int64_t>(p.size());
-        ids[r].narrow(0, longest - n, n).copy_(at::tensor(p, at::kLong));
-        mask[r].narrow(0, longest - n, n).fill_(1);
-        positions[r].narrow(0, longest - n, n).copy_(at::arange(n, at::kLong));
-      }
+      std::vector<std::vector<std::int64_t>> prompts;
+      for (const auto& q : group) prompts.push_back(q->prompt);
+      models::StepInput prefill = models::left_padded_prefill(prompts);
+      at::Tensor& mask = prefill.attention_mask;
+      const std::int64_t longest = mask.size(1);
       auto cache =
           std::make_unique<models::KvCache>(static_cast<std::size_t>(model_.config().n_layers));
       at::Tensor logits;
       try {
-        logits = model_.step({.input_ids = ids, .position_ids = positions, .attention_mask = mask},
-                             *cache);
+        logits = model_.step(prefill, *cache);
       } catch (const std::exception& e) {
         // Only the group's own cache is touched: the batch runs on.
         log_warning("engine: prefilling {} request(s) failed: {}", g, e.what());

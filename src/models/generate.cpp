@@ -47,23 +47,11 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
               "generate: stop strings need a decode function");
   at::NoGradGuard no_grad;
   const auto batch = static_cast<std::int64_t>(prompts.size());
-  std::int64_t longest = 0;
-  for (const auto& p : prompts)
-    longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(p.size()));
-
-  // Left padding: every row's last prompt token sits in the last column.
-  at::Tensor ids = at::full({batch, longest}, options.pad_token_id, at::kLong);
-  at::Tensor mask = at::zeros({batch, longest}, at::kLong);
-  at::Tensor positions = at::zeros({batch, longest}, at::kLong);
-  std::vector<std::vector<std::int64_t>> seen(prompts.size());
-  for (std::int64_t b = 0; b < batch; ++b) {
-    const auto& p = prompts[static_cast<std::size_t>(b)];
-    const auto n = static_cast<std::int64_t>(p.size());
-    ids[b].narrow(0, longest - n, n).copy_(at::tensor(p, at::kLong));
-    mask[b].narrow(0, longest - n, n).fill_(1);
-    positions[b].narrow(0, longest - n, n).copy_(at::arange(n, at::kLong));
-    seen[static_cast<std::size_t>(b)] = p;
-  }
+  StepInput prefill = left_padded_prefill(prompts, options.pad_token_id);
+  at::Tensor ids = prefill.input_ids;
+  at::Tensor mask = prefill.attention_mask;
+  const at::Tensor positions = prefill.position_ids;
+  std::vector<std::vector<std::int64_t>> seen = prompts;
 
   GenerateResult result;
   result.tokens.resize(prompts.size());
@@ -71,7 +59,7 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
   std::vector<bool> done(prompts.size(), options.max_new_tokens <= 0);
   KvCache cache(static_cast<std::size_t>(c.n_layers));
   Sampler sampler(options.sampling);
-  at::Tensor next_positions = positions.narrow(1, longest - 1, 1) + 1;
+  at::Tensor next_positions = positions.narrow(1, positions.size(1) - 1, 1) + 1;
 
   const auto start = Clock::now();
   at::Tensor logits =
@@ -123,6 +111,25 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
   }
   result.decode_seconds = seconds_since(start) - result.first_token_seconds;
   return result;
+}
+
+StepInput left_padded_prefill(const std::vector<std::vector<std::int64_t>>& prompts,
+                              std::int64_t pad_token_id) {
+  const auto batch = static_cast<std::int64_t>(prompts.size());
+  std::int64_t longest = 0;
+  for (const auto& p : prompts)
+    longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(p.size()));
+  StepInput in{.input_ids = at::full({batch, longest}, pad_token_id, at::kLong),
+               .position_ids = at::zeros({batch, longest}, at::kLong),
+               .attention_mask = at::zeros({batch, longest}, at::kLong)};
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const auto& p = prompts[static_cast<std::size_t>(b)];
+    const auto n = static_cast<std::int64_t>(p.size());
+    in.input_ids[b].narrow(0, longest - n, n).copy_(at::tensor(p, at::kLong));
+    in.attention_mask[b].narrow(0, longest - n, n).fill_(1);
+    in.position_ids[b].narrow(0, longest - n, n).copy_(at::arange(n, at::kLong));
+  }
+  return in;
 }
 
 GenerateOptions resolve_generate_options(const GenerationConfig& model,

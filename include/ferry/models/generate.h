@@ -45,6 +45,11 @@ struct GenerateResult {
 GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int64_t>>& prompts,
                         const GenerateOptions& options = {});
 
+// The prefill step of `prompts` as one batch: left padding (pad_token_id, mask 0), so every
+// row's last prompt token sits in the last column; positions count from each row's first token.
+StepInput left_padded_prefill(const std::vector<std::vector<std::int64_t>>& prompts,
+                              std::int64_t pad_token_id = 0);
+
 // Settings a caller chose explicitly; nullopt: not chosen, so the model's generation config
 // (then ferry's default) decides. A CLI sets only the flags that were given.
 struct GenerationChoices {
