@@ -1,0 +1,79 @@
+#pragma once
+// The ranks of a distributed run (issue 16): how a rank learns its place from the launcher's
+// environment (torchrun's variables), the rendezvous over LibTorch's c10d (a TCPStore on rank 0,
+// a Gloo process group), checks that every rank agrees, and the point-to-point messages pipeline
+// stages exchange. Every wait has a timeout; a rank that dies or never arrives is named in the
+// error the others get (Note [Ranks and failures]).
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ferry/core/error.h"
+
+namespace ferry::engine {
+
+// A failure of the distributed run itself: a rank that never arrived or died, a peer that timed
+// out, ranks that disagree (checkpoint, config, plan, ferry version), a port in use, an
+// unreachable master. The message names the rank(s) and the values concerned.
+class DistributedError : public Error {
+ public:
+  using Error::Error;
+};
+
+// What a launcher tells a rank (torchrun's variables).
+struct WorldInfo {
+  std::string master_addr;         // MASTER_ADDR
+  std::uint16_t master_port = 0;   // MASTER_PORT (1..65535)
+  int world_size = 1;              // WORLD_SIZE (≥ 1)
+  int rank = 0;                    // RANK (0..world_size-1)
+  int local_rank = 0;              // LOCAL_RANK (defaults to RANK)
+};
+
+// Reads MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK. nullopt when WORLD_SIZE is
+// unset (not a distributed run). InvalidArgument naming the variable and its value when one is
+// malformed or missing (e.g. WORLD_SIZE set but RANK unset, RANK ≥ WORLD_SIZE, a port of 0).
+std::optional<WorldInfo> world_from_environment();
+
+struct WorldOptions {
+  // Every wait: rendezvous, agree, send, recv, barrier.
+  std::chrono::milliseconds timeout{60'000};
+};
+
+// One rank's membership of the world. Not thread-safe: one thread talks through it at a time.
+class World {
+ public:
+  // Rendezvous: rank 0 binds a c10d::TCPStore on info.master_addr:master_port (a port in use is
+  // a DistributedError naming it); the other ranks connect to it (an unreachable master fails
+  // within the timeout, naming the address). Then a ProcessGroupGloo over the store; ranks that
+  // do not arrive within the timeout are named in the error.
+  static std::unique_ptr<World> join(const WorldInfo& info, const WorldOptions& options = {});
+  virtual ~World() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // Every rank publishes `value` under `what` ("checkpoint fingerprint", "plan", "ferry
+  // version"); returns when all ranks published the same value, else throws DistributedError on
+  // every rank naming `what`, the ranks whose value differs from rank 0's, and both values (long
+  // values shortened).
+  virtual void agree(std::string_view what, const std::string& value) = 0;
+
+  // Point to point. `tensor` is a CPU tensor; send reads it (any layout), recv fills a tensor of
+  // the agreed shape and dtype. A peer that died or does not answer within the timeout: a
+  // DistributedError naming the peer rank.
+  virtual void send(const at::Tensor& tensor, int dst) = 0;
+  virtual void recv(at::Tensor& tensor, int src) = 0;
+  // A message of any length (its length travels first).
+  virtual void send_bytes(std::string_view bytes, int dst) = 0;
+  virtual std::string recv_bytes(int src) = 0;
+
+  virtual void barrier() = 0;
+};
+
+}  // namespace ferry::engine
