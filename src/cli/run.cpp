@@ -12,6 +12,7 @@
 #include <map>
 
 #include "cli/commands.h"
+#include "cli/distributed.h"
 #include "cli/json_output.h"
 #include "cli/load_options.h"
 #include "cli/model_loading.h"
@@ -217,6 +218,10 @@ int run(const RunOptions& o) {
   const auto [threads, blas] = set_up_compute(o.threads);
   const std::uint64_t footprint = runtime_footprint();
 
+  // One rank of several (issue 16): this rank loads only its stage; ranks > 0 serve it.
+  std::optional<Distributed> dist = join_pipeline(folder, load);
+  if (dist && !dist->front()) return serve_rank(*dist, folder, load);
+
   // Statistics go to stdout, or to stderr with --quiet (stdout then holds only the text).
   std::FILE* info = o.quiet ? stderr : stdout;
   if (!o.json) fmt::print(info, "ferry run: loading {} ...\n", o.model);
@@ -225,6 +230,9 @@ int run(const RunOptions& o) {
   models::LoadedModel loaded =
       load_model_with_progress(folder, load, /*progress=*/!o.json && !o.no_progress);
   const double load_seconds = seconds(load_start);
+  std::unique_ptr<engine::Pipeline> pipeline;
+  if (dist) pipeline = std::make_unique<engine::Pipeline>(*dist->world, loaded.model, dist->layout);
+  models::CausalLM& model = pipeline ? static_cast<models::CausalLM&>(*pipeline) : *loaded.model;
 
   const std::map<std::string, std::uint64_t> placed = placed_bytes(loaded);
   if (!o.json) {
@@ -234,6 +242,10 @@ int run(const RunOptions& o) {
                loaded.config.model_type, loaded.config.n_layers, loaded.config.hidden_size,
                torch_name(loaded.compute_dtype), load_seconds);
     print_placement(info, loaded);
+    if (dist) {
+      fmt::print(info, "  pipeline over {} ranks: {}\n", dist->world->size(),
+                 dist->layout.describe());
+    }
     if (prompts.size() == 1) {
       fmt::print(info, "  prompt: {} token(s)\n", prompts.front().size());
     } else {
@@ -275,7 +287,8 @@ int run(const RunOptions& o) {
       std::fflush(stdout);
     };
   }
-  const models::GenerateResult r = models::generate(*loaded.model, prompts, g);
+  const models::GenerateResult r = models::generate(model, prompts, g);
+  if (pipeline) pipeline->finish();
   if (!o.dump_logits.empty()) {
     io::save_safetensors(o.dump_logits, {{"logits", r.prompt_logits},
                                          {"input_ids", at::tensor(prompts.front(), at::kLong)}});
@@ -332,6 +345,16 @@ int run(const RunOptions& o) {
     j["io"] = placement.io;
     j["quantize"] = placement.quantize.empty() ? "none" : placement.quantize;
     if (prefetcher) j["prefetch"] = prefetch_json(*prefetcher);
+    if (dist) {
+      nlohmann::ordered_json p;
+      p["world_size"] = dist->world->size();
+      nlohmann::ordered_json stages = nlohmann::ordered_json::array();
+      for (const models::StageRange& s : dist->layout.stages) stages.push_back({s.begin, s.end});
+      p["stages"] = std::move(stages);
+      p["step_seconds"] = pipeline->step_seconds();
+      p["send_seconds"] = pipeline->communication_seconds();
+      j["pipeline"] = std::move(p);
+    }
     if (r.tokens.size() > 1) j["batch_token_ids"] = r.tokens;
     // Every prompt of the batch (the fields above are the first one's).
     nlohmann::ordered_json outputs = nlohmann::ordered_json::array();

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/distributed.h"
 #include "cli/json_output.h"
 #include "cli/load_options.h"
 #include "cli/model_loading.h"
@@ -118,6 +119,9 @@ int serve_model(const ServeOptions& o) {
   load.config = config;
 
   const ComputeSetup compute = set_up_compute(o.threads);
+  // One rank of several (issue 16): ranks > 0 serve their stage until rank 0 stops.
+  std::optional<Distributed> dist = join_pipeline(folder, load);
+  if (dist && !dist->front()) return serve_rank(*dist, folder, load);
   std::FILE* info = o.json ? stderr : stdout;
   fmt::print(info, "ferry serve: loading {} ...\n", o.model);
   std::fflush(info);
@@ -129,8 +133,16 @@ int serve_model(const ServeOptions& o) {
   print_placement(info, loaded);
   fmt::print(info, "  batch up to {} sequences of {} tokens; {} more may wait\n", o.max_batch,
              context, o.max_queue);
+  // Declared before the engine, so destroyed after it: its destructor ends the other ranks.
+  std::unique_ptr<engine::Pipeline> pipeline;
+  if (dist) {
+    pipeline = std::make_unique<engine::Pipeline>(*dist->world, loaded.model, dist->layout);
+    fmt::print(info, "  pipeline over {} ranks: {}\n", dist->world->size(),
+               dist->layout.describe());
+  }
+  models::CausalLM& model = pipeline ? static_cast<models::CausalLM&>(*pipeline) : *loaded.model;
 
-  engine::Engine engine(*loaded.model,
+  engine::Engine engine(model,
                         {.max_batch = o.max_batch,
                          .max_queue = o.max_queue,
                          .context = context,

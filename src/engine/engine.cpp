@@ -117,12 +117,7 @@ void keep_cache_rows(models::KvCache& cache, at::Tensor& mask,
   const std::int64_t first = (mask.sum(0) > 0).to(at::kLong).argmax().item<std::int64_t>();
   const std::int64_t width = mask.size(1) - first;
   mask = mask.narrow(1, first, width).contiguous();
-  for (std::size_t l = 0; l < cache.n_layers(); ++l) {
-    models::LayerCache& layer = cache.layer(l);
-    const at::Tensor i = index.to(layer.key().device());
-    layer.assign(layer.key().index_select(0, i).narrow(2, first, width).contiguous(),
-                 layer.value().index_select(0, i).narrow(2, first, width).contiguous());
-  }
+  cache.keep(index, first, width);
 }
 
 }  // namespace
@@ -441,14 +436,7 @@ bool Engine::step() {
         st.mask = mask;
       } else {
         st.mask = at::cat({pad_left(st.mask, 1, pad_old), pad_left(mask, 1, pad_new)}, 0);
-        for (std::size_t l = 0; l < st.cache->n_layers(); ++l) {
-          models::LayerCache& batch = st.cache->layer(l);
-          const models::LayerCache& mine = cache->layer(l);
-          const at::Tensor k = mine.key().to(batch.key().device());
-          const at::Tensor v = mine.value().to(batch.value().device());
-          batch.assign(at::cat({pad_left(batch.key(), 2, pad_old), pad_left(k, 2, pad_new)}, 0),
-                       at::cat({pad_left(batch.value(), 2, pad_old), pad_left(v, 2, pad_new)}, 0));
-        }
+        st.cache->append_rows(*cache, pad_old, pad_new);
       }
       for (auto& seq : seqs) st.rows.push_back(std::move(seq));
     };

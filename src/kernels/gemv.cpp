@@ -1,10 +1,9 @@
 #include "gemv.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <vector>
 
+#include "ferry/kernels/parallel.h"
 #include "int8_group.h"
 
 namespace ferry::kernels::detail {
@@ -64,7 +63,7 @@ void gemv(const GemvArgs& input_args, std::int64_t n, Isa isa) {
   const std::int64_t block_bytes = kBlockRows * args.k * bytes_per_element(args.format);
   const std::int64_t grain =
       std::max<std::int64_t>(1, kMinBytesPerTask / std::max<std::int64_t>(block_bytes, 1));
-  at::parallel_for(0, n_blocks, grain, [&](std::int64_t begin, std::int64_t end) {
+  kernels::parallel_for(n_blocks, grain, [&](std::int64_t begin, std::int64_t end) {
     rows_fn(args, begin * kBlockRows, std::min(end * kBlockRows, n));
   });
 }

@@ -1,13 +1,12 @@
 #include "ferry/kernels/quantized.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "ferry/core/error.h"
 #include "ferry/core/shape.h"
 #include "ferry/kernels/isa.h"
+#include "ferry/kernels/parallel.h"
 #include "int8_group.h"
 #include "product.h"
 
@@ -87,7 +86,7 @@ QuantizedWeight quantize(const at::Tensor& w, QuantScheme scheme) {
   const float* src = wf.data_ptr<float>();
   std::int8_t* dst = values.data_ptr<std::int8_t>();
   float* scale = scales.data_ptr<float>();
-  at::parallel_for(0, n, 16, [&](std::int64_t r0, std::int64_t r1) {
+  kernels::parallel_for(n, 16, [&](std::int64_t r0, std::int64_t r1) {
     for (std::int64_t r = r0; r < r1; ++r) {
       for (std::int64_t g = 0; g < groups; ++g) {
         const std::int64_t c0 = g * group;

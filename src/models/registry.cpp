@@ -12,6 +12,7 @@
 #include "ferry/core/shape.h"
 #include "ferry/io/checkpoint.h"
 #include "ferry/models/run_shape.h"
+#include "ferry/nn/containers.h"
 #include "ferry/nn/init.h"
 #include "ferry/nn/linear.h"
 #include "models/architecture.h"
@@ -275,10 +276,66 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config, at::ScalarType
 
 namespace {
 
+// The shared_ptr of the module at dotted `path` under `root`.
+std::shared_ptr<nn::Module> shared_submodule(nn::Module& root, const std::string& path) {
+  nn::Module* at = &root;
+  std::shared_ptr<nn::Module> found;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    const std::size_t dot = std::min(path.find('.', start), path.size());
+    const std::string name = path.substr(start, dot - start);
+    found = nullptr;
+    for (const auto& [child_name, child] : at->children()) {
+      if (child_name == name) found = child;
+    }
+    FERRY_CHECK(found != nullptr, InternalError, "stage part {}: no module {}", path, name);
+    at = found.get();
+    start = dot + 1;
+  }
+  return found;
+}
+
+// A tree that holds the parts of `model` a stage owns under their own paths (Note [Pipeline
+// stages]): what a rank plans, loads and dispatches.
+std::shared_ptr<nn::Module> stage_tree(CausalLM& model, const StageRange& stage) {
+  const CausalLM::StageParts parts = model.stage_parts();
+  const auto n = static_cast<std::int64_t>(parts.layers.size());
+  FERRY_CHECK(0 <= stage.begin && stage.begin <= stage.end && stage.end <= n &&
+                  (stage.ends || stage.begin < stage.end),
+              InvalidArgument, "a stage of layers [{}, {}){} of a model of {} layers", stage.begin,
+              stage.end, stage.ends ? " with the embeddings and head" : "", n);
+  std::vector<std::string> paths;
+  if (stage.ends) paths = parts.first;
+  for (std::int64_t i = stage.begin; i < stage.end; ++i) {
+    paths.push_back(parts.layers[static_cast<std::size_t>(i)]);
+  }
+  if (stage.ends) paths.insert(paths.end(), parts.last.begin(), parts.last.end());
+  auto root = std::make_shared<nn::ModuleDict>();
+  for (const std::string& path : paths) {
+    nn::Module* parent = root.get();
+    std::size_t start = 0;
+    for (std::size_t dot = path.find('.'); dot != std::string::npos;
+         start = dot + 1, dot = path.find('.', start)) {
+      const std::string name = path.substr(start, dot - start);
+      nn::Module* next = parent->child(name);
+      if (next == nullptr) {
+        auto dict = std::make_shared<nn::ModuleDict>();
+        next = dict.get();
+        parent->register_module(name, std::move(dict));
+      }
+      parent = next;
+    }
+    parent->register_module(path.substr(start), shared_submodule(model.module(), path));
+  }
+  return root;
+}
+
 // A model built on meta and checked against its checkpoint, with the load options it is loaded
 // with: what plan_model and load_model share, so that both plan the same model the same way.
 struct Prepared {
   LoadedModel out;
+  // What is planned and loaded: the stage's tree, else the whole model.
+  nn::Module& root() { return out.stage_root ? *out.stage_root : out.model->module(); }
   std::filesystem::path checkpoint;
   std::shared_ptr<const io::TensorSource> source;  // the checkpoint as the model reads it
   dispatch::LoadAndDispatchOptions dispatch;
@@ -327,7 +384,8 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
         scale.slot()->assign(scale.tensor().to(at::kFloat), scale.name);
       }
     }
-    const std::vector<std::string> missing = missing_tensors(out.model->module(), *source);
+    if (options.stage) out.stage_root = stage_tree(*out.model, *options.stage);
+    const std::vector<std::string> missing = missing_tensors(prepared.root(), *source);
     if (!missing.empty()) {
       constexpr std::size_t kShown = 8;
       const std::size_t shown = std::min(missing.size(), kShown);
@@ -373,8 +431,15 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
   }
   RunShape shape = options.shape;
   shape.max_new_tokens = resolve_max_new_tokens(out.generation, shape.max_new_tokens);
-  const plan::RuntimeOptions needs =
+  plan::RuntimeOptions needs =
       runtime_needs(out.config, shape, require_scalar_type(out.compute_dtype));
+  if (options.stage && out.config.n_layers > 0) {
+    // A stage caches only its own layers.
+    const std::int64_t layers = options.stage->end - options.stage->begin;
+    needs.kv_cache_bytes = needs.kv_cache_bytes / static_cast<std::uint64_t>(out.config.n_layers) *
+                           static_cast<std::uint64_t>(layers);
+    needs.kv_cache_layers = static_cast<std::uint64_t>(layers);
+  }
   dispatch.runtime.kv_cache_bytes = needs.kv_cache_bytes;
   dispatch.runtime.kv_cache_layers = needs.kv_cache_layers;
   dispatch.runtime.activation_bytes = needs.activation_bytes;
@@ -389,10 +454,10 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
 PlannedModel plan_model(const std::filesystem::path& folder, const LoadModelOptions& options,
                         plan::Strategy strategy) {
   Prepared p = prepare(folder, options);
-  plan::Resolution resolution =
-      dispatch::resolve_for_dispatch(p.out.model->module(), strategy, p.dispatch);
+  plan::Resolution resolution = dispatch::resolve_for_dispatch(p.root(), strategy, p.dispatch);
   return {.config = std::move(p.out.config),
           .model = std::move(p.out.model),
+          .stage_root = std::move(p.out.stage_root),
           .compute_dtype = p.out.compute_dtype,
           .resolution = std::move(resolution)};
 }
@@ -402,11 +467,10 @@ LoadedModel load_model(const std::filesystem::path& folder, const LoadModelOptio
   if (const auto* strategy = std::get_if<plan::Strategy>(&p.dispatch.device_map)) {
     // Resolved once, here: the budgets are probed at most once, and what `ferry plan` shows
     // (plan_model) is what is loaded.
-    p.out.resolution = dispatch::resolve_for_dispatch(p.out.model->module(), *strategy, p.dispatch);
+    p.out.resolution = dispatch::resolve_for_dispatch(p.root(), *strategy, p.dispatch);
     dispatch::apply_resolution(p.dispatch, *p.out.resolution);
   }
-  p.out.device_map =
-      dispatch::load_checkpoint_and_dispatch(p.out.model->module(), p.source, p.dispatch);
+  p.out.device_map = dispatch::load_checkpoint_and_dispatch(p.root(), p.source, p.dispatch);
   return std::move(p.out);
 }
 

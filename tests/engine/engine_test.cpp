@@ -13,15 +13,13 @@
 #include "ferry/models/make_model.h"
 #include "ferry/models/registry.h"
 #include "ferry/models/tokenizer.h"
+#include "schedules.h"
 #include "scratch_dir.h"
 
 namespace ferry::engine {
-namespace {
 
 using namespace std::chrono_literals;
 
-
-// A tiny llama with 128 positions, made once.
 const std::filesystem::path& tiny_model() {
   static ferry::testing::ScratchDir dir;  // made by the first test that asks, removed at exit
   static const bool made = [] {
@@ -40,15 +38,8 @@ const std::filesystem::path& tiny_model() {
   return dir.path();
 }
 
-struct Finished {
-  std::vector<std::int64_t> tokens;
-  std::string text;
-  std::string reason;
-  Usage usage;
-};
 
-// Takes every event of `h` (the engine runs on its thread or is stepped by `pump`).
-Finished collect(RequestHandle& h, const std::function<void()>& pump = {}) {
+Finished collect(RequestHandle& h, const std::function<void()>& pump) {
   Finished f;
   std::vector<std::int64_t> streamed;
   for (int i = 0; i < 100000; ++i) {
@@ -78,23 +69,6 @@ std::vector<std::int64_t> random_prompt(std::mt19937& rng, std::int64_t vocab, i
   std::vector<std::int64_t> p(static_cast<std::size_t>(length));
   for (auto& t : p) t = id(rng);
   return p;
-}
-
-TEST(Engine, OneRequestEqualsGenerate) {
-  models::LoadedModel m = models::load_model(tiny_model(), {});
-  const std::vector<std::int64_t> prompt{3, 77, 140, 9, 250, 31, 5};
-  const auto alone = models::generate(*m.model, {prompt}, {.max_new_tokens = 12});
-  Engine engine(*m.model, {});
-  RequestHandle h = engine.submit(prompt, {.max_new_tokens = 12});
-  const Finished f = collect(h, [&] { engine.step(); });
-  EXPECT_EQ(f.tokens, alone.tokens[0]);
-  EXPECT_EQ(f.reason, "length");
-  EXPECT_EQ(f.usage.prompt_tokens, 7);
-  EXPECT_EQ(f.usage.completion_tokens, 12);
-  EXPECT_FALSE(engine.step());  // nothing left to do
-  EXPECT_EQ(engine.stats().running, 0);
-  EXPECT_EQ(engine.stats().generated_tokens, 12u);
-  EXPECT_EQ(engine.stats().kv_cache_bytes, 0u);
 }
 
 // The property: whatever the arrival times, lengths, stops, batch size and prefill chunk, greedy
@@ -165,6 +139,26 @@ void expect_schedules_match_alone(models::CausalLM& model, int rounds, std::uint
     }
     EXPECT_EQ(engine.stats().kv_cache_bytes, 0u);
   }
+}
+
+namespace {
+
+
+TEST(Engine, OneRequestEqualsGenerate) {
+  models::LoadedModel m = models::load_model(tiny_model(), {});
+  const std::vector<std::int64_t> prompt{3, 77, 140, 9, 250, 31, 5};
+  const auto alone = models::generate(*m.model, {prompt}, {.max_new_tokens = 12});
+  Engine engine(*m.model, {});
+  RequestHandle h = engine.submit(prompt, {.max_new_tokens = 12});
+  const Finished f = collect(h, [&] { engine.step(); });
+  EXPECT_EQ(f.tokens, alone.tokens[0]);
+  EXPECT_EQ(f.reason, "length");
+  EXPECT_EQ(f.usage.prompt_tokens, 7);
+  EXPECT_EQ(f.usage.completion_tokens, 12);
+  EXPECT_FALSE(engine.step());  // nothing left to do
+  EXPECT_EQ(engine.stats().running, 0);
+  EXPECT_EQ(engine.stats().generated_tokens, 12u);
+  EXPECT_EQ(engine.stats().kv_cache_bytes, 0u);
 }
 
 TEST(EngineProperty, ContinuousBatchingEqualsAlone) {

@@ -72,6 +72,9 @@ class World {
   // A message of any length (its length travels first).
   virtual void send_bytes(std::string_view bytes, int dst) = 0;
   virtual std::string recv_bytes(int src) = 0;
+  // The same with its own timeout: a rank that waits for work for as long as its peer is alive
+  // (a pipeline stage between requests) passes a long one; a peer that dies still ends the wait.
+  virtual std::string recv_bytes(int src, std::chrono::milliseconds timeout) = 0;
 
   virtual void barrier() = 0;
 };

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,25 @@ class CausalLM {
   // Runs one step and appends its keys and values to `cache` (which must have one layer per
   // decoder layer). Returns float32 logits [batch, tokens, vocab] on the CPU.
   virtual at::Tensor step(const StepInput& input, KvCache& cache) = 0;
+
+  // ---- pipeline stages (Note [Pipeline stages] in src/models/blocks/decoder.cpp) -------------
+  // The step in three parts, so that ranks can each hold and run a contiguous range of decoder
+  // layers: step(in, cache) == head(layers(embed(in), in, cache, 0, n_layers)). Each part runs
+  // through its modules' hooks; hidden states come back on the device the part ran on.
+  // Architectures that cannot be split throw Unsupported naming themselves.
+  struct StageParts {
+    std::vector<std::string> first;   // module paths that make the hidden states (embeddings)
+    std::vector<std::string> layers;  // each decoder layer's path, in order
+    std::vector<std::string> last;    // module paths that make logits (final norm, head)
+  };
+  virtual StageParts stage_parts() const;
+  // Hidden states [batch, tokens, hidden] in the compute dtype.
+  virtual at::Tensor embed(const StepInput& input);
+  // Runs decoder layers [begin, end) on `hidden`, appending to their caches.
+  virtual at::Tensor layers(const at::Tensor& hidden, const StepInput& input, KvCache& cache,
+                            std::int64_t begin, std::int64_t end);
+  // Float32 logits [batch, tokens, vocab] on the CPU, as step returns them.
+  virtual at::Tensor head(const at::Tensor& hidden);
 };
 
 }  // namespace ferry::models

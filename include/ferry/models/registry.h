@@ -60,6 +60,16 @@ enum class Quantization {
   kInt8,
 };
 
+// The part of a model one rank of a pipeline holds (Note [Pipeline stages]): decoder layers
+// [begin, end), and with `ends` the embeddings and the head too (rank 0). Only these are planned
+// and loaded; the rest of the model stays on meta, never called.
+struct StageRange {
+  std::int64_t begin = 0;
+  std::int64_t end = 0;
+  bool ends = false;
+  bool operator==(const StageRange&) const = default;
+};
+
 struct LoadModelOptions {
   // Device map, budgets, offload folder. The decoder layer's class is always added to
   // no_split_module_classes; the architecture's ignored keys are added to ignore_unexpected.
@@ -80,6 +90,9 @@ struct LoadModelOptions {
   // config.json as the caller already read it (models::load_config of the same folder), so that
   // it is read once; nullopt: load_model and plan_model read it.
   std::optional<ModelConfig> config;
+  // Plan and load only this part of the model (a pipeline stage); nullopt: all of it. Its KV
+  // cache reserve counts only its own layers.
+  std::optional<StageRange> stage;
 };
 
 struct LoadedModel {
@@ -93,6 +106,9 @@ struct LoadedModel {
   // The budgets, reserves and plan behind the map when a strategy was given (nullopt for a given
   // map or none).
   std::optional<plan::Resolution> resolution;
+  // A stage's module tree (LoadModelOptions::stage): the parts it holds under their own paths,
+  // planned, loaded and dispatched in place of model->module(); null for a whole model.
+  std::shared_ptr<nn::Module> stage_root;
 };
 
 // What load_model would plan for `folder` under `strategy`, without reading any weight: the
@@ -100,6 +116,7 @@ struct LoadedModel {
 struct PlannedModel {
   ModelConfig config;
   std::shared_ptr<CausalLM> model;
+  std::shared_ptr<nn::Module> stage_root;  // as LoadedModel::stage_root
   DType compute_dtype = DType::kF32;  // as LoadedModel::compute_dtype
   plan::Resolution resolution;
 };

@@ -114,7 +114,7 @@ class Block : public nn::Callable<Block> {
 };
 
 // transformers' GPT2Model: token and position embeddings, blocks, final norm.
-class Gpt2Model : public nn::Callable<Gpt2Model> {
+class Gpt2Model : public nn::Callable<Gpt2Model>, public StagedBackbone {
  public:
   Gpt2Model(const ModelConfig& c, const ModelDTypes& dtypes) : Callable("GPT2Model") {
     const at::ScalarType dtype = dtypes.weights;
@@ -133,15 +133,31 @@ class Gpt2Model : public nn::Callable<Gpt2Model> {
   }
   std::shared_ptr<nn::Embedding> wte;
 
+  at::Tensor embed(const at::Tensor& ids, const at::Tensor& positions) override {
+    const at::Tensor token = (*wte)(ids);
+    return token + (*wpe_)(positions).to(token.device());
+  }
+  at::Tensor layers(at::Tensor h, const at::Tensor& positions, const at::Tensor& attention_mask,
+                    KvCache& cache, std::int64_t begin, std::int64_t end) override {
+    if (begin >= end) return h;
+    const at::Tensor mask = causal_mask(attention_mask, positions.size(1));
+    for (std::int64_t i = begin; i < end; ++i) {
+      const auto l = static_cast<std::size_t>(i);
+      h = (*blocks_[l])(h, mask, &cache.layer(l));
+    }
+    return h;
+  }
+  at::Tensor norm(const at::Tensor& h) override { return (*ln_f_)(h); }
+  std::vector<std::string> embedding_names() const override { return {"wte", "wpe"}; }
+  std::string layers_name() const override { return "h"; }
+  std::string norm_name() const override { return "ln_f"; }
+  std::int64_t n_layers() const override { return static_cast<std::int64_t>(blocks_.size()); }
+
  private:
   friend class Callable<Gpt2Model>;
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& positions,
                      const at::Tensor& attention_mask, KvCache* cache) {
-    const at::Tensor token = (*wte)(ids);
-    at::Tensor h = token + (*wpe_)(positions).to(token.device());
-    const at::Tensor mask = causal_mask(attention_mask, ids.size(1));
-    for (std::size_t i = 0; i < blocks_.size(); ++i) h = (*blocks_[i])(h, mask, &cache->layer(i));
-    return (*ln_f_)(h);
+    return norm(layers(embed(ids, positions), positions, attention_mask, *cache, 0, n_layers()));
   }
   std::shared_ptr<nn::Embedding> wpe_;
   std::vector<std::shared_ptr<Block>> blocks_;
@@ -159,6 +175,7 @@ std::shared_ptr<CausalLM> build(const ModelConfig& c, const ModelDTypes& dtypes,
                                                  .naming = naming,
                                                  .backbone = backbone,
                                                  .call_backbone = backbone_call(backbone),
+                                                 .stages = backbone.get(),
                                                  .tied_embedding = backbone->wte->weight_slot()});
 }
 

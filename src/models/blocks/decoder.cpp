@@ -1,5 +1,6 @@
 #include "models/blocks/decoder.h"
 
+#include "ferry/core/error.h"
 #include "ferry/nn/containers.h"
 #include "models/blocks/rotary.h"
 
@@ -47,19 +48,34 @@ DecoderBackbone::DecoderBackbone(BackboneSpec spec)
 
 at::Tensor DecoderBackbone::forward(const at::Tensor& ids, const at::Tensor& positions,
                                     const at::Tensor& attention_mask, KvCache* cache) {
+  return norm_(layers(embed(ids, positions), positions, attention_mask, *cache, 0, n_layers()));
+}
+
+at::Tensor DecoderBackbone::embed(const at::Tensor& ids, const at::Tensor& positions) {
   at::Tensor h = (*embed_tokens_)(ids);
   if (spec_.embedding_scale) {
     // transformers rounds the scale to the hidden states' dtype before multiplying.
     h = h * at::scalar_tensor(*spec_.embedding_scale, h.options());
   }
+  return h;
+}
+
+at::Tensor DecoderBackbone::layers(at::Tensor h, const at::Tensor& positions,
+                                   const at::Tensor& attention_mask, KvCache& cache,
+                                   std::int64_t begin, std::int64_t end) {
+  if (begin >= end) return h;
+  const std::int64_t tokens = positions.size(1);
   auto [cos, sin] = spec_.rotary(positions);
-  LayerContext ctx{.cos = cos, .sin = sin, .mask = causal_mask(attention_mask, ids.size(1))};
+  LayerContext ctx{.cos = cos, .sin = sin, .mask = causal_mask(attention_mask, tokens)};
   // The cache keeps every position (no rolling buffer); the mask alone applies the window.
   ctx.sliding_mask = spec_.sliding_window
-                         ? causal_mask(attention_mask, ids.size(1), spec_.sliding_window)
+                         ? causal_mask(attention_mask, tokens, spec_.sliding_window)
                          : ctx.mask;
-  for (std::size_t i = 0; i < layers_.size(); ++i) h = (*layers_[i])(h, ctx, &cache->layer(i));
-  return norm_(h);
+  for (std::int64_t i = begin; i < end; ++i) {
+    const auto l = static_cast<std::size_t>(i);
+    h = (*layers_[l])(h, ctx, &cache.layer(l));
+  }
+  return h;
 }
 
 CausalLMTail::CausalLMTail(const ModelConfig& config, at::ScalarType dtype, TailSpec spec)
@@ -90,9 +106,59 @@ at::Tensor CausalLMTail::step(const StepInput& in, KvCache& cache) {
 
 at::Tensor CausalLMTail::forward(const at::Tensor& ids, const at::Tensor& positions,
                                  const at::Tensor& attention_mask, KvCache* cache) {
-  const at::Tensor logits = (*lm_head_)(spec_.call_backbone(ids, positions, attention_mask, cache));
+  return logits(spec_.call_backbone(ids, positions, attention_mask, cache));
+}
+
+at::Tensor CausalLMTail::logits(const at::Tensor& hidden) {
+  const at::Tensor logits = (*lm_head_)(hidden);
   if (!spec_.final_softcap) return logits;
   return at::tanh(logits / *spec_.final_softcap) * *spec_.final_softcap;
+}
+
+// Note [Pipeline stages]
+// ~~~~~~~~~~~~~~~~~~~~~~
+// A model spread over ranks (engine::Pipeline) runs its step in three parts: the embeddings,
+// any contiguous range of decoder layers, and the head (final norm, lm_head, soft cap). Each
+// part calls its modules through their own hooks, so a stage's layers can rest on its GPUs, RAM
+// or disk as its plan says; the backbone's and the tail's own hooks are not run, which is why a
+// stage is dispatched with a map that names each part (Stage maps, engine/pipeline.cpp) rather
+// than the backbone or the root. Rank 0 holds the embeddings and the head (tied in many models)
+// and the first layers; the other ranks hold only layers. step() itself is unchanged, and equal
+// to the parts run in order (tested for every architecture).
+CausalLM::StageParts CausalLMTail::stage_parts() const {
+  FERRY_CHECK(spec_.stages != nullptr, Unsupported, "{} cannot run as pipeline stages",
+              spec_.class_name);
+  const std::string base =
+      spec_.naming.base_model_prefixed ? spec_.base_name + "." : std::string();
+  StageParts parts;
+  for (const std::string& name : spec_.stages->embedding_names()) parts.first.push_back(base + name);
+  for (std::int64_t i = 0; i < spec_.stages->n_layers(); ++i) {
+    parts.layers.push_back(fmt::format("{}{}.{}", base, spec_.stages->layers_name(), i));
+  }
+  parts.last = {base + spec_.stages->norm_name(), "lm_head"};
+  return parts;
+}
+
+at::Tensor CausalLMTail::embed(const StepInput& in) {
+  FERRY_CHECK(spec_.stages != nullptr, Unsupported, "{} cannot run as pipeline stages",
+              spec_.class_name);
+  return spec_.stages->embed(in.input_ids, in.position_ids);
+}
+
+at::Tensor CausalLMTail::layers(const at::Tensor& hidden, const StepInput& in, KvCache& cache,
+                                std::int64_t begin, std::int64_t end) {
+  FERRY_CHECK(spec_.stages != nullptr, Unsupported, "{} cannot run as pipeline stages",
+              spec_.class_name);
+  FERRY_CHECK(0 <= begin && begin <= end && end <= spec_.stages->n_layers(), InvalidArgument,
+              "{}: layers [{}, {}) asked of a model of {} layers", spec_.class_name, begin, end,
+              spec_.stages->n_layers());
+  return spec_.stages->layers(hidden, in.position_ids, in.attention_mask, cache, begin, end);
+}
+
+at::Tensor CausalLMTail::head(const at::Tensor& hidden) {
+  FERRY_CHECK(spec_.stages != nullptr, Unsupported, "{} cannot run as pipeline stages",
+              spec_.class_name);
+  return logits(spec_.stages->norm(hidden)).to(at::kCPU).to(at::kFloat);
 }
 
 RotaryFunction standard_rotary(const ModelConfig& config) {
@@ -125,6 +191,7 @@ std::shared_ptr<CausalLM> decoder_causal_lm(const ModelConfig& c, const ModelDTy
                .naming = naming,
                .backbone = backbone,
                .call_backbone = backbone_call(backbone),
+               .stages = backbone.get(),
                .tied_embedding = c.tie_word_embeddings ? backbone->embedding_slot() : nullptr,
                .final_softcap = spec.final_softcap});
 }

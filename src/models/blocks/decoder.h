@@ -54,6 +54,24 @@ class DecoderLayer : public nn::Callable<DecoderLayer> {
   std::optional<Unary> attn_in_, attn_out_, ffn_in_, ffn_out_;
 };
 
+// A backbone (transformers' <Family>Model) in the three parts of a pipeline stage (Note [Pipeline
+// stages]); its forward is norm(layers(embed(...), 0, n)).
+class StagedBackbone {
+ public:
+  virtual ~StagedBackbone() = default;
+  virtual at::Tensor embed(const at::Tensor& ids, const at::Tensor& positions) = 0;
+  // Decoder layers [begin, end) on hidden states `h` of the step's `tokens` new tokens.
+  virtual at::Tensor layers(at::Tensor h, const at::Tensor& positions,
+                            const at::Tensor& attention_mask, KvCache& cache, std::int64_t begin,
+                            std::int64_t end) = 0;
+  virtual at::Tensor norm(const at::Tensor& h) = 0;
+  // Paths relative to the backbone: the embeddings, the layers' container, the final norm.
+  virtual std::vector<std::string> embedding_names() const = 0;
+  virtual std::string layers_name() const = 0;
+  virtual std::string norm_name() const = 0;
+  virtual std::int64_t n_layers() const = 0;
+};
+
 // Rotary cos and sin for a step's position ids [batch, tokens].
 using RotaryFunction = std::function<std::pair<at::Tensor, at::Tensor>(const at::Tensor&)>;
 
@@ -73,10 +91,19 @@ struct BackboneSpec {
 };
 
 // transformers' <Family>Model: embed_tokens, layers.N, norm → hidden states.
-class DecoderBackbone : public nn::Callable<DecoderBackbone> {
+class DecoderBackbone : public nn::Callable<DecoderBackbone>, public StagedBackbone {
  public:
   explicit DecoderBackbone(BackboneSpec spec);
   const nn::SlotPtr& embedding_slot() const { return embed_tokens_->weight_slot(); }
+
+  at::Tensor embed(const at::Tensor& ids, const at::Tensor& positions) override;
+  at::Tensor layers(at::Tensor h, const at::Tensor& positions, const at::Tensor& attention_mask,
+                    KvCache& cache, std::int64_t begin, std::int64_t end) override;
+  at::Tensor norm(const at::Tensor& h) override { return norm_(h); }
+  std::vector<std::string> embedding_names() const override { return {"embed_tokens"}; }
+  std::string layers_name() const override { return "layers"; }
+  std::string norm_name() const override { return "norm"; }
+  std::int64_t n_layers() const override { return static_cast<std::int64_t>(layers_.size()); }
 
  private:
   friend class Callable<DecoderBackbone>;
@@ -110,6 +137,7 @@ struct TailSpec {
   Naming naming;                    // unprefixed: the backbone's children sit on the root
   std::shared_ptr<nn::Module> backbone;
   BackboneCall call_backbone;
+  StagedBackbone* stages = nullptr;  // the backbone in parts (Note [Pipeline stages])
   nn::SlotPtr tied_embedding;           // the head's weight is this slot; null: its own
   std::optional<double> final_softcap;  // logits become cap * tanh(logits / cap) (Gemma 2)
 };
@@ -124,9 +152,15 @@ class CausalLMTail final : public nn::Callable<CausalLMTail>, public CausalLM {
   std::vector<std::string> no_split_classes() const override;
   std::vector<std::string> on_demand_classes() const override { return spec_.on_demand_classes; }
   at::Tensor step(const StepInput& input, KvCache& cache) override;
+  StageParts stage_parts() const override;
+  at::Tensor embed(const StepInput& input) override;
+  at::Tensor layers(const at::Tensor& hidden, const StepInput& input, KvCache& cache,
+                    std::int64_t begin, std::int64_t end) override;
+  at::Tensor head(const at::Tensor& hidden) override;
 
  private:
   friend class Callable<CausalLMTail>;
+  at::Tensor logits(const at::Tensor& hidden);
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& positions,
                      const at::Tensor& attention_mask, KvCache* cache);
 
