@@ -8,6 +8,13 @@
 
 namespace ferry::cli {
 
+void add_pipeline_flags(CLI::App* cmd, int& micro_batches) {
+  cmd->add_option("--micro-batches", micro_batches,
+                  "Under `ferry launch`: parts a step's batch crosses the pipeline stages in "
+                  "(default 1: whole)")
+      ->check(CLI::Range(1, 1024));
+}
+
 std::chrono::milliseconds distributed_timeout() {
   const char* text = std::getenv("FERRY_DIST_TIMEOUT");
   if (text == nullptr || *text == '\0') return std::chrono::seconds(60);
@@ -18,8 +25,7 @@ std::chrono::milliseconds distributed_timeout() {
   } catch (const std::exception&) {
     used = 0;
   }
-  FERRY_CHECK(used == std::string(text).size() && seconds > 0 && seconds <= 86400,
-              InvalidArgument,
+  FERRY_CHECK(used == std::string(text).size() && seconds > 0 && seconds <= 86400, InvalidArgument,
               "FERRY_DIST_TIMEOUT={}: expected a number of seconds above 0 and at most 86400",
               text);
   return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));

@@ -3,6 +3,8 @@
 // one rank of several (issue 16): join the world, agree on the checkpoint and the pipeline
 // layout, and load only this rank's stage.
 
+#include <CLI/CLI.hpp>
+
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -19,6 +21,9 @@ struct Distributed {
   engine::PipelineLayout layout;
   bool front() const { return world->rank() == 0; }
 };
+
+// Adds --micro-batches (pipeline runs only: engine::PipelineOptions::micro_batches).
+void add_pipeline_flags(CLI::App* cmd, int& micro_batches);
 
 // The timeout of every distributed wait: FERRY_DIST_TIMEOUT seconds (set by `ferry launch
 // --timeout`), else 60 s. InvalidArgument naming the variable for a malformed value.

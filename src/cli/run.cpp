@@ -50,6 +50,7 @@ struct RunOptions {
   bool quiet = false;  // stdout: the generated text only
   bool no_progress = false;
   int threads = 0;  // 0 = every CPU this process may use
+  int micro_batches = 1;  // pipeline runs: engine::PipelineOptions::micro_batches
   PlacementFlags placement;
 };
 
@@ -231,7 +232,10 @@ int run(const RunOptions& o) {
       load_model_with_progress(folder, load, /*progress=*/!o.json && !o.no_progress);
   const double load_seconds = seconds(load_start);
   std::unique_ptr<engine::Pipeline> pipeline;
-  if (dist) pipeline = std::make_unique<engine::Pipeline>(*dist->world, loaded.model, dist->layout);
+  if (dist) {
+    pipeline = std::make_unique<engine::Pipeline>(*dist->world, loaded.model, dist->layout,
+                                                  engine::PipelineOptions{o.micro_batches});
+  }
   models::CausalLM& model = pipeline ? static_cast<models::CausalLM&>(*pipeline) : *loaded.model;
 
   const std::map<std::string, std::uint64_t> placed = placed_bytes(loaded);
@@ -443,6 +447,7 @@ void add_run_command(CLI::App& app, Runner& runner) {
   cmd->add_flag("--quiet", o->quiet,
                 "Print only the generated text on stdout; statistics go to stderr");
   add_compute_flags(cmd, o->threads, o->no_progress);
+  add_pipeline_flags(cmd, o->micro_batches);
   cmd->callback([&runner, o, cmd] {
     choose_given(*cmd, o->sampling);
     runner = [o] { return run(*o); };

@@ -42,6 +42,7 @@ struct ServeOptions {
   std::int64_t max_batch = 8;
   std::int64_t max_queue = 64;
   int threads = 0;  // compute threads; 0 = every CPU this process may use
+  int micro_batches = 1;  // pipeline runs: engine::PipelineOptions::micro_batches
   bool no_progress = false;
   bool json = false;  // stdout: one JSON object once listening; the rest goes to stderr
   PlacementFlags placement;
@@ -136,7 +137,8 @@ int serve_model(const ServeOptions& o) {
   // Declared before the engine, so destroyed after it: its destructor ends the other ranks.
   std::unique_ptr<engine::Pipeline> pipeline;
   if (dist) {
-    pipeline = std::make_unique<engine::Pipeline>(*dist->world, loaded.model, dist->layout);
+    pipeline = std::make_unique<engine::Pipeline>(*dist->world, loaded.model, dist->layout,
+                                                  engine::PipelineOptions{o.micro_batches});
     fmt::print(info, "  pipeline over {} ranks: {}\n", dist->world->size(),
                dist->layout.describe());
   }
@@ -200,6 +202,7 @@ void add_serve_command(CLI::App& app, Runner& runner) {
                   "Requests that may wait for a place in the batch; more get 429");
   add_placement_flags(cmd, o->placement);
   add_compute_flags(cmd, o->threads, o->no_progress);
+  add_pipeline_flags(cmd, o->micro_batches);
   cmd->add_flag("--json", o->json,
                 "Print one JSON object (url, port, model, ...) on stdout once listening; the "
                 "rest goes to stderr");

@@ -52,6 +52,101 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// Row bounds of the micro-batches of a batch: [0, ..., batch], at most `wanted` parts, none
+// empty.
+std::vector<std::int64_t> micro_bounds(std::int64_t batch, int wanted) {
+  const std::int64_t parts = std::clamp<std::int64_t>(wanted, 1, std::max<std::int64_t>(batch, 1));
+  std::vector<std::int64_t> bounds;
+  for (std::int64_t m = 0; m <= parts; ++m) bounds.push_back(batch * m / parts);
+  return bounds;
+}
+
+// Rows [begin, end) of a stage's layers of `cache`, as a cache of their own.
+models::KvCache rows_of(const models::KvCache& cache, const models::StageRange& stage,
+                        std::int64_t begin, std::int64_t end) {
+  models::KvCache part(cache.n_layers());
+  for (std::int64_t l = stage.begin; l < stage.end; ++l) {
+    const models::LayerCache& layer = cache.layer(static_cast<std::size_t>(l));
+    if (layer.empty()) continue;
+    part.layer(static_cast<std::size_t>(l))
+        .assign(layer.key().narrow(0, begin, end - begin),
+                layer.value().narrow(0, begin, end - begin));
+  }
+  return part;
+}
+
+models::StepInput rows_of(const models::StepInput& in, std::int64_t begin, std::int64_t end) {
+  return {.input_ids = in.input_ids.narrow(0, begin, end - begin),
+          .position_ids = in.position_ids.narrow(0, begin, end - begin),
+          .attention_mask = in.attention_mask.narrow(0, begin, end - begin)};
+}
+
+// Note [Pipeline micro-batches]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// A step's rows may cross the stages in parts (PipelineOptions::micro_batches): stage k runs
+// part m while stage k+1 runs part m-1, GPipe's schedule, so that with a batch every rank works
+// at once. Each part's hidden states go out with a non-blocking send tagged with its number, and
+// rank 0 posts the receives of every part's answer before it starts, so no rank ever waits on a
+// neighbour that is itself waiting to send. Each part reads a stage's weights once more: with
+// decode bound by memory bandwidth, parts pay when the stages run on different machines (their
+// own bandwidth) and the batch is large enough to be compute-bound; one part (the default) is
+// exactly the unsplit step. The caches of a stage's layers are split by rows for the parts and
+// joined after them.
+//
+// Runs `local`'s layers of `stage` on each micro-batch of `in` (rows `bounds`): the input
+// hidden states are rows of `hidden` on rank 0, else received from the previous rank; the
+// output goes to the next rank (rank 0 for the last stage).
+void run_micro_batches(World& world, models::CausalLM& local, const models::StepInput& in,
+                       const at::Tensor& hidden, models::KvCache& cache,
+                       const models::StageRange& stage, const std::vector<std::int64_t>& bounds,
+                       at::ScalarType dtype, std::int64_t hidden_size, double& comm_seconds) {
+  const int rank = world.rank();
+  const int next = (rank + 1) % world.size();
+  const std::size_t parts = bounds.size() - 1;
+  std::vector<at::Tensor> sent;  // alive until their sends complete
+  sent.reserve(parts);
+  std::vector<std::unique_ptr<World::Pending>> sends;
+  std::vector<models::KvCache> part_caches;
+  for (std::size_t m = 0; m < parts; ++m) {
+    const std::int64_t begin = bounds[m];
+    const std::int64_t end = bounds[m + 1];
+    const int tag = static_cast<int>(m) + 1;
+    at::Tensor h;
+    if (rank == 0) {
+      h = parts == 1 ? hidden : hidden.narrow(0, begin, end - begin);
+    } else {
+      h = at::empty({end - begin, in.position_ids.size(1), hidden_size},
+                    at::TensorOptions().dtype(dtype));
+      const Clock::time_point t = Clock::now();
+      world.irecv(h, rank - 1, tag)->wait();
+      comm_seconds += seconds_since(t);
+    }
+    at::Tensor out;
+    if (parts == 1) {
+      out = local.layers(h, in, cache, stage.begin, stage.end);
+    } else {
+      part_caches.push_back(rows_of(cache, stage, begin, end));
+      out = local.layers(h, rows_of(in, begin, end), part_caches.back(), stage.begin, stage.end);
+    }
+    sent.push_back(out.to(at::kCPU).to(dtype).contiguous());
+    const Clock::time_point t = Clock::now();
+    sends.push_back(world.isend(sent.back(), next, tag));
+    comm_seconds += seconds_since(t);
+  }
+  const Clock::time_point t = Clock::now();
+  for (auto& s : sends) s->wait();
+  comm_seconds += seconds_since(t);
+  if (parts == 1) return;
+  for (std::int64_t l = stage.begin; l < stage.end; ++l) {
+    std::vector<at::Tensor> keys, values;
+    for (models::KvCache& part : part_caches) {
+      keys.push_back(part.layer(static_cast<std::size_t>(l)).key());
+      values.push_back(part.layer(static_cast<std::size_t>(l)).value());
+    }
+    cache.layer(static_cast<std::size_t>(l)).assign(at::cat(keys, 0), at::cat(values, 0));
+  }
+}
+
 void check_cache_in_step(const models::KvCache& cache, const models::StageRange& stage,
                          std::int64_t expected, int rank) {
   for (std::int64_t l = stage.begin; l < stage.end; ++l) {
@@ -132,10 +227,11 @@ class Pipeline::Listener final : public models::CacheListener {
 };
 
 Pipeline::Pipeline(World& world, std::shared_ptr<models::CausalLM> local, PipelineLayout layout,
-                   std::chrono::milliseconds ready_timeout)
+                   PipelineOptions options, std::chrono::milliseconds ready_timeout)
     : world_(world),
       local_(std::move(local)),
       layout_(std::move(layout)),
+      options_(options),
       listener_(std::make_shared<Listener>()) {
   FERRY_CHECK(world_.rank() == 0, InvalidArgument,
               "a Pipeline runs on rank 0; rank {} serves its stage (serve_stage)", world_.rank());
@@ -143,7 +239,17 @@ Pipeline::Pipeline(World& world, std::shared_ptr<models::CausalLM> local, Pipeli
   for (int r = 1; r < world_.size(); ++r) {
     const std::string answer = world_.recv_bytes(r, ready_timeout);
     if (answer == kReady) continue;
-    finished_ = true;  // the other ranks end on their own
+    // The other ranks are (or will be) waiting for steps: tell them to finish.
+    finished_ = true;
+    const std::string finish = json{{"op", "finish"}, {"cache_ops", json::array()}}.dump();
+    for (int other = 1; other < world_.size(); ++other) {
+      if (other == r) continue;
+      try {
+        world_.send_bytes(finish, other);
+      } catch (const std::exception& e) {
+        log_warning("pipeline: could not tell rank {} to finish: {}", other, e.what());
+      }
+    }
     throw DistributedError(fmt::format("rank {} cannot serve its stage (layers {}-{}): {}", r,
                                        layout_.stages[static_cast<std::size_t>(r)].begin,
                                        layout_.stages[static_cast<std::size_t>(r)].end - 1,
@@ -182,42 +288,53 @@ at::Tensor Pipeline::step(const models::StepInput& in, models::KvCache& cache) {
   const std::int64_t tokens = in.input_ids.size(1);
   const std::int64_t width = in.attention_mask.size(1);
   check_cache_in_step(cache, mine, width - tokens, 0);
+  const std::vector<std::int64_t> bounds = micro_bounds(batch, options_.micro_batches);
 
-  at::Tensor hidden = local_->embed(in);
+  const at::Tensor hidden = local_->embed(in);
   const at::ScalarType dtype = hidden.scalar_type();
   const std::int64_t hidden_size = hidden.size(2);
   const int n = world_.size();
-  if (n > 1) {
-    const Clock::time_point t = Clock::now();
-    const std::string control = json{
-        {"op", "step"},
-        {"cache", cache.id()},
-        {"batch", batch},
-        {"tokens", tokens},
-        {"width", width},
-        {"hidden", hidden_size},
-        {"dtype", static_cast<int>(dtype)},
-        {"cache_ops",
-         listener_->take()}}.dump();
-    const at::Tensor positions = in.position_ids.to(at::kCPU).to(at::kLong).contiguous();
-    const at::Tensor mask = in.attention_mask.to(at::kCPU).to(at::kLong).contiguous();
-    for (int r = 1; r < n; ++r) {
-      world_.send_bytes(control, r);
-      world_.send(positions, r);
-      world_.send(mask, r);
-    }
-    comm_seconds_ += seconds_since(t);
+  if (n == 1) {
+    at::Tensor logits = local_->head(local_->layers(hidden, in, cache, mine.begin, mine.end));
+    step_seconds_ += seconds_since(start);
+    return logits;
   }
-  hidden = local_->layers(hidden, in, cache, mine.begin, mine.end);
-  if (n > 1) {
-    Clock::time_point t = Clock::now();
-    world_.send(hidden.to(at::kCPU).to(dtype).contiguous(), 1);
-    comm_seconds_ += seconds_since(t);
-    at::Tensor back = at::empty({batch, tokens, hidden_size}, at::TensorOptions().dtype(dtype));
-    world_.recv(back, n - 1);
-    hidden = back;
+  Clock::time_point t = Clock::now();
+  const std::string control = json{
+      {"op", "step"},
+      {"cache", cache.id()},
+      {"batch", batch},
+      {"tokens", tokens},
+      {"width", width},
+      {"hidden", hidden_size},
+      {"dtype", static_cast<int>(dtype)},
+      {"micro", bounds},
+      {"cache_ops",
+       listener_->take()}}.dump();
+  const at::Tensor positions = in.position_ids.to(at::kCPU).to(at::kLong).contiguous();
+  const at::Tensor mask = in.attention_mask.to(at::kCPU).to(at::kLong).contiguous();
+  for (int r = 1; r < n; ++r) {
+    world_.send_bytes(control, r);
+    world_.send(positions, r);
+    world_.send(mask, r);
   }
-  at::Tensor logits = local_->head(hidden);
+  // The last stage's answers, one buffer per micro-batch, awaited from the start so that the
+  // last rank never waits for rank 0 to finish sending (Note [Pipeline micro-batches]).
+  std::vector<at::Tensor> back;
+  std::vector<std::unique_ptr<World::Pending>> receives;
+  back.reserve(bounds.size());  // irecv keeps a reference to its buffer
+  for (std::size_t m = 0; m + 1 < bounds.size(); ++m) {
+    back.push_back(at::empty({bounds[m + 1] - bounds[m], tokens, hidden_size},
+                             at::TensorOptions().dtype(dtype)));
+    receives.push_back(world_.irecv(back.back(), n - 1, static_cast<int>(m) + 1));
+  }
+  comm_seconds_ += seconds_since(t);
+  run_micro_batches(world_, *local_, in, hidden, cache, mine, bounds, dtype, hidden_size,
+                    comm_seconds_);
+  t = Clock::now();
+  for (auto& r : receives) r->wait();
+  comm_seconds_ += seconds_since(t);
+  at::Tensor logits = local_->head(back.size() == 1 ? back.front() : at::cat(back, 0));
   step_seconds_ += seconds_since(start);
   return logits;
 }
@@ -269,19 +386,19 @@ void serve_stage(World& world, models::CausalLM& local, const PipelineLayout& la
     const auto width = control.at("width").get<std::int64_t>();
     const auto hidden_size = control.at("hidden").get<std::int64_t>();
     const auto dtype = static_cast<at::ScalarType>(control.at("dtype").get<int>());
+    const auto bounds = control.at("micro").get<std::vector<std::int64_t>>();
     at::Tensor positions = at::empty({batch, tokens}, at::kLong);
     at::Tensor mask = at::empty({batch, width}, at::kLong);
     world.recv(positions, 0);
     world.recv(mask, 0);
-    at::Tensor hidden = at::empty({batch, tokens, hidden_size}, at::TensorOptions().dtype(dtype));
-    world.recv(hidden, rank - 1);
     models::KvCache& cache = cache_of(control.at("cache").get<std::uint64_t>());
     check_cache_in_step(cache, mine, width - tokens, rank);
     const models::StepInput in{.input_ids = at::zeros({batch, tokens}, at::kLong),
                                .position_ids = positions,
                                .attention_mask = mask};
-    const at::Tensor out = local.layers(hidden, in, cache, mine.begin, mine.end);
-    world.send(out.to(at::kCPU).to(dtype).contiguous(), (rank + 1) % n);
+    double unused = 0;
+    run_micro_batches(world, local, in, at::Tensor(), cache, mine, bounds, dtype, hidden_size,
+                      unused);
   }
 }
 
@@ -353,8 +470,7 @@ std::string checkpoint_fingerprint(const std::filesystem::path& folder) {
                          '\0');
       in.seekg(static_cast<std::streamoff>(extent->offset));
       in.read(sample.data(), static_cast<std::streamsize>(sample.size()));
-      FERRY_CHECK(in.good(), IoError, "cannot read tensor {} from {}", name,
-                  extent->file.string());
+      FERRY_CHECK(in.good(), IoError, "cannot read tensor {} from {}", name, extent->file.string());
       h = fnv1a(h, sample);
     }
   }
@@ -413,8 +529,8 @@ PipelineLayout agree_on_pipeline(World& world, const std::filesystem::path& fold
                                .ends = s.at(2).get<bool>()});
     }
   } catch (const json::exception& e) {
-    throw DistributedError(fmt::format("rank {}: malformed pipeline layout from rank 0: {}",
-                                       world.rank(), e.what()));
+    throw DistributedError(
+        fmt::format("rank {}: malformed pipeline layout from rank 0: {}", world.rank(), e.what()));
   }
   return layout;
 }

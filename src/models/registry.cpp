@@ -417,7 +417,10 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
     }
     if (dispatch.prefetch) dispatch.prefetch->on_demand_classes.push_back(on_demand);
   }
-  if (!architecture->layout.ignored_keys.empty()) {
+  if (options.stage) {
+    // The other stages' tensors are the other ranks' (Note [Pipeline stages]).
+    dispatch.ignore_unexpected = [](const std::string&) { return true; };
+  } else if (!architecture->layout.ignored_keys.empty()) {
     std::vector<std::regex> ignored;
     for (const std::string& pattern : architecture->layout.ignored_keys)
       ignored.emplace_back(pattern);

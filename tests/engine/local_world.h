@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -93,7 +94,40 @@ class LocalWorld final : public World {
   }
   void barrier() override {}
 
+  // Tags ride in the mailbox key: (src, dst) per tag.
+  class LocalPending final : public Pending {
+   public:
+    explicit LocalPending(std::function<void()> finish) : finish_(std::move(finish)) {}
+    void wait() override {
+      if (finish_) std::exchange(finish_, nullptr)();
+    }
+
+   private:
+    std::function<void()> finish_;
+  };
+  std::unique_ptr<Pending> isend(const at::Tensor& tensor, int dst, int tag) override {
+    hub_->count(static_cast<std::size_t>(tensor.nbytes()));
+    hub_->post(tagged(rank_, tag), tagged(dst, tag), tensor.to(at::kCPU).clone());
+    return std::make_unique<LocalPending>(nullptr);
+  }
+  std::unique_ptr<Pending> irecv(at::Tensor& tensor, int src, int tag) override {
+    // The handle shares the caller's storage: filling it fills theirs.
+    return std::make_unique<LocalPending>([this, tensor, src, tag]() mutable {
+      auto m = hub_->take(tagged(src, tag), tagged(rank_, tag));
+      const at::Tensor* t = std::get_if<at::Tensor>(&m);
+      if (t == nullptr || t->sizes() != tensor.sizes() ||
+          t->scalar_type() != tensor.scalar_type()) {
+        throw DistributedError(
+            fmt::format("rank {}: tagged tensor from rank {} has the wrong kind", rank_, src));
+      }
+      tensor.copy_(*t);
+    });
+  }
+
  private:
+  // Mailbox keys for tagged messages: apart from untagged ones (ranks are < 1000).
+  static int tagged(int rank, int tag) { return 1000 * (tag + 1) + rank; }
+
   std::shared_ptr<LocalHub> hub_;
   int rank_;
 };

@@ -54,7 +54,8 @@ using OptionsOf = std::function<models::LoadModelOptions(int rank)>;
 // Loads each rank's stage on its own thread, runs `body` with rank 0's Pipeline, and has the
 // other ranks serve their stages until it finishes. Rethrows the first error of any rank.
 void with_pipeline(const std::filesystem::path& dir, const PipelineLayout& layout,
-                   const OptionsOf& options_of, const std::function<void(Pipeline&)>& body) {
+                   const OptionsOf& options_of, const std::function<void(Pipeline&)>& body,
+                   PipelineOptions pipeline_options = {}) {
   const int n = static_cast<int>(layout.stages.size());
   auto hub = std::make_shared<testing::LocalHub>(n);
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(n));
@@ -84,7 +85,7 @@ void with_pipeline(const std::filesystem::path& dir, const PipelineLayout& layou
   try {
     testing::LocalWorld world(hub, 0);
     models::LoadedModel m = load(0);
-    Pipeline pipeline(world, m.model, layout);
+    Pipeline pipeline(world, m.model, layout, pipeline_options);
     body(pipeline);
   } catch (...) {
     errors[0] = std::current_exception();
@@ -161,12 +162,17 @@ TEST(Pipeline, GenerateEqualsTheWholeModel) {
     const auto expected = models::generate(*whole.model, prompts, {.max_new_tokens = 9});
     for (const auto& bounds : std::vector<std::vector<std::int64_t>>{
              {0, 2, 4}, {0, 1, 4}, {0, 3, 4}, {0, 1, 2, 4}, {0, 1, 2, 3, 4}}) {
-      SCOPED_TRACE(arch + " " + layout_of(bounds).describe());
-      with_pipeline(dir, layout_of(bounds), {}, [&](Pipeline& p) {
-        const auto got = models::generate(p, prompts, {.max_new_tokens = 9});
-        EXPECT_EQ(got.tokens, expected.tokens);
-        EXPECT_GT(p.step_seconds(), 0.0);
-      });
+      for (int micro : {1, 2, 3}) {
+        SCOPED_TRACE(arch + " " + layout_of(bounds).describe() + ", micro-batches " +
+                     std::to_string(micro));
+        with_pipeline(dir, layout_of(bounds), {},
+                      [&](Pipeline& p) {
+                        const auto got = models::generate(p, prompts, {.max_new_tokens = 9});
+                        EXPECT_EQ(got.tokens, expected.tokens);
+                        EXPECT_GT(p.step_seconds(), 0.0);
+                      },
+                      {.micro_batches = micro});
+      }
     }
   }
 }
@@ -177,6 +183,8 @@ TEST(PipelineProperty, ContinuousBatchingEqualsAloneOverTwoAndThreeRanks) {
                 [](Pipeline& p) { expect_schedules_match_alone(p, 4, 21); });
   with_pipeline(dir, layout_of({0, 1, 3, 4}), {},
                 [](Pipeline& p) { expect_schedules_match_alone(p, 3, 22); });
+  with_pipeline(dir, layout_of({0, 1, 3, 4}), {},
+                [](Pipeline& p) { expect_schedules_match_alone(p, 3, 24); }, {.micro_batches = 2});
 }
 
 TEST(PipelineProperty, StagesThatOffloadToDiskAndHoldLayersOnASimulatedGpu) {
@@ -238,9 +246,8 @@ TEST(Pipeline, ARankThatCannotLoadItsStageIsNamed) {
     return o;
   };
   try {
-    with_pipeline(dir, layout_of({0, 1, 2, 4}), options_of, [](Pipeline&) {
-      ADD_FAILURE() << "rank 0 should not get a pipeline";
-    });
+    with_pipeline(dir, layout_of({0, 1, 2, 4}), options_of,
+                  [](Pipeline&) { ADD_FAILURE() << "rank 0 should not get a pipeline"; });
     ADD_FAILURE() << "expected an error";
   } catch (const DistributedError& e) {
     EXPECT_NE(std::string(e.what()).find("rank 2 cannot serve its stage (layers 2-3)"),

@@ -39,6 +39,13 @@ struct PipelineLayout {
 // rank of `world_size`, rank 0 with the ends.
 void check_layout(const PipelineLayout& layout, std::int64_t n_layers, int world_size);
 
+struct PipelineOptions {
+  // Parts a step's rows cross the stages in (Note [Pipeline micro-batches]): 1 runs the batch
+  // whole; more let stages work at once on parts of a batch, at the cost of reading each stage's
+  // weights once per part.
+  int micro_batches = 1;
+};
+
 // Rank 0's model: its own stage (loaded with LoadModelOptions::stage = layout.stages[0]) and
 // the other ranks, reached through `world`. Not thread-safe (one step at a time, as any model).
 class Pipeline final : public models::CausalLM {
@@ -47,6 +54,7 @@ class Pipeline final : public models::CausalLM {
   // loaded its stage and called serve_stage; a rank that reported a failure to load
   // (report_stage_failure) is a DistributedError naming it and its message.
   Pipeline(World& world, std::shared_ptr<models::CausalLM> local, PipelineLayout layout,
+           PipelineOptions options = {},
            std::chrono::milliseconds ready_timeout = std::chrono::hours(1));
   // Ends the pipeline (finish()) if not done yet; errors are logged, not thrown.
   ~Pipeline() override;
@@ -72,6 +80,7 @@ class Pipeline final : public models::CausalLM {
   World& world_;
   std::shared_ptr<models::CausalLM> local_;
   PipelineLayout layout_;
+  PipelineOptions options_;
   std::shared_ptr<Listener> listener_;
   bool finished_ = false;
   double comm_seconds_ = 0;

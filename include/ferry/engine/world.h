@@ -28,11 +28,11 @@ class DistributedError : public Error {
 
 // What a launcher tells a rank (torchrun's variables).
 struct WorldInfo {
-  std::string master_addr;         // MASTER_ADDR
-  std::uint16_t master_port = 0;   // MASTER_PORT (1..65535)
-  int world_size = 1;              // WORLD_SIZE (≥ 1)
-  int rank = 0;                    // RANK (0..world_size-1)
-  int local_rank = 0;              // LOCAL_RANK (defaults to RANK)
+  std::string master_addr;        // MASTER_ADDR
+  std::uint16_t master_port = 0;  // MASTER_PORT (1..65535)
+  int world_size = 1;             // WORLD_SIZE (≥ 1)
+  int rank = 0;                   // RANK (0..world_size-1)
+  int local_rank = 0;             // LOCAL_RANK (defaults to RANK)
 };
 
 // Reads MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK. nullopt when WORLD_SIZE is
@@ -77,6 +77,18 @@ class World {
   virtual std::string recv_bytes(int src, std::chrono::milliseconds timeout) = 0;
 
   virtual void barrier() = 0;
+
+  // Asynchronous point to point, for schedules that overlap (pipeline micro-batches): the
+  // transfer may still be in flight until wait(), which has the World's timeout and throws what
+  // send/recv throw. `tensor` must stay alive and untouched until then. Messages of one tag
+  // between two ranks arrive in order; a distinct tag per micro-batch keeps them apart.
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+  };
+  virtual std::unique_ptr<Pending> isend(const at::Tensor& tensor, int dst, int tag) = 0;
+  virtual std::unique_ptr<Pending> irecv(at::Tensor& tensor, int src, int tag) = 0;
 };
 
 }  // namespace ferry::engine
