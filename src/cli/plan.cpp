@@ -187,8 +187,11 @@ void print_plan_text(const PlanCommandOptions& o, const PlanView& v, double elap
   std::size_t width = 0;
   for (const auto& [name, placement] : rows) width = std::max(width, name.size());
   for (const auto& [name, placement] : rows) {
-    fmt::print("  {:<{}} → {}\n", name.empty() ? "(whole model)" : name, width,
-               placement.to_string());
+    fmt::print("  {:<{}} → {}\n",
+               !name.empty()    ? name
+               : v.part.empty() ? "(whole model)"
+                                : "(all of it)",
+               width, placement.to_string());
   }
   fmt::print("\nDevices{}:\n  {:<6} {:<12} {:>12}\n", r.probed ? " (budgets probed)" : "", "device",
              "", "bytes");

@@ -113,7 +113,8 @@ int plan_stages(const PlanCommandOptions& o) {
         std::make_shared<const plan::ModuleTree>(plan::ModuleTree::from_tensors(part)), part.size(),
         basis, flags, plan::stage_runtime(runtime, rank.layers.end - rank.layers.begin, n_layers));
     rank.planned.view.part =
-        fmt::format("rank {} ({})", rank.rank, layers_text(rank.layers, rank.rank));
+        fmt::format("rank {} (layers {}-{}{})", rank.rank, rank.layers.begin, rank.layers.end - 1,
+                    rank.rank == 0 ? ", embeddings, head" : "");
   }
   const double elapsed_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -140,11 +141,9 @@ int plan_stages(const PlanCommandOptions& o) {
       one["modules"] = held_modules(*rank.planned.tree, sizes);
       one["max_memory"] = rank.max_memory;
       one["capacity_bytes"] = rank.capacity_bytes;
-      for (auto& [key, value] :
-           plan_json(o, rank.planned.view, rank.planned.elapsed_ms, rank.planned.estimates)
-               .items()) {
-        one[key] = value;
-      }
+      const nlohmann::ordered_json plan =
+          plan_json(o, rank.planned.view, rank.planned.elapsed_ms, rank.planned.estimates);
+      for (const auto& [key, value] : plan.items()) one[key] = value;
       out_ranks.push_back(std::move(one));
     }
     j["ranks"] = out_ranks;

@@ -1,7 +1,11 @@
 #include "ferry/plan/rank_budgets.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -31,12 +35,52 @@ TEST(BudgetTextForRank, TheIssueExample) {
 
 TEST(BudgetTextForRank, PlainEntriesReachEveryRankUnchanged) {
   for (const std::string text :
-       {"cpu=4GiB", "0=20GiB,1=10GiB,cpu=64GiB,disk=1TB", "", " cpu = 1 "}) {
+       {"cpu=4GiB", "0=20GiB,1=10GiB,cpu=64GiB,disk=100GB", "", " cpu = 1 "}) {
     for (int rank : {0, 1, 5, 63}) {
       const std::string got = budget_text_for_rank(text, rank);
       EXPECT_EQ(MemoryBudget::parse(got, /*gpu_count=*/8),
                 MemoryBudget::parse(text, /*gpu_count=*/8))
           << text << " for rank " << rank << " gave " << got;
+    }
+  }
+}
+
+// Random texts of plain and rank entries over 4 ranks, against the rule spelled out: a rank's
+// budget of a device is its own entry if it has one, else the plain one, else none.
+TEST(BudgetTextForRank, PropertyEachRankGetsItsOwnEntryElseThePlainOne) {
+  const std::vector<std::string> devices{"0", "1", "cpu", "disk"};
+  std::mt19937 rng(16);
+  for (int trial = 0; trial < 300; ++trial) {
+    constexpr int kRanks = 4;
+    std::map<std::string, std::uint64_t> plain;
+    std::vector<std::map<std::string, std::uint64_t>> own(kRanks);
+    std::vector<std::string> entries;
+    for (const std::string& d : devices) {
+      if (rng() % 2 != 0U) {
+        plain[d] = 1000 + rng() % 1000;
+        entries.push_back(fmt::format("{}={}", d, plain[d]));
+      }
+      for (int r = 0; r < kRanks; ++r) {
+        if (rng() % 3 == 0U) {
+          own[static_cast<std::size_t>(r)][d] = 5000 + rng() % 1000;
+          entries.push_back(fmt::format("rank{}:{}={}", r, d, own[static_cast<std::size_t>(r)][d]));
+        }
+      }
+    }
+    std::shuffle(entries.begin(), entries.end(), rng);
+    const std::string text = fmt::format("{}", fmt::join(entries, ","));
+    check_rank_budgets(text, kRanks);
+    for (int r = 0; r < kRanks; ++r) {
+      MemoryBudget expected;
+      for (const std::string& d : devices) {
+        const auto& mine = own[static_cast<std::size_t>(r)];
+        const auto o = mine.find(d);
+        const auto p = plain.find(d);
+        if (o == mine.end() && p == plain.end()) continue;
+        expected.set(Placement::parse(d), Bytes(o != mine.end() ? o->second : p->second));
+      }
+      EXPECT_EQ(MemoryBudget::parse(budget_text_for_rank(text, r), /*gpu_count=*/2), expected)
+          << text << " for rank " << r << " gave " << budget_text_for_rank(text, r);
     }
   }
 }
