@@ -178,10 +178,15 @@ void check_placement_flags(const PlacementFlags& f) {
   FERRY_CHECK(f.batch >= 1, InvalidArgument, "--batch: expected 1 or more, got {}", f.batch);
   FERRY_CHECK(f.rest_max_rows >= 0, InvalidArgument, "--rest-max-rows: expected 0 or more, got {}",
               f.rest_max_rows);
+  FERRY_CHECK(!f.world_size || *f.world_size >= 1, InvalidArgument,
+              "world size: expected 1 or more ranks, got {}", f.world_size.value_or(0));
+  if (f.rank) {
+    FERRY_CHECK(*f.rank >= 0 && (!f.world_size || *f.rank < *f.world_size), InvalidArgument,
+                "rank {}: expected 0 or more{}", *f.rank,
+                f.world_size ? fmt::format(", below the world size {}", *f.world_size) : "");
+  }
   if (!f.max_memory.empty()) {
     check_budget_sizes("--max-memory", f.max_memory);
-    FERRY_CHECK(!f.world_size || *f.world_size >= 1, InvalidArgument,
-                "world size: expected 1 or more ranks, got {}", *f.world_size);
     plan::check_rank_budgets(f.max_memory, f.world_size);
     if (f.world_size && *f.world_size > 1) {
       // Each rank's budgets, read as that rank reads them (GPU indices are warned about when

@@ -62,6 +62,28 @@ std::vector<std::string> held_modules(const plan::ModuleTree& tree, const plan::
   return out;
 }
 
+// `f()`, its InvalidArgument or Unsupported rethrown naming the checkpoint and the world size.
+template <typename F>
+auto with_context(const PlanCommandOptions& o, F&& f) {
+  const auto context = [&o](const Error& e) {
+    return std::make_pair(
+        fmt::format("ferry plan --world-size {} {}: {}", *o.world_size, o.checkpoint, e.what()),
+        ErrorFields{.path = e.path(),
+                    .file = o.checkpoint,
+                    .expected = e.fields().expected,
+                    .actual = e.fields().actual});
+  };
+  try {
+    return f();
+  } catch (const Unsupported& e) {
+    auto [what, fields] = context(e);
+    throw Unsupported(what, std::move(fields));
+  } catch (const InvalidArgument& e) {
+    auto [what, fields] = context(e);
+    throw InvalidArgument(what, std::move(fields));
+  }
+}
+
 std::string layers_text(const plan::StageSplit::Range& range, int rank) {
   return fmt::format("layers {}-{}{}", range.begin, range.end - 1,
                      rank == 0 ? " (+ embeddings, head)" : "");
@@ -76,7 +98,7 @@ int plan_stages(const PlanCommandOptions& o) {
                o.world_size.value_or(0));
   const int world_size = *o.world_size;
   const std::vector<TensorInfo> infos = read_tensor_infos(o.checkpoint);
-  const plan::StageSizes sizes = plan::stage_sizes(infos);
+  const plan::StageSizes sizes = with_context(o, [&] { return plan::stage_sizes(infos); });
   const plan::ModuleTree whole = plan::ModuleTree::from_tensors(infos);
   const HeaderPlanBasis basis = header_plan_basis(whole, infos, o.placement);
 
@@ -100,7 +122,8 @@ int plan_stages(const PlanCommandOptions& o) {
     capacities.push_back(rank.capacity_bytes);
   }
   // The split a distributed run makes (engine::agree_on_pipeline): the same sizes, the same call.
-  const plan::StageSplit split = plan::split_stages(sizes.layers, sizes.ends, capacities);
+  const plan::StageSplit split =
+      with_context(o, [&] { return plan::split_stages(sizes.layers, sizes.ends, capacities); });
 
   const plan::RuntimeOptions runtime = runtime_options(o.placement);
   const auto n_layers = static_cast<std::int64_t>(sizes.layers.size());
