@@ -324,8 +324,8 @@ void add_plan_command(CLI::App& app, Runner& runner) {
   cmd->add_option("--batch", options->placement.batch, "Sequences at once (KV cache reserved)");
   cmd->add_option_function<int>(
       "--world-size", [options](const int& n) { options->world_size = n; },
-      "Plan a pipeline over N ranks (issue 16), as a distributed run splits it: each rank's "
-      "layers from the tensor headers in proportion to its budgets (--max-memory entries "
+      "Plan a pipeline over N ranks as a distributed run splits it: each rank's layers from "
+      "the tensor headers in proportion to its budgets (--max-memory entries "
       "rankK:DEVICE=SIZE for rank K alone), then each rank's own plan");
   cmd->add_flag("--headers-only", options->headers_only,
                 "Plan from the tensor headers even when the folder has a config.json");
