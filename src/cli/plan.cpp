@@ -99,6 +99,8 @@ std::vector<TensorInfo> read_tensor_infos(const std::string& checkpoint) {
   return infos;
 }
 
+namespace {
+
 // Headers only (no model to build): the dtype floating weights are narrowed to at load, when the
 // compute dtype is narrower than some of them (Note [Compute dtype]; planning's min rule then
 // counts each in its held dtype), else nullopt: every weight is counted as stored.
@@ -112,6 +114,8 @@ std::optional<DType> narrowed_dtype(const std::vector<TensorInfo>& infos,
   }
   return std::nullopt;
 }
+
+}  // namespace
 
 nlohmann::ordered_json plan_json(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms,
                                  const std::vector<plan::SizeEstimate>& estimates) {
