@@ -17,6 +17,7 @@
 #include "ferry/core/memory.h"
 #include "ferry/plan/device_map.h"
 #include "ferry/plan/memory_budget.h"
+#include "ferry/plan/rank_budgets.h"
 #include "ferry/plan/strategy.h"
 #include "io/json_file.h"
 
@@ -57,9 +58,29 @@ bool is_strategy(std::string_view text) {
 
 std::string device_key(Placement p) { return p.to_string(); }
 
+std::string max_memory_text(const PlacementFlags& flags) {
+  if (flags.rank) return plan::budget_text_for_rank(flags.max_memory, *flags.rank);
+  FERRY_ASSERT(!flags.world_size, "max_memory_text: a world of {} rank(s) but no rank",
+               *flags.world_size);
+  for (const plan::BudgetEntry& e : plan::parse_budget_entries(flags.max_memory)) {
+    if (plan::is_rank_key(e.device)) {
+      throw InvalidArgument(
+          fmt::format("--max-memory entry '{}={}': rank keys need a distributed run: ferry "
+                      "launch or --world-size",
+                      e.device, e.size),
+          ErrorFields{.path = e.device,
+                      .expected = "a distributed run (ferry launch, or plan --world-size N)",
+                      .actual = "a single process"});
+    }
+  }
+  return flags.max_memory;
+}
+
 std::optional<plan::MemoryBudget> max_memory_of(const PlacementFlags& flags) {
   if (flags.max_memory.empty()) return std::nullopt;
-  return plan::get_max_memory(plan::parse_budget_entries(flags.max_memory));
+  const std::string text = max_memory_text(flags);
+  if (text.empty()) return std::nullopt;
+  return plan::get_max_memory(plan::parse_budget_entries(text));
 }
 
 plan::MemoryBudget reserve_budget(const std::string& text,
@@ -83,7 +104,9 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
                   "auto|balanced|balanced_low_0|sequential, a device for the whole model (cpu, "
                   "0, cuda:1), or FILE.json (a map, or the output of `ferry plan --json`)");
   cmd->add_option("--max-memory", f.max_memory,
-                  "Budgets per device, e.g. 0=20GiB,cpu=64GiB (default: probed)");
+                  "Budgets per device, e.g. 0=20GiB,cpu=64GiB (default: probed); in a "
+                  "distributed run for every rank, and rankN:DEVICE=SIZE for rank N alone "
+                  "(cpu=4GiB,rank1:cpu=8GiB)");
   cmd->add_option("--reserve", f.reserve,
                   "Memory kept free on top of ferry's own reserves: a size for every device, or "
                   "0=2GiB,cpu=4GiB");
@@ -155,9 +178,29 @@ void check_placement_flags(const PlacementFlags& f) {
   FERRY_CHECK(f.batch >= 1, InvalidArgument, "--batch: expected 1 or more, got {}", f.batch);
   FERRY_CHECK(f.rest_max_rows >= 0, InvalidArgument, "--rest-max-rows: expected 0 or more, got {}",
               f.rest_max_rows);
+  FERRY_CHECK(!f.world_size || *f.world_size >= 1, InvalidArgument,
+              "world size: expected 1 or more ranks, got {}", f.world_size.value_or(0));
+  if (f.rank) {
+    FERRY_CHECK(*f.rank >= 0 && (!f.world_size || *f.rank < *f.world_size), InvalidArgument,
+                "rank {}: expected 0 or more{}", *f.rank,
+                f.world_size ? fmt::format(", below the world size {}", *f.world_size) : "");
+  }
   if (!f.max_memory.empty()) {
     check_budget_sizes("--max-memory", f.max_memory);
-    (void)plan::get_max_memory(plan::parse_budget_entries(f.max_memory));
+    plan::check_rank_budgets(f.max_memory, f.world_size);
+    if (f.world_size && *f.world_size > 1) {
+      // Each rank's budgets, read as that rank reads them (GPU indices are warned about when
+      // the rank plans, not once per rank here).
+      for (int r = 0; r < *f.world_size; ++r) {
+        (void)plan::get_max_memory(
+            plan::parse_budget_entries(plan::budget_text_for_rank(f.max_memory, r)),
+            /*gpu_count=*/1 << 30);
+      }
+    } else {
+      PlacementFlags one = f;
+      if (one.world_size) one.rank = one.rank.value_or(0);
+      (void)plan::get_max_memory(plan::parse_budget_entries(max_memory_text(one)));
+    }
   }
   if (!f.prefetch_bytes.empty()) {
     (void)parse_size_flag("--prefetch-bytes", f.prefetch_bytes, /*warn=*/true);

@@ -44,6 +44,19 @@ struct PlacementFlags {
   bool max_new_tokens_given = false;  // -n given: else generation_config.json's, else the default
   std::int64_t context = 0;           // 0: prompt allowance + max_new_tokens
   std::int64_t batch = 1;             // `run`: the number of prompts
+
+  // Set by the caller, never by a flag: which rank of a distributed run (issue 16) these flags
+  // plan or load for, and the world's size. --max-memory reaches every rank alike; its entries
+  // keyed `rankN:DEVICE` apply to rank N only (Note [Rank budgets] in plan/rank_budgets.cpp), so
+  // a rank reads max_memory_text: the plain entries with its own in their place.
+  //   - `ferry run`/`serve` started by a launcher (WORLD_SIZE set) set both from
+  //     engine::world_from_environment() — `rank = info->rank; world_size = info->world_size;` —
+  //     before check_placement_flags and load_options;
+  //   - `ferry plan --world-size N` sets world_size = N, then rank = 0..N-1 for each rank's plan.
+  // Both nullopt (a single process): a `rankN:` key is an InvalidArgument ("rank keys need a
+  // distributed run: ferry launch or --world-size").
+  std::optional<int> rank;
+  std::optional<int> world_size;  // rank keys must name a rank below it; every rank is checked
 };
 
 // The values --quantize accepts, for its help and its error.
@@ -54,15 +67,22 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& flags);
 
 // Checks every flag's value (sizes, budgets, dtype, quantize, shape, the device map's file, the
 // offload folder) before anything is loaded, and warns once about sizes in bits ("600mb"). Throws
-// InvalidArgument or IoError naming the flag.
+// InvalidArgument or IoError naming the flag. Budgets are checked for flags.rank, or for every
+// rank when flags.world_size is known (set both first).
 void check_placement_flags(const PlacementFlags& flags);
 
 // What --device-map means: a strategy to plan with, or a map (the whole model on one device, or
 // read from a JSON file, which must be a regular file of at most 64 MiB).
 std::variant<plan::Strategy, plan::DeviceMap> parse_device_map_flag(const std::string& text);
 
-// What --max-memory means: nullopt for "" (budgets are probed), else the entries with the
-// defaults get_max_memory fills in. `ferry plan` and the engine's load_options both ask this.
+// The --max-memory text of flags.rank, plain: plan::budget_text_for_rank(max_memory, *rank) in
+// a distributed run, max_memory itself in a single process (where a `rankN:` key throws
+// InvalidArgument naming the entry). "" when the rank has no budgets (they are probed).
+std::string max_memory_text(const PlacementFlags& flags);
+
+// What --max-memory means for flags.rank: nullopt when max_memory_text is "" (budgets are
+// probed), else its entries with the defaults get_max_memory fills in. `ferry plan` and the
+// engine's load_options both ask this.
 std::optional<plan::MemoryBudget> max_memory_of(const PlacementFlags& flags);
 
 // What --reserve means: nothing for "", a size on every device of `budget` (the CPU alone

@@ -479,13 +479,9 @@ std::string checkpoint_fingerprint(const std::filesystem::path& folder) {
 }
 
 std::uint64_t stage_capacity(const models::LoadModelOptions& options) {
-  const plan::MemoryBudget budget =
-      options.dispatch.max_memory ? *options.dispatch.max_memory : plan::get_max_memory();
-  std::uint64_t total = 0;
-  for (const auto& [placement, bytes] : budget.entries()) {
-    if (!placement.is_disk()) total += bytes.value();
-  }
-  return total;
+  // The same figure `ferry plan --world-size` splits with (plan::stage_capacity).
+  return plan::stage_capacity(options.dispatch.max_memory ? *options.dispatch.max_memory
+                                                          : plan::get_max_memory());
 }
 
 PipelineLayout agree_on_pipeline(World& world, const std::filesystem::path& folder,

@@ -15,6 +15,7 @@
 #include "ferry/nn/containers.h"
 #include "ferry/nn/init.h"
 #include "ferry/nn/linear.h"
+#include "ferry/plan/stages.h"
 #include "models/architecture.h"
 #include "models/int8_source.h"
 
@@ -437,11 +438,9 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
   plan::RuntimeOptions needs =
       runtime_needs(out.config, shape, require_scalar_type(out.compute_dtype));
   if (options.stage && out.config.n_layers > 0) {
-    // A stage caches only its own layers.
-    const std::int64_t layers = options.stage->end - options.stage->begin;
-    needs.kv_cache_bytes = needs.kv_cache_bytes / static_cast<std::uint64_t>(out.config.n_layers) *
-                           static_cast<std::uint64_t>(layers);
-    needs.kv_cache_layers = static_cast<std::uint64_t>(layers);
+    // A stage caches only its own layers (as `ferry plan --world-size` reserves it).
+    needs =
+        plan::stage_runtime(needs, options.stage->end - options.stage->begin, out.config.n_layers);
   }
   dispatch.runtime.kv_cache_bytes = needs.kv_cache_bytes;
   dispatch.runtime.kv_cache_layers = needs.kv_cache_layers;

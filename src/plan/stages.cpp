@@ -84,6 +84,36 @@ StageSplit split_stages(const std::vector<std::uint64_t>& layer_bytes, std::uint
   return split;
 }
 
+std::optional<std::int64_t> layer_of(std::string_view layers_prefix, std::string_view name) {
+  if (name.substr(0, layers_prefix.size()) != layers_prefix) return std::nullopt;
+  const std::string_view rest = name.substr(layers_prefix.size());
+  const std::string_view number = rest.substr(0, rest.find('.'));
+  if (number.empty() || number.size() > 9 ||
+      !std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  return std::stoll(std::string(number));
+}
+
+std::uint64_t stage_capacity(const MemoryBudget& budget) {
+  std::uint64_t total = 0;
+  for (const auto& [placement, bytes] : budget.entries()) {
+    if (!placement.is_disk()) total += bytes.value();
+  }
+  return total;
+}
+
+RuntimeOptions stage_runtime(const RuntimeOptions& whole, std::int64_t stage_layers,
+                             std::int64_t n_layers) {
+  FERRY_ASSERT(n_layers > 0 && stage_layers >= 0 && stage_layers <= n_layers,
+               "stage_runtime: {} of {} layers", stage_layers, n_layers);
+  RuntimeOptions out = whole;
+  out.kv_cache_bytes = whole.kv_cache_bytes / static_cast<std::uint64_t>(n_layers) *
+                       static_cast<std::uint64_t>(stage_layers);
+  out.kv_cache_layers = static_cast<std::uint64_t>(stage_layers);
+  return out;
+}
+
 StageSizes stage_sizes(const std::vector<TensorInfo>& tensors) {
   const ModuleTree tree = ModuleTree::from_tensors(tensors);
   StageSizes best;
@@ -99,15 +129,9 @@ StageSizes stage_sizes(const std::vector<TensorInfo>& tensors) {
     sizes.layers_prefix = pattern.substr(0, pattern.size() - 1);
     std::uint64_t in_layers = 0;
     for (const TensorInfo& t : tensors) {
-      if (t.name.rfind(sizes.layers_prefix, 0) != 0) continue;
-      const std::string rest = t.name.substr(sizes.layers_prefix.size());
-      const std::size_t dot = rest.find('.');
-      const std::string number = rest.substr(0, dot);
-      if (number.empty() || number.size() > 9 ||
-          !std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        continue;
-      }
-      const auto index = static_cast<std::size_t>(std::stoul(number));
+      const std::optional<std::int64_t> layer = layer_of(sizes.layers_prefix, t.name);
+      if (!layer) continue;
+      const auto index = static_cast<std::size_t>(*layer);
       if (index >= sizes.layers.size()) sizes.layers.resize(index + 1, 0);
       sizes.layers[index] += t.size_bytes();
       in_layers += t.size_bytes();

@@ -1,6 +1,7 @@
 // Pipeline stage splits: contiguous, complete, in proportion to the ranks' memory.
 #include "ferry/plan/stages.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <random>
@@ -74,6 +75,56 @@ TEST(StageSplit, ImpossibleSplitsAreErrors) {
   }
   EXPECT_EQ(describe(split_stages({1, 1, 1}, 0, {1, 2})),
             "rank 0: layers 0-0 (+ embeddings, head); rank 1: layers 1-2");
+}
+
+// A Llama-shaped checkpoint's headers: embeddings and head of 400 bytes each, a 40-byte norm,
+// `n` layers of 200 bytes (two fp32 [5, 5] tensors).
+std::vector<TensorInfo> llama_like(int n) {
+  std::vector<TensorInfo> infos{{"model.embed_tokens.weight", DType::kF32, {10, 10}},
+                                {"model.norm.weight", DType::kF32, {10}},
+                                {"lm_head.weight", DType::kF32, {10, 10}}};
+  for (int i = 0; i < n; ++i) {
+    infos.push_back({fmt::format("model.layers.{}.mlp.up_proj.weight", i), DType::kF32, {5, 5}});
+    infos.push_back({fmt::format("model.layers.{}.mlp.down_proj.weight", i), DType::kF32, {5, 5}});
+  }
+  return infos;
+}
+
+TEST(StageSizes, LayersAreTheNumberedBlocksAndTheRestIsTheEnds) {
+  const StageSizes sizes = stage_sizes(llama_like(12));
+  EXPECT_EQ(sizes.layers_prefix, "model.layers.");
+  EXPECT_EQ(sizes.layers, std::vector<std::uint64_t>(12, 200));
+  EXPECT_EQ(sizes.ends, 400U + 40U + 400U);
+  EXPECT_THROW(
+      stage_sizes({{"encoder.weight", DType::kF32, {4}}, {"decoder.weight", DType::kF32, {4}}}),
+      Unsupported);
+}
+
+TEST(StageSizes, LayerOfNamesTheBlockOfATensor) {
+  EXPECT_EQ(layer_of("model.layers.", "model.layers.11.mlp.up_proj.weight"), 11);
+  EXPECT_EQ(layer_of("model.layers.", "model.layers.0"), 0);
+  EXPECT_EQ(layer_of("model.layers.", "model.embed_tokens.weight"), std::nullopt);
+  EXPECT_EQ(layer_of("model.layers.", "model.layers.x.weight"), std::nullopt);
+  EXPECT_EQ(layer_of("model.layers.", "lm_head.weight"), std::nullopt);
+}
+
+TEST(StageCapacity, CountsEveryDeviceButDisk) {
+  MemoryBudget budget;
+  budget.set(Placement::gpu(0), Bytes(20));
+  budget.set(Placement::cpu(), Bytes(100));
+  budget.set(Placement::disk(), Bytes(1000));
+  EXPECT_EQ(stage_capacity(budget), 120U);
+  EXPECT_EQ(stage_capacity(MemoryBudget{}), 0U);
+}
+
+TEST(StageRuntime, AStageReservesTheKvCacheOfItsOwnLayers) {
+  const RuntimeOptions whole{.kv_cache_bytes = 2400, .kv_cache_layers = 24, .activation_bytes = 7};
+  const RuntimeOptions part = stage_runtime(whole, 6, 24);
+  EXPECT_EQ(part.kv_cache_bytes, 600U);
+  EXPECT_EQ(part.kv_cache_layers, 6U);
+  EXPECT_EQ(part.activation_bytes, 7U);
+  EXPECT_EQ(stage_runtime(whole, 24, 24).kv_cache_bytes, 2400U);
+  EXPECT_EQ(stage_runtime(RuntimeOptions{}, 3, 24).kv_cache_bytes, 0U);  // headers: none known
 }
 
 }  // namespace

@@ -3,10 +3,14 @@
 // proportion to its memory. Pure: sizes and capacities in, ranges out, O(layers + ranks).
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ferry/core/tensor_info.h"
+#include "ferry/plan/memory_budget.h"
+#include "ferry/plan/resolve.h"
 
 namespace ferry::plan {
 
@@ -40,6 +44,21 @@ struct StageSizes {
 };
 // Throws Unsupported when the tensors have no repeated numbered blocks.
 StageSizes stage_sizes(const std::vector<TensorInfo>& tensors);
+
+// The decoder layer a tensor belongs to: "model.layers.3.mlp.up_proj.weight" under the prefix
+// "model.layers." is layer 3; nullopt for a tensor of the ends. stage_sizes counts by it, and
+// `ferry plan --world-size` gives each rank the tensors of its layers by it.
+std::optional<std::int64_t> layer_of(std::string_view layers_prefix, std::string_view name);
+
+// A rank's capacity for split_stages: its budgets in bytes, GPUs and CPU together, disk not
+// counted. A distributed run (engine::stage_capacity) and `ferry plan --world-size` both ask this.
+std::uint64_t stage_capacity(const MemoryBudget& budget);
+
+// What a rank holding `stage_layers` of the model's `n_layers` decoder layers reserves at run
+// time: the KV cache of its own layers only (each layer's share of the whole cache, as
+// models::runtime_needs sizes it); the rest as `whole`.
+RuntimeOptions stage_runtime(const RuntimeOptions& whole, std::int64_t stage_layers,
+                             std::int64_t n_layers);
 
 // "rank 0: layers 0-11 (+ embeddings, head); rank 1: layers 12-23".
 std::string describe(const StageSplit& split);
