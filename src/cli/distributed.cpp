@@ -8,6 +8,14 @@
 
 namespace ferry::cli {
 
+PlacementFlags with_rank(PlacementFlags flags) {
+  if (const std::optional<engine::WorldInfo> info = engine::world_from_environment()) {
+    flags.rank = info->rank;
+    flags.world_size = info->world_size;
+  }
+  return flags;
+}
+
 void add_pipeline_flags(CLI::App* cmd, int& micro_batches) {
   cmd->add_option("--micro-batches", micro_batches,
                   "Under `ferry launch`: parts a step's batch crosses the pipeline stages in "

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 
+#include "cli/placement_flags.h"
 #include "ferry/engine/pipeline.h"
 #include "ferry/engine/world.h"
 #include "ferry/models/registry.h"
@@ -21,6 +22,10 @@ struct Distributed {
   engine::PipelineLayout layout;
   bool front() const { return world->rank() == 0; }
 };
+
+// `flags` with the rank and world size of a distributed run (from the launcher's variables), so
+// that its --max-memory entries keyed rankN: apply to this rank only; unchanged otherwise.
+PlacementFlags with_rank(PlacementFlags flags);
 
 // Adds --micro-batches (pipeline runs only: engine::PipelineOptions::micro_batches).
 void add_pipeline_flags(CLI::App* cmd, int& micro_batches);

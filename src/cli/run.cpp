@@ -91,7 +91,7 @@ void check_flags(const RunOptions& o) {
               "--prompt -: standard input can be read once; got '-' {} times",
               std::count(o.prompts.begin(), o.prompts.end(), "-"));
   for (const std::string& ids : o.prompt_ids) (void)parse_ids(ids);
-  check_placement_flags(o.placement);
+  check_placement_flags(with_rank(o.placement));
   FERRY_CHECK(o.threads >= 0, InvalidArgument,
               "--threads: expected a positive count (or 0 for every usable CPU), got {}",
               o.threads);
@@ -196,7 +196,7 @@ int run(const RunOptions& o) {
 
   std::size_t longest = 0;
   for (const auto& p : prompts) longest = std::max(longest, p.size());
-  PlacementFlags placement = o.placement;
+  PlacementFlags placement = with_rank(o.placement);
   placement.batch = static_cast<std::int64_t>(prompts.size());
   const auto check_context = [&](std::int64_t max_new_tokens) {
     const std::int64_t needed = static_cast<std::int64_t>(longest) + max_new_tokens;

@@ -88,7 +88,7 @@ int wait_for_signal(const serve::Server& server) {
 }
 
 void check_flags(const ServeOptions& o) {
-  check_placement_flags(o.placement);
+  check_placement_flags(with_rank(o.placement));
   serve::check_server_options(o.server);
   FERRY_CHECK(o.max_batch >= 1, InvalidArgument, "--max-batch: expected 1 or more, got {}",
               o.max_batch);
@@ -111,7 +111,7 @@ int serve_model(const ServeOptions& o) {
   auto tokenizer =
       std::make_shared<const models::Tokenizer>(models::Tokenizer::load(folder, config.vocab_size));
 
-  PlacementFlags placement = o.placement;
+  PlacementFlags placement = with_rank(o.placement);
   const std::int64_t context = resolve_context(placement, config, kDefaultServeContext);
   // One plan: the KV cache of max_batch sequences of `context` tokens is reserved.
   placement.batch = o.max_batch;
