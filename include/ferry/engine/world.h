@@ -26,13 +26,16 @@ class DistributedError : public Error {
   using Error::Error;
 };
 
+// The most ranks a world may have.
+inline constexpr int kMaxWorldSize = 1 << 16;
+
 // What a launcher tells a rank (torchrun's variables).
 struct WorldInfo {
-  std::string master_addr;         // MASTER_ADDR
-  std::uint16_t master_port = 0;   // MASTER_PORT (1..65535)
-  int world_size = 1;              // WORLD_SIZE (≥ 1)
-  int rank = 0;                    // RANK (0..world_size-1)
-  int local_rank = 0;              // LOCAL_RANK (defaults to RANK)
+  std::string master_addr;        // MASTER_ADDR
+  std::uint16_t master_port = 0;  // MASTER_PORT (1..65535)
+  int world_size = 1;             // WORLD_SIZE (1..kMaxWorldSize)
+  int rank = 0;                   // RANK (0..world_size-1)
+  int local_rank = 0;             // LOCAL_RANK (defaults to RANK)
 };
 
 // Reads MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK. nullopt when WORLD_SIZE is
@@ -44,6 +47,11 @@ struct WorldOptions {
   // Every wait: rendezvous, agree, send, recv, barrier.
   std::chrono::milliseconds timeout{60'000};
 };
+
+// The options a launcher asks for: FERRY_DIST_TIMEOUT (seconds, > 0; what `ferry launch
+// --timeout` sets) as the timeout, else the defaults. InvalidArgument naming the variable and its
+// value when it is malformed. A command's own --timeout flag overrides it.
+WorldOptions world_options_from_environment();
 
 // One rank's membership of the world. Not thread-safe: one thread talks through it at a time.
 class World {
