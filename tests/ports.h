@@ -3,12 +3,11 @@
 // held in use for the test's life.
 
 #include <arpa/inet.h>
+#include <cstdint>
 #include <netinet/in.h>
+#include <stdexcept>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <cstdint>
-#include <stdexcept>
 
 namespace ferry::testing {
 

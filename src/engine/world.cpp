@@ -65,6 +65,11 @@ using std::chrono::milliseconds;
 // Gloo message tags: World's own messages never match a barrier's tokens.
 constexpr int kDataTag = 0;
 constexpr int kBarrierTag = 1;
+// How often store waits look again (at most), and how long rank 0, failing, keeps its store for
+// the others to read why.
+constexpr milliseconds kStorePoll(100);
+constexpr milliseconds kVerdictGrace(5000);
+constexpr char kVerdictKey[] = "ferry/verdict";
 // A value shown in an error in full up to this many bytes; longer ones around their difference.
 constexpr std::size_t kShownBytes = 80;
 
@@ -217,6 +222,10 @@ class GlooWorld final : public World {
   // key is missing (empty: all there).
   std::vector<int> wait_for_ranks(const std::string& prefix, Clock::time_point deadline,
                                   std::string_view doing);
+  // Fails with a failure of the store waits that every rank reports alike (Note [Ranks and
+  // failures]): the first rank to find it publishes it, the others read it while they wait, and
+  // rank 0 gives them a moment to read it before its store goes.
+  [[noreturn]] void fail_with_verdict(const std::string& verdict, ErrorFields fields = {});
 
   // Starts a send or receive with `peer`.
   template <class Start>
@@ -280,21 +289,30 @@ void GlooWorld::connect_store() {
   store_options.numWorkers = c10::nullopt;  // arrivals are counted by ferry's keys (arrive())
   store_options.waitWorkers = false;
   store_options.timeout = options_.timeout;
-  try {
-    store_ = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
-  } catch (const std::exception& e) {
-    const std::string reason = reason_of(e);
-    if (info_.rank == 0) {
-      const bool in_use = reason.find("in use") != std::string::npos;
-      throw DistributedError(
-          fmt::format("{}cannot open the rendezvous store on {} (MASTER_ADDR:MASTER_PORT){}: {}",
-                      me(), address(), in_use ? ": the port is in use" : "", reason),
-          ErrorFields{.path = address(), .expected = "a free port", .actual = reason});
+  // c10d gives up connecting up to a second before its timeout (it retries once a second):
+  // attempts are repeated until the timeout itself has passed.
+  const auto until = deadline();
+  for (;;) {
+    try {
+      store_ = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
+      return;
+    } catch (const std::exception& e) {
+      const std::string reason = reason_of(e);
+      if (info_.rank == 0) {
+        const bool in_use = reason.find("in use") != std::string::npos;
+        throw DistributedError(
+            fmt::format("{}cannot open the rendezvous store on {} (MASTER_ADDR:MASTER_PORT){}: {}",
+                        me(), address(), in_use ? ": the port is in use" : "", reason),
+            ErrorFields{.path = address(), .expected = "a free port", .actual = reason});
+      }
+      if (Clock::now() + kStorePoll >= until) {
+        throw DistributedError(
+            fmt::format("{}cannot reach the master (rank 0) at {} within {}: {}", me(), address(),
+                        duration_text(options_.timeout), reason),
+            ErrorFields{.path = address(), .expected = "rank 0 listening", .actual = reason});
+      }
     }
-    throw DistributedError(
-        fmt::format("{}cannot reach the master (rank 0) at {} within {}: {}", me(), address(),
-                    duration_text(options_.timeout), reason),
-        ErrorFields{.path = address(), .expected = "rank 0 listening", .actual = reason});
+    std::this_thread::sleep_for(kStorePoll);
   }
 }
 
@@ -304,6 +322,11 @@ std::vector<int> GlooWorld::wait_for_ranks(const std::string& prefix, Clock::tim
   for (int r = 0; r < size(); ++r) keys.push_back(prefix + std::to_string(r));
   milliseconds pause(1);
   while (!on_store(doing, [&] { return store_->check(keys); })) {
+    if (on_store(doing, [&] { return store_->check({kVerdictKey}); })) {
+      const std::vector<std::uint8_t> verdict =
+          on_store(doing, [&] { return store_->get(kVerdictKey); });
+      fail_with_verdict(std::string(verdict.begin(), verdict.end()));
+    }
     const auto now = Clock::now();
     if (now >= until) {
       std::vector<int> missing;
@@ -317,9 +340,31 @@ std::vector<int> GlooWorld::wait_for_ranks(const std::string& prefix, Clock::tim
     }
     std::this_thread::sleep_for(
         std::min<milliseconds>(pause, std::chrono::duration_cast<milliseconds>(until - now)));
-    pause = std::min(pause * 2, milliseconds(100));
+    pause = std::min(pause * 2, kStorePoll);
   }
   return {};
+}
+
+void GlooWorld::fail_with_verdict(const std::string& verdict, ErrorFields fields) {
+  try {
+    if (!store_->check({kVerdictKey})) store_->set(kVerdictKey, to_bytes(verdict));
+    store_->set(fmt::format("{}/read/{}", kVerdictKey, rank()), to_bytes("1"));
+    if (rank() == 0) {
+      // The ranks that arrived read the verdict before the store goes with this process.
+      std::vector<std::string> readers;
+      for (int r = 1; r < size(); ++r) {
+        if (store_->check({fmt::format("ferry/rank/{}", r)})) {
+          readers.push_back(fmt::format("{}/read/{}", kVerdictKey, r));
+        }
+      }
+      const auto until = Clock::now() + std::min<milliseconds>(options_.timeout, kVerdictGrace);
+      while (!store_->check(readers) && Clock::now() < until)
+        std::this_thread::sleep_for(kStorePoll / 10);
+    }
+  } catch (const std::exception&) {
+    // The store is gone: the verdict stays this rank's own.
+  }
+  fail(me() + verdict, std::move(fields));
 }
 
 void GlooWorld::arrive() {
@@ -332,12 +377,13 @@ void GlooWorld::arrive() {
   }
   const std::vector<int> missing = wait_for_ranks("ferry/rank/", deadline(), "waiting for ranks");
   if (!missing.empty()) {
-    fail(fmt::format("{}{} of {} did not arrive at the rendezvous on {} within {}", me(),
-                     ranks_text(missing), size(), address(), duration_text(options_.timeout)),
-         ErrorFields{
-             .path = ranks_text(missing),
-             .expected = fmt::format("{} ranks", size()),
-             .actual = fmt::format("{} arrived", size() - static_cast<int>(missing.size()))});
+    fail_with_verdict(
+        fmt::format("{} of {} did not arrive at the rendezvous on {} within {}",
+                    ranks_text(missing), size(), address(), duration_text(options_.timeout)),
+        ErrorFields{
+            .path = ranks_text(missing),
+            .expected = fmt::format("{} ranks", size()),
+            .actual = fmt::format("{} arrived", size() - static_cast<int>(missing.size()))});
   }
 }
 
@@ -364,10 +410,10 @@ void GlooWorld::agree(std::string_view what, const std::string& value) {
   on_store(doing, [&] { store_->set(prefix + std::to_string(rank()), to_bytes(published)); });
   std::vector<int> missing = wait_for_ranks(prefix, deadline(), doing);
   if (!missing.empty()) {
-    fail(fmt::format("{}{} did not reach the agreement on {} within {} (died, hangs, or runs "
-                     "another program)",
-                     me(), ranks_text(missing), what, duration_text(options_.timeout)),
-         ErrorFields{.path = std::string(what)});
+    fail_with_verdict(fmt::format("{} did not reach the agreement on {} within {} (died, hangs, "
+                                  "or runs another program)",
+                                  ranks_text(missing), what, duration_text(options_.timeout)),
+                      ErrorFields{.path = std::string(what)});
   }
   std::vector<std::pair<std::string, std::string>> answers;  // {what, value} per rank
   for (int r = 0; r < size(); ++r) {

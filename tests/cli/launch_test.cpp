@@ -1,6 +1,7 @@
 // `ferry launch` (Note [Supervising ranks]): N ranks of `ferry dist-check` on 127.0.0.1, the exit
 // code and message when one fails, signals forwarded, and no rank left behind, running or zombie
 // (this test process adopts orphans, so a rank the launcher failed to reap would show up here).
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -19,12 +20,12 @@ namespace {
 
 using namespace std::chrono_literals;
 using ::testing::AllOf;
+using testing::Clock;
 using ::testing::ContainsRegex;
+using testing::FerryProcess;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
-using testing::Clock;
-using testing::FerryProcess;
 
 class Launch : public ::testing::Test {
  protected:
@@ -38,8 +39,8 @@ class Launch : public ::testing::Test {
   int launch(const std::vector<std::string>& args, std::chrono::seconds limit = 180s) {
     std::vector<std::string> command{"launch"};
     command.insert(command.end(), args.begin(), args.end());
-    process_ = std::make_unique<FerryProcess>(command, std::vector<std::string>{},
-                                              dir_ / "launch.log");
+    process_ =
+        std::make_unique<FerryProcess>(command, std::vector<std::string>{}, dir_ / "launch.log");
     const auto start = Clock::now();
     EXPECT_TRUE(testing::wait_for_exit(*process_, limit)) << output();
     elapsed_ = Clock::now() - start;
@@ -68,8 +69,7 @@ std::vector<pid_t> rank_pids(const std::string& output) {
 TEST_F(Launch, TwoAndThreeRanksAllExitZero) {
   for (const int n : {2, 3}) {
     SCOPED_TRACE(n);
-    EXPECT_EQ(exit_code(launch({"--nproc", std::to_string(n), "--", "dist-check"})), 0)
-        << output();
+    EXPECT_EQ(exit_code(launch({"--nproc", std::to_string(n), "--", "dist-check"})), 0) << output();
     for (int r = 0; r < n; ++r) {
       EXPECT_THAT(output(), HasSubstr(fmt::format("rank {} of {} ok", r, n)));
     }
@@ -81,15 +81,15 @@ TEST_F(Launch, ARankKilledBySignalFailsTheLaunchNamingIt) {
   const int status = launch({"--nproc", "3", "--timeout", "60", "--", "dist-check", "--die-rank",
                              "1", "--die-after-ms", "300"});
   EXPECT_EQ(exit_code(status), 128 + SIGKILL) << output();
-  EXPECT_THAT(output(), AllOf(HasSubstr("rank 1 (pid"), HasSubstr("stopping the other 2 rank(s)"),
-                              HasSubstr("rank 1 of 3 failed: it was killed by signal 9 (SIGKILL)")));
+  EXPECT_THAT(output(),
+              AllOf(HasSubstr("rank 1 (pid"), HasSubstr("stopping the other 2 rank(s)"),
+                    HasSubstr("rank 1 of 3 failed: it was killed by signal 9 (SIGKILL)")));
   EXPECT_LT(elapsed_, 60s);  // the others stopped at once, not after their timeout
 }
 
 TEST_F(Launch, ARanksExitStatusBecomesTheLaunchers) {
-  const int status = launch(
-      {"--nproc", "2", "--", "dist-check", "--die-how", "exit", "--die-rank", "1",
-       "--die-after-ms", "0"});
+  const int status = launch({"--nproc", "2", "--", "dist-check", "--die-how", "exit", "--die-rank",
+                             "1", "--die-after-ms", "0"});
   EXPECT_EQ(exit_code(status), 1) << output();
   EXPECT_THAT(output(), ContainsRegex("rank [01] of 2 failed: it exited with status 1"));
 }
@@ -102,8 +102,8 @@ TEST_F(Launch, DisagreeingRanksFailTheLaunch) {
 }
 
 TEST_F(Launch, ARankThatNeverArrivesIsNamedAndStopped) {
-  const int status = launch({"--nproc", "3", "--timeout", "3", "--", "dist-check",
-                             "--absent-rank", "2"});
+  const int status =
+      launch({"--nproc", "3", "--timeout", "3", "--", "dist-check", "--absent-rank", "2"});
   EXPECT_EQ(exit_code(status), 1) << output();
   EXPECT_THAT(output(), AllOf(HasSubstr("rank 2 of 3 did not arrive"), HasSubstr("within 3 s")));
 }
@@ -113,8 +113,8 @@ TEST_F(Launch, APortInUseIsNamed) {
   const int status = launch({"--nproc", "2", "--timeout", "20", "--master-port",
                              std::to_string(taken.port()), "--", "dist-check"});
   EXPECT_NE(exit_code(status), 0) << output();
-  EXPECT_THAT(output(), AllOf(HasSubstr(fmt::format("127.0.0.1:{}", taken.port())),
-                              HasSubstr("in use")));
+  EXPECT_THAT(output(),
+              AllOf(HasSubstr(fmt::format("127.0.0.1:{}", taken.port())), HasSubstr("in use")));
 }
 
 class LaunchSignal : public Launch, public ::testing::WithParamInterface<int> {};
@@ -142,8 +142,8 @@ TEST_P(LaunchSignal, IsForwardedToEveryRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TermAndInt, LaunchSignal, ::testing::Values(SIGTERM, SIGINT),
-                         [](const auto& info) {
-                           return std::string(info.param == SIGTERM ? "Term" : "Int");
+                         [](const auto& p) {
+                           return std::string(p.param == SIGTERM ? "Term" : "Int");
                          });
 
 TEST(LaunchFlags, BadCommandLinesAreRefused) {

@@ -2,16 +2,15 @@
 // Watching ferry processes with deadlines: a process that outlives its bound is a failure, not a
 // stuck test; and what is left among this process's children once they should all be gone.
 
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/types.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <signal.h>
 #include <string>
+#include <sys/prctl.h>
+#include <sys/types.h>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include "spawn_ferry.h"

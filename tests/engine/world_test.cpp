@@ -95,12 +95,12 @@ TEST(WorldEnvironment, EachMalformedVariableIsNamedWithItsValue) {
     const char* name;
     const char* value;
   };
-  for (const Case c : {Case{"WORLD_SIZE", "0"}, Case{"WORLD_SIZE", "two"}, Case{"WORLD_SIZE", " 2"},
-                       Case{"WORLD_SIZE", "99999999"}, Case{"RANK", "2"}, Case{"RANK", "-1"},
-                       Case{"RANK", "1x"}, Case{"LOCAL_RANK", "x"}, Case{"LOCAL_RANK", "5"},
-                       Case{"MASTER_ADDR", ""}, Case{"MASTER_ADDR", "a host"},
-                       Case{"MASTER_PORT", "0"}, Case{"MASTER_PORT", "70000"},
-                       Case{"MASTER_PORT", "80x"}, Case{"MASTER_PORT", ""}}) {
+  for (const Case c :
+       {Case{"WORLD_SIZE", "0"}, Case{"WORLD_SIZE", "two"}, Case{"WORLD_SIZE", " 2"},
+        Case{"WORLD_SIZE", "99999999"}, Case{"RANK", "2"}, Case{"RANK", "-1"}, Case{"RANK", "1x"},
+        Case{"LOCAL_RANK", "x"}, Case{"LOCAL_RANK", "5"}, Case{"MASTER_ADDR", ""},
+        Case{"MASTER_ADDR", "a host"}, Case{"MASTER_PORT", "0"}, Case{"MASTER_PORT", "70000"},
+        Case{"MASTER_PORT", "80x"}, Case{"MASTER_PORT", ""}}) {
     SCOPED_TRACE(std::string(c.name) + "=" + c.value);
     EnvScope valid{{"WORLD_SIZE", "2"},
                    {"RANK", "1"},
@@ -133,8 +133,8 @@ TEST(WorldEnvironment, EachMissingVariableIsNamed) {
       world_from_environment();
       ADD_FAILURE() << "accepted";
     } catch (const InvalidArgument& e) {
-      EXPECT_THAT(e.what(), HasSubstr(std::string("environment variable ") + missing +
-                                      " is not set"));
+      EXPECT_THAT(e.what(),
+                  HasSubstr(std::string("environment variable ") + missing + " is not set"));
       EXPECT_EQ(e.path(), missing);
     }
   }
@@ -190,8 +190,8 @@ TEST(World, APortInUseIsNamed) {
     World::join(loopback(taken.port(), 2, 0), {.timeout = 30s});
     ADD_FAILURE() << "joined on a port in use";
   } catch (const DistributedError& e) {
-    EXPECT_THAT(e.what(), AllOf(HasSubstr(fmt::format("127.0.0.1:{}", taken.port())),
-                                HasSubstr("in use")));
+    EXPECT_THAT(e.what(),
+                AllOf(HasSubstr(fmt::format("127.0.0.1:{}", taken.port())), HasSubstr("in use")));
   }
   EXPECT_LT(Clock::now() - start, 10s);  // at once, not after the timeout
 }
@@ -217,8 +217,8 @@ TEST(World, RanksThatNeverArriveAreNamed) {
     World::join(loopback(ferry::testing::free_port(), 3, 0), {.timeout = 2s});
     ADD_FAILURE() << "joined alone";
   } catch (const DistributedError& e) {
-    EXPECT_THAT(e.what(), AllOf(HasSubstr("ranks 1 and 2 of 3 did not arrive"),
-                                HasSubstr("within 2 s")));
+    EXPECT_THAT(e.what(),
+                AllOf(HasSubstr("ranks 1 and 2 of 3 did not arrive"), HasSubstr("within 2 s")));
   }
   const auto elapsed = Clock::now() - start;
   EXPECT_GE(elapsed, 1900ms);
@@ -309,18 +309,19 @@ TEST_P(WorldOfRanks, ADifferentFingerprintIsNamedByEveryRank) {
   for (int r = 0; r < n; ++r) {
     SCOPED_TRACE(r);
     EXPECT_TRUE(exited_with(ranks.status(r), 1)) << ranks.output(r);
-    EXPECT_THAT(ranks.output(r),
-                AllOf(HasSubstr(fmt::format("rank {} differs from rank 0 on fingerprint", odd)),
-                      HasSubstr("rank 0 has \"ferry dist-check\""),
-                      HasSubstr(fmt::format("rank {} has \"ferry dist-check/rank {}\"", odd, odd))));
+    EXPECT_THAT(
+        ranks.output(r),
+        AllOf(HasSubstr(fmt::format("rank {} differs from rank 0 on fingerprint", odd)),
+              HasSubstr("rank 0 has \"ferry dist-check\""),
+              HasSubstr(fmt::format("rank {} has \"ferry dist-check/rank {}\"", odd, odd))));
   }
 }
 
 TEST(WorldOfRanksAgreement, LongValuesAreShownAroundTheirDifference) {
   ferry::testing::ScratchDir dir;
   const std::string fingerprint(300, 'f');
-  Ranks ranks(dir, 2, {0, 1}, {"--timeout", "60", "--mismatch-rank", "1", "--fingerprint",
-                               fingerprint});
+  Ranks ranks(dir, 2, {0, 1},
+              {"--timeout", "60", "--mismatch-rank", "1", "--fingerprint", fingerprint});
   ranks.wait_all(120s);
   EXPECT_TRUE(exited_with(ranks.status(0), 1)) << ranks.output(0);
   const std::string out = ranks.output(0);
@@ -350,7 +351,7 @@ TEST_P(WorldOfRanks, ARankKilledMidExchangeIsNamedWellWithinTheTimeout) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TwoAndThree, WorldOfRanks, ::testing::Values(2, 3),
-                         [](const auto& info) { return fmt::format("{}Ranks", info.param); });
+                         [](const auto& p) { return fmt::format("{}Ranks", p.param); });
 
 // A rank alive but silent: the others wait the timeout, then name it.
 TEST(WorldOfRanksTimeout, ASilentRankIsNamedAfterTheTimeout) {
@@ -373,8 +374,8 @@ TEST(WorldOfRanksTimeout, ARankThatNeverArrivesIsNamedByTheOthers) {
   for (const int r : {0, 1}) {
     SCOPED_TRACE(r);
     EXPECT_TRUE(exited_with(ranks.status(r), 1)) << ranks.output(r);
-    EXPECT_THAT(ranks.output(r), AllOf(HasSubstr("rank 2 of 3 did not arrive"),
-                                       HasSubstr("within 3 s")));
+    EXPECT_THAT(ranks.output(r),
+                AllOf(HasSubstr("rank 2 of 3 did not arrive"), HasSubstr("within 3 s")));
   }
 }
 
