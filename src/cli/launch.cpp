@@ -99,7 +99,7 @@ std::vector<std::string> rank_environment(const LaunchOptions& o, std::uint16_t 
 int launch(const LaunchOptions& o) {
   FERRY_CHECK(!o.master_addr.empty(), InvalidArgument, "--master-addr: expected a host, got ''");
   if (o.command.front() == "launch") {
-    throw InvalidArgument("ferry launch: the ranks' command cannot be `launch` itself",
+    throw InvalidArgument("launch: the ranks' command cannot be `launch` itself",
                           ErrorFields{.path = "command", .actual = "launch"});
   }
   const std::uint16_t port =

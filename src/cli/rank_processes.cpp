@@ -139,9 +139,9 @@ class Supervisor {
         if (!failed || run.first_failure) continue;
         run.first_failure = exit;
         if (run.signal_forwarded != 0) continue;  // being stopped already
-        fmt::print(stderr, "ferry launch: rank {} (pid {}) {}; stopping the other {} rank(s)\n",
-                   exit->rank, pids_[static_cast<std::size_t>(exit->rank)],
-                   describe_exit(exit->status), alive_);
+        fmt::print(stderr, "ferry launch: rank {} (pid {}) {}{}\n", exit->rank,
+                   pids_[static_cast<std::size_t>(exit->rank)], describe_exit(exit->status),
+                   alive_ > 0 ? fmt::format("; stopping the other {} rank(s)", alive_) : "");
         stop_all(SIGTERM);
         if (!kill_at) kill_at = Clock::now() + grace;
       }
