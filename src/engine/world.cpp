@@ -47,6 +47,12 @@
 // barrier, so a failure there names the rank too. After a failure the world is unusable: every
 // later call repeats the first error.
 //
+// One verdict. Ranks start at different moments, so their store waits time out at different
+// moments too; if rank 0 gave up first and left, its store would go with it and the others would
+// report "lost rank 0" instead of the rank that never came. So the first rank to give up writes
+// its finding under ferry/verdict, every rank still waiting reads it and fails with it, and rank
+// 0, before it fails, waits (at most 5 s) until every rank that arrived has read the verdict.
+//
 // Gloo writes to its sockets with writev, so a write to a peer that died would raise SIGPIPE and
 // kill this rank before the error could name the peer: join() ignores SIGPIPE (when no handler
 // is installed), as Python does for torch.distributed.
@@ -225,7 +231,15 @@ class GlooWorld final : public World {
   // Fails with a failure of the store waits that every rank reports alike (Note [Ranks and
   // failures]): the first rank to find it publishes it, the others read it while they wait, and
   // rank 0 gives them a moment to read it before its store goes.
-  [[noreturn]] void fail_with_verdict(const std::string& verdict, ErrorFields fields = {});
+  [[noreturn]] void fail_with_verdict(const std::string& body, ErrorFields fields = {},
+                                      std::optional<int> found_by = std::nullopt);
+  // The world's first failure: the rank that found it and what it found.
+  struct Verdict {
+    int rank = 0;
+    std::string body;
+  };
+  std::optional<Verdict> read_verdict();
+  void publish_verdict(const std::string& body);  // unless there is one already
 
   // Starts a send or receive with `peer`.
   template <class Start>
@@ -259,17 +273,37 @@ class GlooWorld final : public World {
     wait(op, peer, *post(op, peer, std::forward<Start>(start)), until);
   }
 
+  // A failure seen by Gloo. It becomes the world's verdict when it is the first; when another
+  // rank found one before, it is named as the cause (a rank that lost a peer which had lost
+  // another, as in a pipeline). The store is left alone when the lost peer is rank 0: it holds
+  // the store, and a stopped rank 0 would hold this rank up for another timeout.
   [[noreturn]] void fail_peer(std::string_view op, int peer, const std::string& reason,
                               bool timed_out) {
-    if (timed_out) {
-      fail(fmt::format("{}rank {} did not answer within {} ({} rank {}); it hangs, is stopped or "
-                       "its host is unreachable: {}",
-                       me(), peer, duration_text(options_.timeout), op, peer, reason),
-           ErrorFields{.path = fmt::format("rank {}", peer)});
+    const std::string body =
+        timed_out ? fmt::format(
+                        "rank {} did not answer within {} ({} rank {}); it hangs, is "
+                        "stopped or its host is unreachable: {}",
+                        peer, duration_text(options_.timeout), op, peer, reason)
+                  : fmt::format(
+                        "lost rank {} ({} rank {}): its connection closed (the rank "
+                        "died?): {}",
+                        peer, op, peer, reason);
+    std::string cause;
+    if (peer != 0) {
+      try {
+        if (const std::optional<Verdict> first = read_verdict()) {
+          if (first->rank != rank()) {
+            cause =
+                fmt::format("; the first failure, found by rank {}: {}", first->rank, first->body);
+          }
+        } else {
+          publish_verdict(body);
+        }
+      } catch (const std::exception&) {
+        // The store is gone too: this failure stays this rank's own.
+      }
     }
-    fail(fmt::format("{}lost rank {} ({} rank {}): its connection closed (the rank died?): {}",
-                     me(), peer, op, peer, reason),
-         ErrorFields{.path = fmt::format("rank {}", peer)});
+    fail(me() + body + cause, ErrorFields{.path = fmt::format("rank {}", peer)});
   }
 
   Clock::time_point deadline() const { return Clock::now() + options_.timeout; }
@@ -322,10 +356,8 @@ std::vector<int> GlooWorld::wait_for_ranks(const std::string& prefix, Clock::tim
   for (int r = 0; r < size(); ++r) keys.push_back(prefix + std::to_string(r));
   milliseconds pause(1);
   while (!on_store(doing, [&] { return store_->check(keys); })) {
-    if (on_store(doing, [&] { return store_->check({kVerdictKey}); })) {
-      const std::vector<std::uint8_t> verdict =
-          on_store(doing, [&] { return store_->get(kVerdictKey); });
-      fail_with_verdict(std::string(verdict.begin(), verdict.end()));
+    if (const std::optional<Verdict> first = on_store(doing, [&] { return read_verdict(); })) {
+      fail_with_verdict(first->body, ErrorFields{}, first->rank);
     }
     const auto now = Clock::now();
     if (now >= until) {
@@ -345,9 +377,28 @@ std::vector<int> GlooWorld::wait_for_ranks(const std::string& prefix, Clock::tim
   return {};
 }
 
-void GlooWorld::fail_with_verdict(const std::string& verdict, ErrorFields fields) {
+std::optional<GlooWorld::Verdict> GlooWorld::read_verdict() {
+  if (!store_->check({kVerdictKey})) return std::nullopt;
+  const std::vector<std::uint8_t> bytes = store_->get(kVerdictKey);
+  const std::string text(bytes.begin(), bytes.end());
+  const std::size_t eol = text.find('\n');
+  Verdict verdict;
+  std::from_chars(text.data(), text.data() + std::min(eol, text.size()), verdict.rank);
+  verdict.body = eol == std::string::npos ? text : text.substr(eol + 1);
+  return verdict;
+}
+
+void GlooWorld::publish_verdict(const std::string& body) {
+  // Two ranks may both find the store without one: the later one wins, and either is true.
+  if (!store_->check({kVerdictKey})) {
+    store_->set(kVerdictKey, to_bytes(fmt::format("{}\n{}", rank(), body)));
+  }
+}
+
+void GlooWorld::fail_with_verdict(const std::string& body, ErrorFields fields,
+                                  std::optional<int> found_by) {
   try {
-    if (!store_->check({kVerdictKey})) store_->set(kVerdictKey, to_bytes(verdict));
+    publish_verdict(body);
     store_->set(fmt::format("{}/read/{}", kVerdictKey, rank()), to_bytes("1"));
     if (rank() == 0) {
       // The ranks that arrived read the verdict before the store goes with this process.
@@ -358,13 +409,16 @@ void GlooWorld::fail_with_verdict(const std::string& verdict, ErrorFields fields
         }
       }
       const auto until = Clock::now() + std::min<milliseconds>(options_.timeout, kVerdictGrace);
-      while (!store_->check(readers) && Clock::now() < until)
+      while (!store_->check(readers) && Clock::now() < until) {
         std::this_thread::sleep_for(kStorePoll / 10);
+      }
     }
   } catch (const std::exception&) {
     // The store is gone: the verdict stays this rank's own.
   }
-  fail(me() + verdict, std::move(fields));
+  const std::string by =
+      found_by && *found_by != rank() ? fmt::format(" (found by rank {})", *found_by) : "";
+  fail(me() + body + by, std::move(fields));
 }
 
 void GlooWorld::arrive() {

@@ -353,6 +353,22 @@ TEST_P(WorldOfRanks, ARankKilledMidExchangeIsNamedWellWithinTheTimeout) {
 INSTANTIATE_TEST_SUITE_P(TwoAndThree, WorldOfRanks, ::testing::Values(2, 3),
                          [](const auto& p) { return fmt::format("{}Ranks", p.param); });
 
+// In a ring of 4, rank 0 waits on rank 3 alone, which waits on rank 2: when rank 2 dies, rank 0
+// loses rank 3 and names rank 2 as the first failure (as a pipeline's first stage would).
+TEST(WorldOfRanksCascade, TheFirstFailureIsNamedByRanksThatLostAnother) {
+  ferry::testing::ScratchDir dir;
+  Ranks ranks(dir, 4, all_ranks(4),
+              {"--timeout", "60", "--die-rank", "2", "--die-after-ms", "300"});
+  ranks.wait_all(180s);
+  for (const int r : {0, 1, 3}) {
+    SCOPED_TRACE(r);
+    EXPECT_TRUE(exited_with(ranks.status(r), 1)) << ranks.output(r);
+    EXPECT_THAT(ranks.output(r), HasSubstr("lost rank 2")) << ranks.output(r);
+    EXPECT_LT(ranks.ended(r) - ranks.ended(2), 10s);
+  }
+  EXPECT_THAT(ranks.output(0), HasSubstr("the first failure, found by rank"));
+}
+
 // A rank alive but silent: the others wait the timeout, then name it.
 TEST(WorldOfRanksTimeout, ASilentRankIsNamedAfterTheTimeout) {
   ferry::testing::ScratchDir dir;
