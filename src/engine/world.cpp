@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -16,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/gloo_world.h"
 #include "ferry/core/log.h"
 
 // Note [Ranks and failures]
@@ -63,79 +62,8 @@
 // (docs/scale.md, "Running on several processes").
 
 namespace ferry::engine {
+namespace detail {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-using std::chrono::milliseconds;
-
-// Gloo message tags: World's own messages never match a barrier's tokens.
-constexpr int kDataTag = 0;
-constexpr int kBarrierTag = 1;
-// How often store waits look again (at most), and how long rank 0, failing, keeps its store for
-// the others to read why.
-constexpr milliseconds kStorePoll(100);
-constexpr milliseconds kVerdictGrace(5000);
-constexpr char kVerdictKey[] = "ferry/verdict";
-// A value shown in an error in full up to this many bytes; longer ones around their difference.
-constexpr std::size_t kShownBytes = 80;
-
-std::string duration_text(milliseconds d) {
-  if (d.count() % 1000 == 0) return fmt::format("{} s", d.count() / 1000);
-  return fmt::format("{:g} s", static_cast<double>(d.count()) / 1000.0);
-}
-
-// "rank 2", "ranks 1 and 2", "ranks 1, 2 and 4".
-std::string ranks_text(const std::vector<int>& ranks) {
-  if (ranks.size() == 1) return fmt::format("rank {}", ranks[0]);
-  std::string text = "ranks ";
-  for (std::size_t i = 0; i < ranks.size(); ++i) {
-    if (i > 0) text += i + 1 == ranks.size() ? " and " : ", ";
-    text += std::to_string(ranks[i]);
-  }
-  return text;
-}
-
-// The message of an exception from c10d or Gloo: c10::Error without its C++ backtrace, one line.
-std::string reason_of(const std::exception& e) {
-  std::string text;
-  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) {
-    text = c10_error->what_without_backtrace();
-  } else {
-    text = e.what();
-  }
-  if (const std::size_t eol = text.find('\n'); eol != std::string::npos) text.resize(eol);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
-  return text;
-}
-
-std::string quote_text(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20 || u == 0x7f) {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
-// `value` as an error shows it: whole when short, else the part around its first difference from
-// `other`, with its length.
-std::string shown(std::string_view value, std::string_view other) {
-  if (value.size() <= kShownBytes) return quote_text(value);
-  std::size_t diff = 0;
-  while (diff < value.size() && diff < other.size() && value[diff] == other[diff]) ++diff;
-  const std::size_t begin = diff > kShownBytes / 4 ? diff - kShownBytes / 4 : 0;
-  const std::size_t end = std::min(value.size(), begin + kShownBytes);
-  return fmt::format("{}{}{} ({} bytes, differing from byte {})", begin > 0 ? "…" : "",
-                     quote_text(value.substr(begin, end - begin)), end < value.size() ? "…" : "",
-                     value.size(), diff);
-}
 
 bool is_loopback(std::string_view host) {
   return host == "localhost" || host.starts_with("127.") || host == "::1";
@@ -161,160 +89,17 @@ void ignore_sigpipe() {
   }
 }
 
-std::vector<std::uint8_t> to_bytes(std::string_view text) { return {text.begin(), text.end()}; }
+}  // namespace
 
-class GlooWorld final : public World {
- public:
-  GlooWorld(const WorldInfo& info, const WorldOptions& options) : info_(info), options_(options) {
-    ignore_sigpipe();
-    connect_store();
-    arrive();
-    connect_group();
-    log_info("{}joined the world at {} ({} ranks, Gloo, timeout {})", me(), address(),
-             info_.world_size, duration_text(options_.timeout));
-  }
-
-  int rank() const override { return info_.rank; }
-  int size() const override { return info_.world_size; }
-
-  void agree(std::string_view what, const std::string& value) override;
-  void send(const at::Tensor& tensor, int dst) override;
-  void recv(at::Tensor& tensor, int src) override;
-  void send_bytes(std::string_view bytes, int dst) override;
-  std::string recv_bytes(int src) override;
-  void barrier() override;
-
- private:
-  std::string address() const { return fmt::format("{}:{}", info_.master_addr, info_.master_port); }
-  std::string me() const { return fmt::format("rank {} of {}: ", info_.rank, info_.world_size); }
-
-  void connect_store();
-  void arrive();
-  void connect_group();
-
-  // Records the first failure (every later call repeats it) and throws it.
-  [[noreturn]] void fail(const std::string& message, ErrorFields fields = {}) {
-    broken_ = message;
-    throw DistributedError(message, std::move(fields));
-  }
-  void check_usable() const {
-    if (!broken_.empty()) {
-      throw DistributedError(
-          fmt::format("{}the world is unusable after an earlier failure: {}", me(), broken_));
-    }
-  }
-  void check_peer(int peer, std::string_view op) const {
-    FERRY_CHECK(peer >= 0 && peer < size() && peer != rank(), InvalidArgument,
-                "{}cannot {} rank {}: expected another rank in 0..{}", me(), op, peer, size() - 1);
-  }
-
-  // Runs a store operation; a failure of the store is a DistributedError (the store lives in
-  // rank 0: when it fails for another rank, rank 0 is gone).
-  template <class F>
-  auto on_store(std::string_view doing, F&& f) -> decltype(f()) {
-    try {
-      return f();
-    } catch (const std::exception& e) {
-      if (rank() == 0)
-        fail(fmt::format("{}its rendezvous store failed while {}: {}", me(), doing, reason_of(e)));
-      fail(fmt::format("{}lost rank 0, which holds the rendezvous store at {}, while {} (rank 0 "
-                       "died?): {}",
-                       me(), address(), doing, reason_of(e)),
-           ErrorFields{.path = "rank 0"});
-    }
-  }
-
-  // Polls until the keys <prefix><r> of every rank exist or `deadline` passes; the ranks whose
-  // key is missing (empty: all there).
-  std::vector<int> wait_for_ranks(const std::string& prefix, Clock::time_point deadline,
-                                  std::string_view doing);
-  // Fails with a failure of the store waits that every rank reports alike (Note [Ranks and
-  // failures]): the first rank to find it publishes it, the others read it while they wait, and
-  // rank 0 gives them a moment to read it before its store goes.
-  [[noreturn]] void fail_with_verdict(const std::string& body, ErrorFields fields = {},
-                                      std::optional<int> found_by = std::nullopt);
-  // The world's first failure: the rank that found it and what it found.
-  struct Verdict {
-    int rank = 0;
-    std::string body;
-  };
-  std::optional<Verdict> read_verdict();
-  void publish_verdict(const std::string& body);  // unless there is one already
-
-  // Starts a send or receive with `peer`.
-  template <class Start>
-  c10::intrusive_ptr<c10d::Work> post(std::string_view op, int peer, Start&& start) {
-    try {
-      return start();
-    } catch (const Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      fail_peer(op, peer, reason_of(e), /*timed_out=*/false);
-    }
-  }
-  // Waits for a send or receive with `peer` until `until`.
-  void wait(std::string_view op, int peer, c10d::Work& work, Clock::time_point until) {
-    try {
-      const auto left = std::chrono::duration_cast<milliseconds>(until - Clock::now());
-      if (work.wait(std::max(left, milliseconds(1)))) return;
-      fail_peer(op, peer, "the wait was abandoned", /*timed_out=*/true);
-    } catch (const Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      const std::string reason = reason_of(e);
-      const bool timed_out =
-          Clock::now() >= until - milliseconds(50) || reason.find("Timed out") != std::string::npos;
-      fail_peer(op, peer, reason, timed_out);
-    }
-  }
-  template <class Start>
-  void exchange(std::string_view op, int peer, Start&& start) {
-    const auto until = deadline();
-    wait(op, peer, *post(op, peer, std::forward<Start>(start)), until);
-  }
-
-  // A failure seen by Gloo. It becomes the world's verdict when it is the first; when another
-  // rank found one before, it is named as the cause (a rank that lost a peer which had lost
-  // another, as in a pipeline). The store is left alone when the lost peer is rank 0: it holds
-  // the store, and a stopped rank 0 would hold this rank up for another timeout.
-  [[noreturn]] void fail_peer(std::string_view op, int peer, const std::string& reason,
-                              bool timed_out) {
-    const std::string body =
-        timed_out ? fmt::format(
-                        "rank {} did not answer within {} ({} rank {}); it hangs, is "
-                        "stopped or its host is unreachable: {}",
-                        peer, duration_text(options_.timeout), op, peer, reason)
-                  : fmt::format(
-                        "lost rank {} ({} rank {}): its connection closed (the rank "
-                        "died?): {}",
-                        peer, op, peer, reason);
-    std::string cause;
-    if (peer != 0) {
-      try {
-        if (const std::optional<Verdict> first = read_verdict()) {
-          if (first->rank != rank()) {
-            cause =
-                fmt::format("; the first failure, found by rank {}: {}", first->rank, first->body);
-          }
-        } else {
-          publish_verdict(body);
-        }
-      } catch (const std::exception&) {
-        // The store is gone too: this failure stays this rank's own.
-      }
-    }
-    fail(me() + body + cause, ErrorFields{.path = fmt::format("rank {}", peer)});
-  }
-
-  Clock::time_point deadline() const { return Clock::now() + options_.timeout; }
-
-  WorldInfo info_;
-  WorldOptions options_;
-  c10::intrusive_ptr<c10d::TCPStore> store_;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
-  std::uint64_t agreements_ = 0;  // agree() calls so far: the number in its keys
-  std::string broken_;            // the first failure, once there was one
-};
+GlooWorld::GlooWorld(const WorldInfo& info, const WorldOptions& options)
+    : info_(info), options_(options) {
+  ignore_sigpipe();
+  connect_store();
+  arrive();
+  connect_group();
+  log_info("{}joined the world at {} ({} ranks, Gloo, timeout {})", me(), address(),
+           info_.world_size, duration_text(options_.timeout));
+}
 
 void GlooWorld::connect_store() {
   c10d::TCPStoreOptions store_options;
@@ -517,83 +302,7 @@ void GlooWorld::agree(std::string_view what, const std::string& value) {
                   .actual = answers[static_cast<std::size_t>(differing[0])].second});
 }
 
-void GlooWorld::send(const at::Tensor& tensor, int dst) {
-  check_usable();
-  check_peer(dst, "send to");
-  FERRY_CHECK(tensor.defined() && tensor.device().is_cpu(), InvalidArgument,
-              "{}send to rank {}: expected a CPU tensor, got {}", me(), dst,
-              tensor.defined() ? tensor.device().str() : "an undefined tensor");
-  std::vector<at::Tensor> tensors{tensor.contiguous()};
-  exchange("send to", dst, [&] { return group_->send(tensors, dst, kDataTag); });
-}
-
-void GlooWorld::recv(at::Tensor& tensor, int src) {
-  check_usable();
-  check_peer(src, "receive from");
-  FERRY_CHECK(tensor.defined() && tensor.device().is_cpu(), InvalidArgument,
-              "{}receive from rank {}: expected a CPU tensor to fill, got {}", me(), src,
-              tensor.defined() ? tensor.device().str() : "an undefined tensor");
-  std::vector<at::Tensor> tensors{tensor.is_contiguous() ? tensor : tensor.contiguous()};
-  exchange("receive from", src, [&] { return group_->recv(tensors, src, kDataTag); });
-  if (!tensors[0].is_same(tensor)) tensor.copy_(tensors[0]);
-}
-
-void GlooWorld::send_bytes(std::string_view bytes, int dst) {
-  send(at::tensor({static_cast<std::int64_t>(bytes.size())}, at::kLong), dst);
-  if (bytes.empty()) return;
-  // Read only: Gloo sends from the caller's memory.
-  send(at::from_blob(const_cast<char*>(bytes.data()), {static_cast<std::int64_t>(bytes.size())},
-                     at::kByte),
-       dst);
-}
-
-std::string GlooWorld::recv_bytes(int src) {
-  at::Tensor length = at::empty({1}, at::kLong);
-  recv(length, src);
-  const std::int64_t n = length.item<std::int64_t>();
-  if (n < 0) {
-    fail(fmt::format("{}rank {} announced a message of {} bytes", me(), src, n),
-         ErrorFields{.path = fmt::format("rank {}", src), .actual = std::to_string(n)});
-  }
-  std::string bytes(static_cast<std::size_t>(n), '\0');
-  if (n == 0) return bytes;
-  at::Tensor payload = at::from_blob(bytes.data(), {n}, at::kByte);
-  recv(payload, src);
-  return bytes;
-}
-
-void GlooWorld::barrier() {
-  check_usable();
-  if (size() == 1) return;
-  // A token to and from every other rank (Note [Ranks and failures]): every receive is posted
-  // before any send is waited for, so no order of arrival can deadlock.
-  const auto until = deadline();
-  std::vector<std::vector<at::Tensor>> inbox;
-  std::vector<std::vector<at::Tensor>> outbox;
-  std::vector<int> peers;
-  for (int r = 0; r < size(); ++r) {
-    if (r == rank()) continue;
-    peers.push_back(r);
-    inbox.push_back({at::zeros({1}, at::kByte)});
-    outbox.push_back({at::ones({1}, at::kByte)});
-  }
-  std::vector<c10::intrusive_ptr<c10d::Work>> receives;
-  std::vector<c10::intrusive_ptr<c10d::Work>> sends;
-  for (std::size_t i = 0; i < peers.size(); ++i) {
-    receives.push_back(post("a barrier with", peers[i],
-                            [&] { return group_->recv(inbox[i], peers[i], kBarrierTag); }));
-  }
-  for (std::size_t i = 0; i < peers.size(); ++i) {
-    sends.push_back(post("a barrier with", peers[i],
-                         [&] { return group_->send(outbox[i], peers[i], kBarrierTag); }));
-  }
-  for (std::size_t i = 0; i < peers.size(); ++i) {
-    wait("a barrier with", peers[i], *receives[i], until);
-    wait("a barrier with", peers[i], *sends[i], until);
-  }
-}
-
-}  // namespace
+}  // namespace detail
 
 std::unique_ptr<World> World::join(const WorldInfo& info, const WorldOptions& options) {
   FERRY_CHECK(info.world_size >= 1 && info.world_size <= kMaxWorldSize, InvalidArgument,
@@ -608,7 +317,7 @@ std::unique_ptr<World> World::join(const WorldInfo& info, const WorldOptions& op
               info.rank);
   FERRY_CHECK(options.timeout.count() > 0, InvalidArgument,
               "distributed timeout {} ms: expected a positive time", options.timeout.count());
-  return std::make_unique<GlooWorld>(info, options);
+  return std::make_unique<detail::GlooWorld>(info, options);
 }
 
 }  // namespace ferry::engine
