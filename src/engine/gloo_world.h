@@ -41,6 +41,10 @@ class GlooWorld final : public World {
  public:
   // Rendezvous (world.cpp).
   GlooWorld(const WorldInfo& info, const WorldOptions& options);
+  // Leaving: rank 0, which holds the store, waits a moment for the others to leave first.
+  ~GlooWorld() override;
+  GlooWorld(const GlooWorld&) = delete;
+  GlooWorld& operator=(const GlooWorld&) = delete;
 
   int rank() const override { return info_.rank; }
   int size() const override { return info_.world_size; }

@@ -51,6 +51,9 @@
 // report "lost rank 0" instead of the rank that never came. So the first rank to give up writes
 // its finding under ferry/verdict, every rank still waiting reads it and fails with it, and rank
 // 0, before it fails, waits (at most 5 s) until every rank that arrived has read the verdict.
+// Leaving works the same way: each rank's World marks ferry/left/<rank> when it is destroyed, and
+// rank 0's waits (at most 5 s) for the others' marks, so a rank 0 that finishes first does not
+// take the store from ranks still using it.
 //
 // Gloo writes to its sockets with writev, so a write to a peer that died would raise SIGPIPE and
 // kill this rank before the error could name the peer: join() ignores SIGPIPE (when no handler
@@ -99,6 +102,22 @@ GlooWorld::GlooWorld(const WorldInfo& info, const WorldOptions& options)
   connect_group();
   log_info("{}joined the world at {} ({} ranks, Gloo, timeout {})", me(), address(),
            info_.world_size, duration_text(options_.timeout));
+}
+
+GlooWorld::~GlooWorld() {
+  if (!broken_.empty() || !store_) return;  // failing: no waiting
+  try {
+    store_->set(fmt::format("ferry/left/{}", rank()), to_bytes("1"));
+    if (rank() != 0) return;
+    std::vector<std::string> others;
+    for (int r = 1; r < size(); ++r) others.push_back(fmt::format("ferry/left/{}", r));
+    const auto until = Clock::now() + std::min<milliseconds>(options_.timeout, kVerdictGrace);
+    while (!store_->check(others) && Clock::now() < until) {
+      std::this_thread::sleep_for(kStorePoll / 10);
+    }
+  } catch (const std::exception&) {
+    // Leaving a world whose store is gone: nothing to wait for.
+  }
 }
 
 void GlooWorld::connect_store() {

@@ -61,6 +61,8 @@ class World {
   // within the timeout, naming the address). Then a ProcessGroupGloo over the store; ranks that
   // do not arrive within the timeout are named in the error.
   static std::unique_ptr<World> join(const WorldInfo& info, const WorldOptions& options = {});
+  // Leaving. Rank 0 holds the rendezvous store: its World waits (at most 5 s) for the other
+  // ranks' Worlds to be destroyed first. A world that failed leaves at once.
   virtual ~World() = default;
 
   virtual int rank() const = 0;
