@@ -94,6 +94,9 @@ class Supervisor {
     FERRY_CHECK(pid >= 0, IoError, "ferry launch: cannot start rank {}: fork: {}", rank,
                 std::strerror(errno));
     if (pid == 0) {
+      // The launcher's handlers write to its pipe: not the rank's, even before exec.
+      for (const int sig : kForwarded) ::signal(sig, SIG_DFL);
+      ::signal(SIGCHLD, SIG_DFL);
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != parent) ::_exit(127);  // the launcher is already gone
       if (rank > 0) {

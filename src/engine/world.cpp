@@ -289,9 +289,9 @@ void GlooWorld::agree(std::string_view what, const std::string& value) {
   on_store(doing, [&] { store_->set(prefix + "read/" + std::to_string(rank()), to_bytes("1")); });
   missing = wait_for_ranks(prefix + "read/", deadline(), doing);
   if (!missing.empty()) {
-    fail(fmt::format("{}{} did not finish the agreement on {} within {}", me(), ranks_text(missing),
-                     what, duration_text(options_.timeout)),
-         ErrorFields{.path = std::string(what)});
+    fail_with_verdict(fmt::format("{} did not finish the agreement on {} within {}",
+                                  ranks_text(missing), what, duration_text(options_.timeout)),
+                      ErrorFields{.path = std::string(what)});
   }
 
   const auto& [what0, value0] = answers[0];

@@ -117,21 +117,27 @@ TEST_F(Launch, APortInUseIsNamed) {
               AllOf(HasSubstr(fmt::format("127.0.0.1:{}", taken.port())), HasSubstr("in use")));
 }
 
+// Starts `ferry launch --nproc 2 -- dist-check --linger-ms 600000` and returns the two ranks'
+// pids once both have passed the check (and linger).
+std::vector<pid_t> start_lingering_ranks(std::unique_ptr<FerryProcess>& launcher,
+                                         const ferry::testing::ScratchDir& dir) {
+  launcher = std::make_unique<FerryProcess>(
+      std::vector<std::string>{"launch", "--nproc", "2", "--", "dist-check", "--linger-ms",
+                               "600000"},
+      std::vector<std::string>{}, dir / "launch.log");
+  const auto until = Clock::now() + 180s;
+  while (rank_pids(launcher->output()).size() < 2 && launcher->running() && Clock::now() < until) {
+    std::this_thread::sleep_for(20ms);
+  }
+  return rank_pids(launcher->output());
+}
+
 class LaunchSignal : public Launch, public ::testing::WithParamInterface<int> {};
 
 // A signal to the launcher reaches every rank; the launcher reaps them all and reports it.
 TEST_P(LaunchSignal, IsForwardedToEveryRank) {
   const int sig = GetParam();
-  process_ = std::make_unique<FerryProcess>(
-      std::vector<std::string>{"launch", "--nproc", "2", "--", "dist-check", "--linger-ms",
-                               "600000"},
-      std::vector<std::string>{}, dir_ / "launch.log");
-  // Both ranks have passed the check and linger.
-  const auto until = Clock::now() + 180s;
-  while (rank_pids(output()).size() < 2 && process_->running() && Clock::now() < until) {
-    std::this_thread::sleep_for(20ms);
-  }
-  const std::vector<pid_t> pids = rank_pids(output());
+  const std::vector<pid_t> pids = start_lingering_ranks(process_, dir_);
   ASSERT_EQ(pids.size(), 2u) << output();
   process_->signal(sig);
   ASSERT_TRUE(testing::wait_for_exit(*process_, 60s)) << output();
@@ -139,6 +145,25 @@ TEST_P(LaunchSignal, IsForwardedToEveryRank) {
   EXPECT_THAT(output(), HasSubstr(fmt::format("SIG{} received; forwarding it to 2 rank(s)",
                                               sig == SIGTERM ? "TERM" : "INT")));
   for (const pid_t pid : pids) EXPECT_FALSE(testing::process_exists(pid)) << pid;
+}
+
+// SIGKILL cannot be forwarded: the kernel sends each rank SIGTERM when its launcher dies. The
+// ranks, orphaned, become this process's children; it reaps them here.
+TEST_F(Launch, RanksEndWhenTheLauncherIsKilled) {
+  const std::vector<pid_t> pids = start_lingering_ranks(process_, dir_);
+  ASSERT_EQ(pids.size(), 2u) << output();
+  process_->signal(SIGKILL);
+  process_->wait();
+  for (const pid_t pid : pids) {
+    SCOPED_TRACE(pid);
+    int status = 0;
+    const auto until = Clock::now() + 60s;
+    while (::waitpid(pid, &status, WNOHANG) != pid && Clock::now() < until) {
+      std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << status;
+    if (testing::process_exists(pid)) ::kill(pid, SIGKILL);  // failed: leave nothing behind
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(TermAndInt, LaunchSignal, ::testing::Values(SIGTERM, SIGINT),
