@@ -32,7 +32,12 @@ class Launch : public ::testing::Test {
   void SetUp() override { testing::adopt_orphans(); }
   void TearDown() override {
     // Every rank was reaped by its launcher: nothing is left for this process to adopt.
-    EXPECT_THAT(testing::children_of_this_process(), IsEmpty());
+    const std::vector<pid_t> left = testing::children_of_this_process();
+    EXPECT_THAT(left, IsEmpty());
+    for (const pid_t pid : left) {  // a failure; leave nothing running
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
   }
 
   // Runs `ferry launch ARGS` to its end (at most `limit`); its wait status.
