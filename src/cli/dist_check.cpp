@@ -98,6 +98,19 @@ int run_dist_check(const DistCheckOptions& o) {
     FERRY_CHECK(text == fmt::format("hello from rank {}", prev), engine::DistributedError,
                 "rank {}: expected 'hello from rank {}' from rank {}, got '{}'", rank, prev, prev,
                 text);
+    // The corners: an empty message, and a tensor received into a view that is not contiguous.
+    ring_step(
+        rank, [&] { world->send_bytes("", next); }, [&] { text = world->recv_bytes(prev); });
+    FERRY_CHECK(text.empty(), engine::DistributedError,
+                "rank {}: expected an empty message from rank {}, got {} bytes", rank, prev,
+                text.size());
+    const auto small = [](int r) { return at::arange(6, at::kLong).reshape({2, 3}) + 10 * r; };
+    at::Tensor transposed = at::empty({3, 2}, at::kLong).t();
+    ring_step(
+        rank, [&] { world->send(small(rank), next); }, [&] { world->recv(transposed, prev); });
+    FERRY_CHECK(at::equal(transposed, small(prev)), engine::DistributedError,
+                "rank {}: the 2x3 tensor from rank {} did not arrive in a transposed view", rank,
+                prev);
     ring = fmt::format("{} floats and a message from rank {}", o.elements, prev);
   }
   world->barrier();
