@@ -113,6 +113,8 @@ int run_dist_check(const DistCheckOptions& o) {
                 prev);
     ring = fmt::format("{} floats and a message from rank {}", o.elements, prev);
   }
+  // The same question again: agreements are numbered, not named.
+  world->agree("fingerprint", o.fingerprint);
   world->barrier();
   std::printf("dist-check: rank %d of %d ok (pid %d): fingerprint agreed, %s, barrier passed\n",
               rank, n, static_cast<int>(::getpid()), ring.c_str());
