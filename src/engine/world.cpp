@@ -92,6 +92,10 @@ void ignore_sigpipe() {
   }
 }
 
+// How soon a rank tries again to reach the master after c10d gave up early (each attempt logs a
+// line of c10d's own).
+constexpr milliseconds kConnectRetry(250);
+
 }  // namespace
 
 GlooWorld::GlooWorld(const WorldInfo& info, const WorldOptions& options)
@@ -126,13 +130,15 @@ void GlooWorld::connect_store() {
   store_options.isServer = info_.rank == 0;
   store_options.numWorkers = c10::nullopt;  // arrivals are counted by ferry's keys (arrive())
   store_options.waitWorkers = false;
-  store_options.timeout = options_.timeout;
   // c10d gives up connecting up to a second before its timeout (it retries once a second):
-  // attempts are repeated until the timeout itself has passed.
+  // attempts are repeated, each given the time left, until the timeout itself has passed.
   const auto until = deadline();
   for (;;) {
+    store_options.timeout =
+        std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(until - Clock::now()));
     try {
       store_ = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
+      store_->setTimeout(options_.timeout);  // every later wait on the store
       return;
     } catch (const std::exception& e) {
       const std::string reason = reason_of(e);
@@ -143,14 +149,14 @@ void GlooWorld::connect_store() {
                         me(), address(), in_use ? ": the port is in use" : "", reason),
             ErrorFields{.path = address(), .expected = "a free port", .actual = reason});
       }
-      if (Clock::now() + kStorePoll >= until) {
+      if (Clock::now() + kConnectRetry >= until) {
         throw DistributedError(
             fmt::format("{}cannot reach the master (rank 0) at {} within {}: {}", me(), address(),
                         duration_text(options_.timeout), reason),
             ErrorFields{.path = address(), .expected = "rank 0 listening", .actual = reason});
       }
     }
-    std::this_thread::sleep_for(kStorePoll);
+    std::this_thread::sleep_for(kConnectRetry);
   }
 }
 
