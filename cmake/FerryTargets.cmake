@@ -13,11 +13,17 @@ function(ferry_layer name)
   target_precompile_headers(ferry_${name} REUSE_FROM ferry_pch)
 endfunction()
 
-# ferry_test(NAME LAYER SOURCES...): one GoogleTest binary, registered with CTest and labelled.
+# ferry_test(NAME LAYER SOURCES... [TIMEOUT SECONDS]): one GoogleTest binary, registered with
+# CTest and labelled; TIMEOUT bounds each of its tests (those that start processes).
 function(ferry_test name layer)
-  add_executable(${name} ${ARGN})
+  cmake_parse_arguments(T "" "TIMEOUT" "" ${ARGN})
+  add_executable(${name} ${T_UNPARSED_ARGUMENTS})
   target_link_libraries(${name} PRIVATE ferry::ferry ferry_flags GTest::gtest GTest::gtest_main GTest::gmock)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_precompile_headers(${name} REUSE_FROM ferry_pch)
-  gtest_discover_tests(${name} PROPERTIES LABELS ${layer} DISCOVERY_TIMEOUT 60)
+  set(properties LABELS ${layer})
+  if(T_TIMEOUT)
+    list(APPEND properties TIMEOUT ${T_TIMEOUT})
+  endif()
+  gtest_discover_tests(${name} PROPERTIES ${properties} DISCOVERY_TIMEOUT 60)
 endfunction()

@@ -11,6 +11,7 @@ packages=(
   libpcre2-dev                       # tokenizer pre-tokenizer regexes (\p{L} classes)
   libsentencepiece-dev               # tokenizer.model files (optional at build time)
   libcpp-httplib-dev                 # `ferry serve` (HTTP)
+  libgloo-dev                        # Gloo's headers, which LibTorch's c10d includes (ranks)
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev           # libFuzzer targets of the parsers, run by scripts/test.sh
 )

@@ -17,8 +17,11 @@ namespace {
 
 // CLI11 2.1 lists unexpected arguments in reverse; ferry collects them itself (every command
 // allows extras) and reports them in the order given.
+// A `--` is no extra: it ends the options (CLI11 keeps it among the extras), and what follows
+// goes to the command's positionals (`ferry launch --nproc 2 -- run MODEL`).
 void reject_extras(const CLI::App& app) {
-  const std::vector<std::string> extras = app.remaining(/*recurse=*/true);
+  std::vector<std::string> extras = app.remaining(/*recurse=*/true);
+  std::erase(extras, std::string("--"));
   if (extras.empty()) return;
   // ExtrasError joins its list back to front: hand it reversed to print it front to back.
   throw CLI::ExtrasError(std::vector<std::string>(extras.rbegin(), extras.rend()));

@@ -5,8 +5,9 @@
 // Note [Front end and engine]
 // `ferry` is two programs behind one command. The front end (front.cpp, linked with ferry_base
 // alone, no LibTorch) answers `--help`, `--version`, `inspect` and `plan` on checkpoint headers
-// in a few milliseconds. Every command that needs the tensor engine (`run`, `serve`, `demo`,
-// `make-model`, `plan` of a model folder, and every command of a CUDA build's `plan`, whose GPUs
+// in a few milliseconds, and runs `launch`, which starts the front end again once per rank. Every
+// command that needs the tensor engine (`run`, `serve`, `demo`, `make-model`, the hidden
+// `dist-check`, `plan` of a model folder, and every command of a CUDA build's `plan`, whose GPUs
 // only LibTorch can probe) is handed over whole: the front end execs `ferry-engine` with the
 // same arguments, standard streams and environment (exec_engine), and the engine (engine.cpp)
 // parses them with the same flag definitions and runs them. The engine is found next to the
@@ -38,6 +39,10 @@ inline constexpr std::string_view kChatDescription =
     "Chat with a checkpoint folder in the terminal (its chat template; answers stream)";
 inline constexpr std::string_view kServeDescription =
     "Serve a checkpoint folder over an OpenAI-compatible HTTP API (continuous batching)";
+inline constexpr std::string_view kLaunchDescription =
+    "Start N ranks of a ferry command on this host and supervise them (torchrun's variables)";
+inline constexpr std::string_view kDistCheckDescription =
+    "Check a distributed run: join, agree, pass a tensor round the ranks, barrier (diagnostic)";
 
 // Adds `ferry demo`.
 void add_demo_command(CLI::App& app, Runner& runner);
@@ -53,6 +58,10 @@ void add_run_command(CLI::App& app, Runner& runner);
 void add_chat_command(CLI::App& app, Runner& runner);
 // Adds `ferry serve MODEL`.
 void add_serve_command(CLI::App& app, Runner& runner);
+// Adds `ferry launch --nproc N -- COMMAND...` (the front end's: it runs no tensor code).
+void add_launch_command(CLI::App& app, Runner& runner);
+// Adds the hidden `ferry dist-check` (the engine's).
+void add_dist_check_command(CLI::App& app, Runner& runner);
 
 // The app both programs start from: its name, description, --version and -v/--verbose.
 struct AppFlags {

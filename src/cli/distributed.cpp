@@ -1,6 +1,5 @@
 #include "cli/distributed.h"
 
-#include <cstdlib>
 #include <string>
 
 #include "ferry/core/error.h"
@@ -23,28 +22,12 @@ void add_pipeline_flags(CLI::App* cmd, int& micro_batches) {
       ->check(CLI::Range(1, 1024));
 }
 
-std::chrono::milliseconds distributed_timeout() {
-  const char* text = std::getenv("FERRY_DIST_TIMEOUT");
-  if (text == nullptr || *text == '\0') return std::chrono::seconds(60);
-  double seconds = 0;
-  std::size_t used = 0;
-  try {
-    seconds = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  FERRY_CHECK(used == std::string(text).size() && seconds > 0 && seconds <= 86400, InvalidArgument,
-              "FERRY_DIST_TIMEOUT={}: expected a number of seconds above 0 and at most 86400",
-              text);
-  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
-}
-
 std::optional<Distributed> join_pipeline(const std::filesystem::path& folder,
                                          models::LoadModelOptions& load) {
   const std::optional<engine::WorldInfo> info = engine::world_from_environment();
   if (!info || info->world_size < 2) return std::nullopt;
   Distributed d;
-  d.world = engine::World::join(*info, {.timeout = distributed_timeout()});
+  d.world = engine::World::join(*info, engine::world_options_from_environment());
   d.layout = engine::agree_on_pipeline(*d.world, folder, load);
   load.stage = d.layout.stages[static_cast<std::size_t>(d.world->rank())];
   if (d.front()) log_info("pipeline over {} ranks: {}", d.world->size(), d.layout.describe());

@@ -30,10 +30,6 @@ PlacementFlags with_rank(PlacementFlags flags);
 // Adds --micro-batches (pipeline runs only: engine::PipelineOptions::micro_batches).
 void add_pipeline_flags(CLI::App* cmd, int& micro_batches);
 
-// The timeout of every distributed wait: FERRY_DIST_TIMEOUT seconds (set by `ferry launch
-// --timeout`), else 60 s. InvalidArgument naming the variable for a malformed value.
-std::chrono::milliseconds distributed_timeout();
-
 // nullopt unless the launcher's variables say this is one rank of a world of two or more. Else
 // joins the world, agrees on the checkpoint and the layout (engine::agree_on_pipeline) and sets
 // `load.stage` to this rank's part.

@@ -8,9 +8,7 @@
 
 namespace ferry::cli {
 
-void exec_engine() {
-  throw InternalError("exec_engine called in the engine itself");
-}
+void exec_engine() { throw InternalError("exec_engine called in the engine itself"); }
 
 }  // namespace ferry::cli
 
@@ -36,5 +34,6 @@ int main(int argc, char** argv) {
   ferry::cli::add_run_command(app, runner);
   ferry::cli::add_chat_command(app, runner);
   ferry::cli::add_serve_command(app, runner);
+  ferry::cli::add_dist_check_command(app, runner);
   return ferry::cli::run_app(app, runner, flags, argc, argv);
 }

@@ -54,7 +54,7 @@ std::string_view command_of(int argc, char** argv) {
 
 bool runs_in_engine(std::string_view command) {
   if (command == "run" || command == "chat" || command == "serve" || command == "demo" ||
-      command == "make-model") {
+      command == "make-model" || command == "dist-check") {
     return true;
   }
 #ifdef FERRY_WITH_CUDA
@@ -102,5 +102,6 @@ int main(int argc, char** argv) {
   engine_stub("run", ferry::cli::kRunDescription);
   engine_stub("chat", ferry::cli::kChatDescription);
   engine_stub("serve", ferry::cli::kServeDescription);
+  ferry::cli::add_launch_command(app, runner);
   return ferry::cli::run_app(app, runner, flags, argc, argv);
 }

@@ -26,11 +26,14 @@ class DistributedError : public Error {
   using Error::Error;
 };
 
+// The most ranks a world may have.
+inline constexpr int kMaxWorldSize = 1 << 16;
+
 // What a launcher tells a rank (torchrun's variables).
 struct WorldInfo {
   std::string master_addr;        // MASTER_ADDR
   std::uint16_t master_port = 0;  // MASTER_PORT (1..65535)
-  int world_size = 1;             // WORLD_SIZE (≥ 1)
+  int world_size = 1;             // WORLD_SIZE (1..kMaxWorldSize)
   int rank = 0;                   // RANK (0..world_size-1)
   int local_rank = 0;             // LOCAL_RANK (defaults to RANK)
 };
@@ -45,6 +48,11 @@ struct WorldOptions {
   std::chrono::milliseconds timeout{60'000};
 };
 
+// The options a launcher asks for: FERRY_DIST_TIMEOUT (seconds, > 0; what `ferry launch
+// --timeout` sets) as the timeout, else the defaults. InvalidArgument naming the variable and its
+// value when it is malformed. A command's own --timeout flag overrides it.
+WorldOptions world_options_from_environment();
+
 // One rank's membership of the world. Not thread-safe: one thread talks through it at a time.
 class World {
  public:
@@ -53,6 +61,8 @@ class World {
   // within the timeout, naming the address). Then a ProcessGroupGloo over the store; ranks that
   // do not arrive within the timeout are named in the error.
   static std::unique_ptr<World> join(const WorldInfo& info, const WorldOptions& options = {});
+  // Leaving. Rank 0 holds the rendezvous store: its World waits (at most 5 s) for the other
+  // ranks' Worlds to be destroyed first. A world that failed leaves at once.
   virtual ~World() = default;
 
   virtual int rank() const = 0;
