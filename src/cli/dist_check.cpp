@@ -29,6 +29,7 @@ struct DistCheckOptions {
   double timeout_s = 0;          // 0: FERRY_DIST_TIMEOUT, else 60 s
   std::int64_t elements = 1024;  // floats passed round the ring
   std::int64_t linger_ms = 0;    // stay alive this long after printing (signal tests)
+  bool ignore_sigterm = false;   // a rank that must be killed (the launcher's grace period)
 };
 
 [[noreturn]] void sleep_forever() {
@@ -70,6 +71,7 @@ int run_dist_check(const DistCheckOptions& o) {
         std::chrono::milliseconds(static_cast<std::int64_t>(o.timeout_s * 1000));
   }
   const int rank = info->rank;
+  if (o.ignore_sigterm) std::signal(SIGTERM, SIG_IGN);
   if (rank == o.absent_rank) sleep_forever();
 
   const std::unique_ptr<engine::World> world = engine::World::join(*info, world_options);
@@ -146,6 +148,7 @@ void add_dist_check_command(CLI::App& app, Runner& runner) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 28));
   cmd->add_option("--linger-ms", o->linger_ms, "Stay alive this long after the check")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--ignore-sigterm", o->ignore_sigterm, "Ignore SIGTERM (only SIGKILL ends it)");
   cmd->callback([&runner, o] { runner = [o] { return run_dist_check(*o); }; });
 }
 

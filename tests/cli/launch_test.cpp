@@ -125,11 +125,12 @@ TEST_F(Launch, APortInUseIsNamed) {
 // Starts `ferry launch --nproc 2 -- dist-check --linger-ms 600000` and returns the two ranks'
 // pids once both have passed the check (and linger).
 std::vector<pid_t> start_lingering_ranks(std::unique_ptr<FerryProcess>& launcher,
-                                         const ferry::testing::ScratchDir& dir) {
-  launcher = std::make_unique<FerryProcess>(
-      std::vector<std::string>{"launch", "--nproc", "2", "--", "dist-check", "--linger-ms",
-                               "600000"},
-      std::vector<std::string>{}, dir / "launch.log");
+                                         const ferry::testing::ScratchDir& dir,
+                                         const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> args{"launch", "--nproc",    "2",           "--grace", "1",
+                                "--",     "dist-check", "--linger-ms", "600000"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  launcher = std::make_unique<FerryProcess>(args, std::vector<std::string>{}, dir / "launch.log");
   const auto until = Clock::now() + 180s;
   while (rank_pids(launcher->output()).size() < 2 && launcher->running() && Clock::now() < until) {
     std::this_thread::sleep_for(20ms);
@@ -149,6 +150,20 @@ TEST_P(LaunchSignal, IsForwardedToEveryRank) {
   EXPECT_EQ(exit_code(process_->wait()), 128 + sig) << output();
   EXPECT_THAT(output(), HasSubstr(fmt::format("SIG{} received; forwarding it to 2 rank(s)",
                                               sig == SIGTERM ? "TERM" : "INT")));
+  for (const pid_t pid : pids) EXPECT_FALSE(testing::process_exists(pid)) << pid;
+}
+
+// Ranks that ignore the forwarded SIGTERM are killed once the grace period (1 s) has passed.
+TEST_F(Launch, RanksThatIgnoreSigtermAreKilledAfterTheGracePeriod) {
+  const std::vector<pid_t> pids = start_lingering_ranks(process_, dir_, {"--ignore-sigterm"});
+  ASSERT_EQ(pids.size(), 2u) << output();
+  const auto start = Clock::now();
+  process_->signal(SIGTERM);
+  ASSERT_TRUE(testing::wait_for_exit(*process_, 60s)) << output();
+  EXPECT_GE(Clock::now() - start, 1s);
+  EXPECT_EQ(exit_code(process_->wait()), 128 + SIGKILL) << output();
+  EXPECT_THAT(output(), AllOf(HasSubstr("2 rank(s) still running after 1000 ms; killing them"),
+                              HasSubstr("failed: it was killed by signal 9 (SIGKILL)")));
   for (const pid_t pid : pids) EXPECT_FALSE(testing::process_exists(pid)) << pid;
 }
 
