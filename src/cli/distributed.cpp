@@ -1,7 +1,10 @@
 #include "cli/distributed.h"
 
+#include <fmt/format.h>
+
 #include <string>
 
+#include "cli/model_loading.h"
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
 
@@ -43,6 +46,12 @@ int serve_rank(Distributed& dist, const std::filesystem::path& folder,
     engine::report_stage_failure(*dist.world, e);
     throw;
   }
+  const models::StageRange& range =
+      dist.layout.stages[static_cast<std::size_t>(dist.world->rank())];
+  fmt::print(stderr, "rank {} of {}: layers {}-{} loaded; modules per device:\n",
+             dist.world->rank(), dist.world->size(), range.begin, range.end - 1);
+  print_placement(stderr, stage);
+  std::fflush(stderr);
   engine::serve_stage(*dist.world, *stage.model, dist.layout);
   return 0;
 }

@@ -59,8 +59,7 @@ void GlooWorld::recv_until(at::Tensor& tensor, int src, Clock::time_point until)
               "{}receive from rank {}: expected a CPU tensor to fill, got {}", me(), src,
               tensor.defined() ? tensor.device().str() : "an undefined tensor");
   std::vector<at::Tensor> tensors{tensor.is_contiguous() ? tensor : tensor.contiguous()};
-  exchange_until("receive from", src, until,
-                 [&] { return group_->recv(tensors, src, kDataTag); });
+  exchange_until("receive from", src, until, [&] { return group_->recv(tensors, src, kDataTag); });
   if (!tensors[0].is_same(tensor)) tensor.copy_(tensors[0]);
 }
 
@@ -80,8 +79,8 @@ std::string GlooWorld::recv_bytes(int src, std::chrono::milliseconds timeout) {
   // Waiting for a message may take `timeout` (a pipeline stage idles between requests); once it
   // is announced, the payload follows within the world's timeout.
   const auto now = Clock::now();
-  const auto until = timeout >= Clock::time_point::max() - now ? Clock::time_point::max()
-                                                                : now + timeout;
+  const auto until =
+      timeout >= Clock::time_point::max() - now ? Clock::time_point::max() : now + timeout;
   recv_until(length, src, until);
   const std::int64_t n = length.item<std::int64_t>();
   if (n < 0) {
@@ -100,7 +99,10 @@ class GlooWorld::GlooPending final : public World::Pending {
  public:
   GlooPending(GlooWorld& world, std::string_view op, int peer, std::vector<at::Tensor> buffers,
               at::Tensor target)
-      : world_(world), op_(op), peer_(peer), buffers_(std::move(buffers)),
+      : world_(world),
+        op_(op),
+        peer_(peer),
+        buffers_(std::move(buffers)),
         target_(std::move(target)) {}
   void start(c10::intrusive_ptr<c10d::Work> work) { work_ = std::move(work); }
   std::vector<at::Tensor>& buffers() { return buffers_; }
@@ -126,12 +128,10 @@ std::unique_ptr<World::Pending> GlooWorld::isend(const at::Tensor& tensor, int d
   FERRY_CHECK(tensor.defined() && tensor.device().is_cpu() && tag >= 0, InvalidArgument,
               "{}send to rank {}: expected a CPU tensor and a tag ≥ 0, got {} and tag {}", me(),
               dst, tensor.defined() ? tensor.device().str() : "an undefined tensor", tag);
-  auto pending = std::make_unique<GlooPending>(*this, "send to", dst,
-                                               std::vector<at::Tensor>{tensor.contiguous()},
-                                               at::Tensor());
-  pending->start(post("send to", dst, [&] {
-    return group_->send(pending->buffers(), dst, kFirstUserTag + tag);
-  }));
+  auto pending = std::make_unique<GlooPending>(
+      *this, "send to", dst, std::vector<at::Tensor>{tensor.contiguous()}, at::Tensor());
+  pending->start(post("send to", dst,
+                      [&] { return group_->send(pending->buffers(), dst, kFirstUserTag + tag); }));
   return pending;
 }
 
@@ -145,9 +145,8 @@ std::unique_ptr<World::Pending> GlooWorld::irecv(at::Tensor& tensor, int src, in
   auto pending = std::make_unique<GlooPending>(
       *this, "receive from", src,
       std::vector<at::Tensor>{tensor.is_contiguous() ? tensor : tensor.contiguous()}, tensor);
-  pending->start(post("receive from", src, [&] {
-    return group_->recv(pending->buffers(), src, kFirstUserTag + tag);
-  }));
+  pending->start(post("receive from", src,
+                      [&] { return group_->recv(pending->buffers(), src, kFirstUserTag + tag); }));
   return pending;
 }
 
