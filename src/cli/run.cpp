@@ -355,8 +355,13 @@ int run(const RunOptions& o) {
       nlohmann::ordered_json stages = nlohmann::ordered_json::array();
       for (const models::StageRange& s : dist->layout.stages) stages.push_back({s.begin, s.end});
       p["stages"] = std::move(stages);
+      p["micro_batches"] = o.micro_batches;
       p["step_seconds"] = pipeline->step_seconds();
-      p["send_seconds"] = pipeline->communication_seconds();
+      p["stage_compute_seconds"] = pipeline->stage_compute_seconds();
+      double computing = 0;
+      for (double c : pipeline->stage_compute_seconds()) computing += c;
+      // Meaningful with one micro-batch (stages one after another): the rest is passing data.
+      p["communication_seconds"] = std::max(0.0, pipeline->step_seconds() - computing);
       j["pipeline"] = std::move(p);
     }
     if (r.tokens.size() > 1) j["batch_token_ids"] = r.tokens;

@@ -99,7 +99,7 @@ models::StepInput rows_of(const models::StepInput& in, std::int64_t begin, std::
 void run_micro_batches(World& world, models::CausalLM& local, const models::StepInput& in,
                        const at::Tensor& hidden, models::KvCache& cache,
                        const models::StageRange& stage, const std::vector<std::int64_t>& bounds,
-                       at::ScalarType dtype, std::int64_t hidden_size, double& comm_seconds) {
+                       at::ScalarType dtype, std::int64_t hidden_size, double& compute_seconds) {
   const int rank = world.rank();
   const int next = (rank + 1) % world.size();
   const std::size_t parts = bounds.size() - 1;
@@ -117,10 +117,9 @@ void run_micro_batches(World& world, models::CausalLM& local, const models::Step
     } else {
       h = at::empty({end - begin, in.position_ids.size(1), hidden_size},
                     at::TensorOptions().dtype(dtype));
-      const Clock::time_point t = Clock::now();
       world.irecv(h, rank - 1, tag)->wait();
-      comm_seconds += seconds_since(t);
     }
+    const Clock::time_point computing = Clock::now();
     at::Tensor out;
     if (parts == 1) {
       out = local.layers(h, in, cache, stage.begin, stage.end);
@@ -129,13 +128,10 @@ void run_micro_batches(World& world, models::CausalLM& local, const models::Step
       out = local.layers(h, rows_of(in, begin, end), part_caches.back(), stage.begin, stage.end);
     }
     sent.push_back(out.to(at::kCPU).to(dtype).contiguous());
-    const Clock::time_point t = Clock::now();
+    compute_seconds += seconds_since(computing);
     sends.push_back(world.isend(sent.back(), next, tag));
-    comm_seconds += seconds_since(t);
   }
-  const Clock::time_point t = Clock::now();
   for (auto& s : sends) s->wait();
-  comm_seconds += seconds_since(t);
   if (parts == 1) return;
   for (std::int64_t l = stage.begin; l < stage.end; ++l) {
     std::vector<at::Tensor> keys, values;
@@ -270,8 +266,15 @@ Pipeline::~Pipeline() {
 void Pipeline::finish() {
   if (finished_) return;
   finished_ = true;
-  const std::string message = json{{"op", "finish"}, {"cache_ops", listener_->take()}}.dump();
+  const std::string message =
+      json{{"op", "finish"}, {"report", true}, {"cache_ops", listener_->take()}}.dump();
   for (int r = 1; r < world_.size(); ++r) world_.send_bytes(message, r);
+  // Each stage's time computing, for the share of a step spent passing data (step_seconds
+  // minus every stage's compute: the stages of one part run one after another).
+  stage_compute_seconds_ = {compute_seconds_};
+  for (int r = 1; r < world_.size(); ++r) {
+    stage_compute_seconds_.push_back(std::stod(world_.recv_bytes(r)));
+  }
 }
 
 at::Tensor Pipeline::step(const models::StepInput& in, models::KvCache& cache) {
@@ -291,15 +294,16 @@ at::Tensor Pipeline::step(const models::StepInput& in, models::KvCache& cache) {
   const std::vector<std::int64_t> bounds = micro_bounds(batch, options_.micro_batches);
 
   const at::Tensor hidden = local_->embed(in);
+  compute_seconds_ += seconds_since(start);
   const at::ScalarType dtype = hidden.scalar_type();
   const std::int64_t hidden_size = hidden.size(2);
   const int n = world_.size();
   if (n == 1) {
     at::Tensor logits = local_->head(local_->layers(hidden, in, cache, mine.begin, mine.end));
     step_seconds_ += seconds_since(start);
+    compute_seconds_ = step_seconds_;
     return logits;
   }
-  Clock::time_point t = Clock::now();
   const std::string control = json{
       {"op", "step"},
       {"cache", cache.id()},
@@ -328,13 +332,12 @@ at::Tensor Pipeline::step(const models::StepInput& in, models::KvCache& cache) {
                              at::TensorOptions().dtype(dtype)));
     receives.push_back(world_.irecv(back.back(), n - 1, static_cast<int>(m) + 1));
   }
-  comm_seconds_ += seconds_since(t);
   run_micro_batches(world_, *local_, in, hidden, cache, mine, bounds, dtype, hidden_size,
-                    comm_seconds_);
-  t = Clock::now();
+                    compute_seconds_);
   for (auto& r : receives) r->wait();
-  comm_seconds_ += seconds_since(t);
+  const Clock::time_point computing = Clock::now();
   at::Tensor logits = local_->head(back.size() == 1 ? back.front() : at::cat(back, 0));
+  compute_seconds_ += seconds_since(computing);
   step_seconds_ += seconds_since(start);
   return logits;
 }
@@ -353,6 +356,7 @@ void serve_stage(World& world, models::CausalLM& local, const PipelineLayout& la
     return it->second;
   };
   world.send_bytes(kReady, 0);
+  double compute_seconds = 0;  // reported to rank 0 at the end
   for (;;) {
     const std::string text = world.recv_bytes(0, kIdleWait);
     json control;
@@ -378,7 +382,10 @@ void serve_stage(World& world, models::CausalLM& local, const PipelineLayout& la
       }
     }
     const std::string what = control.at("op").get<std::string>();
-    if (what == "finish") return;
+    if (what == "finish") {
+      if (control.value("report", false)) world.send_bytes(fmt::format("{}", compute_seconds), 0);
+      return;
+    }
     FERRY_CHECK(what == "step", DistributedError, "rank {}: unknown control message '{}'", rank,
                 what);
     const auto batch = control.at("batch").get<std::int64_t>();
@@ -396,9 +403,8 @@ void serve_stage(World& world, models::CausalLM& local, const PipelineLayout& la
     const models::StepInput in{.input_ids = at::zeros({batch, tokens}, at::kLong),
                                .position_ids = positions,
                                .attention_mask = mask};
-    double unused = 0;
     run_micro_batches(world, local, in, at::Tensor(), cache, mine, bounds, dtype, hidden_size,
-                      unused);
+                      compute_seconds);
   }
 }
 

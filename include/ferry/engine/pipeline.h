@@ -71,9 +71,15 @@ class Pipeline final : public models::CausalLM {
   // Tells every other rank to return from serve_stage. Idempotent.
   void finish();
 
-  // Seconds spent waiting for other ranks (sending, receiving), and in steps overall.
-  double communication_seconds() const noexcept { return comm_seconds_; }
+  // Seconds in steps overall, and rank 0's computing in them.
   double step_seconds() const noexcept { return step_seconds_; }
+  double compute_seconds() const noexcept { return compute_seconds_; }
+  // After finish(): each rank's seconds computing its stage (rank 0's first). With one
+  // micro-batch the stages run one after another, so step_seconds minus their sum is the time
+  // spent passing data between ranks.
+  const std::vector<double>& stage_compute_seconds() const noexcept {
+    return stage_compute_seconds_;
+  }
 
  private:
   class Listener;
@@ -83,8 +89,9 @@ class Pipeline final : public models::CausalLM {
   PipelineOptions options_;
   std::shared_ptr<Listener> listener_;
   bool finished_ = false;
-  double comm_seconds_ = 0;
+  double compute_seconds_ = 0;
   double step_seconds_ = 0;
+  std::vector<double> stage_compute_seconds_;
 };
 
 // What a rank > 0 does: runs the steps rank 0 sends through `local` (loaded with
