@@ -115,15 +115,20 @@ std::optional<DType> narrowed_dtype(const std::vector<TensorInfo>& infos,
   return std::nullopt;
 }
 
+// Bytes of weights the plan places anywhere, and on disk.
+std::pair<std::uint64_t, std::uint64_t> weight_totals(const plan::DevicePlan& p) {
+  std::uint64_t total = 0;
+  for (const auto& d : p.devices) total += d.used_bytes();
+  return {total, p.disk_bytes()};
+}
+
 }  // namespace
 
 nlohmann::ordered_json plan_json(const PlanCommandOptions& o, const PlanView& v, double elapsed_ms,
                                  const std::vector<plan::SizeEstimate>& estimates) {
   const plan::DevicePlan& p = v.resolution.plan.plan;
   const plan::Resolution& r = v.resolution;
-  std::uint64_t total_bytes = 0;
-  for (const auto& d : p.devices) total_bytes += d.used_bytes();
-  const std::uint64_t disk_bytes = p.disk_bytes();
+  const auto [total_bytes, disk_bytes] = weight_totals(p);
   nlohmann::ordered_json j = json_header("plan");
   j["checkpoint"] = o.checkpoint;
   j["planned_from"] = v.source;
@@ -171,9 +176,7 @@ void print_plan_text(const PlanCommandOptions& o, const PlanView& v, double elap
                      const std::vector<plan::SizeEstimate>& estimates) {
   const plan::DevicePlan& p = v.resolution.plan.plan;
   const plan::Resolution& r = v.resolution;
-  std::uint64_t total_bytes = 0;
-  for (const auto& d : p.devices) total_bytes += d.used_bytes();
-  const std::uint64_t disk_bytes = p.disk_bytes();
+  const auto [total_bytes, disk_bytes] = weight_totals(p);
 
   fmt::print("ferry plan: {}{} ({} tensors, {}; planned from the {} in {:.1f} ms)\n", o.checkpoint,
              v.part.empty() ? "" : ", " + v.part, v.n_tensors, format_bytes(total_bytes), v.source,
