@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <httplib.h>
+#include <regex>
 #include <string>
 #include <thread>
 
@@ -156,6 +158,67 @@ TEST(PipelineRun, AKilledRankIsNamedByTheOthersWithinTheTimeout) {
   }
   EXPECT_LT(testing::Clock::now() - killed, 40s);  // the timeout is 60 s: death is seen first
   ranks[1]->wait();
+}
+
+// The port `ferry serve` printed in `p`'s output, once it listens ("" if it never did).
+std::string listening_port(FerryProcess& p) {
+  const std::regex line(R"(ferry serve: listening on http://127\.0\.0\.1:([0-9]+))");
+  for (int i = 0; i < 1200 && p.running(); ++i) {
+    std::smatch m;
+    const std::string out = p.output();
+    if (std::regex_search(out, m, line)) return m[1];
+    std::this_thread::sleep_for(100ms);
+  }
+  return "";
+}
+
+// Greedy completions of a few prompts, sent at once (they share batches).
+std::vector<std::string> completions(const std::string& port) {
+  const std::vector<std::string> prompts{"hello there", "a b c", "the quick brown fox"};
+  std::vector<std::string> texts(prompts.size());
+  std::vector<std::thread> clients;
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    clients.emplace_back([&, i] {
+      httplib::Client client("127.0.0.1", std::stoi(port));
+      client.set_read_timeout(120, 0);
+      const nlohmann::json body{
+          {"prompt", prompts[i]}, {"max_tokens", 8}, {"temperature", 0}, {"ignore_eos", true}};
+      const auto r = client.Post("/v1/completions", body.dump(), "application/json");
+      if (r && r->status == 200) {
+        texts[i] = nlohmann::json::parse(r->body).at("choices").at(0).at("text");
+      } else {
+        texts[i] = "request failed";
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  return texts;
+}
+
+TEST(PipelineServe, AnswersAsTheSingleProcessServerAndStopsOnSigterm) {
+  testing::adopt_orphans();
+  ferry::testing::ScratchDir dir;
+  FerryProcess alone(
+      {"serve", model().string(), "--port", "0", "--max-batch", "4", "--no-progress"}, {},
+      dir.path() / "alone.log");
+  const std::string alone_port = listening_port(alone);
+  ASSERT_FALSE(alone_port.empty()) << alone.output();
+  const std::vector<std::string> expected = completions(alone_port);
+  for (const std::string& text : expected) EXPECT_NE(text, "request failed");
+  alone.signal(SIGTERM);
+  alone.wait();
+  FerryProcess launched({"launch", "--nproc", "2", "--timeout", "60", "--", "serve",
+                         model().string(), "--port", "0", "--max-batch", "4", "--no-progress"},
+                        {}, dir.path() / "launch.log");
+  const std::string port = listening_port(launched);
+  ASSERT_FALSE(port.empty()) << launched.output();
+  EXPECT_EQ(completions(port), expected);
+  EXPECT_THAT(launched.output(), HasSubstr("pipeline over 2 ranks"));
+  launched.signal(SIGTERM);
+  ASSERT_TRUE(testing::wait_for_exit(launched, 60s)) << launched.output();
+  const int status = launched.wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << launched.output();
+  EXPECT_THAT(testing::children_of_this_process(), ::testing::IsEmpty());
 }
 
 }  // namespace
