@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "cli/sampling_flags.h"
 #include "ferry/core/error.h"
 #include "ferry/engine/engine.h"
+#include "ferry/engine/world.h"
 #include "ferry/models/chat_template.h"
 #include "ferry/models/config.h"
 #include "ferry/models/generate.h"
@@ -44,6 +46,12 @@ struct ChatOptions {
 };
 
 void check_flags(const ChatOptions& o) {
+  // Every rank would chat on its own terminal: the pipeline's front ends are run and serve.
+  const std::optional<engine::WorldInfo> world = engine::world_from_environment();
+  FERRY_CHECK(!world || world->world_size < 2, Unsupported,
+              "ferry chat does not run as one rank of several (WORLD_SIZE={}): serve the model "
+              "with `ferry launch --nproc N -- serve MODEL` and chat with any OpenAI client",
+              world ? world->world_size : 1);
   check_placement_flags(o.placement);
   check_sampling_flags(o.sampling);
   FERRY_CHECK(o.threads >= 0, InvalidArgument,

@@ -88,6 +88,14 @@ TEST_F(ChatCommand, AModelWithoutATemplateIsRefusedBeforeLoading) {
   EXPECT_EQ(r.out.find("loading"), std::string::npos) << r.out;
 }
 
+TEST_F(ChatCommand, AsOneRankOfSeveralItIsRefusedNamingServe) {
+  const auto r =
+      run_ferry_redirected("chat " + model() + " < /dev/null", "2>&1",
+                           "env MASTER_ADDR=127.0.0.1 MASTER_PORT=1 WORLD_SIZE=2 RANK=1 ");
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("ferry launch --nproc N -- serve"), std::string::npos) << r.out;
+}
+
 TEST_F(ChatCommand, AnUnsupportedTemplateNamesTheConstruct) {
   const std::string file = model() + "/tokenizer_config.json";
   nlohmann::json config = nlohmann::json::object();
