@@ -7,7 +7,7 @@
 # share is a step's time minus every stage's compute time (one micro-batch: stages take turns).
 #
 #   bash bench/pipeline.sh MODEL_DIR [--ranks "1 2"] [--share 40] [--tokens 16] [--batch 8]
-#                                    [--threads N] [--build DIR]
+#                                    [--threads N] [--build DIR] [-- EXTRA RUN FLAGS]
 #
 # The reference workload (../shared/BENCHMARKING.md) is the 6 GB model:
 #   ferry make-model --hidden 2048 --layers 31 --heads 32 --kv-heads 4 --intermediate 5632 \
@@ -23,6 +23,7 @@ share=40
 tokens=16
 batch=8
 threads=
+extra=()
 while (($#)); do
   case $1 in
     --ranks) ranks_list=$2; shift 2 ;;
@@ -31,6 +32,7 @@ while (($#)); do
     --batch) batch=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
+    --) shift; extra=("$@"); break ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -67,6 +69,7 @@ run() {
     local cmd=("$ferry" run "$model" $(prompt_ids "$b") --max-new-tokens "$tokens" --ignore-eos
                --max-memory "cpu=$budget" --offload-folder "$tmp/offload$r" --json --no-progress)
     [[ -n $threads ]] && cmd+=(--threads "$threads")
+    cmd+=("${extra[@]}")
     local env=()
     ((n > 1)) && env=(MASTER_ADDR=127.0.0.1 MASTER_PORT=$port WORLD_SIZE=$n RANK=$r LOCAL_RANK=$r
                       FERRY_DIST_TIMEOUT=600)
@@ -93,7 +96,7 @@ run() {
 
 field() { python3 -c "import json,sys; j=json.load(open('$1')); print(eval(sys.argv[1]))" "$2"; }
 
-echo "model $(numfmt --to=iec "$model_bytes"), CPU budget per rank $(numfmt --to=iec "$budget") (${share} %)," \
+echo "model $(numfmt --to=iec "$model_bytes"), CPU budget per rank $(numfmt --to=iec "$budget") (${share} %), flags: ${extra[*]:-none}," \
      "cgroups $( ((use_cgroups)) && echo "on (budget + 512 MiB, page cache dropped)" || echo off)"
 echo
 echo "| ranks | stages | decode ms/token (batch 1) | × 1 rank | tokens/s (batch $batch) | × 1 rank | communication share |"
