@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
-#include <sstream>
 #include <unordered_map>
 #include <utility>
 
@@ -17,6 +16,7 @@
 #include "ferry/models/kv_cache.h"
 #include "ferry/plan/memory_budget.h"
 #include "ferry/plan/stages.h"
+#include "io/json_file.h"
 
 namespace ferry::engine {
 
@@ -438,14 +438,6 @@ std::uint64_t fnv1a(std::uint64_t h, std::string_view bytes) {
   return h;
 }
 
-std::string read_whole(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  FERRY_CHECK(in.good(), IoError, "cannot read {}", file.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 std::filesystem::path folder_of(const std::filesystem::path& path) {
   return std::filesystem::is_directory(path) ? path : path.parent_path();
 }
@@ -459,7 +451,7 @@ std::int64_t n_layers_of(const std::filesystem::path& folder) {
 std::string checkpoint_fingerprint(const std::filesystem::path& folder) {
   const std::filesystem::path dir = folder_of(folder);
   const models::ModelConfig config = models::load_config(dir);
-  std::uint64_t h = fnv1a(14695981039346656037ULL, read_whole(dir / "config.json"));
+  std::uint64_t h = fnv1a(14695981039346656037ULL, io::read_text_file(dir / "config.json"));
   const std::shared_ptr<const io::TensorSource> source = io::open_checkpoint(dir);
   std::vector<std::string> names = source->names();
   std::sort(names.begin(), names.end());
@@ -506,10 +498,10 @@ PipelineLayout agree_on_pipeline(World& world, const std::filesystem::path& fold
       if (std::optional<TensorInfo> info = source->find(name)) infos.push_back(std::move(*info));
     }
     const plan::StageSizes sizes = plan::stage_sizes(infos);
-    FERRY_CHECK(static_cast<std::int64_t>(sizes.layers.size()) == n_layers_of(folder),
-                InvalidArgument,
+    const std::int64_t n_layers = n_layers_of(folder);
+    FERRY_CHECK(static_cast<std::int64_t>(sizes.layers.size()) == n_layers, InvalidArgument,
                 "{}: the checkpoint's numbered blocks ({}N) are {}, config.json says {} layers",
-                folder.string(), sizes.layers_prefix, sizes.layers.size(), n_layers_of(folder));
+                folder.string(), sizes.layers_prefix, sizes.layers.size(), n_layers);
     const plan::StageSplit split = plan::split_stages(sizes.layers, sizes.ends, capacities);
     PipelineLayout layout;
     for (std::size_t r = 0; r < split.ranges.size(); ++r) {
