@@ -4,8 +4,13 @@
 # its CPU budget, with everything in RAM and with 40 % of the model in RAM (the rest on disk).
 #
 #   bash bench/serve.sh MODEL_DIR [--build DIR] [--clients "1 4 16 32"] [--max-tokens N]
-#                                 [--threads N] [--regimes "ram disk"]
+#                                 [--threads N] [--regimes "ram disk cold"]
 #
+# Regimes: ram (everything in RAM); disk (--max-memory cpu=40 % of the model, the rest on disk,
+# page cache warm: what streams is mostly copied from the page cache); cold (the map of disk, the
+# server inside a memory cgroup of budget + 512 MiB with the page cache dropped before each
+# client count, so what streams really comes from the disk: ../shared/BENCHMARKING.md's
+# RAM-limited regime; needs root and cgroup v1, else the row says why).
 # Ratios are against 1 client in the same run and regime. The load generator
 # (bench_serve_load) talks to 127.0.0.1 only and is bounded in requests (2 per client) and time.
 set -euo pipefail
@@ -17,7 +22,7 @@ build=$HERE/../build
 clients="1 4 16 32"
 max_tokens=32
 threads=2
-regimes="ram disk"
+regimes="ram disk cold"
 while (($#)); do
   case $1 in
     --build) build=$2; shift 2 ;;
@@ -39,8 +44,11 @@ prompt_words=8  # about 25 tokens with make-model's tokenizer
 context=$((48 + max_tokens))
 tmp=$(mktemp -d)
 server=
+cgroups=/sys/fs/cgroup/memory
+cgroup=$cgroups/ferry_bench_serve
 cleanup() {
   [[ -n $server ]] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  [[ -d $cgroup ]] && rmdir "$cgroup" 2>/dev/null
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -50,12 +58,25 @@ echo "|---|---|---|---|---|---|---|---|---|"
 for regime in $regimes; do
   flags=(--threads "$threads" --max-batch "$max_batch" --max-queue 256 --context "$context" --port 0)
   budget="-"
-  if [[ $regime == disk ]]; then
+  launch=()
+  if [[ $regime == disk || $regime == cold ]]; then
     budget_bytes=$((model_bytes * 40 / 100))
     flags+=(--max-memory "cpu=${budget_bytes}" --offload-folder "$tmp/offload")
     budget=$(numfmt --to=iec "$budget_bytes")
   fi
-  "$ferry" serve "$model" "${flags[@]}" > "$tmp/serve.out" 2> "$tmp/serve.err" &
+  if [[ $regime == cold ]]; then
+    if [[ $(id -u) != 0 || ! -d $cgroups ]]; then
+      echo "| cold | - | needs root and cgroup v1 memory ($cgroups) |||||||"
+      continue
+    fi
+    mkdir -p "$cgroup"
+    echo $((budget_bytes + 512 * 1024 * 1024)) > "$cgroup/memory.limit_in_bytes"
+    launch=(bash -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$cgroup")
+    budget="$budget (cgroup + 512 MiB)"
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+  fi
+  "${launch[@]}" "$ferry" serve "$model" "${flags[@]}" > "$tmp/serve.out" 2> "$tmp/serve.err" &
   server=$!
   port=
   for _ in $(seq 1 600); do
@@ -73,6 +94,7 @@ for regime in $regimes; do
   "$load" --port "$port" --clients 1 --requests 1 --max-tokens 4 --prompt-words "$prompt_words" > /dev/null || true
   base=
   for c in $clients; do
+    [[ $regime == cold ]] && sync && echo 3 > /proc/sys/vm/drop_caches
     out=$("$load" --port "$port" --clients "$c" --requests $((2 * c)) --max-tokens "$max_tokens" --prompt-words "$prompt_words" \
       --time-limit 900 || true)
     tps=$(python3 -c 'import json,sys; print("%.2f" % json.loads(sys.argv[1])["tokens_per_second"])' "$out")

@@ -57,6 +57,8 @@ bool runs_in_engine(std::string_view command) {
       command == "make-model" || command == "dist-check") {
     return true;
   }
+  // Under a launcher, the engine reads the launcher's variables (plan_command.h: launched_rank).
+  if (command == "plan" && std::getenv("WORLD_SIZE") != nullptr) return true;
 #ifdef FERRY_WITH_CUDA
   // Only LibTorch can see CUDA devices: a CUDA build plans (probing GPUs) in the engine.
   if (command == "plan") return true;
@@ -76,6 +78,9 @@ void exec_engine() {
 
 // A model folder is built on meta to be planned: the engine's work.
 int plan_model_folder(const PlanCommandOptions&) { exec_engine(); }
+
+// The front end plans only where WORLD_SIZE is unset (runs_in_engine).
+std::optional<LaunchedRank> launched_rank() { return std::nullopt; }
 
 }  // namespace ferry::cli
 

@@ -68,6 +68,15 @@ int run_plan(const PlanCommandOptions& given) {
               "ferry plan --device-map {}: expected a strategy to plan with (auto, balanced, "
               "balanced_low_0, sequential); a device or a map file is a plan already",
               map);
+  // Under a launcher (`ferry launch --nproc N -- plan ...`) every rank runs this: rank 0 prints
+  // the split over the launched world, as `--world-size N` would, and the other ranks print
+  // nothing, so the output is one plan, not N copies of a single process's.
+  if (!o.world_size) {
+    if (const std::optional<LaunchedRank> launched = launched_rank()) {
+      if (launched->rank != 0) return 0;
+      o.world_size = launched->world_size;
+    }
+  }
   if (o.world_size) {
     FERRY_CHECK(*o.world_size >= 1, InvalidArgument,
                 "ferry plan --world-size {}: expected 1 or more ranks", *o.world_size);

@@ -93,4 +93,13 @@ int plan_stages(const PlanCommandOptions& o);
 // the front end hands the command to the engine.
 int plan_model_folder(const PlanCommandOptions& o);
 
+// The rank this process is under a launcher (`ferry launch`, torchrun): WORLD_SIZE and RANK,
+// read strictly (engine::world_from_environment); nullopt when WORLD_SIZE is unset. Engine only:
+// the front end hands `plan` to the engine when WORLD_SIZE is set.
+struct LaunchedRank {
+  int rank = 0;
+  int world_size = 1;
+};
+std::optional<LaunchedRank> launched_rank();
+
 }  // namespace ferry::cli

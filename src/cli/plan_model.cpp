@@ -7,6 +7,7 @@
 
 #include "cli/load_options.h"
 #include "cli/plan_command.h"
+#include "ferry/engine/world.h"
 #include "ferry/models/config.h"
 #include "ferry/models/registry.h"
 
@@ -27,6 +28,12 @@ std::optional<models::ModelConfig> model_folder_config(const std::filesystem::pa
 
 }  // namespace
 
+std::optional<LaunchedRank> launched_rank() {
+  const std::optional<engine::WorldInfo> world = engine::world_from_environment();
+  if (!world) return std::nullopt;
+  return LaunchedRank{.rank = world->rank, .world_size = world->world_size};
+}
+
 int plan_model_folder(const PlanCommandOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const std::filesystem::path checkpoint(o.checkpoint);
@@ -38,8 +45,7 @@ int plan_model_folder(const PlanCommandOptions& o) {
   // The model on meta, planned by the function `ferry run` calls with the same flags.
   models::PlannedModel planned = models::plan_model(checkpoint, load, strategy);
   const double elapsed_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-          .count();
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   PlanView v{.resolution = std::move(planned.resolution),
              .no_split = load.dispatch.no_split_module_classes,
              .source = "model",

@@ -123,6 +123,29 @@ TEST_F(PlanStages, TwoRanksSplitContiguouslyAndEachPlansOnlyItsLayers) {
   EXPECT_TRUE(rank_1.contains("model.layers.5")) << rank_1.dump();
 }
 
+// `ferry launch --nproc 3 -- plan` is the split over the launched world, printed once (by rank
+// 0), the same as `ferry plan --world-size 3`; a single launched rank plans as one process.
+TEST_F(PlanStages, UnderALauncherRankZeroPrintsTheSplitOverTheLaunchedWorld) {
+  const std::string args = "--json --io mmap --max-memory cpu=500KB " + model();
+  const Result launched = run_ferry_stdout("launch --nproc 3 -- plan " + args);
+  ASSERT_EQ(launched.exit_code, 0) << launched.out;
+  const nlohmann::json j = nlohmann::json::parse(launched.out);  // one document, not three
+  expect_a_valid_split(j, 3);
+  const nlohmann::json direct = plan_json("--world-size 3 --io mmap --max-memory cpu=500KB");
+  EXPECT_EQ(j.at("stages"), direct.at("stages"));
+  for (std::size_t r = 0; r < 3; ++r) {
+    EXPECT_EQ(j.at("ranks").at(r).at("device_map"), direct.at("ranks").at(r).at("device_map"))
+        << "rank " << r;
+  }
+
+  // One rank holds the KV cache of every layer: a budget that holds it.
+  const Result one =
+      run_ferry_stdout("launch --nproc 1 -- plan --json --max-memory cpu=20MB " + model());
+  ASSERT_EQ(one.exit_code, 0) << one.out;
+  const nlohmann::json single = nlohmann::json::parse(one.out);
+  EXPECT_FALSE(single.contains("world_size")) << one.out;
+  EXPECT_EQ(single.at("device_map"), plan_json("--max-memory cpu=20MB").at("device_map"));
+}
 TEST_F(PlanStages, ThreeRanksEachWithItsOwnBudget) {
   const nlohmann::json j = plan_json(
       "--world-size 3 --io mmap "
