@@ -7,7 +7,12 @@
 # share is a step's time minus every stage's compute time (one micro-batch: stages take turns).
 #
 #   bash bench/pipeline.sh MODEL_DIR [--ranks "1 2"] [--share 40] [--tokens 16] [--batch 8]
-#                                    [--threads N] [--build DIR] [-- EXTRA RUN FLAGS]
+#                                    [--threads N] [--build DIR] [--rows "N:SHARE ..."]
+#                                    [-- EXTRA RUN FLAGS]
+#
+# --rows lists the runs as RANKS:SHARE pairs instead (each rank's budget SHARE % of the model),
+# e.g. --rows "1:40 2:40 2:60": one rank streaming 60 % from disk, two ranks at the same budget,
+# and two ranks that hold the model in RAM between them. Ratios are against the first row.
 #
 # The reference workload (../shared/BENCHMARKING.md) is the 6 GB model:
 #   ferry make-model --hidden 2048 --layers 31 --heads 32 --kv-heads 4 --intermediate 5632 \
@@ -22,12 +27,14 @@ ranks_list="1 2"
 share=40
 tokens=16
 batch=8
+rows=
 threads=
 extra=()
 while (($#)); do
   case $1 in
     --ranks) ranks_list=$2; shift 2 ;;
     --share) share=$2; shift 2 ;;
+    --rows) rows=$2; shift 2 ;;
     --tokens) tokens=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
@@ -44,6 +51,9 @@ use_cgroups=0
 
 model_bytes=$(du -cb "$model"/*.safetensors | tail -1 | cut -f1)
 budget=$((model_bytes * share / 100))
+if [[ -z $rows ]]; then
+  for n in $ranks_list; do rows+="$n:$share "; done
+fi
 tmp=$(mktemp -d)
 cleanup() {
   pkill -P $$ 2>/dev/null || true
@@ -96,14 +106,17 @@ run() {
 
 field() { python3 -c "import json,sys; j=json.load(open('$1')); print(eval(sys.argv[1]))" "$2"; }
 
-echo "model $(numfmt --to=iec "$model_bytes"), CPU budget per rank $(numfmt --to=iec "$budget") (${share} %), flags: ${extra[*]:-none}," \
+echo "model $(numfmt --to=iec "$model_bytes"), flags: ${extra[*]:-none}," \
      "cgroups $( ((use_cgroups)) && echo "on (budget + 512 MiB, page cache dropped)" || echo off)"
 echo
-echo "| ranks | stages | decode ms/token (batch 1) | × 1 rank | tokens/s (batch $batch) | × 1 rank | communication share |"
-echo "|---|---|---|---|---|---|---|"
+echo "| ranks | budget per rank | stages | decode ms/token (batch 1) | × first row | tokens/s (batch $batch) | × first row | communication share |"
+echo "|---|---|---|---|---|---|---|---|"
 base_ms=
 base_tps=
-for n in $ranks_list; do
+for row in $rows; do
+  n=${row%%:*}
+  row_share=${row#*:}
+  budget=$((model_bytes * row_share / 100))
   run "$n" 1 > "$tmp/one.json"
   run "$n" "$batch" > "$tmp/many.json"
   ms=$(field "$tmp/one.json" '"%.1f" % (1000.0 / j["tokens_per_second"])')
@@ -111,5 +124,5 @@ for n in $ranks_list; do
   stages=$(field "$tmp/one.json" '" ".join("%d-%d" % (s[0], s[1] - 1) for s in j["pipeline"]["stages"]) if "pipeline" in j else "all"')
   comm=$(field "$tmp/one.json" '"%.1f %%" % (100.0 * j["pipeline"]["communication_seconds"] / j["pipeline"]["step_seconds"]) if "pipeline" in j else "-"')
   [[ -z $base_ms ]] && base_ms=$ms && base_tps=$tps
-  echo "| $n | $stages | $ms | $(python3 -c "print('%.2f' % ($base_ms / $ms))") | $tps | $(python3 -c "print('%.2f' % ($tps / $base_tps))") | $comm |"
+  echo "| $n | ${row_share} % ($(numfmt --to=iec "$budget")) | $stages | $ms | $(python3 -c "print('%.2f' % ($base_ms / $ms))") | $tps | $(python3 -c "print('%.2f' % ($tps / $base_tps))") | $comm |"
 done

@@ -136,7 +136,7 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
                   "the rest with O_DIRECT), direct (O_DIRECT where the file system allows), "
                   "buffered (page cache), mmap (Accelerate's way, no prefetch)")
       ->check(CLI::IsMember({"auto", "direct", "buffered", "mmap"}));
-  cmd->add_option("--io-threads", f.io_threads, "Loader threads of the prefetcher")
+  cmd->add_option("--io-threads", f.io_threads, "Loader threads of the prefetcher (default 2)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--compute-on", f.compute_on,
                   "Where CPU-resident blocks run when a GPU is the main device: main (stream "

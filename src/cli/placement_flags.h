@@ -36,7 +36,7 @@ struct PlacementFlags {
   bool no_prefetch = false;
   std::string prefetch_bytes;  // "" = two of the largest layers
   std::string io = "auto";     // auto | direct | buffered | mmap
-  int io_threads = 1;
+  int io_threads = 2;  // PrefetchOptions::threads
   std::string compute_on = "main";  // main | weights
   std::int64_t rest_max_rows = 16;
   // The run's shape, reserved when planning (KV cache and activations).

@@ -41,7 +41,7 @@ TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
   const nlohmann::json all_cpu = run_json("");
   ASSERT_FALSE(all_cpu.contains("prefetch"));  // nothing offloaded, no prefetcher
   for (const char* flags : {"", "--io auto", "--io direct", "--io buffered",
-                            "--io direct --no-prefetch", "--io direct --io-threads 2"}) {
+                            "--io direct --no-prefetch", "--io direct --io-threads 1"}) {
     const nlohmann::json j = run_json(std::string("--max-memory cpu=700KB ") + flags);
     EXPECT_EQ(j["token_ids"], all_cpu["token_ids"]) << flags;
     ASSERT_TRUE(j["placed_bytes"].contains("disk")) << flags << j.dump();

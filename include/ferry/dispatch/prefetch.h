@@ -49,7 +49,10 @@ struct PrefetchOptions {
   // read would pad them to whole pages for no gain.
   std::uint64_t direct_min_bytes = 1 << 20;
   std::size_t chunk_bytes = 16 << 20;  // largest single read
-  int threads = 1;                     // loader threads (with lookahead)
+  // Loader threads (with lookahead). Two: while the kernels keep every core busy, one loader
+  // waiting to be scheduled after each read leaves the disk idle; a second keeps a read in flight
+  // (issue 15: 16 rows streaming from a cold disk hid their compute with two, not with one).
+  int threads = 2;
   // Classes of modules that run only for some inputs (a mixture's routed experts): their blocks
   // are loaded when they run, never prefetched from the order of an earlier forward.
   std::vector<std::string> on_demand_classes;
