@@ -50,7 +50,7 @@ use_cgroups=0
 [[ $(id -u) == 0 && -d $cgroups ]] && use_cgroups=1
 
 model_bytes=$(du -cb "$model"/*.safetensors | tail -1 | cut -f1)
-budget=$((model_bytes * share / 100))
+budget=  # each row's, set before its runs
 if [[ -z $rows ]]; then
   for n in $ranks_list; do rows+="$n:$share "; done
 fi

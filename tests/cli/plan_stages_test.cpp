@@ -146,6 +146,15 @@ TEST_F(PlanStages, UnderALauncherRankZeroPrintsTheSplitOverTheLaunchedWorld) {
   EXPECT_FALSE(single.contains("world_size")) << one.out;
   EXPECT_EQ(single.at("device_map"), plan_json("--max-memory cpu=20MB").at("device_map"));
 }
+
+// A launcher's environment that is incomplete is named, not planned as a single process.
+TEST_F(PlanStages, AnIncompleteLauncherEnvironmentIsNamed) {
+  const Result r = testing::run_ferry_redirected("plan --max-memory cpu=20MB " + model(), "2>&1",
+                                                 "env -u RANK WORLD_SIZE=2 ");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("environment variable RANK is not set: WORLD_SIZE=2")) << r.out;
+}
+
 TEST_F(PlanStages, ThreeRanksEachWithItsOwnBudget) {
   const nlohmann::json j = plan_json(
       "--world-size 3 --io mmap "
