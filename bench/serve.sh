@@ -4,13 +4,17 @@
 # its CPU budget, with everything in RAM and with 40 % of the model in RAM (the rest on disk).
 #
 #   bash bench/serve.sh MODEL_DIR [--build DIR] [--clients "1 4 16 32"] [--max-tokens N]
-#                                 [--threads N] [--regimes "ram disk cold"]
+#                                 [--threads N] [--regimes "ram disk cold"] [--max-batch N]
 #
 # Regimes: ram (everything in RAM); disk (--max-memory cpu=40 % of the model, the rest on disk,
 # page cache warm: what streams is mostly copied from the page cache); cold (the map of disk, the
 # server inside a memory cgroup of budget + 512 MiB with the page cache dropped before each
 # client count, so what streams really comes from the disk: ../shared/BENCHMARKING.md's
 # RAM-limited regime; needs root and cgroup v1, else the row says why).
+# --max-batch: the sequences the server decodes together (default: the largest client count); with
+# more clients than that, the rest wait in the server's queue (--max-queue 256) and join as
+# sequences finish. With 40 % of the model as the budget, the KV cache of 32 sequences does not fit
+# beside the streaming, so the offloaded regimes' 32-client rows need --max-batch 16.
 # Ratios are against 1 client in the same run and regime. The load generator
 # (bench_serve_load) talks to 127.0.0.1 only and is bounded in requests (2 per client) and time.
 set -euo pipefail
@@ -23,6 +27,7 @@ clients="1 4 16 32"
 max_tokens=32
 threads=2
 regimes="ram disk cold"
+max_batch=
 while (($#)); do
   case $1 in
     --build) build=$2; shift 2 ;;
@@ -30,6 +35,7 @@ while (($#)); do
     --max-tokens) max_tokens=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --regimes) regimes=$2; shift 2 ;;
+    --max-batch) max_batch=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -38,8 +44,10 @@ load=$build/bench/bench_serve_load
 [[ -x $ferry && -x $load ]] || { echo "build $ferry and $load first" >&2; exit 1; }
 
 model_bytes=$(du -cb "$model"/*.safetensors | tail -1 | cut -f1)
-max_batch=1
-for c in $clients; do ((c > max_batch)) && max_batch=$c; done
+if [[ -z $max_batch ]]; then
+  max_batch=1
+  for c in $clients; do ((c > max_batch)) && max_batch=$c; done
+fi
 prompt_words=8  # about 25 tokens with make-model's tokenizer
 context=$((48 + max_tokens))
 tmp=$(mktemp -d)
@@ -53,6 +61,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+echo "max batch $max_batch; more clients wait in the server's queue"
 echo "| regime | clients | tokens/s | × 1 client | TTFT p50 | TTFT p99 | requests ok | peak RSS | CPU budget |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for regime in $regimes; do

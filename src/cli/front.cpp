@@ -78,6 +78,7 @@ void exec_engine() {
 
 // A model folder is built on meta to be planned: the engine's work.
 int plan_model_folder(const PlanCommandOptions&) { exec_engine(); }
+int plan_model_stages(const PlanCommandOptions&) { exec_engine(); }
 
 // The front end plans only where WORLD_SIZE is unset (runs_in_engine).
 std::optional<LaunchedRank> launched_rank() { return std::nullopt; }

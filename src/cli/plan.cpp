@@ -87,15 +87,16 @@ int run_plan(const PlanCommandOptions& given) {
   }
   check_placement_flags(o.placement);
   require_path("plan:", o.checkpoint, PathKind::kAny);
-  // Ranks split the model by its headers (engine::agree_on_pipeline), so their plans are made
-  // from the headers too, for a model folder as well.
-  if (o.world_size && *o.world_size > 1) return plan_stages(o);
   std::error_code ec;
-  if (!o.headers_only &&
-      std::filesystem::is_regular_file(std::filesystem::path(o.checkpoint) / "config.json", ec)) {
-    return plan_model_folder(o);
+  const bool model_folder =
+      !o.headers_only &&
+      std::filesystem::is_regular_file(std::filesystem::path(o.checkpoint) / "config.json", ec);
+  // Ranks split the model by its headers (engine::agree_on_pipeline); each rank's part of a
+  // model folder is then planned on the model, as the rank plans it.
+  if (o.world_size && *o.world_size > 1) {
+    return model_folder ? plan_model_stages(o) : plan_stages(o);
   }
-  return plan_headers(o);
+  return model_folder ? plan_model_folder(o) : plan_headers(o);
 }
 
 }  // namespace
@@ -265,9 +266,7 @@ void check_header_flags(const PlanCommandOptions& o) {
               "ferry plan --quantize {}: expected a model folder with a config.json of a supported "
               "architecture to plan quantized weights, got {}{}",
               o.placement.quantize, o.checkpoint,
-              o.headers_only                 ? " with --headers-only"
-              : o.world_size.value_or(1) > 1 ? " with --world-size (ranks plan from headers)"
-                                             : "");
+              o.headers_only ? " with --headers-only" : "");
 }
 
 HeaderPlanBasis header_plan_basis(const plan::ModuleTree& whole,

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -82,11 +83,29 @@ HeaderPlan plan_header_tree(std::shared_ptr<const plan::ModuleTree> tree, std::s
 // Plans the checkpoint's tensor headers (no config.json needed, nothing loaded).
 int plan_headers(const PlanCommandOptions& o);
 
+// One rank's part of a pipeline, to be planned (plan_stages).
+struct StagePart {
+  int rank = 0;
+  std::int64_t begin = 0;  // its decoder layers [begin, end); rank 0 holds the ends too
+  std::int64_t end = 0;
+  PlacementFlags flags;  // the command's flags with .rank set: its budgets are max_memory_of's
+  std::vector<TensorInfo> tensors;            // the checkpoint tensors it holds
+  std::shared_ptr<const plan::ModuleTree> tree;  // their module tree
+};
+// A rank's plan: its view and estimates (HeaderPlan's; .tree is the part's).
+using StagePlanner = std::function<HeaderPlan(const StagePart&)>;
+
 // `ferry plan --world-size N` (N > 1): splits the checkpoint's decoder layers over N ranks from
 // its headers as a distributed run does (plan::stage_sizes, each rank's budgets, plan::
-// split_stages), then plans each rank's part as plan_headers plans a whole checkpoint
-// (plan_stages.cpp).
-int plan_stages(const PlanCommandOptions& o);
+// split_stages), then plans each rank's part with `planner`: by default as plan_headers plans a
+// whole checkpoint, from its headers (plan_stages.cpp).
+int plan_stages(const PlanCommandOptions& o, const StagePlanner& planner = {});
+
+// `ferry plan --world-size N` of a model folder: the split of plan_stages, each rank's part
+// planned on the model built on meta as that rank of `ferry launch -- run` plans it (its KV
+// cache and activation reserves included; --quantize honoured). A config.json of an
+// architecture ferry does not build is planned from its headers. Engine only.
+int plan_model_stages(const PlanCommandOptions& o);
 
 // Plans a model folder (config.json) on the model built on meta, as `ferry run` plans it; a
 // config.json of an architecture ferry does not build is planned from its headers. Engine only:

@@ -1,5 +1,7 @@
-// `ferry plan --world-size N`: a checkpoint spread over N pipeline ranks (issue 16), from its
-// headers alone: which layers each rank holds, and each rank's own plan. LibTorch-free.
+// `ferry plan --world-size N`: a checkpoint spread over N pipeline ranks (issue 16), split by its
+// headers as a distributed run splits it: which layers each rank holds, and each rank's own plan
+// (from the headers here, LibTorch-free; on the model built on meta by the engine's planner,
+// plan_model.cpp).
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -91,16 +93,14 @@ std::string layers_text(const plan::StageSplit::Range& range, int rank) {
 
 }  // namespace
 
-int plan_stages(const PlanCommandOptions& o) {
+int plan_stages(const PlanCommandOptions& o, const StagePlanner& planner) {
   const auto start = std::chrono::steady_clock::now();
-  check_header_flags(o);
+  if (!planner) check_header_flags(o);
   FERRY_ASSERT(o.world_size && *o.world_size > 1, "plan_stages: world size {}",
                o.world_size.value_or(0));
   const int world_size = *o.world_size;
   const std::vector<TensorInfo> infos = read_tensor_infos(o.checkpoint);
   const plan::StageSizes sizes = with_context(o, [&] { return plan::stage_sizes(infos); });
-  const plan::ModuleTree whole = plan::ModuleTree::from_tensors(infos);
-  const HeaderPlanBasis basis = header_plan_basis(whole, infos, o.placement);
 
   // Each rank's budgets and capacity, as the rank computes them in a distributed run
   // (engine::stage_capacity): its own budgets, else this machine's probed ones.
@@ -125,16 +125,29 @@ int plan_stages(const PlanCommandOptions& o) {
   const plan::StageSplit split =
       with_context(o, [&] { return plan::split_stages(sizes.layers, sizes.ends, capacities); });
 
-  const plan::RuntimeOptions runtime = runtime_options(o.placement);
   const auto n_layers = static_cast<std::int64_t>(sizes.layers.size());
+  StagePlanner by_headers;
+  if (!planner) {
+    const plan::ModuleTree whole = plan::ModuleTree::from_tensors(infos);
+    const HeaderPlanBasis basis = header_plan_basis(whole, infos, o.placement);
+    const plan::RuntimeOptions runtime = runtime_options(o.placement);
+    by_headers = [basis, runtime, n_layers](const StagePart& part) {
+      return plan_header_tree(part.tree, part.tensors.size(), basis, part.flags,
+                              plan::stage_runtime(runtime, part.end - part.begin, n_layers));
+    };
+  }
   for (RankPlan& rank : ranks) {
     rank.layers = split.ranges[static_cast<std::size_t>(rank.rank)];
-    PlacementFlags flags = o.placement;
-    flags.rank = rank.rank;
-    const std::vector<TensorInfo> part = stage_tensors(infos, sizes, rank.layers, rank.rank);
-    rank.planned = plan_header_tree(
-        std::make_shared<const plan::ModuleTree>(plan::ModuleTree::from_tensors(part)), part.size(),
-        basis, flags, plan::stage_runtime(runtime, rank.layers.end - rank.layers.begin, n_layers));
+    StagePart part{.rank = rank.rank,
+                   .begin = rank.layers.begin,
+                   .end = rank.layers.end,
+                   .flags = o.placement,
+                   .tensors = stage_tensors(infos, sizes, rank.layers, rank.rank),
+                   .tree = nullptr};
+    part.flags.rank = rank.rank;
+    part.tree = std::make_shared<const plan::ModuleTree>(plan::ModuleTree::from_tensors(part.tensors));
+    rank.planned = planner ? planner(part) : by_headers(part);
+    if (!rank.planned.tree) rank.planned.tree = part.tree;
     rank.planned.view.part =
         fmt::format("rank {} (layers {}-{}{})", rank.rank, rank.layers.begin, rank.layers.end - 1,
                     rank.rank == 0 ? ", embeddings, head" : "");
@@ -145,7 +158,7 @@ int plan_stages(const PlanCommandOptions& o) {
   if (o.json) {
     nlohmann::ordered_json j = json_header("plan");
     j["checkpoint"] = o.checkpoint;
-    j["planned_from"] = "headers";
+    j["planned_from"] = ranks.front().planned.view.source;
     j["world_size"] = world_size;
     j["layers_prefix"] = sizes.layers_prefix;
     j["n_layers"] = n_layers;

@@ -126,8 +126,20 @@ int serve_model(const ServeOptions& o) {
   std::FILE* info = o.json ? stderr : stdout;
   fmt::print(info, "ferry serve: loading {} ...\n", o.model);
   std::fflush(info);
-  const models::LoadedModel loaded =
-      load_model_with_progress(folder, load, /*progress=*/!o.no_progress && !o.json);
+  const models::LoadedModel loaded = [&] {
+    try {
+      return load_model_with_progress(folder, load, /*progress=*/!o.no_progress && !o.json);
+    } catch (const OutOfBudget& e) {
+      // The budget holds the KV cache of every sequence the server may run at once: say which
+      // of serve's own flags size it.
+      throw OutOfBudget(
+          fmt::format("{} (ferry serve reserves the KV cache of --max-batch {} sequences of "
+                      "--context {} tokens; a smaller --max-batch leaves more of the budget to "
+                      "the weights, and more clients wait in the queue)",
+                      e.what(), o.max_batch, context),
+          e.fields());
+    }
+  }();
   fmt::print(info, "  {} ({} layers, hidden {}), {} thread(s), {}; modules per device:\n",
              loaded.config.model_type, loaded.config.n_layers, loaded.config.hidden_size,
              compute.threads, compute.blas);

@@ -1,6 +1,7 @@
 // `ferry plan --world-size N` (issue 16) run as a process on a 6-layer model made by `ferry
-// make-model`: the split over ranks, each rank's own plan, per-rank budgets (`rankN:` keys), and
-// the errors of a split that cannot be made.
+// make-model`: the split over ranks, each rank's own plan (on the model, as its run plans it, or
+// from the headers), per-rank budgets (`rankN:` keys), and the errors of a split that cannot be
+// made.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -104,10 +105,12 @@ class PlanStages : public ::testing::Test {
   ferry::testing::ScratchDir dir_;
 };
 
+// The split's mechanics are shown on plans from the headers (--headers-only), which reserve no KV
+// cache or activations, so budgets of a few hundred KB still plan.
 // Budgets so small that each rank offloads part of its stage to disk: its map then names its
 // modules (a part held whole on one device would be the single key "").
 TEST_F(PlanStages, TwoRanksSplitContiguouslyAndEachPlansOnlyItsLayers) {
-  const nlohmann::json j = plan_json("--world-size 2 --io mmap --max-memory cpu=500KB");
+  const nlohmann::json j = plan_json("--headers-only --world-size 2 --io mmap --max-memory cpu=500KB");
   expect_a_valid_split(j, 2);
   EXPECT_EQ(j.at("capacities"), nlohmann::json::array({500000, 500000}));
   for (const auto& rank : j.at("ranks")) {
@@ -126,12 +129,12 @@ TEST_F(PlanStages, TwoRanksSplitContiguouslyAndEachPlansOnlyItsLayers) {
 // `ferry launch --nproc 3 -- plan` is the split over the launched world, printed once (by rank
 // 0), the same as `ferry plan --world-size 3`; a single launched rank plans as one process.
 TEST_F(PlanStages, UnderALauncherRankZeroPrintsTheSplitOverTheLaunchedWorld) {
-  const std::string args = "--json --io mmap --max-memory cpu=500KB " + model();
+  const std::string args = "--json --headers-only --io mmap --max-memory cpu=500KB " + model();
   const Result launched = run_ferry_stdout("launch --nproc 3 -- plan " + args);
   ASSERT_EQ(launched.exit_code, 0) << launched.out;
   const nlohmann::json j = nlohmann::json::parse(launched.out);  // one document, not three
   expect_a_valid_split(j, 3);
-  const nlohmann::json direct = plan_json("--world-size 3 --io mmap --max-memory cpu=500KB");
+  const nlohmann::json direct = plan_json("--headers-only --world-size 3 --io mmap --max-memory cpu=500KB");
   EXPECT_EQ(j.at("stages"), direct.at("stages"));
   for (std::size_t r = 0; r < 3; ++r) {
     EXPECT_EQ(j.at("ranks").at(r).at("device_map"), direct.at("ranks").at(r).at("device_map"))
@@ -155,9 +158,72 @@ TEST_F(PlanStages, AnIncompleteLauncherEnvironmentIsNamed) {
   EXPECT_THAT(r.out, HasSubstr("environment variable RANK is not set: WORLD_SIZE=2")) << r.out;
 }
 
+// A model folder's ranks are planned on the model, as each rank's run plans its part: the KV
+// cache of its own layers and the activations reserved (a plan from headers knows no config and
+// reserves neither), --quantize honoured, and rank 0's map the one the launched run uses.
+TEST_F(PlanStages, AModelFoldersRanksArePlannedAsTheirRunsPlanThem) {
+  // Budgets that make each rank offload part of its stage once its reserves are counted.
+  ferry::testing::ScratchDir offload;
+  const std::string shape = "--max-memory cpu=600KB --context 16 --max-new-tokens 6 --offload-folder " +
+                            offload.path().string();
+  const nlohmann::json on_model = plan_json("--world-size 2 " + shape);
+  const nlohmann::json on_headers = plan_json("--headers-only --world-size 2 " + shape);
+  const nlohmann::json single = plan_json("--max-memory cpu=20MB --context 16 --max-new-tokens 6");
+  expect_a_valid_split(on_model, 2);
+  expect_a_valid_split(on_headers, 2);
+  EXPECT_EQ(on_model.at("stages"), on_headers.at("stages"));
+  EXPECT_EQ(on_model.at("planned_from"), "model");
+  EXPECT_EQ(on_headers.at("planned_from"), "headers");
+
+  const auto reserve = [](const nlohmann::json& plan, const std::string& what) {
+    return plan.at("devices").at("cpu").at("reserves").value(what, std::uint64_t{0});
+  };
+  const std::uint64_t kv_whole = reserve(single, "kv cache");
+  ASSERT_GT(kv_whole, 0U) << single.dump();
+  std::uint64_t kv_sum = 0;
+  for (std::size_t r = 0; r < 2; ++r) {
+    const auto& rank = on_model.at("ranks").at(r);
+    EXPECT_EQ(rank.at("planned_from"), "model");
+    const auto& layers = rank.at("layers");
+    const std::uint64_t kv = reserve(rank, "kv cache");
+    // Its own layers' share of the whole model's cache, exactly.
+    EXPECT_EQ(kv, kv_whole / kLayers * (layers.at(1).get<std::uint64_t>() -
+                                        layers.at(0).get<std::uint64_t>()))
+        << "rank " << r;
+    EXPECT_GT(reserve(rank, "activations"), 0U) << "rank " << r;
+    EXPECT_EQ(reserve(on_headers.at("ranks").at(r), "kv cache"), 0U) << "rank " << r;
+    kv_sum += kv;
+  }
+  EXPECT_EQ(kv_sum, kv_whole);
+
+  // Rank 0's map is the one `ferry launch -- run` uses with the same flags.
+  const Result ran = testing::run_ferry_redirected(
+      "launch --nproc 2 --timeout 60 -- run " + model() +
+          " --prompt-ids 1,2,3,4 --ignore-eos --json --no-progress " + shape,
+      "2>/dev/null", "timeout 240 ");
+  ASSERT_EQ(ran.exit_code, 0) << ran.out;
+  const nlohmann::json run = nlohmann::json::parse(ran.out);
+  EXPECT_EQ(run.at("pipeline").at("stages"), on_model.at("stages"));
+  const auto& rank_0_map = on_model.at("ranks").at(0).at("device_map");
+  EXPECT_GT(on_model.at("ranks").at(0).at("disk_bytes").get<std::uint64_t>(), 0U) << rank_0_map;
+  EXPECT_EQ(run.at("device_map"), rank_0_map);
+
+  // Quantized ranks count int8 weights: fewer bytes than the stored float32 ones.
+  const nlohmann::json quantized = plan_json("--world-size 2 --quantize int8 " + shape);
+  for (std::size_t r = 0; r < 2; ++r) {
+    EXPECT_LT(quantized.at("ranks").at(r).at("total_bytes").get<std::uint64_t>(),
+              on_model.at("ranks").at(r).at("total_bytes").get<std::uint64_t>())
+        << "rank " << r;
+  }
+  // From headers, --quantize is refused, naming why.
+  const Result refused = run_ferry("plan --headers-only --world-size 2 --quantize int8 " + model());
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_THAT(refused.out, HasSubstr("with --headers-only")) << refused.out;
+}
+
 TEST_F(PlanStages, ThreeRanksEachWithItsOwnBudget) {
   const nlohmann::json j = plan_json(
-      "--world-size 3 --io mmap "
+      "--headers-only --world-size 3 --io mmap "
       "--max-memory cpu=500KB,rank1:cpu=400KB,rank2:cpu=600KB,rank2:disk=1GB");
   expect_a_valid_split(j, 3);
   EXPECT_EQ(j.at("capacities"), nlohmann::json::array({500000, 400000, 600000}));
@@ -175,9 +241,9 @@ TEST_F(PlanStages, ALargerBudgetForRankOneGivesItMoreLayers) {
     const auto& stage = j.at("stages").at(1);
     return stage.at(1).get<int>() - stage.at(0).get<int>();
   };
-  const nlohmann::json even = plan_json("--world-size 2 --io mmap --max-memory cpu=600KB");
+  const nlohmann::json even = plan_json("--headers-only --world-size 2 --io mmap --max-memory cpu=600KB");
   const nlohmann::json more =
-      plan_json("--world-size 2 --io mmap --max-memory cpu=600KB,rank1:cpu=1200KB");
+      plan_json("--headers-only --world-size 2 --io mmap --max-memory cpu=600KB,rank1:cpu=1200KB");
   expect_a_valid_split(even, 2);
   expect_a_valid_split(more, 2);
   EXPECT_GT(layers_of_rank_1(more), layers_of_rank_1(even))
@@ -189,7 +255,8 @@ TEST_F(PlanStages, ALargerBudgetForRankOneGivesItMoreLayers) {
 
 TEST_F(PlanStages, TextShowsTheSplitThenEachRanksPlan) {
   const Result r =
-      run_ferry("plan --world-size 2 --io mmap --max-memory cpu=600KB,rank1:cpu=1200KB " + model());
+      run_ferry("plan --headers-only --world-size 2 --io mmap "
+                "--max-memory cpu=600KB,rank1:cpu=1200KB " + model());
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("pipeline: rank 0: layers 0-"));
   EXPECT_THAT(r.out, HasSubstr("(+ embeddings, head); rank 1: layers "));

@@ -60,6 +60,16 @@ TEST_F(ServeCommand, BadFlagsAreRefusedBeforeLoading) {
   }
 }
 
+// A budget that cannot hold the KV cache of --max-batch sequences names the flags that size it.
+TEST_F(ServeCommand, ABudgetTooSmallForTheBatchNamesMaxBatch) {
+  const auto r = run_ferry("serve " + model() +
+                           " --max-memory cpu=4MB --max-batch 4096 --context 64 --no-progress");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("reserves the KV cache of --max-batch 4096 sequences of --context "
+                               "64 tokens"));
+  EXPECT_THAT(r.out, Not(HasSubstr("listening")));
+}
+
 TEST_F(ServeCommand, ListensWithTheKeyFromTheEnvironmentAndStopsOnSigterm) {
   FerryProcess p({"serve", model(), "--host", "0.0.0.0", "--port", "0", "--max-batch", "2",
                   "--context", "128", "--json"},
