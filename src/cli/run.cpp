@@ -144,6 +144,7 @@ nlohmann::ordered_json prefetch_json(const dispatch::Prefetcher& prefetcher) {
           {"bytes_read", st.bytes_read},
           {"page_cache_bytes", st.page_cache_bytes},
           {"direct_bytes", st.direct_bytes},
+          {"in_place_bytes", st.in_place_bytes},
           {"bytes_to_device", st.bytes_to_device},
           {"hits", st.hits},
           {"waits", st.waits},
@@ -416,11 +417,12 @@ int run(const RunOptions& o) {
     const dispatch::PrefetchStats st = prefetcher->stats();
     fmt::print(
         info,
-        "\n  streamed {} from disk ({} I/O: {} from the page cache, {} O_DIRECT), {} to devices; "
-        "prefetch {} ({} hits, {} waits, "
+        "\n  streamed {} from disk ({} I/O: {} from the page cache, {} O_DIRECT; {} used in "
+        "place from the page cache), {} to devices; prefetch {} ({} hits, {} waits, "
         "{} late, {} misses); staging peak: host {} of {}, device {} of {}",
         format_bytes(st.bytes_read), placement.io, format_bytes(st.page_cache_bytes),
-        format_bytes(st.direct_bytes), format_bytes(st.bytes_to_device),
+        format_bytes(st.direct_bytes), format_bytes(st.in_place_bytes),
+        format_bytes(st.bytes_to_device),
         prefetcher->options().lookahead ? "on" : "off", st.hits, st.waits, st.late, st.misses,
         format_bytes(st.peak_host_reserved_bytes), format_bytes(st.host_budget_bytes),
         format_bytes(st.peak_device_reserved_bytes), format_bytes(st.device_budget_bytes));

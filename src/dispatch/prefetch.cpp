@@ -256,8 +256,13 @@ struct Prefetcher::State {
   }
 
   std::vector<at::Tensor> load(const Block& b) {
+    // The block's buffers, acquired when a tensor is first read into them: a block whose every
+    // tensor is used in place needs none.
     std::shared_ptr<StagingPool::Arena> arena;
-    if (b.arena_bytes > 0) arena = pool->acquire(b.arena_bytes, host_budget());
+    const auto staging = [&]() -> StagingPool::Arena& {
+      if (!arena) arena = pool->acquire(b.arena_bytes, host_budget());
+      return *arena;
+    };
     std::vector<at::Tensor> out;
     out.reserve(b.tensors.size());
     std::uint64_t read = 0;
@@ -265,10 +270,23 @@ struct Prefetcher::State {
     std::uint64_t to_device = 0;
     for (const TensorPlan& t : b.tensors) {
       at::Tensor value;
-      if (t.extent && t.extent->length > 0) {
+      // Note [Weights used in place] (direct_reader.cpp): a CPU block computes from the page
+      // cache's own pages when it holds every page of the tensor (--io inplace).
+      std::shared_ptr<std::byte> in_place;
+      if (options.in_place && t.extent && t.extent->length > 0 && t.direct && !t.convert &&
+          b.device.is_cpu()) {
+        in_place = direct.resident(*t.extent, &from);
+      }
+      if (in_place) {
+        std::byte* data = in_place.get();
+        value = at::from_blob(
+            data, t.info.shape, [in_place = std::move(in_place)](void*) {},
+            at::TensorOptions().dtype(require_scalar_type(t.info.dtype)));
+      } else if (t.extent && t.extent->length > 0) {
+        StagingPool::Arena& buffers = staging();
         const io::DirectReader& reader = t.direct ? direct : buffered;
         std::byte* bytes =
-            reader.read(*t.extent, arena->data() + t.raw_offset, t.raw_capacity, &from);
+            reader.read(*t.extent, buffers.data() + t.raw_offset, t.raw_capacity, &from);
         read += t.extent->length;
         value = wrap(arena, bytes, t.info.shape, t.info.dtype);
         const bool aligned =
@@ -278,7 +296,7 @@ struct Prefetcher::State {
         if (t.spec.dtype != t.info.dtype || !aligned) {
           if (b.device.is_cpu()) {
             at::Tensor converted =
-                wrap(arena, arena->data() + t.converted_offset, t.info.shape, t.spec.dtype);
+                wrap(arena, buffers.data() + t.converted_offset, t.info.shape, t.spec.dtype);
             converted.copy_(value);
             value = converted;
           } else {
@@ -300,6 +318,7 @@ struct Prefetcher::State {
     std::lock_guard lock(mu);
     counters.bytes_read += read;
     counters.page_cache_bytes += from.page_cache_bytes;
+    counters.in_place_bytes += from.in_place_bytes;
     counters.direct_bytes += from.direct_bytes;
     counters.bytes_to_device += to_device;
     return out;

@@ -103,11 +103,17 @@ struct OpenFile {
   int cache_fd = -1;   // Auto with direct_fd: buffered descriptor, mapped to ask mincore
   std::atomic<int> fd{-1};
   std::list<std::string>::iterator lru;  // its place in Files::lru_ while cached
+  // Auto: the whole file, mapped once on first use (Note [Weights used in place]); null when
+  // it could not be mapped.
+  std::once_flag map_once;
+  std::byte* map = nullptr;
+  std::uint64_t map_bytes = 0;
 
   OpenFile() = default;
   OpenFile(const OpenFile&) = delete;
   OpenFile& operator=(const OpenFile&) = delete;
   ~OpenFile() {
+    if (map != nullptr) ::munmap(map, map_bytes);
     if (direct_fd >= 0) ::close(direct_fd);
     if (cache_fd >= 0) ::close(cache_fd);
     if (fd >= 0 && fd != direct_fd && fd != cache_fd) ::close(fd);
@@ -264,6 +270,79 @@ std::optional<std::uint64_t> read_auto(const OpenFile& file, std::uint64_t begin
 }
 
 }  // namespace
+
+// Note [Weights used in place]
+// Copying what the page cache holds still costs a copy per forward. On a 2-core machine the
+// copies of a page-cache-warm offloaded model (0.8 GB a token of a 1.15 GB model at 40 % in RAM)
+// took the cores from the kernels: decode was 12x slower than with the model in RAM
+// (bench/warm_offload.sh), slower even than O_DIRECT from an NVMe disk, which costs no CPU. So
+// `--io inplace` (ReadMode::Auto with PrefetchOptions::in_place) does not read a tensor whose
+// every page the page cache holds: resident() hands out its bytes in place, in a mapping of the
+// whole file made once per open file, and a CPU block computes from them (no staging is
+// allocated for such a tensor). Measured: 1.1x the all-in-RAM decode.
+// - The mapping's page tables persist from one forward to the next. Dropping them after each
+//   block (MADV_DONTNEED, which keeps RSS to the running blocks) was tried: faulting 0.8 GB of
+//   pages in again each token made decode 8.5x slower than in RAM, no better than copying.
+// - So the pages used in place stay in the process's RSS, as file pages (RssFile), up to the
+//   whole streamed part of the model: which is why this is not the default. They are clean page
+//   cache that was there before ferry mapped it (buffered reads would hold the same pages, just
+//   not in RSS), and the kernel reclaims them under pressure like any other; a later read then
+//   finds them gone and reads them with O_DIRECT. The run's peak RSS, which `ferry run` checks
+//   against the CPU budget, counts them, so a warm run reports over budget by them.
+// - It is private and writable (MAP_PRIVATE, MAP_NORESERVE), as the mapped checkpoint is
+//   (mapped_file.cpp): LibTorch has no read-only tensors, and a stray write must not reach the
+//   file. It is advised MADV_RANDOM: a fault takes only its own page and starts no readahead.
+// - Which tensors: those of which the page cache holds at least 90 % of the pages. Requiring
+//   every page was tried first, but the kernel drops a few pages of a cached file now and then
+//   (here a DAMON reclaim thread took ~30 pages of each 185 MiB shard); such a tensor was then
+//   copied, its missing pages read with O_DIRECT, which does not cache them, so it stayed short
+//   of a page for good: only 3.7 of 11 GB were used in place. A missing page of a tensor used in
+//   place is faulted in from storage, one page (MADV_RANDOM), and joins the cache.
+// - The RAM-limited case keeps its promise: with a cold cache in a cgroup mincore finds no page,
+//   no tensor qualifies, and every byte is read with O_DIRECT.
+namespace {
+
+// A tensor is used in place when at most 1/kInPlaceMissingDivisor of its pages are not cached.
+constexpr std::size_t kInPlaceMissingDivisor = 10;
+
+std::byte* whole_mapping(OpenFile& file) {
+  std::call_once(file.map_once, [&file] {
+    struct stat st {};
+    if (file.cache_fd < 0 || ::fstat(file.cache_fd, &st) != 0 || st.st_size <= 0) return;
+    const auto size = static_cast<std::size_t>(st.st_size);
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
+                     file.cache_fd, 0);
+    if (p == MAP_FAILED) return;
+    ::madvise(p, size, MADV_RANDOM);
+    file.map = static_cast<std::byte*>(p);
+    file.map_bytes = size;
+  });
+  return file.map;
+}
+
+}  // namespace
+
+std::shared_ptr<std::byte> DirectReader::resident(const FileExtent& e, ReadCounts* counts) const {
+  if (mode_ != ReadMode::Auto || e.length == 0) return nullptr;
+  std::shared_ptr<OpenFile> held = files_->get(e.file);
+  OpenFile& file = *held;
+  if (file.cache_fd < 0 || file.fd.load() != file.direct_fd) return nullptr;
+  std::byte* const map = whole_mapping(file);
+  // A file shorter than the extent is read(), which names the truncation.
+  if (map == nullptr || e.offset + e.length > file.map_bytes) return nullptr;
+  const std::uint64_t begin = align_down(e.offset);
+  const std::uint64_t end = align_up(e.offset + e.length);
+  std::vector<unsigned char> pages(static_cast<std::size_t>((end - begin) / kAlign));
+  if (::mincore(map + begin, static_cast<std::size_t>(end - begin), pages.data()) != 0) {
+    return nullptr;
+  }
+  std::size_t missing = 0;
+  for (const unsigned char page : pages) missing += (page & 1u) == 0 ? 1 : 0;
+  if (missing * kInPlaceMissingDivisor > pages.size()) return nullptr;
+  if (counts != nullptr) counts->in_place_bytes += e.length;
+  // Aliasing: the bytes keep the open file, and so its mapping, alive.
+  return std::shared_ptr<std::byte>(std::move(held), map + e.offset);
+}
 
 std::byte* DirectReader::read(const FileExtent& e, std::byte* dst, std::size_t capacity,
                               ReadCounts* counts) const {

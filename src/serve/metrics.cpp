@@ -111,6 +111,9 @@ std::string ServerMetrics::render(const engine::EngineStats& e, const engine::En
           "File bytes of large streamed tensors copied from the page cache.", p.page_cache_bytes);
   counter(out, "ferry_disk_direct_bytes_total",
           "File bytes of large streamed tensors read with O_DIRECT.", p.direct_bytes);
+  counter(out, "ferry_disk_in_place_bytes_total",
+          "Bytes of offloaded tensors used in place from the page cache, not read.",
+          p.in_place_bytes);
   counter(out, "ferry_device_bytes_total", "Weight bytes copied to a non-CPU execution device.",
           p.bytes_to_device);
 

@@ -22,7 +22,7 @@ void expect_same(const PlacementFlags& f) {
 }
 
 TEST(RuntimeOptions, FrontEndAndEngineAgreeOnEveryReadMode) {
-  for (const char* io : {"auto", "direct", "buffered", "mmap"}) {
+  for (const char* io : {"auto", "inplace", "direct", "buffered", "mmap"}) {
     for (const bool no_prefetch : {false, true}) {
       for (const char* staging : {"", "64MiB", "1000"}) {
         PlacementFlags f;
@@ -41,8 +41,14 @@ TEST(RuntimeOptions, AutoIsTheDefaultAndPadsStagingAsDirect) {
   EXPECT_EQ(f.io, "auto");
   EXPECT_EQ(load_options(f, 0).dispatch.prefetch->read_mode, io::ReadMode::Auto);
   EXPECT_TRUE(runtime_options(f).direct_io);
+  EXPECT_FALSE(load_options(f, 0).dispatch.prefetch->in_place);
   f.io = "buffered";
   EXPECT_FALSE(runtime_options(f).direct_io);
+  // inplace reads as auto (staging padded alike) and uses wholly cached tensors in place.
+  f.io = "inplace";
+  EXPECT_EQ(load_options(f, 0).dispatch.prefetch->read_mode, io::ReadMode::Auto);
+  EXPECT_TRUE(load_options(f, 0).dispatch.prefetch->in_place);
+  EXPECT_TRUE(runtime_options(f).direct_io);
 }
 
 TEST(RuntimeOptions, StagingFlagIsCountedAsGiven) {

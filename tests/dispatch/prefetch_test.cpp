@@ -7,8 +7,8 @@
 #include <array>
 #include <fcntl.h>
 #include <filesystem>
-#include <unistd.h>
 #include <fstream>
+#include <unistd.h>
 #include <random>
 
 #include "../../src/dispatch/staging_pool.h"
@@ -170,6 +170,17 @@ void evict_folder(const std::filesystem::path& dir) {
   }
 }
 
+// Reads every file under `dir` through the page cache.
+void warm_folder(const std::filesystem::path& dir) {
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::vector<char> buffer(1 << 16);
+    while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0) {
+    }
+  }
+}
+
 // --io auto (Note [Reading what the page cache holds]): the offload folder just written is in
 // the page cache, so every byte comes from it; once evicted, the bytes come with O_DIRECT.
 TEST(Prefetch, AutoReadsServeCachedBytesFromThePageCacheAndTheRestDirect) {
@@ -187,6 +198,7 @@ TEST(Prefetch, AutoReadsServeCachedBytesFromThePageCacheAndTheRestDirect) {
   const PrefetchStats warm = m.prefetcher().stats();
   EXPECT_GE(warm.page_cache_bytes, warm.bytes_read);  // page padding included
   EXPECT_EQ(warm.direct_bytes, 0U);
+  EXPECT_EQ(warm.in_place_bytes, 0U);  // copied: in place only with in_place
 
   evict_folder(m.dir.path());
   for (int i = 0; i < 2; ++i) {
@@ -196,6 +208,40 @@ TEST(Prefetch, AutoReadsServeCachedBytesFromThePageCacheAndTheRestDirect) {
   const PrefetchStats cold = m.prefetcher().stats();
   EXPECT_GT(cold.direct_bytes, 0U);
   EXPECT_EQ(cold.page_cache_bytes, warm.page_cache_bytes);  // O_DIRECT cached nothing
+}
+
+// --io inplace (Note [Weights used in place]): evicted, the offload folder's bytes come with
+// O_DIRECT and stay out of the page cache; once the cache holds the files, CPU blocks compute
+// from its pages in place, with the same outputs.
+TEST(Prefetch, InPlaceReadsColdBytesDirectAndUsesCachedOnesInPlace) {
+  DiskModel m(PrefetchOptions{
+      .read_mode = io::ReadMode::Auto, .in_place = true, .direct_min_bytes = 0});
+  std::filesystem::path dat;
+  for (const auto& entry : std::filesystem::directory_iterator(m.dir.path())) {
+    if (entry.path().extension() == ".dat") dat = entry.path();
+  }
+  ASSERT_FALSE(dat.empty()) << "no .dat file in " << m.dir.path();
+  if (!io::DirectReader().is_direct(dat)) {
+    GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
+  }
+  evict_folder(m.dir.path());
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
+    m.prefetcher().wait_idle();
+  }
+  const PrefetchStats cold = m.prefetcher().stats();
+  EXPECT_GT(cold.direct_bytes, 0U);
+  EXPECT_EQ(cold.in_place_bytes, 0U);
+  EXPECT_EQ(cold.page_cache_bytes, 0U);  // the second forward found nothing cached by the first
+
+  warm_folder(m.dir.path());
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
+    m.prefetcher().wait_idle();
+  }
+  const PrefetchStats warm = m.prefetcher().stats();
+  EXPECT_GT(warm.in_place_bytes, 0U);
+  EXPECT_EQ(warm.direct_bytes, cold.direct_bytes);  // nothing more came from the disk
 }
 
 TEST(Prefetch, StagingNeverExceedsItsBudget) {

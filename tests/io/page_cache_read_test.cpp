@@ -202,6 +202,61 @@ TEST_F(AutoRead, CachedFirstPageThenColdPages) {
   EXPECT_EQ(r.counts.direct_bytes, 3 * kAlign);
 }
 
+// Note [Weights used in place]: a wholly cached extent is handed out in place, without a read.
+TEST_F(AutoRead, AWhollyCachedExtentIsUsedInPlace) {
+  warm(path_, 0, kFileBytes);
+  std::shared_ptr<std::byte> kept;
+  FileExtent kept_extent;
+  {
+    const DirectReader reader(ReadMode::Auto);
+    for (const FileExtent& e : extents(path_)) {
+      SCOPED_TRACE(fmt::format("{} bytes at {}", e.length, e.offset));
+      ReadCounts counts;
+      const std::shared_ptr<std::byte> bytes = reader.resident(e, &counts);
+      ASSERT_NE(bytes, nullptr);
+      EXPECT_EQ(std::string(reinterpret_cast<const char*>(bytes.get()), e.length), expected(e));
+      EXPECT_EQ(counts.in_place_bytes, e.length);
+      EXPECT_EQ(counts.page_cache_bytes + counts.direct_bytes + counts.buffered_bytes, 0U);
+      kept = bytes;
+      kept_extent = e;
+    }
+  }
+  // The bytes outlive the reader, and a write to them never reaches the file.
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(kept.get()), kept_extent.length),
+            expected(kept_extent));
+  kept.get()[0] = static_cast<std::byte>(~static_cast<unsigned char>(contents_[kept_extent.offset]));
+  EXPECT_EQ(testing::read_file(path_), contents_);
+  // Other modes never hand bytes out in place.
+  EXPECT_EQ(DirectReader(ReadMode::Direct).resident(extents(path_).front()), nullptr);
+  EXPECT_EQ(DirectReader(ReadMode::Buffered).resident(extents(path_).front()), nullptr);
+}
+
+// An extent of which the cache lacks more than a tenth of the pages is not handed out in place,
+// and asking caches nothing; one that lacks a page or two is, its missing pages faulted in when
+// used, with the right bytes.
+TEST_F(AutoRead, AnExtentMostlyUncachedIsReadNotUsedInPlace) {
+  evict(path_);
+  ASSERT_EQ(resident_pages(path_), 0u);
+  warm(path_, 0, std::size_t{1} << 20);  // the first MiB only
+  const std::size_t cached = resident_pages(path_);
+  const FileExtent inside{.file = path_, .offset = 100, .length = 200'000};
+  const FileExtent half{.file = path_, .offset = std::size_t{1} << 19, .length = std::size_t{1} << 20};
+  const FileExtent outside{.file = path_, .offset = std::size_t{2} << 20, .length = 10'000};
+  EXPECT_NE(reader_.resident(inside), nullptr);
+  EXPECT_EQ(reader_.resident(half), nullptr);
+  EXPECT_EQ(reader_.resident(outside), nullptr);
+  EXPECT_EQ(resident_pages(path_), cached);
+  // 256 cached pages and one more, not cached: used in place.
+  const FileExtent one_short{.file = path_, .offset = 100, .length = (std::size_t{1} << 20) + 10};
+  const std::shared_ptr<std::byte> bytes = reader_.resident(one_short);
+  ASSERT_NE(bytes, nullptr);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(bytes.get()), one_short.length),
+            expected(one_short));
+  EXPECT_EQ(resident_pages(path_), cached + 1);  // the missing page, faulted in
+  // Past the end of the file: read() names the truncation.
+  EXPECT_EQ(reader_.resident({.file = path_, .offset = kFileBytes - 10, .length = 20}), nullptr);
+}
+
 // tmpfs (no O_DIRECT before Linux 6.6, and RWF_NOWAIT only on some kernels): the bytes are right
 // whichever way they come.
 TEST(AutoReadShm, ReadsFromShm) {

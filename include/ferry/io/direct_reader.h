@@ -30,8 +30,10 @@ struct ReadCounts {
   std::uint64_t page_cache_bytes = 0;  // copied from the page cache without I/O (Auto)
   std::uint64_t direct_bytes = 0;      // read from storage with O_DIRECT (Direct, Auto)
   std::uint64_t buffered_bytes = 0;    // blocking buffered reads (Buffered mode, fallbacks)
+  std::uint64_t in_place_bytes = 0;    // tensor bytes used in place, not read (resident())
 
   ReadCounts& operator+=(const ReadCounts& o) noexcept {
+    in_place_bytes += o.in_place_bytes;
     page_cache_bytes += o.page_cache_bytes;
     direct_bytes += o.direct_bytes;
     buffered_bytes += o.buffered_bytes;
@@ -72,6 +74,16 @@ class DirectReader {
   // the expected and actual byte counts).
   std::byte* read(const FileExtent& e, std::byte* dst, std::size_t capacity,
                   ReadCounts* counts = nullptr) const;
+
+  // Auto mode: e's bytes in place, in a private mapping of the whole file kept while the file is
+  // open, when the page cache holds at least 90 % of their pages (mincore; a missing page is
+  // faulted in from storage when used, and joins the cache). The pointer keeps the mapping
+  // alive; the pages it touches stay in this process's RSS as file pages. nullptr when more
+  // pages are missing, in the other modes, for a file that fell back to buffered reads or that
+  // ends before the extent (read() it then). Adds e.length to counts->in_place_bytes when it
+  // answers (Note [Weights used in place] in direct_reader.cpp). Throws IoError when the file
+  // cannot be opened.
+  std::shared_ptr<std::byte> resident(const FileExtent& e, ReadCounts* counts = nullptr) const;
 
   // Whether reads of `file` may use O_DIRECT: false in Buffered mode and after a fallback. Opens
   // the file when it is not open yet (IoError if it cannot be).
