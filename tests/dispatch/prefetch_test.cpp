@@ -170,6 +170,17 @@ void evict_folder(const std::filesystem::path& dir) {
   }
 }
 
+// Whether the offload folder's data file can be read with O_DIRECT (the test fails when the
+// folder has none).
+bool does_o_direct(const std::filesystem::path& folder) {
+  std::filesystem::path dat;
+  for (const auto& entry : std::filesystem::directory_iterator(folder)) {
+    if (entry.path().extension() == ".dat") dat = entry.path();
+  }
+  EXPECT_FALSE(dat.empty()) << "no .dat file in " << folder;
+  return !dat.empty() && io::DirectReader().is_direct(dat);
+}
+
 // Reads every file under `dir` through the page cache.
 void warm_folder(const std::filesystem::path& dir) {
   for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
@@ -185,14 +196,7 @@ void warm_folder(const std::filesystem::path& dir) {
 // the page cache, so every byte comes from it; once evicted, the bytes come with O_DIRECT.
 TEST(Prefetch, AutoReadsServeCachedBytesFromThePageCacheAndTheRestDirect) {
   DiskModel m(PrefetchOptions{.read_mode = io::ReadMode::Auto, .direct_min_bytes = 0});
-  std::filesystem::path dat;
-  for (const auto& entry : std::filesystem::directory_iterator(m.dir.path())) {
-    if (entry.path().extension() == ".dat") dat = entry.path();
-  }
-  ASSERT_FALSE(dat.empty()) << "no .dat file in " << m.dir.path();
-  if (!io::DirectReader().is_direct(dat)) {
-    GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
-  }
+  if (!does_o_direct(m.dir.path())) GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
   EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
   m.prefetcher().wait_idle();
   const PrefetchStats warm = m.prefetcher().stats();
@@ -216,14 +220,7 @@ TEST(Prefetch, AutoReadsServeCachedBytesFromThePageCacheAndTheRestDirect) {
 TEST(Prefetch, InPlaceReadsColdBytesDirectAndUsesCachedOnesInPlace) {
   DiskModel m(PrefetchOptions{
       .read_mode = io::ReadMode::Auto, .in_place = true, .direct_min_bytes = 0});
-  std::filesystem::path dat;
-  for (const auto& entry : std::filesystem::directory_iterator(m.dir.path())) {
-    if (entry.path().extension() == ".dat") dat = entry.path();
-  }
-  ASSERT_FALSE(dat.empty()) << "no .dat file in " << m.dir.path();
-  if (!io::DirectReader().is_direct(dat)) {
-    GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
-  }
+  if (!does_o_direct(m.dir.path())) GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
   evict_folder(m.dir.path());
   for (int i = 0; i < 2; ++i) {
     EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
