@@ -13,7 +13,7 @@
 // read with positioned reads — from the page cache where it holds them, O_DIRECT where the file
 // system allows for the rest (io::ReadMode::Auto) — into reusable aligned
 // buffers of a pool; a block executing on the CPU computes straight from those buffers, or, with
-// in_place, from the page cache's own pages for a tensor it wholly holds. Weights
+// in_place, from the page cache's own pages for a tensor it holds (at least 90 % of its pages). Weights
 // already in memory are copied to the execution device (a simulated GPU, or CUDA) by the worker.
 //
 // Every byte the prefetcher holds for blocks that run now or are prefetched is reserved before it
@@ -46,8 +46,8 @@ struct PrefetchOptions {
   std::optional<std::uint64_t> device_budget_bytes;
   // Auto: bytes the page cache holds are copied from it, the rest read with O_DIRECT.
   io::ReadMode read_mode = io::ReadMode::Auto;
-  // With Auto: a tensor of a CPU block whose every page the page cache holds is used in place,
-  // not copied (`--io inplace`; Note [Weights used in place] in src/io/direct_reader.cpp).
+  // With Auto: a tensor of a CPU block whose pages the page cache holds (at least 90 %) is used
+  // in place, not copied (`--io inplace`; Note [Weights used in place] in src/io/direct_reader.cpp).
   bool in_place = false;
   // Tensors smaller than this are read through the page cache even with O_DIRECT: an aligned
   // read would pad them to whole pages for no gain.
@@ -76,7 +76,7 @@ struct PrefetchStats {
   std::uint64_t page_cache_bytes = 0;  // copied from the page cache without I/O (--io auto)
   std::uint64_t direct_bytes = 0;      // read from storage with O_DIRECT (--io auto or direct)
   // Tensor bytes not read at all: CPU blocks computed from the page cache's own pages, which held
-  // every page of them (--io inplace; Note [Weights used in place] in src/io/direct_reader.cpp).
+  // (nearly) all of them (--io inplace; Note [Weights used in place] in src/io/direct_reader.cpp).
   std::uint64_t in_place_bytes = 0;
   std::uint64_t bytes_to_device = 0;  // copied to a non-CPU execution device
   std::uint64_t hits = 0;             // block ready when it ran
