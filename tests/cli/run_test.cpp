@@ -119,7 +119,7 @@ TEST_F(RunCommand, ContextTooSmallForGenerationConfigFailsBeforeLoading) {
 TEST_F(RunCommand, UnknownIoModeIsRejected) {
   const auto r = run_ferry("run " + model() + " --prompt-ids 1,2,3 --io bogus");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.out.find("--io: bogus not in {auto,direct,buffered,mmap}"), std::string::npos)
+  EXPECT_NE(r.out.find("--io: bogus not in {auto,inplace,direct,buffered,mmap}"), std::string::npos)
       << r.out;
 }
 
