@@ -181,6 +181,15 @@ bool does_o_direct(const std::filesystem::path& folder) {
   return !dat.empty() && io::DirectReader().is_direct(dat);
 }
 
+// Runs `n` forwards of `m`, each giving the expected output, and waits for the prefetches they
+// started.
+void expect_forwards(DiskModel& m, int n) {
+  for (int i = 0; i < n; ++i) {
+    EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
+    m.prefetcher().wait_idle();
+  }
+}
+
 // Reads every file under `dir` through the page cache.
 void warm_folder(const std::filesystem::path& dir) {
   for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
@@ -197,18 +206,14 @@ void warm_folder(const std::filesystem::path& dir) {
 TEST(Prefetch, AutoReadsServeCachedBytesFromThePageCacheAndTheRestDirect) {
   DiskModel m(PrefetchOptions{.read_mode = io::ReadMode::Auto, .direct_min_bytes = 0});
   if (!does_o_direct(m.dir.path())) GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
-  EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
-  m.prefetcher().wait_idle();
+  expect_forwards(m, 1);
   const PrefetchStats warm = m.prefetcher().stats();
   EXPECT_GE(warm.page_cache_bytes, warm.bytes_read);  // page padding included
   EXPECT_EQ(warm.direct_bytes, 0U);
   EXPECT_EQ(warm.in_place_bytes, 0U);  // copied: in place only with in_place
 
   evict_folder(m.dir.path());
-  for (int i = 0; i < 2; ++i) {
-    EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
-    m.prefetcher().wait_idle();
-  }
+  expect_forwards(m, 2);
   const PrefetchStats cold = m.prefetcher().stats();
   EXPECT_GT(cold.direct_bytes, 0U);
   EXPECT_EQ(cold.page_cache_bytes, warm.page_cache_bytes);  // O_DIRECT cached nothing
@@ -222,20 +227,14 @@ TEST(Prefetch, InPlaceReadsColdBytesDirectAndUsesCachedOnesInPlace) {
       .read_mode = io::ReadMode::Auto, .in_place = true, .direct_min_bytes = 0});
   if (!does_o_direct(m.dir.path())) GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
   evict_folder(m.dir.path());
-  for (int i = 0; i < 2; ++i) {
-    EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
-    m.prefetcher().wait_idle();
-  }
+  expect_forwards(m, 2);
   const PrefetchStats cold = m.prefetcher().stats();
   EXPECT_GT(cold.direct_bytes, 0U);
   EXPECT_EQ(cold.in_place_bytes, 0U);
   EXPECT_EQ(cold.page_cache_bytes, 0U);  // the second forward found nothing cached by the first
 
   warm_folder(m.dir.path());
-  for (int i = 0; i < 2; ++i) {
-    EXPECT_TRUE(at::equal((*m.model)(m.ids), m.expected));
-    m.prefetcher().wait_idle();
-  }
+  expect_forwards(m, 2);
   const PrefetchStats warm = m.prefetcher().stats();
   EXPECT_GT(warm.in_place_bytes, 0U);
   EXPECT_EQ(warm.direct_bytes, cold.direct_bytes);  // nothing more came from the disk
