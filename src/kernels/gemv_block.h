@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "gemv.h"
 #include "int8_group.h"
@@ -105,8 +106,9 @@ inline typename V::Vec load_weight(const void* base, std::int64_t offset) {
 // acc[m][r] += x[m, 0, k_end) · w[n0 + rows[r], 0, k_end) for M rows of x, reading each weight
 // vector once; k_end is a multiple of 32 (so of W).
 template <class V, WeightFormat F, int M>
-void direct_block(const GemvArgs& a, const float* x, std::int64_t n0, const std::int64_t* rows,
-                  std::int64_t k_end, typename V::Vec (*acc)[kBlockRows]) {
+void direct_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
+                  const std::int64_t* rows, std::int64_t k_end,
+                  typename V::Vec (*acc)[kBlockRows]) {
   constexpr std::int64_t W = V::kWidth;
   typename V::Vec sum[M][kBlockRows];
 #pragma GCC unroll 16
@@ -132,7 +134,7 @@ void direct_block(const GemvArgs& a, const float* x, std::int64_t n0, const std:
       for (std::int64_t r = 0; r < kBlockRows; ++r) w[r] = load_weight<V, F>(a.w, offset[r] + j);
 #pragma GCC unroll 16
       for (int m = 0; m < M; ++m) {
-        const typename V::Vec xv = V::load(x + m * a.x_stride + j);
+        const typename V::Vec xv = V::load(x + m * x_stride + j);
 #pragma GCC unroll 16
         for (std::int64_t r = 0; r < kBlockRows; ++r) group[m][r] = V::fma(w[r], xv, group[m][r]);
       }
@@ -150,16 +152,104 @@ void direct_block(const GemvArgs& a, const float* x, std::int64_t n0, const std:
   }
 }
 
+// Note [bfloat16 in pairs]
+// ~~~~~~~~~~~~~~~~~~~~~~~~
+// Widening 16-bit lanes to 32 (vpmovzxwd) is a shuffle, and shuffles have one port on most x86
+// cores: at one per 8 or 16 weights it bounded the bfloat16 product below the float32 one.
+// A bfloat16 is the top half of a float32, so a vector of 2W bfloat16 read as W 32-bit lanes
+// holds two float vectors without any shuffle: lane i shifted left by 16 is element 2i, and lane
+// i with its low half cleared is element 2i + 1. The x these meet must be in the same order:
+// each block of 2W elements of x is stored once per call as its W even elements, then its W odd
+// ones (paired_x). The products are the same; only the float32 summation order changes.
+
+// Whether V reads bfloat16 in pairs (V::bf16_pair(p, even, odd) over 2W elements at p).
+template <class V>
+concept HasBf16Pair = requires(const std::uint16_t* p, typename V::Vec& v) {
+  V::bf16_pair(p, v, v);
+};
+
+// x's rows [0, m_rows) × [0, k_end) reordered per block of 2W elements: evens, then odds.
+template <class V>
+void paired_x(const GemvArgs& a, std::int64_t k_end, float* out) {
+  constexpr std::int64_t W = V::kWidth;
+  for (std::int64_t m = 0; m < a.m_rows; ++m) {
+    const float* x = a.x + m * a.x_stride;
+    float* o = out + m * k_end;
+    for (std::int64_t b = 0; b < k_end; b += 2 * W) {
+      for (std::int64_t i = 0; i < W; ++i) {
+        o[b + i] = x[b + 2 * i];
+        o[b + W + i] = x[b + 2 * i + 1];
+      }
+    }
+  }
+}
+
+// direct_block for bfloat16 weights in pairs; x is paired_x's, rows x_stride apart.
 template <class V, int M>
-void direct_block_any(const GemvArgs& a, const float* x, std::int64_t n0, const std::int64_t* rows,
-                      std::int64_t k_end, typename V::Vec (*acc)[kBlockRows]) {
+void direct_block_bf16_pairs(const GemvArgs& a, const float* x, std::int64_t x_stride,
+                             std::int64_t n0, const std::int64_t* rows, std::int64_t k_end,
+                             typename V::Vec (*acc)[kBlockRows]) {
+  constexpr std::int64_t W = V::kWidth;
+  typename V::Vec sum[M][kBlockRows];
+#pragma GCC unroll 16
+  for (int m = 0; m < M; ++m) {
+#pragma GCC unroll 16
+    for (std::int64_t r = 0; r < kBlockRows; ++r) sum[m][r] = acc[m][r];
+  }
+  const auto* base = static_cast<const std::uint16_t*>(a.w);
+  const std::uint16_t* row[kBlockRows];
+#pragma GCC unroll 16
+  for (std::int64_t r = 0; r < kBlockRows; ++r) row[r] = base + (n0 + rows[r]) * a.w_stride;
+  for (std::int64_t k = 0; k < k_end; k += 32) {
+    typename V::Vec group[M][kBlockRows];
+#pragma GCC unroll 16
+    for (int m = 0; m < M; ++m) {
+#pragma GCC unroll 16
+      for (std::int64_t r = 0; r < kBlockRows; ++r) group[m][r] = V::zero();
+    }
+#pragma GCC unroll 16
+    for (std::int64_t j = k; j < k + 32; j += 2 * W) {
+      typename V::Vec even[kBlockRows], odd[kBlockRows];
+#pragma GCC unroll 16
+      for (std::int64_t r = 0; r < kBlockRows; ++r) V::bf16_pair(row[r] + j, even[r], odd[r]);
+#pragma GCC unroll 16
+      for (int m = 0; m < M; ++m) {
+        const typename V::Vec xe = V::load(x + m * x_stride + j);
+        const typename V::Vec xo = V::load(x + m * x_stride + j + W);
+#pragma GCC unroll 16
+        for (std::int64_t r = 0; r < kBlockRows; ++r) {
+          group[m][r] = V::fma(odd[r], xo, V::fma(even[r], xe, group[m][r]));
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (std::int64_t r = 0; r < kBlockRows; ++r) {
+#pragma GCC unroll 16
+      for (int m = 0; m < M; ++m) sum[m][r] = V::add(group[m][r], sum[m][r]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int m = 0; m < M; ++m) {
+#pragma GCC unroll 16
+    for (std::int64_t r = 0; r < kBlockRows; ++r) acc[m][r] = sum[m][r];
+  }
+}
+
+template <class V, int M>
+void direct_block_any(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
+                      const std::int64_t* rows, std::int64_t k_end,
+                      typename V::Vec (*acc)[kBlockRows]) {
   switch (a.format) {
     case WeightFormat::kF32:
-      return direct_block<V, WeightFormat::kF32, M>(a, x, n0, rows, k_end, acc);
+      return direct_block<V, WeightFormat::kF32, M>(a, x, x_stride, n0, rows, k_end, acc);
     case WeightFormat::kBF16:
-      return direct_block<V, WeightFormat::kBF16, M>(a, x, n0, rows, k_end, acc);
+      if constexpr (HasBf16Pair<V>) {
+        return direct_block_bf16_pairs<V, M>(a, x, x_stride, n0, rows, k_end, acc);
+      } else {
+        return direct_block<V, WeightFormat::kBF16, M>(a, x, x_stride, n0, rows, k_end, acc);
+      }
     case WeightFormat::kF16:
-      return direct_block<V, WeightFormat::kF16, M>(a, x, n0, rows, k_end, acc);
+      return direct_block<V, WeightFormat::kF16, M>(a, x, x_stride, n0, rows, k_end, acc);
     case WeightFormat::kI8: return;  // never: int8 takes gemv_rows_i8
   }
 }
@@ -271,24 +361,40 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
   constexpr std::int64_t W = V::kWidth;
   alignas(64) float buf[kBlockRows][kChunk];
   typename V::Vec acc[kDecodeMaxRows][kBlockRows];
+  // Whole groups of 32 directly (decode sizes), the rest (< 32 elements) through the buffer.
+  const bool direct = a.m_rows <= kDirectMaxRows;
+  const std::int64_t direct_k = direct ? a.k / 32 * 32 : 0;
+  const float* x = a.x;
+  std::int64_t x_stride = a.x_stride;
+  if constexpr (HasBf16Pair<V>) {
+    if (a.format == WeightFormat::kBF16 && direct_k > 0) {
+      // Note [bfloat16 in pairs]: this call's x in pair order (a few K floats; weights are
+      // N × K).
+      thread_local std::vector<float> pairs;
+      pairs.resize(static_cast<std::size_t>(a.m_rows * direct_k));
+      paired_x<V>(a, direct_k, pairs.data());
+      x = pairs.data();
+      x_stride = direct_k;
+    }
+  }
   for (std::int64_t n0 = n_begin; n0 < n_end; n0 += kBlockRows) {
     const std::int64_t rows_here = std::min(kBlockRows, n_end - n0);
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (auto& v : acc[m]) v = V::zero();
     }
-    // Whole groups of 32 directly, the rest (< 32 elements) through the buffer.
-    std::int64_t k_start = 0;
-    if (a.m_rows <= kDirectMaxRows) {
-      k_start = a.k / 32 * 32;
+    const std::int64_t k_start = direct_k;
+    if (direct) {
       // A short last block repeats its first row (computed, then dropped).
       const std::int64_t rows[kBlockRows] = {0, std::min<std::int64_t>(1, rows_here - 1),
                                              std::min<std::int64_t>(2, rows_here - 1),
                                              std::min<std::int64_t>(3, rows_here - 1)};
       std::int64_t m = 0;
       for (; m + 2 <= a.m_rows; m += 2) {
-        direct_block_any<V, 2>(a, a.x + m * a.x_stride, n0, rows, k_start, acc + m);
+        direct_block_any<V, 2>(a, x + m * x_stride, x_stride, n0, rows, k_start, acc + m);
       }
-      if (m < a.m_rows) direct_block_any<V, 1>(a, a.x + m * a.x_stride, n0, rows, k_start, acc + m);
+      if (m < a.m_rows) {
+        direct_block_any<V, 1>(a, x + m * x_stride, x_stride, n0, rows, k_start, acc + m);
+      }
     }
     for (std::int64_t k0 = k_start; k0 < a.k; k0 += kChunk) {
       const std::int64_t len = std::min(kChunk, a.k - k0);
