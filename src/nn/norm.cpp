@@ -1,5 +1,7 @@
 #include "ferry/nn/norm.h"
 
+#include "ferry/kernels/fused.h"
+
 namespace ferry::nn {
 namespace {
 void fill_ones(at::Tensor& t) { t.fill_(1); }
@@ -35,6 +37,10 @@ RMSNorm::RMSNorm(std::int64_t dim, double eps, at::ScalarType dtype)
 }
 
 at::Tensor RMSNorm::forward(const at::Tensor& x) {
+  // One pass for a float32 input on the CPU (Note [Fused layer steps]); the same formula below.
+  if (kernels::rms_norm_applies(x, or_undefined(weight_))) {
+    return kernels::rms_norm(x, *weight_, eps_);
+  }
   const at::Tensor h = x.to(at::kFloat);
   const at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
   return in_dtype(weight_, x.scalar_type()) * (h * at::rsqrt(variance + eps_)).to(x.scalar_type());

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "ferry/kernels/fused.h"
 #include "models/blocks/rotary.h"
 
 namespace ferry::models::detail {
@@ -28,11 +29,15 @@ at::Tensor causal_mask(const at::Tensor& attention_mask, std::int64_t tokens,
 
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const at::Tensor& mask, const AttendOptions& options) {
+  const double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+  // One pass for float32 on the CPU (Note [Fused layer steps]); the same formula below.
+  if (kernels::attend_applies(q, k, v, mask)) {
+    return kernels::attend(q, k, v, mask, scale, options.softcap);
+  }
   const std::int64_t heads = q.size(1);
   const std::int64_t groups = heads / k.size(1);
   at::Tensor keys = groups > 1 ? k.repeat_interleave(groups, 1) : k;
   at::Tensor values = groups > 1 ? v.repeat_interleave(groups, 1) : v;
-  const double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(-1))));
   at::Tensor scores = at::matmul(q, keys.transpose(-1, -2)).to(at::kFloat) * scale;
   if (options.softcap) scores = at::tanh(scores / *options.softcap) * *options.softcap;
   scores = scores + mask.to(scores.device());

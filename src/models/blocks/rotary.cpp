@@ -2,6 +2,8 @@
 
 #include <numbers>
 
+#include "ferry/kernels/fused.h"
+
 namespace ferry::models::detail {
 
 at::Tensor default_inverse_frequencies(double theta, std::int64_t dim) {
@@ -46,6 +48,8 @@ std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& inverse_frequen
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  // One pass for float32 on the CPU (Note [Fused layer steps]); the same rule below.
+  if (kernels::rotate_half_applies(x, cos, sin)) return kernels::rotate_half(x, cos, sin);
   const std::int64_t dim = cos.size(-1);
   if (dim < x.size(-1)) {
     const at::Tensor rotated = apply_rope(x.narrow(-1, 0, dim), cos, sin);
