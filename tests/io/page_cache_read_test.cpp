@@ -180,7 +180,9 @@ TEST_F(AutoRead, HalfCachedFileTakesEachPartFromWhereItIs) {
   EXPECT_EQ(r.bytes, expected(whole));
   EXPECT_EQ(r.counts.page_cache_bytes, cached_pages * kAlign);
   EXPECT_EQ(r.counts.page_cache_bytes + r.counts.direct_bytes, kFileBytes);
-  EXPECT_EQ(resident_pages(path_), cached_pages);  // the direct part was not cached
+  // The direct part was not cached (it would add 384 pages). At most as many as before, not
+  // exactly: this VM's DAMON reclaim may take a page or two meanwhile (seen under ASan).
+  EXPECT_LE(resident_pages(path_), cached_pages);
   // A read starting inside the cold hole, ending in the cached run after it.
   const FileExtent across{
       .file = path_, .offset = (std::size_t{3} << 19) + 11, .length = std::size_t{1} << 20};
