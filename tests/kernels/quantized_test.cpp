@@ -35,6 +35,31 @@ TEST(KernelsQuantize, ValuesWithinHalfAStepOfTheWeight) {
   }
 }
 
+// The rule is round to nearest, ties to even (std::nearbyint), in every group: a group whose
+// max is 127 has scale 1, so its values are rounded as they are; random groups against nearbyint
+// of value ÷ scale computed here.
+TEST(KernelsQuantize, RoundsToNearestEvenLikeNearbyint) {
+  const at::Tensor ties = at::tensor({127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f, 126.5f, -3.5f, 0.49999997f,
+                                      -126.5f, 64.5f, 7.0f})
+                              .view({1, 12});
+  const QuantizedWeight q = quantize(ties, QuantScheme::kGroup32);
+  ASSERT_EQ(q.scales.item<float>(), 1.0f);
+  const std::vector<int> want = {127, 0, 2, 2, 0, -2, 126, -4, 0, -126, 64, 7};
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(q.values[0][static_cast<std::int64_t>(i)].item<int>(), want[i]) << "element " << i;
+  }
+  at::manual_seed(9);
+  const at::Tensor w = at::randn({16, 96}) * 3;
+  const QuantizedWeight r = quantize(w, QuantScheme::kGroup32);
+  const at::Tensor scales = r.scales.repeat_interleave(32, 1);
+  const at::Tensor expected = at::clamp(at::round(w / scales), -127, 127).to(at::kChar);
+  // at::round rounds half to even too; w ÷ scale is the division the rule multiplies by the
+  // inverse for, so allow a step on the rare value that lands within a rounding of a tie.
+  const at::Tensor diff = (r.values.to(at::kInt) - expected.to(at::kInt)).abs();
+  EXPECT_LE(diff.max().item<int>(), 1);
+  EXPECT_LE(diff.sum().item<int>(), 2);
+}
+
 TEST(KernelsQuantize, ZeroRowsStayZero) {
   const QuantizedWeight q = quantize(at::zeros({2, 40}), QuantScheme::kGroup32);
   EXPECT_TRUE(at::equal(q.dequantize(), at::zeros({2, 40})));
