@@ -103,55 +103,6 @@ inline typename V::Vec load_weight(const void* base, std::int64_t offset) {
   }
 }
 
-// acc[m][r] += x[m, 0, k_end) · w[n0 + rows[r], 0, k_end) for M rows of x, reading each weight
-// vector once; k_end is a multiple of 32 (so of W).
-template <class V, WeightFormat F, int M>
-void direct_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
-                  const std::int64_t* rows, std::int64_t k_end,
-                  typename V::Vec (*acc)[kBlockRows]) {
-  constexpr std::int64_t W = V::kWidth;
-  typename V::Vec sum[M][kBlockRows];
-#pragma GCC unroll 16
-  for (int m = 0; m < M; ++m) {
-#pragma GCC unroll 16
-    for (std::int64_t r = 0; r < kBlockRows; ++r) sum[m][r] = acc[m][r];
-  }
-  std::int64_t offset[kBlockRows];
-#pragma GCC unroll 16
-  for (std::int64_t r = 0; r < kBlockRows; ++r) offset[r] = (n0 + rows[r]) * a.w_stride;
-  for (std::int64_t k = 0; k < k_end; k += 32) {
-    // Partial sums per 32 elements, then added: twice the independent FMA chains.
-    typename V::Vec group[M][kBlockRows];
-#pragma GCC unroll 16
-    for (int m = 0; m < M; ++m) {
-#pragma GCC unroll 16
-      for (std::int64_t r = 0; r < kBlockRows; ++r) group[m][r] = V::zero();
-    }
-#pragma GCC unroll 16
-    for (std::int64_t j = k; j < k + 32; j += W) {
-      typename V::Vec w[kBlockRows];
-#pragma GCC unroll 16
-      for (std::int64_t r = 0; r < kBlockRows; ++r) w[r] = load_weight<V, F>(a.w, offset[r] + j);
-#pragma GCC unroll 16
-      for (int m = 0; m < M; ++m) {
-        const typename V::Vec xv = V::load(x + m * x_stride + j);
-#pragma GCC unroll 16
-        for (std::int64_t r = 0; r < kBlockRows; ++r) group[m][r] = V::fma(w[r], xv, group[m][r]);
-      }
-    }
-#pragma GCC unroll 16
-    for (std::int64_t r = 0; r < kBlockRows; ++r) {
-#pragma GCC unroll 16
-      for (int m = 0; m < M; ++m) sum[m][r] = V::add(group[m][r], sum[m][r]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int m = 0; m < M; ++m) {
-#pragma GCC unroll 16
-    for (std::int64_t r = 0; r < kBlockRows; ++r) acc[m][r] = sum[m][r];
-  }
-}
-
 // Note [bfloat16 in pairs]
 // ~~~~~~~~~~~~~~~~~~~~~~~~
 // Widening 16-bit lanes to 32 (vpmovzxwd) is a shuffle, and shuffles have one port on most x86
@@ -184,11 +135,13 @@ void paired_x(const GemvArgs& a, std::int64_t k_end, float* out) {
   }
 }
 
-// direct_block for bfloat16 weights in pairs; x is paired_x's, rows x_stride apart.
-template <class V, int M>
-void direct_block_bf16_pairs(const GemvArgs& a, const float* x, std::int64_t x_stride,
-                             std::int64_t n0, const std::int64_t* rows, std::int64_t k_end,
-                             typename V::Vec (*acc)[kBlockRows]) {
+// acc[m][r] += x[m, 0, k_end) · w[n0 + rows[r], 0, k_end) for M rows of x, reading each weight
+// vector once; k_end is a multiple of 32 (so of 2W). kPairs: bfloat16 read in pairs, x in
+// paired_x's order (Note [bfloat16 in pairs]).
+template <class V, WeightFormat F, int M, bool kPairs = false>
+void direct_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
+                  const std::int64_t* rows, std::int64_t k_end,
+                  typename V::Vec (*acc)[kBlockRows]) {
   constexpr std::int64_t W = V::kWidth;
   typename V::Vec sum[M][kBlockRows];
 #pragma GCC unroll 16
@@ -196,29 +149,46 @@ void direct_block_bf16_pairs(const GemvArgs& a, const float* x, std::int64_t x_s
 #pragma GCC unroll 16
     for (std::int64_t r = 0; r < kBlockRows; ++r) sum[m][r] = acc[m][r];
   }
-  const auto* base = static_cast<const std::uint16_t*>(a.w);
-  const std::uint16_t* row[kBlockRows];
+  std::int64_t offset[kBlockRows];
 #pragma GCC unroll 16
-  for (std::int64_t r = 0; r < kBlockRows; ++r) row[r] = base + (n0 + rows[r]) * a.w_stride;
+  for (std::int64_t r = 0; r < kBlockRows; ++r) offset[r] = (n0 + rows[r]) * a.w_stride;
   for (std::int64_t k = 0; k < k_end; k += 32) {
+    // Partial sums per 32 elements, then added: twice the independent FMA chains.
     typename V::Vec group[M][kBlockRows];
 #pragma GCC unroll 16
     for (int m = 0; m < M; ++m) {
 #pragma GCC unroll 16
       for (std::int64_t r = 0; r < kBlockRows; ++r) group[m][r] = V::zero();
     }
+    if constexpr (kPairs) {
 #pragma GCC unroll 16
-    for (std::int64_t j = k; j < k + 32; j += 2 * W) {
-      typename V::Vec even[kBlockRows], odd[kBlockRows];
-#pragma GCC unroll 16
-      for (std::int64_t r = 0; r < kBlockRows; ++r) V::bf16_pair(row[r] + j, even[r], odd[r]);
-#pragma GCC unroll 16
-      for (int m = 0; m < M; ++m) {
-        const typename V::Vec xe = V::load(x + m * x_stride + j);
-        const typename V::Vec xo = V::load(x + m * x_stride + j + W);
+      for (std::int64_t j = k; j < k + 32; j += 2 * W) {
+        typename V::Vec even[kBlockRows], odd[kBlockRows];
 #pragma GCC unroll 16
         for (std::int64_t r = 0; r < kBlockRows; ++r) {
-          group[m][r] = V::fma(odd[r], xo, V::fma(even[r], xe, group[m][r]));
+          V::bf16_pair(static_cast<const std::uint16_t*>(a.w) + offset[r] + j, even[r], odd[r]);
+        }
+#pragma GCC unroll 16
+        for (int m = 0; m < M; ++m) {
+          const typename V::Vec xe = V::load(x + m * x_stride + j);
+          const typename V::Vec xo = V::load(x + m * x_stride + j + W);
+#pragma GCC unroll 16
+          for (std::int64_t r = 0; r < kBlockRows; ++r) {
+            group[m][r] = V::fma(odd[r], xo, V::fma(even[r], xe, group[m][r]));
+          }
+        }
+      }
+    } else {
+#pragma GCC unroll 16
+      for (std::int64_t j = k; j < k + 32; j += W) {
+        typename V::Vec w[kBlockRows];
+#pragma GCC unroll 16
+        for (std::int64_t r = 0; r < kBlockRows; ++r) w[r] = load_weight<V, F>(a.w, offset[r] + j);
+#pragma GCC unroll 16
+        for (int m = 0; m < M; ++m) {
+          const typename V::Vec xv = V::load(x + m * x_stride + j);
+#pragma GCC unroll 16
+          for (std::int64_t r = 0; r < kBlockRows; ++r) group[m][r] = V::fma(w[r], xv, group[m][r]);
         }
       }
     }
@@ -244,7 +214,8 @@ void direct_block_any(const GemvArgs& a, const float* x, std::int64_t x_stride, 
       return direct_block<V, WeightFormat::kF32, M>(a, x, x_stride, n0, rows, k_end, acc);
     case WeightFormat::kBF16:
       if constexpr (HasBf16Pair<V>) {
-        return direct_block_bf16_pairs<V, M>(a, x, x_stride, n0, rows, k_end, acc);
+        return direct_block<V, WeightFormat::kBF16, M, /*kPairs=*/true>(a, x, x_stride, n0, rows,
+                                                                          k_end, acc);
       } else {
         return direct_block<V, WeightFormat::kBF16, M>(a, x, x_stride, n0, rows, k_end, acc);
       }

@@ -8,18 +8,12 @@
 #include <optional>
 
 #include "ferry/kernels/fused.h"
+#include "test_util.h"
 
 namespace ferry::kernels {
 namespace {
 
-class ThreadCount {
- public:
-  explicit ThreadCount(int n) : saved_(at::get_num_threads()) { at::set_num_threads(n); }
-  ~ThreadCount() { at::set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
+using testing::ThreadCount;
 
 // transformers' LlamaRMSNorm on a float32 input, as nn::RMSNorm's LibTorch path computes it.
 at::Tensor rms_norm_chain(const at::Tensor& x, const at::Tensor& w, double eps) {

@@ -7,17 +7,12 @@
 #include <stdexcept>
 #include <vector>
 
+#include "test_util.h"
+
 namespace ferry::kernels {
 namespace {
 
-class ThreadCount {
- public:
-  explicit ThreadCount(int n) : saved_(at::get_num_threads()) { at::set_num_threads(n); }
-  ~ThreadCount() { at::set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
+using testing::ThreadCount;
 
 // The regression this guards: built without OpenMP, every kernel ran on one thread.
 TEST(KernelThreads, UseTheThreadsLibTorchIsSetTo) {

@@ -2,6 +2,7 @@
 // Shared by the kernels tests: the instruction-set parameter and a magnitude-relative comparison.
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -9,6 +10,18 @@
 #include "ferry/kernels/isa.h"
 
 namespace ferry::kernels::testing {
+
+// Sets LibTorch's thread count for a scope, then restores it.
+class ThreadCount {
+ public:
+  explicit ThreadCount(int n) : saved_(at::get_num_threads()) { at::set_num_threads(n); }
+  ~ThreadCount() { at::set_num_threads(saved_); }
+  ThreadCount(const ThreadCount&) = delete;
+  ThreadCount& operator=(const ThreadCount&) = delete;
+
+ private:
+  int saved_;
+};
 
 inline std::string isa_param_name(const ::testing::TestParamInfo<Isa>& info) {
   return std::string(isa_name(info.param));
