@@ -5,6 +5,7 @@
 #
 #   bash bench/serve.sh MODEL_DIR [--build DIR] [--clients "1 4 16 32"] [--max-tokens N]
 #                                 [--threads N] [--regimes "ram disk cold"] [--max-batch N]
+#                                 [--serve-flags "FLAGS"]
 #
 # Regimes: ram (everything in RAM); disk (--max-memory cpu=40 % of the model, the rest on disk,
 # page cache warm: what streams is mostly copied from the page cache); cold (the map of disk, the
@@ -27,6 +28,7 @@ clients="1 4 16 32"
 max_tokens=32
 threads=2
 regimes="ram disk cold"
+serve_flags=()  # --serve-flags: appended to every `ferry serve` (e.g. "--io inplace")
 max_batch=
 while (($#)); do
   case $1 in
@@ -36,6 +38,7 @@ while (($#)); do
     --threads) threads=$2; shift 2 ;;
     --regimes) regimes=$2; shift 2 ;;
     --max-batch) max_batch=$2; shift 2 ;;
+    --serve-flags) read -r -a serve_flags <<< "$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -61,11 +64,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "max batch $max_batch; more clients wait in the server's queue"
+echo "max batch $max_batch; more clients wait in the server's queue${serve_flags[*]:+; serve flags: ${serve_flags[*]}}"
 echo "| regime | clients | tokens/s | × 1 client | TTFT p50 | TTFT p99 | requests ok | peak RSS | CPU budget |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for regime in $regimes; do
-  flags=(--threads "$threads" --max-batch "$max_batch" --max-queue 256 --context "$context" --port 0)
+  flags=(--threads "$threads" --max-batch "$max_batch" --max-queue 256 --context "$context" --port 0
+         "${serve_flags[@]}")
   budget="-"
   launch=()
   if [[ $regime == disk || $regime == cold ]]; then

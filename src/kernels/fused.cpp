@@ -65,7 +65,10 @@ at::Tensor float_weight(const at::Tensor& w) {
 }  // namespace
 
 bool rms_norm_applies(const at::Tensor& x, const at::Tensor& weight) {
-  if (!plain_cpu_float(x) || x.dim() < 1 || x.stride(-1) != 1 || !weight.defined()) return false;
+  if (!plain_cpu_float(x) || x.dim() < 1 || x.size(-1) == 0 || x.stride(-1) != 1 ||
+      !weight.defined()) {
+    return false;
+  }
   if (!weight.device().is_cpu() || weight.dim() != 1 || weight.size(0) != x.size(-1)) return false;
   if (at::GradMode::is_enabled() && weight.requires_grad()) return false;
   const auto t = weight.scalar_type();

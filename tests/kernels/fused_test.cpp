@@ -73,6 +73,7 @@ TEST(FusedRmsNorm, DeclinesWhatItDoesNotCover) {
   EXPECT_FALSE(rms_norm_applies(at::randn({2, 8}), at::ones({9})));          // wrong length
   EXPECT_FALSE(rms_norm_applies(at::randn({8, 2}).t(), w));                  // last dim strided
   EXPECT_FALSE(rms_norm_applies(at::randn({2, 8}), at::Tensor()));
+  EXPECT_FALSE(rms_norm_applies(at::randn({2, 0}), at::ones({0})));          // nothing to norm
   EXPECT_FALSE(rms_norm_applies(at::randn({2, 8}).requires_grad_(), w));     // autograd
   EXPECT_FALSE(rms_norm_applies(at::randn({2, 8}), at::ones({8}, at::kInt)));
 }
