@@ -213,14 +213,13 @@ int main(int argc, char** argv) {
       // Every copy is read once before timing: on the project's VM the first read of freshly
       // written memory ran 10-30 x slower than later ones (hypervisor page handling), which made
       // the median of a few reps measure that instead of the kernel.
-      for (std::size_t c = 0; c < copies; ++c) {
+      auto product = [&](std::size_t c) {
         if (f.scheme) kernels::linear(x, qs[c], std::nullopt);
         else kernels::linear(x, ws[c], std::nullopt);
-      }
-      const Summary fast = bandwidth(bytes, reps, [&](int r) {
-        if (f.scheme) kernels::linear(x, qs[r % copies], std::nullopt);
-        else kernels::linear(x, ws[r % copies], std::nullopt);
-      });
+      };
+      for (std::size_t c = 0; c < copies; ++c) product(c);
+      const Summary fast =
+          bandwidth(bytes, reps, [&](int r) { product(static_cast<std::size_t>(r) % copies); });
       // The old path: the weight converted to float32 (int8: dequantized), then at::linear.
       const int old_reps = std::max(3, reps / 3);
       const Summary old = bandwidth(bytes, old_reps, [&](int r) {

@@ -110,8 +110,8 @@ inline typename V::Vec load_weight(const void* base, std::int64_t offset) {
 // A bfloat16 is the top half of a float32, so a vector of 2W bfloat16 read as W 32-bit lanes
 // holds two float vectors without any shuffle: lane i shifted left by 16 is element 2i, and lane
 // i with its low half cleared is element 2i + 1. The x these meet must be in the same order:
-// each block of 2W elements of x is stored once per call as its W even elements, then its W odd
-// ones (paired_x). The products are the same; only the float32 summation order changes.
+// each block of 2W elements of x is stored as its W even elements, then its W odd ones
+// (paired_x), once per gemv_rows call. The products are the same; only the float32 summation order changes.
 
 // Whether V reads bfloat16 in pairs (V::bf16_pair(p, even, odd) over 2W elements at p).
 template <class V>
@@ -339,8 +339,8 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
   std::int64_t x_stride = a.x_stride;
   if constexpr (HasBf16Pair<V>) {
     if (a.format == WeightFormat::kBF16 && direct_k > 0) {
-      // Note [bfloat16 in pairs]: this call's x in pair order (a few K floats; weights are
-      // N × K).
+      // Note [bfloat16 in pairs]: x in pair order, once per call of this function (a few per
+      // thread and product: K floats each, against the rows' K weights apiece).
       thread_local std::vector<float> pairs;
       pairs.resize(static_cast<std::size_t>(a.m_rows * direct_k));
       paired_x<V>(a, direct_k, pairs.data());
@@ -353,7 +353,6 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (auto& v : acc[m]) v = V::zero();
     }
-    const std::int64_t k_start = direct_k;
     if (direct) {
       // A short last block repeats its first row (computed, then dropped).
       const std::int64_t rows[kBlockRows] = {0, std::min<std::int64_t>(1, rows_here - 1),
@@ -361,13 +360,13 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
                                              std::min<std::int64_t>(3, rows_here - 1)};
       std::int64_t m = 0;
       for (; m + 2 <= a.m_rows; m += 2) {
-        direct_block_any<V, 2>(a, x + m * x_stride, x_stride, n0, rows, k_start, acc + m);
+        direct_block_any<V, 2>(a, x + m * x_stride, x_stride, n0, rows, direct_k, acc + m);
       }
       if (m < a.m_rows) {
-        direct_block_any<V, 1>(a, x + m * x_stride, x_stride, n0, rows, k_start, acc + m);
+        direct_block_any<V, 1>(a, x + m * x_stride, x_stride, n0, rows, direct_k, acc + m);
       }
     }
-    for (std::int64_t k0 = k_start; k0 < a.k; k0 += kChunk) {
+    for (std::int64_t k0 = direct_k; k0 < a.k; k0 += kChunk) {
       const std::int64_t len = std::min(kChunk, a.k - k0);
       const std::int64_t padded_len = (len + W - 1) / W * W;
       const float* rows[kBlockRows];

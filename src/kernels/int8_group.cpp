@@ -49,17 +49,17 @@ float quantize_int8_group(const float* src, std::int64_t len, std::int8_t* dst) 
   // loop the compiler vectorises: nearbyint is a libm call per element on the baseline target,
   // and x is quantized on the calling thread before every int8 product of a decode step.
   constexpr float kRound = 12582912.0f;  // 1.5 · 2^23
+  auto round_all = [&](auto in_steps) {
+    for (std::int64_t i = 0; i < len; ++i) {
+      const float q = (in_steps(src[i]) + kRound) - kRound;
+      dst[i] = static_cast<std::int8_t>(std::min(std::max(q, -127.0f), 127.0f));
+    }
+  };
   const float inverse = 1.0f / scale;
   if (std::isfinite(inverse)) {
-    for (std::int64_t i = 0; i < len; ++i) {
-      const float q = (src[i] * inverse + kRound) - kRound;
-      dst[i] = static_cast<std::int8_t>(std::min(std::max(q, -127.0f), 127.0f));
-    }
+    round_all([inverse](float v) { return v * inverse; });
   } else {
-    for (std::int64_t i = 0; i < len; ++i) {
-      const float q = (src[i] / scale + kRound) - kRound;
-      dst[i] = static_cast<std::int8_t>(std::min(std::max(q, -127.0f), 127.0f));
-    }
+    round_all([scale](float v) { return v / scale; });
   }
   return scale;
 }
