@@ -371,6 +371,7 @@ bool Engine::step() {
         st.prefilling = std::move(next);
         st.prefilling->cache =
             std::make_unique<models::KvCache>(static_cast<std::size_t>(model_.config().n_layers));
+        st.prefilling->cache->set_max_positions(options_.context);
       }
     }
     st.stats.waiting = static_cast<std::int64_t>(st.waiting.size());
@@ -529,6 +530,7 @@ bool Engine::step() {
       const std::int64_t longest = mask.size(1);
       auto cache =
           std::make_unique<models::KvCache>(static_cast<std::size_t>(model_.config().n_layers));
+      cache->set_max_positions(options_.context);
       at::Tensor logits;
       try {
         logits = model_.step(prefill, *cache);

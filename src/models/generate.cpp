@@ -58,6 +58,8 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
   result.finish_reasons.assign(prompts.size(), "length");
   std::vector<bool> done(prompts.size(), options.max_new_tokens <= 0);
   KvCache cache(static_cast<std::size_t>(c.n_layers));
+  // The most positions this run holds: the prompt's padded width and every new token.
+  cache.set_max_positions(ids.size(1) + std::max<std::int64_t>(options.max_new_tokens, 0));
   Sampler sampler(options.sampling);
   at::Tensor next_positions = positions.narrow(1, positions.size(1) - 1, 1) + 1;
 

@@ -1,5 +1,6 @@
 #include "ferry/models/kv_cache.h"
 
+#include <algorithm>
 #include <atomic>
 #include <utility>
 #include <vector>
@@ -10,13 +11,6 @@
 
 namespace ferry::models {
 namespace {
-
-// `history` where `now` lives, so the concatenation runs on the layer's execution device.
-at::Tensor follow(const at::Tensor& history, const at::Tensor& now) {
-  const auto where = placement_of(now);
-  if (!where || placement_of(history) == where) return history;
-  return move_to(history, *where);
-}
 
 // `t` with `n` zero positions before its own along dim 2.
 at::Tensor pad_positions(const at::Tensor& t, std::int64_t n) {
@@ -33,20 +27,69 @@ std::uint64_t next_cache_id() {
 
 }  // namespace
 
+// Note [Cache buffers]
+// ~~~~~~~~~~~~~~~~~~~~
+// A decode step appends one position to every layer's history. Concatenating the history with
+// the new position copied the whole cache each step, into fresh memory: O(T²) bytes over T
+// tokens, and at 400 tokens of the reference model an int8 decode step took 58 ms instead of
+// 20, most of it in the copy and the page faults of the new tensors. So a layer keeps buffers
+// with room for more positions and a step writes its keys and values into that room.
+// - Growth: to twice the history (at least what the step needs), but never past the most
+//   positions the run will hold (set_max_positions: the context the plan reserved KV memory
+//   for), so the buffers stay inside that reserve; without a cap, by kCacheStep positions (a
+//   bounded slack, O(T² / kCacheStep) copies). A history that outgrows its cap grows to what it
+//   needs.
+// - The first append keeps the step's tensors as they are (prefill: nothing to copy), and so
+//   does assign(); neither is written into, since they may be views of other tensors. The next
+//   append moves the history into buffers of the cache's own.
+// - The history handed out is a view of the first length() positions: not contiguous along the
+//   batch and head dims, which the attention (strided) reads as it is. Earlier views stay valid:
+//   appends write only past them.
+// - size_bytes() counts the room too: it is what the cache holds.
+void LayerCache::grow(const at::Tensor& like, std::int64_t needed) {
+  const std::int64_t length = this->length();
+  std::int64_t capacity = 0;
+  if (max_positions_ >= needed) {
+    capacity = std::min(max_positions_, std::max(needed, 2 * length));
+  } else {
+    capacity = (needed + kCacheStep - 1) / kCacheStep * kCacheStep;
+  }
+  std::vector<std::int64_t> sizes = like.sizes().vec();
+  sizes[2] = capacity;
+  at::Tensor keys = at::empty(sizes, like.options());
+  at::Tensor values = at::empty(sizes, like.options());
+  if (length > 0) {
+    keys.narrow(2, 0, length).copy_(key_);
+    values.narrow(2, 0, length).copy_(value_);
+  }
+  key_buffer_ = std::move(keys);
+  value_buffer_ = std::move(values);
+  key_ = key_buffer_.narrow(2, 0, length);
+  value_ = value_buffer_.narrow(2, 0, length);
+  owned_ = true;
+}
+
 std::pair<at::Tensor, at::Tensor> LayerCache::append(const at::Tensor& key,
                                                      const at::Tensor& value) {
   FERRY_ASSERT(key.dim() == 4 && value.sizes() == key.sizes(), "cache append of {} and {}",
                shape_string(key.sizes()), shape_string(value.sizes()));
   if (!key_.defined()) {
-    key_ = key;
-    value_ = value;
-  } else {
-    FERRY_ASSERT(
-        key_.size(0) == key.size(0) && key_.size(1) == key.size(1) && key_.size(3) == key.size(3),
-        "cache of shape {} cannot take {}", shape_string(key_.sizes()), shape_string(key.sizes()));
-    key_ = at::cat({follow(key_, key), key}, 2);
-    value_ = at::cat({follow(value_, value), value}, 2);
+    assign(key, value);
+    return {key_, value_};
   }
+  FERRY_ASSERT(
+      key_.size(0) == key.size(0) && key_.size(1) == key.size(1) && key_.size(3) == key.size(3),
+      "cache of shape {} cannot take {}", shape_string(key_.sizes()), shape_string(key.sizes()));
+  const std::int64_t length = this->length();
+  const std::int64_t needed = length + key.size(2);
+  // The history follows the step's device (and dtype): new buffers there.
+  const bool same_place = placement_of(key) == placement_of(key_buffer_) &&
+                          key.scalar_type() == key_buffer_.scalar_type();
+  if (!owned_ || needed > capacity() || !same_place) grow(key, needed);
+  key_buffer_.narrow(2, length, key.size(2)).copy_(key);
+  value_buffer_.narrow(2, length, value.size(2)).copy_(value);
+  key_ = key_buffer_.narrow(2, 0, needed);
+  value_ = value_buffer_.narrow(2, 0, needed);
   return {key_, value_};
 }
 
@@ -55,11 +98,14 @@ void LayerCache::assign(at::Tensor key, at::Tensor value) {
                shape_string(key.sizes()), shape_string(value.sizes()));
   key_ = std::move(key);
   value_ = std::move(value);
+  key_buffer_ = key_;
+  value_buffer_ = value_;
+  owned_ = false;
 }
 
 Bytes LayerCache::size_bytes() const {
-  if (!key_.defined()) return Bytes(0);
-  return Bytes(static_cast<std::uint64_t>(key_.nbytes() + value_.nbytes()));
+  if (!key_buffer_.defined()) return Bytes(0);
+  return Bytes(static_cast<std::uint64_t>(key_buffer_.nbytes() + value_buffer_.nbytes()));
 }
 
 KvCache::KvCache(std::size_t n_layers) : layers_(n_layers), id_(next_cache_id()) {}
@@ -115,6 +161,10 @@ void KvCache::append_rows(const KvCache& other, std::int64_t pad_self, std::int6
                 at::cat({pad_positions(mine.value(), pad_self), pad_positions(v, pad_other)}, 0));
   }
   if (listener_) listener_->on_append_rows(*this, other, pad_self, pad_other);
+}
+
+void KvCache::set_max_positions(std::int64_t positions) noexcept {
+  for (LayerCache& l : layers_) l.set_max_positions(positions);
 }
 
 Bytes KvCache::size_bytes() const {

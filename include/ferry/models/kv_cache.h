@@ -12,25 +12,43 @@
 
 namespace ferry::models {
 
-// One layer's cache: key and value of shape [batch, kv_heads, length, head_dim].
+// One layer's cache: key and value of shape [batch, kv_heads, length, head_dim], held in buffers
+// with room for more positions (Note [Cache buffers] in kv_cache.cpp).
 class LayerCache {
  public:
   // Appends this step's key and value (same layout, `length` = the step's tokens) and returns the
-  // whole history. The stored tensors follow the new ones' device: a layer that executes
-  // elsewhere than last step (a different device map) moves its history once.
+  // whole history (views of the buffers, valid while the cache lives: later appends write only
+  // past them). The stored tensors follow the new ones' device: a layer that executes elsewhere
+  // than last step (a different device map) moves its history once.
   std::pair<at::Tensor, at::Tensor> append(const at::Tensor& key, const at::Tensor& value);
-  // Replaces the history.
+  // Replaces the history (no room beyond it: the next append makes its own buffers).
   void assign(at::Tensor key, at::Tensor value);
+  // The most positions the cache will be asked to hold (the context the plan reserved for), or
+  // 0 when unknown: buffers grow geometrically up to it and never beyond it while the history
+  // fits; without it they grow by kCacheStep positions.
+  void set_max_positions(std::int64_t positions) noexcept { max_positions_ = positions; }
   // Positions cached so far (0 when empty).
   std::int64_t length() const { return key_.defined() ? key_.size(2) : 0; }
+  // Positions the buffers hold room for (≥ length()).
+  std::int64_t capacity() const { return key_buffer_.defined() ? key_buffer_.size(2) : 0; }
   bool empty() const { return !key_.defined(); }
   const at::Tensor& key() const noexcept { return key_; }
   const at::Tensor& value() const noexcept { return value_; }
+  // Bytes held: the buffers, room included.
   Bytes size_bytes() const;
 
+  // Positions an uncapped buffer grows by.
+  static constexpr std::int64_t kCacheStep = 128;
+
  private:
-  at::Tensor key_;
+  void grow(const at::Tensor& like, std::int64_t needed);
+
+  at::Tensor key_buffer_;    // [batch, kv_heads, capacity, head_dim]
+  at::Tensor value_buffer_;
+  at::Tensor key_;           // key_buffer_'s first length() positions
   at::Tensor value_;
+  bool owned_ = false;       // the buffers are this cache's own (appends may write past length)
+  std::int64_t max_positions_ = 0;
 };
 
 class KvCache;
@@ -67,6 +85,8 @@ class KvCache {
   // Positions cached so far (those of the first layer that holds any).
   std::int64_t length() const;
   Bytes size_bytes() const;
+  // Every layer's LayerCache::set_max_positions.
+  void set_max_positions(std::int64_t positions) noexcept;
 
   // Keeps rows `rows` (a CPU int64 index, in that order) and positions [first, first + width)
   // of every layer that holds any (a batch that loses rows and the padding columns they leave).

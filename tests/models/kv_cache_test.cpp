@@ -1,0 +1,127 @@
+// The KV cache's buffers (Note [Cache buffers]): appends write into room kept past the history,
+// the history they return equals the concatenation of every step, growth stays within the cap.
+
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "ferry/models/kv_cache.h"
+
+namespace ferry::models {
+namespace {
+
+// A step's key or value: [batch 2, heads 3, tokens, dim 4], as a transposed view like the
+// attention's heads() makes.
+at::Tensor step(std::int64_t tokens, int seed) {
+  at::manual_seed(seed);
+  return at::randn({2, tokens, 3, 4}).transpose(1, 2);
+}
+
+TEST(LayerCache, HistoryIsEveryStepConcatenated) {
+  for (const std::int64_t cap : {std::int64_t{0}, std::int64_t{5}, std::int64_t{40}}) {
+    LayerCache cache;
+    cache.set_max_positions(cap);
+    std::vector<at::Tensor> keys, values;
+    for (int s = 0; s < 30; ++s) {
+      const std::int64_t tokens = s == 0 ? 7 : 1 + s % 3;
+      keys.push_back(step(tokens, 2 * s));
+      values.push_back(step(tokens, 2 * s + 1));
+      const auto [k, v] = cache.append(keys.back(), values.back());
+      ASSERT_TRUE(at::equal(k, at::cat(keys, 2))) << "cap " << cap << " step " << s;
+      ASSERT_TRUE(at::equal(v, at::cat(values, 2))) << "cap " << cap << " step " << s;
+      EXPECT_EQ(cache.length(), k.size(2));
+      EXPECT_GE(cache.capacity(), cache.length());
+    }
+  }
+}
+
+TEST(LayerCache, EarlierHistoryStaysValidAfterLaterAppends) {
+  LayerCache cache;
+  cache.set_max_positions(64);
+  cache.append(step(4, 1), step(4, 2));
+  const auto [k5, v5] = cache.append(step(1, 3), step(1, 4));
+  const at::Tensor k5_copy = k5.clone();
+  for (int s = 0; s < 10; ++s) cache.append(step(1, 10 + s), step(1, 30 + s));
+  EXPECT_TRUE(at::equal(k5, k5_copy));
+  EXPECT_TRUE(at::equal(cache.key().narrow(2, 0, 5), k5_copy));
+}
+
+TEST(LayerCache, GrowsGeometricallyUpToTheCapAndNoFurther) {
+  LayerCache cache;
+  cache.set_max_positions(50);
+  cache.append(step(8, 1), step(8, 2));
+  EXPECT_EQ(cache.capacity(), 8);  // the prefill as it came
+  cache.append(step(1, 3), step(1, 4));
+  EXPECT_EQ(cache.capacity(), 16);
+  std::int64_t grown = 0, last = cache.capacity();
+  while (cache.length() < 50) {
+    cache.append(step(1, 5), step(1, 6));
+    if (cache.capacity() != last) ++grown, last = cache.capacity();
+  }
+  EXPECT_EQ(cache.capacity(), 50);  // 16 -> 32 -> 50, not 64
+  EXPECT_EQ(grown, 2);
+  // Bytes held: the buffers, room included, never past the cap.
+  EXPECT_EQ(cache.size_bytes().value(), 2u * 2 * 3 * 50 * 4 * sizeof(float));
+  // Past the cap (not planned for): what it needs, by steps.
+  cache.append(step(1, 7), step(1, 8));
+  EXPECT_EQ(cache.capacity(), LayerCache::kCacheStep);
+}
+
+TEST(LayerCache, UncappedGrowsBySteps) {
+  LayerCache cache;
+  cache.append(step(3, 1), step(3, 2));
+  cache.append(step(1, 3), step(1, 4));
+  EXPECT_EQ(cache.capacity(), LayerCache::kCacheStep);
+  while (cache.length() < LayerCache::kCacheStep) cache.append(step(1, 5), step(1, 6));
+  EXPECT_EQ(cache.capacity(), LayerCache::kCacheStep);
+  cache.append(step(1, 7), step(1, 8));
+  EXPECT_EQ(cache.capacity(), 2 * LayerCache::kCacheStep);
+}
+
+TEST(LayerCache, AssignedTensorsAreNeverWrittenInto) {
+  // assign() may hand the cache a view of someone else's tensor (a pipeline's rows): the next
+  // append copies the history into buffers of its own instead of writing past the view.
+  const at::Tensor whole_k = at::zeros({4, 3, 10, 4});
+  const at::Tensor whole_v = at::zeros({4, 3, 10, 4});
+  LayerCache cache;
+  cache.set_max_positions(100);
+  cache.assign(whole_k.narrow(0, 0, 2).narrow(2, 0, 6), whole_v.narrow(0, 0, 2).narrow(2, 0, 6));
+  const auto [k, v] = cache.append(at::ones({2, 3, 1, 4}), at::ones({2, 3, 1, 4}));
+  EXPECT_EQ(k.size(2), 7);
+  EXPECT_TRUE(at::equal(whole_k, at::zeros_like(whole_k)));
+  EXPECT_TRUE(at::equal(whole_v, at::zeros_like(whole_v)));
+  EXPECT_TRUE(at::equal(k.narrow(2, 6, 1), at::ones({2, 3, 1, 4})));
+}
+
+TEST(LayerCache, FollowsTheStepsDtype) {
+  LayerCache cache;
+  cache.set_max_positions(16);
+  cache.append(step(2, 1), step(2, 2));
+  cache.append(step(1, 3), step(1, 4));
+  const auto [k, v] = cache.append(step(1, 5).to(at::kDouble), step(1, 6).to(at::kDouble));
+  EXPECT_EQ(k.scalar_type(), at::kDouble);
+  EXPECT_EQ(k.size(2), 4);
+}
+
+TEST(KvCache, KeepAndAppendRowsAfterBufferedAppends) {
+  KvCache cache(2);
+  cache.set_max_positions(32);
+  std::vector<at::Tensor> keys;
+  for (int s = 0; s < 5; ++s) {
+    keys.push_back(step(s == 0 ? 3 : 1, s));
+    for (std::size_t l = 0; l < 2; ++l) cache.layer(l).append(keys.back(), keys.back());
+  }
+  const at::Tensor expected = at::cat(keys, 2);
+  cache.keep(at::tensor({1}, at::kLong), 2, 5);
+  EXPECT_TRUE(at::equal(cache.layer(1).key(), expected.narrow(0, 1, 1).narrow(2, 2, 5)));
+  // And appends go on after keep (new buffers: keep's tensors are exact).
+  const at::Tensor next = step(1, 99).narrow(0, 0, 1);
+  const auto [k, v] = cache.layer(0).append(next, next);
+  EXPECT_TRUE(at::equal(k, at::cat({expected.narrow(0, 1, 1).narrow(2, 2, 5), next}, 2)));
+  EXPECT_GE(cache.size_bytes().value(), 2 * k.nbytes());
+}
+
+}  // namespace
+}  // namespace ferry::models
