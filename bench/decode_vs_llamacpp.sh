@@ -75,7 +75,7 @@ row() {  # label, ferry name, llama name, weight bytes
 }
 f32_bytes=$(du -cb "$dir"/ref-f32/*.safetensors | tail -1 | cut -f1)
 bf16_bytes=$(du -cb "$dir"/ref-bf16/*.safetensors | tail -1 | cut -f1)
-q8_bytes=$(stat -c %s "$dir/ref-q8_0.gguf")
+q8_bytes=$(stat -L -c %s "$dir/ref-q8_0.gguf")  # -L: the file may be a link
 row "fp32" "ferry fp32" "llama.cpp F32" "$f32_bytes"
 row "bf16 (llama.cpp F16)" "ferry bf16" "llama.cpp F16" "$bf16_bytes"
 row "f16" "ferry f16" "llama.cpp F16" "$bf16_bytes"
