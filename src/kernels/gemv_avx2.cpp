@@ -36,14 +36,32 @@ struct Avx2 {
   static Vec from_f16(const std::uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
-  static Vec dot_i8(const std::int8_t* w, const std::int8_t* x) {
+  using IVec = __m256i;
+  static IVec dot_i32(const std::int8_t* w, const std::int8_t* x) {
     const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
     // maddubs multiplies unsigned by signed bytes: |w| as the unsigned side (-128 becomes 0x80,
     // read as 128) and w's sign moved onto x. |x| ≤ 127, so a pair sums to at most
     // 2 · 128 · 127 < 2^15: the int16 sums never saturate.
     const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+  }
+  static Vec dot_i8(const std::int8_t* w, const std::int8_t* x) {
+    return _mm256_cvtepi32_ps(dot_i32(w, x));
+  }
+  // Note [int8 groups in eights]: lane j = Σ lanes of d[j] (exact in int32: |Σ| < 2^20).
+  static Vec sum8(const IVec* d) {
+    // Each hadd adds neighbouring lanes within each 128-bit half.
+    const __m256i h01 = _mm256_hadd_epi32(d[0], d[1]);
+    const __m256i h23 = _mm256_hadd_epi32(d[2], d[3]);
+    const __m256i h45 = _mm256_hadd_epi32(d[4], d[5]);
+    const __m256i h67 = _mm256_hadd_epi32(d[6], d[7]);
+    // Lanes: d0..d3's low-half sums, then their high-half sums; the same for d4..d7.
+    const __m256i q0 = _mm256_hadd_epi32(h01, h23);
+    const __m256i q1 = _mm256_hadd_epi32(h45, h67);
+    const __m256i low = _mm256_permute2x128_si256(q0, q1, 0x20);
+    const __m256i high = _mm256_permute2x128_si256(q0, q1, 0x31);
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(low, high));
   }
   static Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }

@@ -8,7 +8,8 @@
 // fma(a, b, c) = a·b + c, add(a, b), mul(a, b), broadcast(float), sum(Vec) (horizontal), the
 // scalar tail half_to_float(uint16_t), and for int8 (kWidth 8 only; a V without it hands int8 to
 // another variant) dot_i8(const int8_t* w, const int8_t* x): lane i = Σ_{j<4} w[4i + j] ·
-// x[4i + j], exact (Note [int8 activations] in int8_group.cpp).
+// x[4i + j], exact (Note [int8 activations] in int8_group.cpp), and optionally IVec, dot_i32 and
+// sum8 (Note [int8 groups in eights]).
 //
 // The small fixed-trip loops carry `#pragma GCC unroll`: at -O2 GCC keeps them as loops over
 // arrays on the stack (a store and a reload per FMA), which made the bfloat16 and float16 products
@@ -225,16 +226,67 @@ void direct_block_any(const GemvArgs& a, const float* x, std::int64_t x_stride, 
   }
 }
 
+// Whether V has the integer dot and the eight-way lane sum of Note [int8 groups in eights]:
+// dot_i32(w, x) (dot_i8's lanes before the conversion to float) and sum8(const IVec* d), whose
+// lane j is the sum of d[j]'s lanes, as floats.
+template <class V>
+concept HasSum8 = requires(const std::int8_t* p, const typename V::IVec* d) {
+  V::dot_i32(p, p);
+  V::sum8(d);
+};
+
+// Note [int8 groups in eights]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// Per group of 32 weights of a row the integer work is four instructions (sign, sign, maddubs,
+// madd), and the float work applying the group's scale was four more (a convert, the product of
+// the two scales, a broadcast, an FMA): half of each group's instructions, and bench_kernels put
+// the int8 product compute-bound at ~14 GB/s on one AVX2 thread, half the float32 product's
+// rate. So eight groups of a row are summed together: their eight int32 vectors are reduced
+// into one, lane j holding group j's exact integer sum (hadd tree, integer adds: no rounding),
+// then one convert, one product of eight x scales by eight weight scales (both contiguous), one
+// FMA. The float accumulator's lanes then hold different groups' terms and are summed at the
+// end as before: the same products, added in another order. Groups past a multiple of eight
+// take the one-group loop.
+
 // Four int8 weight rows times one quantized row of x over `groups` whole groups of 32 (Note [int8
 // activations]): acc[r] += Σ_g dot_i8(w[r] + 32 g, xq + 32 g) · scale_x[g] (· scale_w[r][g] for
-// group-32 weights; a per-channel row's one scale is applied by the caller).
+// group-32 weights; a per-channel row's one scale is applied by the caller). `ahead`, when not
+// null, is the next block's weight bytes (and `ahead_scales` its scales), prefetched two cache
+// lines per group, which covers four rows of the same length.
 template <class V, bool kPerChannel>
 inline void block_i8(const std::int8_t* const* w, const float* const* scale_w,
                      const std::int8_t* xq, const float* scale_x, std::int64_t groups,
-                     typename V::Vec* acc) {
+                     typename V::Vec* acc, const std::int8_t* ahead = nullptr,
+                     const float* ahead_scales = nullptr) {
   static_assert(kBlockRows == 4, "block_i8 is unrolled for four rows");
+  const auto prefetch = [&](std::int64_t g) {
+    if (ahead == nullptr) return;
+    __builtin_prefetch(ahead + 2 * g * kInt8Group, 0, 3);
+    __builtin_prefetch(ahead + 2 * g * kInt8Group + 64, 0, 3);
+    if (!kPerChannel && g % 4 == 0) __builtin_prefetch(ahead_scales + kBlockRows * g, 0, 3);
+  };
+  std::int64_t g = 0;
+  if constexpr (HasSum8<V>) {
+    for (; g + 8 <= groups; g += 8) {
+#pragma GCC unroll 8
+      for (std::int64_t j = 0; j < 8; ++j) prefetch(g + j);
+      const typename V::Vec sx = V::load(scale_x + g);
+#pragma GCC unroll 4
+      for (std::int64_t r = 0; r < kBlockRows; ++r) {
+        typename V::IVec d[8];
+#pragma GCC unroll 8
+        for (std::int64_t j = 0; j < 8; ++j) {
+          d[j] = V::dot_i32(w[r] + (g + j) * kInt8Group, xq + (g + j) * kInt8Group);
+        }
+        const typename V::Vec sums = V::sum8(d);
+        acc[r] = kPerChannel ? V::fma(sums, sx, acc[r])
+                             : V::fma(sums, V::mul(sx, V::load(scale_w[r] + g)), acc[r]);
+      }
+    }
+  }
   typename V::Vec a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-  for (std::int64_t g = 0; g < groups; ++g) {
+  for (; g < groups; ++g) {
+    prefetch(g);
     const std::int64_t o = g * kInt8Group;
     const typename V::Vec sx = V::broadcast(scale_x[g]);
     if constexpr (kPerChannel) {
@@ -276,6 +328,11 @@ void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (auto& v : acc[m]) v = V::zero();
     }
+    // The next block's bytes, fetched while this one is computed (the last block fetches its
+    // own again: nothing past the thread's rows).
+    const bool next = n0 + 2 * kBlockRows <= n_end;
+    const std::int8_t* ahead = next ? w[0] + kBlockRows * a.w_stride : w[0];
+    const float* ahead_scales = next ? scale_w[0] + kBlockRows * a.n_groups : scale_w[0];
     for (std::int64_t g0 = 0; g0 < whole; g0 += kGroupsPerChunk) {
       const std::int64_t groups = std::min(kGroupsPerChunk, whole - g0);
       const std::int8_t* wc[kBlockRows];
@@ -286,7 +343,9 @@ void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
       }
       for (std::int64_t m = 0; m < a.m_rows; ++m) {
         block_i8<V, kPerChannel>(wc, sc, a.xq + m * a.xq_stride + g0 * kInt8Group,
-                                 a.x_scales + m * x_groups + g0, groups, acc[m]);
+                                 a.x_scales + m * x_groups + g0, groups, acc[m],
+                                 m == 0 ? ahead + g0 * 2 * kInt8Group : nullptr,
+                                 ahead_scales + 4 * g0);
       }
     }
     if (rest > 0) {
