@@ -251,8 +251,10 @@ concept HasSum8 = requires(const std::int8_t* p, const typename V::IVec* d) {
 // Four int8 weight rows times one quantized row of x over `groups` whole groups of 32 (Note [int8
 // activations]): acc[r] += Σ_g dot_i8(w[r] + 32 g, xq + 32 g) · scale_x[g] (· scale_w[r][g] for
 // group-32 weights; a per-channel row's one scale is applied by the caller). `ahead`, when not
-// null, is the next block's weight bytes (and `ahead_scales` its scales), prefetched two cache
-// lines per group, which covers four rows of the same length.
+// null, is where the next block's weight bytes (and `ahead_scales` its scales) start for these
+// groups: per group of this row, the next block's four rows hold kBlockRows · 32 bytes (two
+// cache lines) and kBlockRows scales, so prefetching that much per group covers the next block
+// by the time this one ends (rows stored back to back: w_stride = k).
 template <class V, bool kPerChannel>
 inline void block_i8(const std::int8_t* const* w, const float* const* scale_w,
                      const std::int8_t* xq, const float* scale_x, std::int64_t groups,
@@ -261,8 +263,10 @@ inline void block_i8(const std::int8_t* const* w, const float* const* scale_w,
   static_assert(kBlockRows == 4, "block_i8 is unrolled for four rows");
   const auto prefetch = [&](std::int64_t g) {
     if (ahead == nullptr) return;
-    __builtin_prefetch(ahead + 2 * g * kInt8Group, 0, 3);
-    __builtin_prefetch(ahead + 2 * g * kInt8Group + 64, 0, 3);
+    static_assert(kBlockRows * kInt8Group == 128, "two cache lines of weights per group");
+    __builtin_prefetch(ahead + kBlockRows * kInt8Group * g, 0, 3);
+    __builtin_prefetch(ahead + kBlockRows * kInt8Group * g + 64, 0, 3);
+    // kBlockRows scales (16 bytes) per group: one line every fourth group.
     if (!kPerChannel && g % 4 == 0) __builtin_prefetch(ahead_scales + kBlockRows * g, 0, 3);
   };
   std::int64_t g = 0;
@@ -328,11 +332,8 @@ void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (auto& v : acc[m]) v = V::zero();
     }
-    // The next block's bytes, fetched while this one is computed (the last block fetches its
-    // own again: nothing past the thread's rows).
+    // The next block's bytes, fetched while this one is computed; none past the thread's rows.
     const bool next = n0 + 2 * kBlockRows <= n_end;
-    const std::int8_t* ahead = next ? w[0] + kBlockRows * a.w_stride : w[0];
-    const float* ahead_scales = next ? scale_w[0] + kBlockRows * a.n_groups : scale_w[0];
     for (std::int64_t g0 = 0; g0 < whole; g0 += kGroupsPerChunk) {
       const std::int64_t groups = std::min(kGroupsPerChunk, whole - g0);
       const std::int8_t* wc[kBlockRows];
@@ -341,11 +342,14 @@ void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
         wc[r] = w[r] + g0 * kInt8Group;
         sc[r] = scale_w[r] + (kPerChannel ? 0 : g0);
       }
+      const std::int8_t* ahead =
+          next ? w[0] + kBlockRows * (a.w_stride + g0 * kInt8Group) : nullptr;
+      const float* ahead_scales =
+          next && !kPerChannel ? scale_w[0] + kBlockRows * (a.n_groups + g0) : nullptr;
       for (std::int64_t m = 0; m < a.m_rows; ++m) {
         block_i8<V, kPerChannel>(wc, sc, a.xq + m * a.xq_stride + g0 * kInt8Group,
                                  a.x_scales + m * x_groups + g0, groups, acc[m],
-                                 m == 0 ? ahead + g0 * 2 * kInt8Group : nullptr,
-                                 ahead_scales + 4 * g0);
+                                 m == 0 ? ahead : nullptr, ahead_scales);
       }
     }
     if (rest > 0) {
