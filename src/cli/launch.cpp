@@ -28,15 +28,14 @@ constexpr int kMaxLocalRanks = 1024;
 struct LaunchOptions {
   int nproc = 0;
   std::string master_addr = "127.0.0.1";
-  int master_port = 0;   // 0: a free port, chosen here
+  int master_port = 0;   // 0: a free port, chosen by rank 0 and relayed
   double timeout_s = 0;  // 0: FERRY_DIST_TIMEOUT as inherited, else the ranks' default (60 s)
   double grace_s = 10;   // between SIGTERM and SIGKILL when stopping ranks
   std::vector<std::string> command;
 };
 
-// A port nobody listens on at `host` now (the kernel's choice for port 0). Another program may
-// take it before rank 0 binds it; rank 0 then fails naming the port.
-std::uint16_t free_port(const std::string& host) {
+// Fails early, naming --master-addr, when `host` does not resolve (rank 0 would fail later).
+void check_resolves(const std::string& host) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -46,38 +45,14 @@ std::uint16_t free_port(const std::string& host) {
         fmt::format("--master-addr {}: cannot resolve it: {}", host, ::gai_strerror(rc)),
         ErrorFields{.path = "--master-addr", .actual = host});
   }
-  std::string error = "no address";
-  std::uint16_t port = 0;
-  for (const addrinfo* a = found; a != nullptr && port == 0; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) {
-      error = std::strerror(errno);
-      continue;
-    }
-    sockaddr_storage bound{};
-    socklen_t length = sizeof bound;
-    if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0 &&
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length) == 0) {
-      port = ntohs(bound.ss_family == AF_INET6
-                       ? reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port
-                       : reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
-    } else {
-      error = std::strerror(errno);
-    }
-    ::close(fd);
-  }
   ::freeaddrinfo(found);
-  if (port == 0) {
-    throw IoError(fmt::format("--master-addr {}: cannot find a free port there: {}", host, error),
-                  ErrorFields{.path = "--master-addr", .actual = host});
-  }
-  return port;
 }
 
 // This process's environment without the variables the launcher sets, then those for `rank`.
 std::vector<std::string> rank_environment(const LaunchOptions& o, std::uint16_t port, int rank) {
   std::vector<std::string_view> owned{
-      "MASTER_ADDR=", "MASTER_PORT=", "WORLD_SIZE=", "RANK=", "LOCAL_RANK=", "LOCAL_WORLD_SIZE="};
+      "MASTER_ADDR=",      "MASTER_PORT=",     "WORLD_SIZE=",    "RANK=",
+      "LOCAL_RANK=",       "LOCAL_WORLD_SIZE=", "FERRY_PORT_PIPE="};
   if (o.timeout_s > 0) owned.push_back("FERRY_DIST_TIMEOUT=");
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
@@ -102,8 +77,10 @@ int launch(const LaunchOptions& o) {
     throw InvalidArgument("launch: the ranks' command cannot be `launch` itself",
                           ErrorFields{.path = "command", .actual = "launch"});
   }
-  const std::uint16_t port =
-      o.master_port != 0 ? static_cast<std::uint16_t>(o.master_port) : free_port(o.master_addr);
+  // No port given: rank 0 binds one and the launcher relays it (MASTER_PORT=0; Note [A port
+  // nobody else can take] in engine/world.cpp).
+  check_resolves(o.master_addr);
+  const auto port = static_cast<std::uint16_t>(o.master_port);
   std::vector<std::string> argv{"ferry"};
   argv.insert(argv.end(), o.command.begin(), o.command.end());
   std::vector<std::vector<std::string>> environments;
@@ -112,7 +89,8 @@ int launch(const LaunchOptions& o) {
 
   const SupervisedRun run =
       run_ranks("/proc/self/exe", argv, environments,
-                std::chrono::milliseconds(static_cast<std::int64_t>(o.grace_s * 1000)));
+                std::chrono::milliseconds(static_cast<std::int64_t>(o.grace_s * 1000)),
+                /*relay_port=*/port == 0);
   if (!run.first_failure) return 0;
   const RankExit& failure = *run.first_failure;
   fmt::print(stderr, "ferry launch: rank {} of {} failed: it {}{}\n", failure.rank, o.nproc,

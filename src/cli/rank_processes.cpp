@@ -31,6 +31,11 @@
 // - Rank 0 keeps the launcher's standard input; the other ranks read /dev/null, so only rank 0
 //   (the front end of `run`, `chat`, `serve`) reads what the user types. Standard output and
 //   error are shared and not prefixed: each rank's lines pass through as it writes them.
+// - When asked to, the same loop relays the port rank 0's store bound to the other ranks (Note
+//   [A port nobody else can take] in engine/world.cpp): each rank gets one end of a pipe of its
+//   own, named by FERRY_PORT_PIPE; the line rank 0 writes to its pipe is written to every other
+//   rank's, and then (or when rank 0's pipe ends without one) those are closed. SIGPIPE is
+//   ignored meanwhile: a rank that already ended is no failure of the relay.
 
 namespace ferry::cli {
 namespace {
@@ -47,6 +52,68 @@ void on_signal(int sig) {
 }
 
 constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP};
+
+// The pipes of Note [Supervising ranks]'s port relay: one per rank, created close-on-exec; a
+// rank's own end is kept across its exec.
+class PortRelay {
+ public:
+  explicit PortRelay(std::size_t ranks) {
+    for (std::size_t r = 0; r < ranks; ++r) {
+      int ends[2] = {-1, -1};
+      FERRY_CHECK(::pipe2(ends, O_CLOEXEC) == 0, IoError,
+                  "ferry launch: cannot create the port pipe of rank {}: {}", r,
+                  std::strerror(errno));
+      // Rank 0 writes (ends[1]) and the launcher reads (ends[0]); for the others the reverse.
+      rank_end_.push_back(r == 0 ? ends[1] : ends[0]);
+      launcher_end_.push_back(r == 0 ? ends[0] : ends[1]);
+    }
+  }
+  ~PortRelay() {
+    for (int& fd : rank_end_) close_fd(fd);
+    for (int& fd : launcher_end_) close_fd(fd);
+  }
+  PortRelay(const PortRelay&) = delete;
+  PortRelay& operator=(const PortRelay&) = delete;
+
+  // The descriptor rank `r` keeps (FERRY_PORT_PIPE).
+  int rank_end(std::size_t r) const { return rank_end_[r]; }
+  // Once every rank started: the launcher's copies of the ranks' ends go, so that rank 0's pipe
+  // ends when rank 0 does.
+  void ranks_started() {
+    for (int& fd : rank_end_) close_fd(fd);
+  }
+  // The launcher's end of rank 0's pipe while a port may still come, else -1.
+  int source() const { return launcher_end_.empty() ? -1 : launcher_end_[0]; }
+
+  // Reads what rank 0 wrote; a whole line is relayed, and the end of its pipe (or a line too
+  // long to be a port) ends the relay.
+  void read_source() {
+    char buffer[32];
+    const ssize_t n = ::read(source(), buffer, sizeof buffer);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    if (n > 0) line_.append(buffer, static_cast<std::size_t>(n));
+    const std::size_t end = line_.find('\n');
+    if (end != std::string::npos) {
+      for (std::size_t r = 1; r < launcher_end_.size(); ++r) {
+        [[maybe_unused]] const ssize_t w = ::write(launcher_end_[r], line_.data(), end + 1);
+      }
+    } else if (n > 0 && line_.size() <= 16) {
+      return;  // more to come
+    }
+    for (int& fd : launcher_end_) close_fd(fd);
+    launcher_end_.clear();
+  }
+
+ private:
+  static void close_fd(int& fd) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+
+  std::vector<int> rank_end_;
+  std::vector<int> launcher_end_;
+  std::string line_;
+};
 
 std::string signal_name(int sig) {
   const char* abbrev = ::sigabbrev_np(sig);
@@ -65,6 +132,10 @@ class Supervisor {
     for (const int sig : kForwarded) ::sigaction(sig, &action, &previous_[sig]);
     action.sa_flags = SA_RESTART | SA_NOCLDSTOP;
     ::sigaction(SIGCHLD, &action, &previous_[SIGCHLD]);
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    ::sigaction(SIGPIPE, &ignore, &previous_[SIGPIPE]);
   }
   ~Supervisor() {
     // Whatever happened, no rank outlives the launcher unreaped.
@@ -73,6 +144,7 @@ class Supervisor {
     }
     for (const int sig : kForwarded) ::sigaction(sig, &previous_[sig], nullptr);
     ::sigaction(SIGCHLD, &previous_[SIGCHLD], nullptr);
+    ::sigaction(SIGPIPE, &previous_[SIGPIPE], nullptr);
     ::close(g_wake[0]);
     ::close(g_wake[1]);
     g_wake[0] = g_wake[1] = -1;
@@ -80,8 +152,9 @@ class Supervisor {
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
 
+  // Starts the next rank; `keep` (≥ 0) is a descriptor it keeps across exec.
   void start(const std::string& program, const std::vector<std::string>& argv,
-             const std::vector<std::string>& environment) {
+             const std::vector<std::string>& environment, int keep) {
     const int rank = static_cast<int>(pids_.size());
     std::vector<char*> args;
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -97,6 +170,8 @@ class Supervisor {
       // The launcher's handlers write to its pipe: not the rank's, even before exec.
       for (const int sig : kForwarded) ::signal(sig, SIG_DFL);
       ::signal(SIGCHLD, SIG_DFL);
+      ::signal(SIGPIPE, SIG_DFL);  // an ignored signal stays ignored across exec
+      if (keep >= 0) ::fcntl(keep, F_SETFD, 0);
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != parent) ::_exit(127);  // the launcher is already gone
       if (rank > 0) {
@@ -113,7 +188,7 @@ class Supervisor {
     ++alive_;
   }
 
-  SupervisedRun supervise(std::chrono::milliseconds grace) {
+  SupervisedRun supervise(std::chrono::milliseconds grace, PortRelay* relay) {
     SupervisedRun run;
     std::optional<Clock::time_point> kill_at;
     while (alive_ > 0) {
@@ -122,8 +197,11 @@ class Supervisor {
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(*kill_at - Clock::now());
         wait_ms = static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, wait_ms));
       }
-      pollfd fd{.fd = g_wake[0], .events = POLLIN, .revents = 0};
-      ::poll(&fd, 1, wait_ms);
+      pollfd fds[2] = {{.fd = g_wake[0], .events = POLLIN, .revents = 0},
+                       {.fd = relay != nullptr ? relay->source() : -1, .events = POLLIN,
+                        .revents = 0}};
+      ::poll(fds, 2, wait_ms);
+      if (fds[1].fd >= 0 && fds[1].revents != 0) relay->read_source();
       char signals[64];
       ssize_t n = 0;
       while ((n = ::read(g_wake[0], signals, sizeof signals)) > 0) {
@@ -206,10 +284,21 @@ int exit_code_of(int status) {
 
 SupervisedRun run_ranks(const std::string& program, const std::vector<std::string>& argv,
                         const std::vector<std::vector<std::string>>& environments,
-                        std::chrono::milliseconds grace) {
+                        std::chrono::milliseconds grace, bool relay_port) {
+  std::optional<PortRelay> relay;
+  if (relay_port) relay.emplace(environments.size());
   Supervisor supervisor;
-  for (const auto& environment : environments) supervisor.start(program, argv, environment);
-  return supervisor.supervise(grace);
+  for (std::size_t r = 0; r < environments.size(); ++r) {
+    if (!relay) {
+      supervisor.start(program, argv, environments[r], -1);
+      continue;
+    }
+    std::vector<std::string> environment = environments[r];
+    environment.push_back(fmt::format("FERRY_PORT_PIPE={}", relay->rank_end(r)));
+    supervisor.start(program, argv, environment, relay->rank_end(r));
+  }
+  if (relay) relay->ranks_started();
+  return supervisor.supervise(grace, relay ? &*relay : nullptr);
 }
 
 }  // namespace ferry::cli

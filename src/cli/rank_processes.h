@@ -22,10 +22,12 @@ struct SupervisedRun {
 
 // Starts `program` with `argv` once per element of `environments` (rank = index; each a list of
 // "NAME=value"), forwards SIGINT, SIGTERM and SIGHUP to every rank, stops the others (SIGTERM,
-// then SIGKILL after `grace`) when one fails, and returns once every rank has been reaped.
+// then SIGKILL after `grace`) when one fails, and returns once every rank has been reaped. With
+// `relay_port`, each rank also gets FERRY_PORT_PIPE and the port rank 0 writes to its pipe is
+// relayed to the others (Note [A port nobody else can take] in engine/world.cpp).
 SupervisedRun run_ranks(const std::string& program, const std::vector<std::string>& argv,
                         const std::vector<std::vector<std::string>>& environments,
-                        std::chrono::milliseconds grace);
+                        std::chrono::milliseconds grace, bool relay_port = false);
 
 // "exited with status 3", "was killed by signal 9 (SIGKILL)".
 std::string describe_exit(int status);

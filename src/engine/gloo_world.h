@@ -66,6 +66,10 @@ class GlooWorld final : public World {
   std::string me() const { return fmt::format("rank {} of {}: ", info_.rank, info_.world_size); }
 
   void connect_store();
+  // Note [A port nobody else can take]: rank 0 writes the port its store bound to the launcher's
+  // pipe; the others read it there, until `until`.
+  void announce_port();
+  std::uint16_t await_port(Clock::time_point until);
   void arrive();
   void connect_group();
 

@@ -7,8 +7,11 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
+#include <poll.h>
 #include <thread>
 #include <unistd.h>
 #include <utility>
@@ -58,6 +61,18 @@
 // Gloo writes to its sockets with writev, so a write to a peer that died would raise SIGPIPE and
 // kill this rank before the error could name the peer: join() ignores SIGPIPE (when no handler
 // is installed), as Python does for torch.distributed.
+//
+// Note [A port nobody else can take]
+// A launcher that picks a free port and hands it to rank 0 races every other program on the
+// host: between its check and rank 0's bind (a second or more: rank 0 loads LibTorch first) the
+// kernel may give the same port to anyone binding port 0, or to an outgoing connection, and two
+// launchers may pick the same one, so ranks of one run can even join another run's store. So
+// `ferry launch` (when not given --master-port) sets MASTER_PORT=0 and FERRY_PORT_PIPE: rank 0
+// opens its store on port 0 (the kernel's choice, bound at once) and writes the port to the pipe
+// as a decimal line; the launcher relays it to every other rank's pipe, and they read it before
+// connecting, within the timeout. A rank 0 that ended without opening its store closes its pipe,
+// so the others see the end of theirs and say so at once. Commands that never join a world
+// (`ferry launch -- plan`) never touch the pipe.
 //
 // LibTorch 1.13's TCPStore listens on every interface whatever the host it is given (its server
 // takes a port only; later LibTorch versions accept a socket bound by the caller). The Gloo
@@ -124,21 +139,74 @@ GlooWorld::~GlooWorld() {
   }
 }
 
+void GlooWorld::announce_port() {
+  const std::string line = fmt::format("{}\n", info_.master_port);
+  // A few bytes: one write, atomic on a pipe. A launcher that is gone is no failure of ours.
+  [[maybe_unused]] const ssize_t n = ::write(info_.port_pipe, line.data(), line.size());
+}
+
+std::uint16_t GlooWorld::await_port(Clock::time_point until) {
+  std::string text;
+  for (;;) {
+    const auto left = std::chrono::ceil<milliseconds>(until - Clock::now());
+    if (left.count() <= 0) {
+      throw DistributedError(
+          fmt::format("{}rank 0 did not open its rendezvous store at {} within {} (the launcher "
+                      "relays its port)",
+                      me(), info_.master_addr, duration_text(options_.timeout)),
+          ErrorFields{.path = "rank 0", .expected = "rank 0 listening"});
+    }
+    pollfd fd{.fd = info_.port_pipe, .events = POLLIN, .revents = 0};
+    const int ready =
+        ::poll(&fd, 1, static_cast<int>(std::min<std::int64_t>(left.count(), 1'000'000)));
+    if (ready < 0 && errno != EINTR) {
+      throw DistributedError(fmt::format("{}cannot wait for the port of rank 0's store: {}", me(),
+                                         std::strerror(errno)));
+    }
+    if (ready <= 0) continue;
+    char buffer[16];
+    const ssize_t n = ::read(info_.port_pipe, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n > 0) text.append(buffer, static_cast<std::size_t>(n));
+    const std::size_t end = text.find('\n');
+    if (end != std::string::npos || n <= 0 || text.size() > 8) {
+      unsigned port = 0;
+      const char* last = text.data() + (end == std::string::npos ? text.size() : end);
+      const auto [ptr, ec] = std::from_chars(text.data(), last, port);
+      if (end != std::string::npos && ec == std::errc() && ptr == last && port >= 1 &&
+          port <= 65535) {
+        return static_cast<std::uint16_t>(port);
+      }
+      throw DistributedError(
+          fmt::format("{}rank 0 ended or failed before it opened its rendezvous store at {} (the "
+                      "launcher relayed {})",
+                      me(), info_.master_addr, text.empty() ? "no port" : "'" + text + "'"),
+          ErrorFields{.path = "rank 0", .expected = "a port", .actual = text});
+    }
+  }
+}
+
 void GlooWorld::connect_store() {
+  const bool any_port = info_.master_port == 0;  // Note [A port nobody else can take]
+  // c10d gives up connecting up to a second before its timeout (it retries once a second):
+  // attempts are repeated, each given the time left, until the timeout itself has passed.
+  const auto until = deadline();
+  if (any_port && info_.rank != 0) info_.master_port = await_port(until);
   c10d::TCPStoreOptions store_options;
   store_options.port = info_.master_port;
   store_options.isServer = info_.rank == 0;
   store_options.numWorkers = c10::nullopt;  // arrivals are counted by ferry's keys (arrive())
   store_options.waitWorkers = false;
-  // c10d gives up connecting up to a second before its timeout (it retries once a second):
-  // attempts are repeated, each given the time left, until the timeout itself has passed.
-  const auto until = deadline();
   for (;;) {
     store_options.timeout =
         std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(until - Clock::now()));
     try {
       store_ = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
       store_->setTimeout(options_.timeout);  // every later wait on the store
+      if (any_port && info_.rank == 0) {
+        info_.master_port = store_->getPort();
+        announce_port();
+      }
       return;
     } catch (const std::exception& e) {
       const std::string reason = reason_of(e);
@@ -337,8 +405,9 @@ std::unique_ptr<World> World::join(const WorldInfo& info, const WorldOptions& op
               info.world_size);
   FERRY_CHECK(!info.master_addr.empty(), InvalidArgument, "rank {}: the master's address is empty",
               info.rank);
-  FERRY_CHECK(info.master_port != 0, InvalidArgument,
-              "rank {}: master port 0: expected a port in 1..65535 that every rank knows",
+  FERRY_CHECK(info.master_port != 0 || info.port_pipe >= 0, InvalidArgument,
+              "rank {}: master port 0: expected a port in 1..65535 that every rank knows, or a "
+              "launcher's port pipe",
               info.rank);
   FERRY_CHECK(options.timeout.count() > 0, InvalidArgument,
               "distributed timeout {} ms: expected a positive time", options.timeout.count());

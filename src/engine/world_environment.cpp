@@ -6,6 +6,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <climits>
+#include <fcntl.h>
 #include <string>
 
 #include "ferry/engine/world.h"
@@ -73,9 +75,21 @@ std::optional<WorldInfo> world_from_environment() {
   if (info.master_addr.empty() || info.master_addr.find_first_of(" \t\n") != std::string::npos) {
     throw_malformed("MASTER_ADDR", info.master_addr, "a host name or address");
   }
-  info.master_port = static_cast<std::uint16_t>(
-      parse_integer("MASTER_PORT", require_variable("MASTER_PORT", info.world_size), 1, 65535,
-                    "a port in 1..65535"));
+  // FERRY_PORT_PIPE: `ferry launch`'s pipe for the port rank 0 binds (Note [A port nobody else
+  // can take] in world.cpp); MASTER_PORT is 0 then.
+  if (const std::optional<std::string> pipe = env_text("FERRY_PORT_PIPE")) {
+    const std::string expected = "an open descriptor (FERRY_PORT_PIPE is set by ferry launch)";
+    info.port_pipe = static_cast<int>(parse_integer("FERRY_PORT_PIPE", *pipe, 0, INT_MAX, expected));
+    // Kept open for the process's life (a later read of the environment names the same pipe)
+    // but not passed on to programs it starts.
+    if (::fcntl(info.port_pipe, F_SETFD, FD_CLOEXEC) == -1) {
+      throw_malformed("FERRY_PORT_PIPE", *pipe, expected);
+    }
+  }
+  const bool any_port = info.port_pipe >= 0;
+  info.master_port = static_cast<std::uint16_t>(parse_integer(
+      "MASTER_PORT", require_variable("MASTER_PORT", info.world_size), any_port ? 0 : 1, 65535,
+      any_port ? "a port in 0..65535" : "a port in 1..65535"));
   return info;
 }
 

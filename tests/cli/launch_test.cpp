@@ -113,6 +113,34 @@ TEST_F(Launch, ARankThatNeverArrivesIsNamedAndStopped) {
   EXPECT_THAT(output(), AllOf(HasSubstr("rank 2 of 3 did not arrive"), HasSubstr("within 3 s")));
 }
 
+// Without --master-port, rank 0 binds a port and the launcher relays it (Note [A port nobody
+// else can take]): launches started together each meet on their own port.
+TEST_F(Launch, LaunchesStartedTogetherEachMeetOnTheirOwnPort) {
+  std::vector<std::unique_ptr<FerryProcess>> launchers;
+  for (int i = 0; i < 4; ++i) {
+    launchers.push_back(std::make_unique<FerryProcess>(
+        std::vector<std::string>{"launch", "--nproc", "2", "--timeout", "60", "--", "dist-check",
+                                 "--fingerprint", fmt::format("launch {}", i)},
+        std::vector<std::string>{}, dir_ / fmt::format("launch{}.log", i)));
+  }
+  for (auto& launcher : launchers) {
+    ASSERT_TRUE(testing::wait_for_exit(*launcher, 180s)) << launcher->output();
+    EXPECT_EQ(exit_code(launcher->wait()), 0) << launcher->output();
+    EXPECT_EQ(rank_pids(launcher->output()).size(), 2u) << launcher->output();
+  }
+}
+
+// Ranks waiting for the port of a rank 0 that never opens its store fail within the timeout,
+// naming it.
+TEST_F(Launch, ARankZeroThatNeverOpensItsStoreIsNamed) {
+  const int status =
+      launch({"--nproc", "3", "--timeout", "3", "--", "dist-check", "--absent-rank", "0"});
+  EXPECT_EQ(exit_code(status), 1) << output();
+  EXPECT_THAT(output(), AllOf(HasSubstr("rank 0 did not open its rendezvous store"),
+                              HasSubstr("within 3 s")));
+  EXPECT_LT(elapsed_, 60s);
+}
+
 TEST_F(Launch, APortInUseIsNamed) {
   const ferry::testing::BoundPort taken(/*listen=*/true);
   const int status = launch({"--nproc", "2", "--timeout", "20", "--master-port",

@@ -125,7 +125,8 @@ TEST(PipelineRun, RankKeysGiveEachRankItsBudget) {
 TEST(PipelineRun, AKilledRankIsNamedByTheOthersWithinTheTimeout) {
   testing::adopt_orphans();
   ferry::testing::ScratchDir dir;
-  const std::uint16_t port = ferry::testing::free_port();
+  const ferry::testing::ReservedPort reserved;
+  const std::uint16_t port = reserved.port();
   auto env = [&](int rank) {
     return std::vector<std::string>{
         "MASTER_ADDR=127.0.0.1",      fmt::format("MASTER_PORT={}", port), "WORLD_SIZE=3",

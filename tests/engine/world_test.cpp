@@ -10,10 +10,14 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <exception>
+#include <fcntl.h>
 #include <map>
 #include <memory>
 #include <optional>
 #include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
 
 #include "cli/process_watch.h"
 #include "ports.h"
@@ -57,6 +61,34 @@ class EnvScope {
 
  private:
   std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+// A pipe, both ends closed with the object.
+class Pipe {
+ public:
+  Pipe() {
+    if (::pipe2(fds_, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+  }
+  ~Pipe() {
+    close_read();
+    close_write();
+  }
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+  int read_end() const { return fds_[0]; }
+  int write_end() const { return fds_[1]; }
+  void close_read() { close_end(fds_[0]); }
+  void close_write() { close_end(fds_[1]); }
+  void write(std::string_view text) const {
+    ASSERT_EQ(::write(fds_[1], text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  }
+
+ private:
+  static void close_end(int& fd) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+  int fds_[2] = {-1, -1};
 };
 
 // ---- The environment ----
@@ -120,6 +152,38 @@ TEST(WorldEnvironment, EachMalformedVariableIsNamedWithItsValue) {
   }
 }
 
+TEST(WorldEnvironment, ALaunchersPortPipeAllowsPortZero) {
+  Pipe pipe;
+  EnvScope env{{"WORLD_SIZE", "2"},
+               {"RANK", "1"},
+               {"MASTER_ADDR", "127.0.0.1"},
+               {"MASTER_PORT", "0"},
+               {"FERRY_PORT_PIPE", std::to_string(pipe.read_end())}};
+  const std::optional<WorldInfo> info = world_from_environment();
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->master_port, 0);
+  EXPECT_EQ(info->port_pipe, pipe.read_end());
+  EXPECT_EQ(::fcntl(pipe.read_end(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);  // not passed on
+}
+
+TEST(WorldEnvironment, APortPipeThatIsNotAnOpenDescriptorIsNamed) {
+  for (const char* value : {"x", "-1", "", "1000000", "3 "}) {
+    SCOPED_TRACE(value);
+    EnvScope env{{"WORLD_SIZE", "2"},
+                 {"RANK", "1"},
+                 {"MASTER_ADDR", "127.0.0.1"},
+                 {"MASTER_PORT", "0"},
+                 {"FERRY_PORT_PIPE", value}};
+    try {
+      world_from_environment();
+      ADD_FAILURE() << "accepted";
+    } catch (const InvalidArgument& e) {
+      EXPECT_EQ(e.path(), "FERRY_PORT_PIPE");
+      EXPECT_EQ(e.actual(), value);
+    }
+  }
+}
+
 TEST(WorldEnvironment, EachMissingVariableIsNamed) {
   for (const char* missing : {"RANK", "MASTER_ADDR", "MASTER_PORT"}) {
     SCOPED_TRACE(missing);
@@ -173,7 +237,8 @@ WorldInfo loopback(std::uint16_t port, int world_size, int rank) {
 }
 
 TEST(World, OneRankAgreesWithItselfAndRefusesToTalkToItself) {
-  const auto world = World::join(loopback(ferry::testing::free_port(), 1, 0), {.timeout = 30s});
+  const ferry::testing::ReservedPort port;
+  const auto world = World::join(loopback(port.port(), 1, 0), {.timeout = 30s});
   EXPECT_EQ(world->rank(), 0);
   EXPECT_EQ(world->size(), 1);
   world->agree("fingerprint", "abc");
@@ -197,7 +262,8 @@ TEST(World, APortInUseIsNamed) {
 }
 
 TEST(World, AnUnreachableMasterIsNamedWithTheTimeout) {
-  const std::uint16_t port = ferry::testing::free_port();
+  const ferry::testing::ReservedPort reserved;
+  const std::uint16_t port = reserved.port();
   const auto start = Clock::now();
   try {
     World::join(loopback(port, 2, 1), {.timeout = 2s});
@@ -214,7 +280,8 @@ TEST(World, AnUnreachableMasterIsNamedWithTheTimeout) {
 TEST(World, RanksThatNeverArriveAreNamed) {
   const auto start = Clock::now();
   try {
-    World::join(loopback(ferry::testing::free_port(), 3, 0), {.timeout = 2s});
+    const ferry::testing::ReservedPort port;
+    World::join(loopback(port.port(), 3, 0), {.timeout = 2s});
     ADD_FAILURE() << "joined alone";
   } catch (const DistributedError& e) {
     EXPECT_THAT(e.what(),
@@ -225,6 +292,94 @@ TEST(World, RanksThatNeverArriveAreNamed) {
   EXPECT_LT(elapsed, 20s);
 }
 
+// ---- A port rank 0 chose, through the launcher's pipe (Note [A port nobody else can take]) ----
+
+WorldInfo through_pipe(int world_size, int rank, int pipe) {
+  WorldInfo info = loopback(0, world_size, rank);
+  info.port_pipe = pipe;
+  return info;
+}
+
+// Two ranks in two threads of this process: rank 0's pipe feeds rank 1's (the launcher's relay,
+// with one listener). They rendezvous on the port rank 0 bound, agree and pass a tensor.
+TEST(WorldPortPipe, RankZeroBindsAPortAndTheOtherLearnsIt) {
+  Pipe pipe;
+  std::exception_ptr zero_failed;
+  at::Tensor sent = at::arange(5, at::kFloat);
+  std::unique_ptr<World> zero;
+  std::thread zero_thread([&] {
+    try {
+      zero = World::join(through_pipe(2, 0, pipe.write_end()), {.timeout = 30s});
+      zero->agree("fingerprint", "same");
+      zero->send(sent, 1);
+    } catch (...) {
+      zero_failed = std::current_exception();
+    }
+  });
+  std::unique_ptr<World> one;
+  at::Tensor got = at::zeros({5}, at::kFloat);
+  EXPECT_NO_THROW({
+    one = World::join(through_pipe(2, 1, pipe.read_end()), {.timeout = 30s});
+    one->agree("fingerprint", "same");
+    one->recv(got, 0);
+  });
+  one.reset();  // leaves first: rank 0 holds the store
+  zero_thread.join();
+  zero.reset();
+  if (zero_failed) std::rethrow_exception(zero_failed);
+  EXPECT_TRUE(at::equal(got, sent));
+}
+
+TEST(WorldPortPipe, APipeEndedWithoutAPortFailsAtOnceNamingRankZero) {
+  Pipe pipe;
+  pipe.close_write();  // rank 0 ended before it opened its store
+  const auto start = Clock::now();
+  try {
+    World::join(through_pipe(2, 1, pipe.read_end()), {.timeout = 30s});
+    ADD_FAILURE() << "joined without a port";
+  } catch (const DistributedError& e) {
+    EXPECT_THAT(e.what(), AllOf(HasSubstr("rank 1 of 2"), HasSubstr("rank 0 ended or failed"),
+                                HasSubstr("no port")));
+  }
+  EXPECT_LT(Clock::now() - start, 10s);
+}
+
+TEST(WorldPortPipe, ASilentPipeFailsWithinTheTimeout) {
+  Pipe pipe;
+  const auto start = Clock::now();
+  try {
+    World::join(through_pipe(3, 2, pipe.read_end()), {.timeout = 1s});
+    ADD_FAILURE() << "joined without a port";
+  } catch (const DistributedError& e) {
+    EXPECT_THAT(e.what(), AllOf(HasSubstr("rank 2 of 3"),
+                                HasSubstr("rank 0 did not open its rendezvous store"),
+                                HasSubstr("within 1 s")));
+  }
+  const auto elapsed = Clock::now() - start;
+  EXPECT_GE(elapsed, 900ms);
+  EXPECT_LT(elapsed, 10s);
+}
+
+TEST(WorldPortPipe, WhatIsNotAPortIsNamed) {
+  for (const char* text : {"x\n", "0\n", "70000\n", "123", "12345678901234567890"}) {
+    SCOPED_TRACE(text);
+    Pipe pipe;
+    pipe.write(text);
+    pipe.close_write();
+    try {
+      World::join(through_pipe(2, 1, pipe.read_end()), {.timeout = 5s});
+      ADD_FAILURE() << "joined";
+    } catch (const DistributedError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("rank 0 ended or failed"));
+      EXPECT_EQ(e.actual().substr(0, 2), std::string_view(text).substr(0, 2));
+    }
+  }
+}
+
+TEST(WorldPortPipe, PortZeroWithoutAPipeIsRefused) {
+  EXPECT_THROW(World::join(loopback(0, 2, 1), {.timeout = 1s}), InvalidArgument);
+}
+
 // ---- Ranks as processes ----
 
 // Some ranks of a world at 127.0.0.1, each `ferry dist-check ARGS` given torchrun's variables.
@@ -232,7 +387,7 @@ class Ranks {
  public:
   Ranks(const ferry::testing::ScratchDir& dir, int world_size, const std::vector<int>& ranks,
         const std::vector<std::string>& args) {
-    const std::uint16_t port = ferry::testing::free_port();
+    const std::uint16_t port = port_.port();
     std::vector<std::string> command{"dist-check"};
     command.insert(command.end(), args.begin(), args.end());
     for (const int r : ranks) {
@@ -272,6 +427,7 @@ class Ranks {
   FerryProcess& process(int r) { return *processes_.at(r); }
 
  private:
+  const ferry::testing::ReservedPort port_;  // held while the ranks live
   std::map<int, std::unique_ptr<FerryProcess>> processes_;
   std::map<int, Clock::time_point> ended_;
 };

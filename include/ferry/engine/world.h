@@ -32,15 +32,20 @@ inline constexpr int kMaxWorldSize = 1 << 16;
 // What a launcher tells a rank (torchrun's variables).
 struct WorldInfo {
   std::string master_addr;        // MASTER_ADDR
-  std::uint16_t master_port = 0;  // MASTER_PORT (1..65535)
+  std::uint16_t master_port = 0;  // MASTER_PORT (1..65535; 0 only with port_pipe)
   int world_size = 1;             // WORLD_SIZE (1..kMaxWorldSize)
   int rank = 0;                   // RANK (0..world_size-1)
   int local_rank = 0;             // LOCAL_RANK (defaults to RANK)
+  // FERRY_PORT_PIPE, set by `ferry launch` when it chose no port: a pipe through which rank 0
+  // tells the port its store bound (master_port 0: any free one) and the other ranks learn it
+  // (Note [A port nobody else can take] in world.cpp). -1: none.
+  int port_pipe = -1;
 };
 
 // Reads MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and LOCAL_RANK. nullopt when WORLD_SIZE is
 // unset (not a distributed run). InvalidArgument naming the variable and its value when one is
-// malformed or missing (e.g. WORLD_SIZE set but RANK unset, RANK ≥ WORLD_SIZE, a port of 0).
+// malformed or missing (e.g. WORLD_SIZE set but RANK unset, RANK ≥ WORLD_SIZE, a port of 0
+// without FERRY_PORT_PIPE, a FERRY_PORT_PIPE that is not an open descriptor).
 std::optional<WorldInfo> world_from_environment();
 
 struct WorldOptions {
@@ -57,8 +62,9 @@ WorldOptions world_options_from_environment();
 class World {
  public:
   // Rendezvous: rank 0 binds a c10d::TCPStore on info.master_addr:master_port (a port in use is
-  // a DistributedError naming it); the other ranks connect to it (an unreachable master fails
-  // within the timeout, naming the address). Then a ProcessGroupGloo over the store; ranks that
+  // a DistributedError naming it; port 0 with a port_pipe: a free port, written to the pipe);
+  // the other ranks connect to it (port 0: the port read from the pipe; an unreachable master, or
+  // no port within the timeout, fails naming the address). Then a ProcessGroupGloo over the store; ranks that
   // do not arrive within the timeout are named in the error.
   static std::unique_ptr<World> join(const WorldInfo& info, const WorldOptions& options = {});
   // Leaving. Rank 0 holds the rendezvous store: its World waits (at most 5 s) for the other
