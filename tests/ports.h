@@ -3,8 +3,8 @@
 // binds it later), or one held in use for the test's life.
 
 #include <arpa/inet.h>
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <fstream>
 #include <netinet/in.h>
 #include <random>

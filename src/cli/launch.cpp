@@ -51,8 +51,8 @@ void check_resolves(const std::string& host) {
 // This process's environment without the variables the launcher sets, then those for `rank`.
 std::vector<std::string> rank_environment(const LaunchOptions& o, std::uint16_t port, int rank) {
   std::vector<std::string_view> owned{
-      "MASTER_ADDR=",      "MASTER_PORT=",     "WORLD_SIZE=",    "RANK=",
-      "LOCAL_RANK=",       "LOCAL_WORLD_SIZE=", "FERRY_PORT_PIPE="};
+      "MASTER_ADDR=", "MASTER_PORT=",      "WORLD_SIZE=",     "RANK=",
+      "LOCAL_RANK=",  "LOCAL_WORLD_SIZE=", "FERRY_PORT_PIPE="};
   if (o.timeout_s > 0) owned.push_back("FERRY_DIST_TIMEOUT=");
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {

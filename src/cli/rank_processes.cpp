@@ -197,9 +197,9 @@ class Supervisor {
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(*kill_at - Clock::now());
         wait_ms = static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, wait_ms));
       }
-      pollfd fds[2] = {{.fd = g_wake[0], .events = POLLIN, .revents = 0},
-                       {.fd = relay != nullptr ? relay->source() : -1, .events = POLLIN,
-                        .revents = 0}};
+      pollfd fds[2] = {
+          {.fd = g_wake[0], .events = POLLIN, .revents = 0},
+          {.fd = relay != nullptr ? relay->source() : -1, .events = POLLIN, .revents = 0}};
       ::poll(fds, 2, wait_ms);
       if (fds[1].fd >= 0 && fds[1].revents != 0) relay->read_source();
       char signals[64];

@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
-#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>

@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
-#include <climits>
 #include <fcntl.h>
 #include <string>
 
@@ -79,7 +79,8 @@ std::optional<WorldInfo> world_from_environment() {
   // can take] in world.cpp); MASTER_PORT is 0 then.
   if (const std::optional<std::string> pipe = env_text("FERRY_PORT_PIPE")) {
     const std::string expected = "an open descriptor (FERRY_PORT_PIPE is set by ferry launch)";
-    info.port_pipe = static_cast<int>(parse_integer("FERRY_PORT_PIPE", *pipe, 0, INT_MAX, expected));
+    info.port_pipe =
+        static_cast<int>(parse_integer("FERRY_PORT_PIPE", *pipe, 0, INT_MAX, expected));
     // Kept open for the process's life (a later read of the environment names the same pipe)
     // but not passed on to programs it starts.
     if (::fcntl(info.port_pipe, F_SETFD, FD_CLOEXEC) == -1) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <fstream>
 
 #include "ferry/io/sharded.h"
 #include "run_ferry.h"
@@ -115,6 +116,29 @@ TEST(FrontEnd, ComputingCommandsAreHandedToTheEngine) {
   r = run_ferry("run --help");
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("--prompt"));
+}
+
+// Note [Threads that wait without spinning]: the engine's OpenMP threads spin briefly, unless the
+// user chose how they wait. The engine here is a script that prints what it was given.
+TEST(FrontEnd, TheEngineGetsAShortOpenMpSpinUnlessTheUserChoseOne) {
+  ferry::testing::ScratchDir dir;
+  const std::filesystem::path engine = dir / "ferry-engine";
+  {
+    std::ofstream script(engine);
+    script << "#!/bin/sh\necho \"spin=[$GOMP_SPINCOUNT] policy=[$OMP_WAIT_POLICY]\"\n";
+  }
+  std::filesystem::permissions(engine, std::filesystem::perms::owner_all);
+  const std::string with = "FERRY_ENGINE=" + engine.string() + " ";
+  EXPECT_THAT(
+      run_ferry_redirected("run x", "2>&1", "env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY " + with).out,
+      HasSubstr("spin=[10000] policy=[]"));
+  EXPECT_THAT(
+      run_ferry_redirected("run x", "2>&1", "env -u OMP_WAIT_POLICY GOMP_SPINCOUNT=5 " + with).out,
+      HasSubstr("spin=[5] policy=[]"));
+  EXPECT_THAT(
+      run_ferry_redirected("run x", "2>&1", "env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=active " + with)
+          .out,
+      HasSubstr("spin=[] policy=[active]"));
 }
 
 TEST(FrontEnd, AMissingEngineIsAClearError) {

@@ -64,8 +64,8 @@ class World {
   // Rendezvous: rank 0 binds a c10d::TCPStore on info.master_addr:master_port (a port in use is
   // a DistributedError naming it; port 0 with a port_pipe: a free port, written to the pipe);
   // the other ranks connect to it (port 0: the port read from the pipe; an unreachable master, or
-  // no port within the timeout, fails naming the address). Then a ProcessGroupGloo over the store; ranks that
-  // do not arrive within the timeout are named in the error.
+  // no port within the timeout, fails naming the address). Then a ProcessGroupGloo over the store;
+  // ranks that do not arrive within the timeout are named in the error.
   static std::unique_ptr<World> join(const WorldInfo& info, const WorldOptions& options = {});
   // Leaving. Rank 0 holds the rendezvous store: its World waits (at most 5 s) for the other
   // ranks' Worlds to be destroyed first. A world that failed leaves at once.
