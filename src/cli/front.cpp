@@ -66,8 +66,6 @@ bool runs_in_engine(std::string_view command) {
   return false;
 }
 
-}  // namespace
-
 // Note [Threads that wait without spinning]
 // The engine's kernels run on OpenMP threads, which by default (libgomp) spin for about 300,000
 // iterations after a parallel region before they sleep. When weights stream, the reader threads
@@ -77,11 +75,13 @@ bool runs_in_engine(std::string_view command) {
 // all-in-RAM decode, fp32 and int8, did not change beyond noise (35-46 ms either way, 5 runs
 // alternated). libgomp reads the variable once, when it is loaded, so the front end sets it for
 // the engine it starts, unless the user chose GOMP_SPINCOUNT or OMP_WAIT_POLICY.
-static void set_omp_spin() {
+void set_omp_spin() {
   if (std::getenv("GOMP_SPINCOUNT") == nullptr && std::getenv("OMP_WAIT_POLICY") == nullptr) {
     ::setenv("GOMP_SPINCOUNT", "10000", 0);
   }
 }
+
+}  // namespace
 
 void exec_engine() {
   const std::filesystem::path engine = engine_path();

@@ -289,13 +289,10 @@ SupervisedRun run_ranks(const std::string& program, const std::vector<std::strin
   if (relay_port) relay.emplace(environments.size());
   Supervisor supervisor;
   for (std::size_t r = 0; r < environments.size(); ++r) {
-    if (!relay) {
-      supervisor.start(program, argv, environments[r], -1);
-      continue;
-    }
     std::vector<std::string> environment = environments[r];
-    environment.push_back(fmt::format("FERRY_PORT_PIPE={}", relay->rank_end(r)));
-    supervisor.start(program, argv, environment, relay->rank_end(r));
+    const int keep = relay ? relay->rank_end(r) : -1;
+    if (relay) environment.push_back(fmt::format("FERRY_PORT_PIPE={}", keep));
+    supervisor.start(program, argv, environment, keep);
   }
   if (relay) relay->ranks_started();
   return supervisor.supervise(grace, relay ? &*relay : nullptr);
