@@ -25,6 +25,7 @@ std::int64_t bytes_per_element(WeightFormat format) {
 
 GemvRowsFn variant(Isa isa) {
   switch (isa) {
+    case Isa::kAvx512Vnni: return &gemv_rows_avx512_vnni;
     case Isa::kAvx512: return &gemv_rows_avx512;
     case Isa::kAvx2: return &gemv_rows_avx2;
     case Isa::kPortable: return &gemv_rows_portable;
@@ -32,23 +33,30 @@ GemvRowsFn variant(Isa isa) {
   return &gemv_rows_portable;
 }
 
-// x's rows quantized per group of 32 into xq (zeros beyond k) and scales (Note [int8
-// activations]): a few K values per call, once for all threads and the same on every ISA.
-void quantize_rows(GemvArgs& args, std::vector<std::int8_t>& xq, std::vector<float>& scales) {
+// x's rows quantized per group of 32 into xq (zeros beyond k), scales and each group's sum of
+// quantized values (Note [int8 activations], Note [int8 with VNNI]): a few K values per call,
+// once for all threads and the same on every ISA.
+void quantize_rows(GemvArgs& args, std::vector<std::int8_t>& xq, std::vector<float>& scales,
+                   std::vector<std::int32_t>& sums) {
   const std::int64_t groups = (args.k + kInt8Group - 1) / kInt8Group;
   args.xq_stride = groups * kInt8Group;
   xq.assign(args.m_rows * args.xq_stride, 0);
   scales.resize(args.m_rows * groups);
+  sums.resize(args.m_rows * groups);
   for (std::int64_t m = 0; m < args.m_rows; ++m) {
     for (std::int64_t g = 0; g < groups; ++g) {
       const std::int64_t k0 = g * kInt8Group;
-      scales[m * groups + g] =
-          quantize_int8_group(args.x + m * args.x_stride + k0, std::min(kInt8Group, args.k - k0),
-                              xq.data() + m * args.xq_stride + k0);
+      std::int8_t* q = xq.data() + m * args.xq_stride + k0;
+      scales[m * groups + g] = quantize_int8_group(args.x + m * args.x_stride + k0,
+                                                   std::min(kInt8Group, args.k - k0), q);
+      std::int32_t sum = 0;
+      for (std::int64_t i = 0; i < kInt8Group; ++i) sum += q[i];
+      sums[m * groups + g] = sum;
     }
   }
   args.xq = xq.data();
   args.x_scales = scales.data();
+  args.xq_sums = sums.data();
 }
 
 }  // namespace
@@ -57,7 +65,8 @@ void gemv(const GemvArgs& input_args, std::int64_t n, Isa isa) {
   GemvArgs args = input_args;
   std::vector<std::int8_t> xq;
   std::vector<float> x_scales;
-  if (args.format == WeightFormat::kI8) quantize_rows(args, xq, x_scales);
+  std::vector<std::int32_t> xq_sums;
+  if (args.format == WeightFormat::kI8) quantize_rows(args, xq, x_scales, xq_sums);
   const GemvRowsFn rows_fn = variant(isa);
   const std::int64_t n_blocks = (n + kBlockRows - 1) / kBlockRows;
   const std::int64_t block_bytes = kBlockRows * args.k * bytes_per_element(args.format);

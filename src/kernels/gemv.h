@@ -33,9 +33,10 @@ struct GemvArgs {
   std::int64_t group = 0;         // kI8 only: elements per scale (32, or ≥ k for per channel)
   std::int64_t n_groups = 0;      // kI8 only
   // kI8 only, filled by gemv(): x quantized per group of 32 (Note [int8 activations]).
-  const std::int8_t* xq = nullptr;  // [m_rows, xq_stride], zero beyond k
-  std::int64_t xq_stride = 0;       // ceil(k / 32) · 32
-  const float* x_scales = nullptr;  // [m_rows, ceil(k / 32)]
+  const std::int8_t* xq = nullptr;        // [m_rows, xq_stride], zero beyond k
+  std::int64_t xq_stride = 0;             // ceil(k / 32) · 32
+  const float* x_scales = nullptr;        // [m_rows, ceil(k / 32)]
+  const std::int32_t* xq_sums = nullptr;  // [m_rows, ceil(k / 32)]: Σ of each group of xq
   std::int64_t k = 0;
   float* y = nullptr;  // [m_rows, y_stride] float32
   std::int64_t y_stride = 0;
@@ -46,10 +47,12 @@ using GemvRowsFn = void (*)(const GemvArgs& args, std::int64_t n_begin, std::int
 void gemv_rows_portable(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
 void gemv_rows_avx2(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
 void gemv_rows_avx512(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
+// kI8 with AVX-512 VNNI (Note [int8 with VNNI]); every other format as gemv_rows_avx512.
+void gemv_rows_avx512_vnni(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
 
 // Runs `isa`'s variant over all n rows of the weight, threaded over blocks of rows with
 // LibTorch's pool (inline when the weight is small). For kI8 it first quantizes x (so `args`' xq,
-// xq_stride and x_scales are its own).
+// xq_stride, x_scales and xq_sums are its own).
 void gemv(const GemvArgs& args, std::int64_t n, Isa isa);
 
 }  // namespace ferry::kernels::detail

@@ -36,6 +36,7 @@ std::string_view isa_name(Isa isa) {
     case Isa::kPortable: return "portable";
     case Isa::kAvx2: return "avx2";
     case Isa::kAvx512: return "avx512";
+    case Isa::kAvx512Vnni: return "avx512vnni";
   }
   return "unknown";
 }
@@ -44,11 +45,11 @@ Isa parse_isa(std::string_view text) {
   std::string lower(text);
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  for (const Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512}) {
+  for (const Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
     if (lower == isa_name(isa)) return isa;
   }
   throw InvalidArgument(fmt::format(
-      "unknown kernel instruction set '{}': expected portable, avx2 or avx512", text));
+      "unknown kernel instruction set '{}': expected portable, avx2, avx512 or avx512vnni", text));
 }
 
 std::string missing_features(Isa isa) {
@@ -64,15 +65,23 @@ std::string missing_features(Isa isa) {
   // GCC 12's __builtin_cpu_supports answers 0 for "f16c" on CPUs that have it: ask cpuid.
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   need(__get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0, "f16c");
-  if (isa == Isa::kAvx512) need(__builtin_cpu_supports("avx512f"), "avx512f");
+  if (isa >= Isa::kAvx512) need(__builtin_cpu_supports("avx512f"), "avx512f");
+  if (isa >= Isa::kAvx512Vnni) {
+    need(__builtin_cpu_supports("avx512bw"), "avx512bw");
+    need(__builtin_cpu_supports("avx512vl"), "avx512vl");
+    need(__builtin_cpu_supports("avx512vnni"), "avx512vnni");
+  }
 #else
-  missing = isa == Isa::kAvx2 ? "avx2 fma f16c (not an x86-64 CPU)" : "avx512f (not an x86-64 CPU)";
+  missing = isa == Isa::kAvx2     ? "avx2 fma f16c (not an x86-64 CPU)"
+            : isa == Isa::kAvx512 ? "avx512f (not an x86-64 CPU)"
+                                  : "avx512f avx512bw avx512vl avx512vnni (not an x86-64 CPU)";
 #endif
   return missing;
 }
 
 Isa detected_isa() {
   static const Isa detected = [] {
+    if (missing_features(Isa::kAvx512Vnni).empty()) return Isa::kAvx512Vnni;
     if (missing_features(Isa::kAvx512).empty()) return Isa::kAvx512;
     if (missing_features(Isa::kAvx2).empty()) return Isa::kAvx2;
     return Isa::kPortable;

@@ -8,7 +8,7 @@ namespace ferry::kernels {
 namespace {
 
 TEST(KernelsIsa, NamesRoundTripCaseInsensitively) {
-  for (const Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512}) {
+  for (const Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
     EXPECT_EQ(parse_isa(isa_name(isa)), isa);
   }
   EXPECT_EQ(parse_isa("AVX2"), Isa::kAvx2);
@@ -20,7 +20,7 @@ TEST(KernelsIsa, UnknownNameIsAnInvalidArgumentNamingIt) {
     FAIL() << "expected InvalidArgument";
   } catch (const InvalidArgument& e) {
     EXPECT_NE(std::string(e.what()).find("'sse9'"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("portable, avx2 or avx512"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("portable, avx2, avx512 or avx512vnni"), std::string::npos);
   }
 }
 
@@ -35,7 +35,7 @@ TEST(KernelsIsa, ScopedIsaClampsToTheCpuAndRestores) {
     const ScopedIsa portable(Isa::kPortable);
     EXPECT_EQ(active_isa(), Isa::kPortable);
     {
-      const ScopedIsa widest(Isa::kAvx512);
+      const ScopedIsa widest(Isa::kAvx512Vnni);
       EXPECT_EQ(active_isa(), detected_isa());  // never more than the CPU has
     }
     EXPECT_EQ(active_isa(), Isa::kPortable);

@@ -157,7 +157,8 @@ TEST_P(KernelsLinear, ComputeDtypeInputKeepsItsDtype) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, KernelsLinear,
-                         ::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvx512),
+                         ::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvx512,
+                                           Isa::kAvx512Vnni),
                          testing::isa_param_name);
 
 TEST(KernelsLinearEdges, Float32IsFusedByDefaultAndBitForBitWhenTurnedOff) {

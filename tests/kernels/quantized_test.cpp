@@ -92,7 +92,7 @@ TEST_P(KernelsQuantizedLinear, MatchesTheDequantizedProduct) {
   FERRY_USE_ISA_OR_SKIP(GetParam());
   at::manual_seed(1);
   for (const QuantScheme scheme : kSchemes) {
-    for (const std::int64_t k : {1, 7, 33, 100, 257, 1000}) {
+    for (const std::int64_t k : {1, 7, 33, 100, 257, 1000, 1024, 1600}) {
       for (const std::int64_t n : {1, 17, 100}) {
         const QuantizedWeight q = quantize(at::randn({n, k}).to(at::kBFloat16), scheme);
         for (const std::int64_t m : {1, 2, 3, 16, 40}) {
@@ -225,7 +225,8 @@ TEST_P(KernelsQuantizedLinear, ComputeDtypeInputAndBatchDims) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, KernelsQuantizedLinear,
-                         ::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvx512),
+                         ::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvx512,
+                                           Isa::kAvx512Vnni),
                          testing::isa_param_name);
 
 TEST(KernelsQuantizedErrors, ShapeMismatchNamesTheModule) {

@@ -9,12 +9,14 @@ namespace ferry::kernels {
 
 // Ordered: a higher variant needs everything a lower one does.
 enum class Isa {
-  kPortable,  // plain C++, auto-vectorised by the compiler for the baseline target
-  kAvx2,      // AVX2 + FMA + F16C
-  kAvx512,    // AVX-512 F (plus AVX2 + FMA + F16C)
+  kPortable,    // plain C++, auto-vectorised by the compiler for the baseline target
+  kAvx2,        // AVX2 + FMA + F16C
+  kAvx512,      // AVX-512 F (plus AVX2 + FMA + F16C)
+  kAvx512Vnni,  // AVX-512 F + BW + VL + VNNI: the int8 product's byte dot products (else as
+                // kAvx512)
 };
 
-// "portable", "avx2", "avx512".
+// "portable", "avx2", "avx512", "avx512vnni".
 std::string_view isa_name(Isa isa);
 
 // Parses isa_name's words (case-insensitive); throws InvalidArgument naming `text` and the words.
