@@ -152,8 +152,8 @@ bool attend_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   const std::int64_t b = q.size(0), heads = q.size(1), tokens = q.size(2), d = q.size(3);
   const std::int64_t kv = k.size(1), keys = k.size(2);
   return kv > 0 && heads % kv == 0 && k.size(0) == b && k.size(3) == d && v.sizes() == k.sizes() &&
-         (mask.size(0) == b || mask.size(0) == 1) && mask.size(1) == 1 &&
-         mask.size(2) == tokens && mask.size(3) == keys;
+         (mask.size(0) == b || mask.size(0) == 1) && mask.size(1) == 1 && mask.size(2) == tokens &&
+         mask.size(3) == keys;
 }
 
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -170,6 +170,12 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   const float scale_f = static_cast<float>(scale);
   const float cap = softcap ? static_cast<float>(*softcap) : 0.0f;
   const std::int64_t mask_b = mask.size(0) == 1 ? 0 : mask.stride(0);
+  // The strides as plain numbers: Tensor::stride(dim) wraps and checks its argument per call,
+  // and the loops below ask once per key.
+  const std::int64_t q_b = q.stride(0), q_h = q.stride(1), q_t = q.stride(2);
+  const std::int64_t k_b = k.stride(0), k_h = k.stride(1), k_s = k.stride(2);
+  const std::int64_t v_b = v.stride(0), v_h = v.stride(1), v_s = v.stride(2);
+  const std::int64_t mask_t = mask.stride(2), mask_s = mask.stride(3);
   const std::int64_t rows = b * heads * tokens;
   parallel_for(rows, grain_rows(keys * d * 2), [&](std::int64_t r0, std::int64_t r1) {
     std::vector<float> scores(static_cast<std::size_t>(keys));
@@ -179,15 +185,15 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       const std::int64_t hi = r / tokens % heads;
       const std::int64_t ti = r % tokens;
       const std::int64_t kv = hi / group;
-      const float* qr = qp + bi * q.stride(0) + hi * q.stride(1) + ti * q.stride(2);
-      const float* kr = kp + bi * k.stride(0) + kv * k.stride(1);
-      const float* vr = vp + bi * v.stride(0) + kv * v.stride(1);
-      const float* mr = mp + bi * mask_b + ti * mask.stride(2);
+      const float* qr = qp + bi * q_b + hi * q_h + ti * q_t;
+      const float* kr = kp + bi * k_b + kv * k_h;
+      const float* vr = vp + bi * v_b + kv * v_h;
+      const float* mr = mp + bi * mask_b + ti * mask_t;
       float best = -std::numeric_limits<float>::infinity();
       for (std::int64_t s = 0; s < keys; ++s) {
-        float score = dot(qr, kr + s * k.stride(2), d) * scale_f;
+        float score = dot(qr, kr + s * k_s, d) * scale_f;
         if (softcap) score = std::tanh(score / cap) * cap;
-        score += mr[s * mask.stride(3)];
+        score += mr[s * mask_s];
         scores[static_cast<std::size_t>(s)] = score;
         best = std::max(best, score);
       }
@@ -198,7 +204,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (std::int64_t s = 0; s < keys; ++s) {
-        axpy(scores[static_cast<std::size_t>(s)] / total, vr + s * v.stride(2), acc.data(), d);
+        axpy(scores[static_cast<std::size_t>(s)] / total, vr + s * v_s, acc.data(), d);
       }
       std::copy(acc.begin(), acc.end(), op + (bi * tokens + ti) * heads * d + hi * d);
     }
