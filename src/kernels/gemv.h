@@ -42,6 +42,19 @@ struct GemvArgs {
   std::int64_t y_stride = 0;
 };
 
+// The int8 block at row n0 (rows_here ≤ kBlockRows of them): each row's values and scales. A
+// short last block repeats its last row (computed, then dropped). Included before any variant's
+// target pragma, so compiled for the baseline everywhere.
+inline void int8_block_rows(const GemvArgs& a, std::int64_t n0, std::int64_t rows_here,
+                            const std::int8_t** w, const float** scale_w) {
+  const auto* values = static_cast<const std::int8_t*>(a.w);
+  for (std::int64_t r = 0; r < kBlockRows; ++r) {
+    const std::int64_t row = n0 + (r < rows_here ? r : rows_here - 1);
+    w[r] = values + row * a.w_stride;
+    scale_w[r] = a.scales + row * a.n_groups;
+  }
+}
+
 // Computes y's columns [n_begin, n_end) (all of x's rows); n_begin is a multiple of kBlockRows.
 using GemvRowsFn = void (*)(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
 void gemv_rows_portable(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);

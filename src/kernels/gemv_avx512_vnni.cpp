@@ -139,18 +139,12 @@ inline void chunk(const GemvArgs& a, const std::int8_t* const* w, const float* c
 
 template <bool kPerChannel>
 void rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
-  const auto* values = static_cast<const std::int8_t*>(a.w);
   __m512 acc[kDecodeMaxRows][kBlockRows];
   for (std::int64_t n0 = n_begin; n0 < n_end; n0 += kBlockRows) {
     const std::int64_t rows_here = std::min(kBlockRows, n_end - n0);
     const std::int8_t* w[kBlockRows];
     const float* scale_w[kBlockRows];
-    for (std::int64_t r = 0; r < kBlockRows; ++r) {
-      // A short last block repeats its last row (computed, then dropped).
-      const std::int64_t row = n0 + std::min(r, rows_here - 1);
-      w[r] = values + row * a.w_stride;
-      scale_w[r] = a.scales + row * a.n_groups;
-    }
+    int8_block_rows(a, n0, rows_here, w, scale_w);
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (auto& v : acc[m]) v = _mm512_setzero_ps();
     }

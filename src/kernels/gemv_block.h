@@ -343,19 +343,13 @@ void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
   const std::int64_t whole = a.k / kInt8Group;  // groups of 32; the rest through `tail`
   const std::int64_t rest = a.k - whole * kInt8Group;
   const std::int64_t x_groups = a.xq_stride / kInt8Group;
-  const auto* values = static_cast<const std::int8_t*>(a.w);
   alignas(32) std::int8_t tail[kBlockRows][kInt8Group];
   typename V::Vec acc[kDecodeMaxRows][kBlockRows];
   for (std::int64_t n0 = n_begin; n0 < n_end; n0 += kBlockRows) {
     const std::int64_t rows_here = std::min(kBlockRows, n_end - n0);
     const std::int8_t* w[kBlockRows];
     const float* scale_w[kBlockRows];
-    for (std::int64_t r = 0; r < kBlockRows; ++r) {
-      // A short last block repeats its last row (computed, then dropped).
-      const std::int64_t row = n0 + std::min(r, rows_here - 1);
-      w[r] = values + row * a.w_stride;
-      scale_w[r] = a.scales + row * a.n_groups;
-    }
+    int8_block_rows(a, n0, rows_here, w, scale_w);
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (auto& v : acc[m]) v = V::zero();
     }
