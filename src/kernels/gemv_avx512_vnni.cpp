@@ -19,8 +19,8 @@
 // Note [int8 with VNNI]
 // ~~~~~~~~~~~~~~~~~~~~~
 // The AVX2 int8 product spends four instructions on each 32 weights (two sign moves, maddubs,
-// madd) and bench_kernels put it compute-bound: a perf profile of an int8 decode had half of the
-// product's samples on those instructions and a quarter on the loads. VNNI's vpdpbusd multiplies
+// madd); a perf profile of an int8 decode put half of the product's samples on those
+// instructions and a quarter on the loads. VNNI's vpdpbusd multiplies
 // 64 unsigned bytes by 64 signed bytes and sums each four into an int32 lane, in one instruction.
 // Its unsigned side is the weight with its top bit flipped (w + 128, one xor), so each group's
 // integer sum is Σ (w + 128) · x_q = Σ w · x_q + 128 · Σ x_q, and 128 · Σ x_q (xq_sums, computed
