@@ -33,22 +33,24 @@ GemvRowsFn variant(Isa isa) {
   return &gemv_rows_portable;
 }
 
-// x's rows quantized per group of 32 into xq (zeros beyond k), scales and each group's sum of
-// quantized values (Note [int8 activations], Note [int8 with VNNI]): a few K values per call,
-// once for all threads and the same on every ISA.
+// x's rows quantized per group of 32 into xq (zeros beyond k) and scales (Note [int8
+// activations]): a few K values per call, once for all threads and the same on every ISA. With
+// `with_sums` (the VNNI variant only), also each group's sum of quantized values (Note [int8 with
+// VNNI]).
 void quantize_rows(GemvArgs& args, std::vector<std::int8_t>& xq, std::vector<float>& scales,
-                   std::vector<std::int32_t>& sums) {
+                   std::vector<std::int32_t>& sums, bool with_sums) {
   const std::int64_t groups = (args.k + kInt8Group - 1) / kInt8Group;
   args.xq_stride = groups * kInt8Group;
   xq.assign(args.m_rows * args.xq_stride, 0);
   scales.resize(args.m_rows * groups);
-  sums.resize(args.m_rows * groups);
+  if (with_sums) sums.resize(args.m_rows * groups);
   for (std::int64_t m = 0; m < args.m_rows; ++m) {
     for (std::int64_t g = 0; g < groups; ++g) {
       const std::int64_t k0 = g * kInt8Group;
       std::int8_t* q = xq.data() + m * args.xq_stride + k0;
       scales[m * groups + g] = quantize_int8_group(args.x + m * args.x_stride + k0,
                                                    std::min(kInt8Group, args.k - k0), q);
+      if (!with_sums) continue;
       std::int32_t sum = 0;
       for (std::int64_t i = 0; i < kInt8Group; ++i) sum += q[i];
       sums[m * groups + g] = sum;
@@ -56,7 +58,7 @@ void quantize_rows(GemvArgs& args, std::vector<std::int8_t>& xq, std::vector<flo
   }
   args.xq = xq.data();
   args.x_scales = scales.data();
-  args.xq_sums = sums.data();
+  args.xq_sums = with_sums ? sums.data() : nullptr;
 }
 
 }  // namespace
@@ -66,7 +68,9 @@ void gemv(const GemvArgs& input_args, std::int64_t n, Isa isa) {
   std::vector<std::int8_t> xq;
   std::vector<float> x_scales;
   std::vector<std::int32_t> xq_sums;
-  if (args.format == WeightFormat::kI8) quantize_rows(args, xq, x_scales, xq_sums);
+  if (args.format == WeightFormat::kI8) {
+    quantize_rows(args, xq, x_scales, xq_sums, /*with_sums=*/isa == Isa::kAvx512Vnni);
+  }
   const GemvRowsFn rows_fn = variant(isa);
   const std::int64_t n_blocks = (n + kBlockRows - 1) / kBlockRows;
   const std::int64_t block_bytes = kBlockRows * args.k * bytes_per_element(args.format);

@@ -37,6 +37,7 @@ struct GemvArgs {
   std::int64_t xq_stride = 0;             // ceil(k / 32) · 32
   const float* x_scales = nullptr;        // [m_rows, ceil(k / 32)]
   const std::int32_t* xq_sums = nullptr;  // [m_rows, ceil(k / 32)]: Σ of each group of xq
+                                          // (Isa::kAvx512Vnni only)
   std::int64_t k = 0;
   float* y = nullptr;  // [m_rows, y_stride] float32
   std::int64_t y_stride = 0;
@@ -65,7 +66,7 @@ void gemv_rows_avx512_vnni(const GemvArgs& args, std::int64_t n_begin, std::int6
 
 // Runs `isa`'s variant over all n rows of the weight, threaded over blocks of rows with
 // LibTorch's pool (inline when the weight is small). For kI8 it first quantizes x (so `args`' xq,
-// xq_stride, x_scales and xq_sums are its own).
+// xq_stride, x_scales and, for kAvx512Vnni, xq_sums are its own).
 void gemv(const GemvArgs& args, std::int64_t n, Isa isa);
 
 }  // namespace ferry::kernels::detail

@@ -12,8 +12,7 @@ enum class Isa {
   kPortable,    // plain C++, auto-vectorised by the compiler for the baseline target
   kAvx2,        // AVX2 + FMA + F16C
   kAvx512,      // AVX-512 F (plus AVX2 + FMA + F16C)
-  kAvx512Vnni,  // AVX-512 F + BW + VL + VNNI: the int8 product's byte dot products (else as
-                // kAvx512)
+  kAvx512Vnni,  // AVX-512 F + BW + VL + VNNI: int8 by byte dot products; floats as kAvx512
 };
 
 // "portable", "avx2", "avx512", "avx512vnni".
