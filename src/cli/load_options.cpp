@@ -15,7 +15,7 @@ models::LoadModelOptions load_options(const PlacementFlags& f, std::int64_t prom
     d.prefetch.reset();  // Accelerate's way: each block read when it runs, via mmap
   } else {
     d.prefetch->read_mode = *mode;
-    d.prefetch->in_place = f.io == "inplace";
+    d.prefetch->in_place = f.io != "copy";
     d.prefetch->lookahead = !f.no_prefetch;
     if (f.io_threads > kMaxIoThreads) {
       log_warning("--io-threads {}: using {}, the most that helps a disk", f.io_threads,

@@ -132,12 +132,12 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
                   "Staging memory for streamed blocks per side, counted in the budgets (default: "
                   "two of the largest layers)");
   cmd->add_option("--io", f.io,
-                  "How disk-offloaded weights are read: auto (what the page cache holds from it, "
-                  "the rest with O_DIRECT), inplace (as auto, but tensors the page cache wholly "
-                  "holds are used in place: faster, and they count in RSS), direct (O_DIRECT "
-                  "where the file system allows), buffered (page cache), mmap (Accelerate's way, "
-                  "no prefetch)")
-      ->check(CLI::IsMember({"auto", "inplace", "direct", "buffered", "mmap"}));
+                  "How disk-offloaded weights are read: auto (a tensor the page cache holds is "
+                  "computed from its pages in place, the rest is read with O_DIRECT), copy (as "
+                  "auto, but cached bytes are copied), inplace (the same as auto), direct "
+                  "(O_DIRECT where the file system allows), buffered (page cache), mmap "
+                  "(Accelerate's way, no prefetch)")
+      ->check(CLI::IsMember({"auto", "copy", "inplace", "direct", "buffered", "mmap"}));
   cmd->add_option("--io-threads", f.io_threads, "Loader threads of the prefetcher (default 2)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--compute-on", f.compute_on,
@@ -235,8 +235,8 @@ std::optional<io::ReadMode> read_mode(const PlacementFlags& f) {
   if (f.io == "mmap") return std::nullopt;
   if (f.io == "direct") return io::ReadMode::Direct;
   if (f.io == "buffered") return io::ReadMode::Buffered;
-  FERRY_CHECK(f.io == "auto" || f.io == "inplace", InvalidArgument,
-              "--io {}: expected one of auto, inplace, direct, buffered, mmap", f.io);
+  FERRY_CHECK(f.io == "auto" || f.io == "copy" || f.io == "inplace", InvalidArgument,
+              "--io {}: expected one of auto, copy, inplace, direct, buffered, mmap", f.io);
   return io::ReadMode::Auto;
 }
 

@@ -35,7 +35,7 @@ struct PlacementFlags {
   std::vector<std::string> no_split;
   bool no_prefetch = false;
   std::string prefetch_bytes;  // "" = two of the largest layers
-  std::string io = "auto";     // auto | inplace | direct | buffered | mmap
+  std::string io = "auto";     // auto (= inplace) | copy | direct | buffered | mmap
   int io_threads = 2;  // PrefetchOptions::threads
   std::string compute_on = "main";  // main | weights
   std::int64_t rest_max_rows = 16;

@@ -338,6 +338,7 @@ int run(const RunOptions& o) {
       e["budget_bytes"] = d.budget ? nlohmann::ordered_json(*d.budget) : nullptr;
       e["reserves"] = d.reserves;
       e["peak_bytes"] = d.peak;
+      if (d.key == "cpu") e["page_cache_in_place_bytes"] = d.page_cache_in_place;
       e["limit_bytes"] = d.budget ? nlohmann::ordered_json(d.limit) : nullptr;
       e["over_budget"] = d.over;
       per_device[d.key] = e;
@@ -409,7 +410,9 @@ int run(const RunOptions& o) {
   }
   fmt::print(info, "  load {:.2f} s, first token {:.2f} s, {:.2f} tokens/s\n", load_seconds,
              r.first_token_seconds, tps);
-  fmt::print(info, "  memory per device (the CPU's peak includes the runtime's {}):\n",
+  fmt::print(info,
+             "  memory per device (the CPU's peak includes the runtime's {}; page cache used in "
+             "place is clean and reclaimable, and not counted):\n",
              format_bytes(footprint));
   for (const DeviceReport& d : devices) fmt::print(info, "    {}\n", device_line(d));
   fmt::print(info, "  {} thread(s), {}", threads, blas);

@@ -52,7 +52,8 @@ std::vector<DeviceReport> device_reports(const models::LoadedModel& loaded,
       continue;
     }
     if (p.is_cpu()) {
-      d.peak = peak_rss().value();
+      d.peak = owned_peak_rss().value();
+      d.page_cache_in_place = borrowed_pages().value();
     } else if (p.index() < simulated_gpu_count()) {
       d.peak = sim_gpu_stats(p.index()).peak.value();
     }
@@ -78,8 +79,11 @@ std::string device_line(const DeviceReport& d) {
   }
   const bool disk = d.key == "disk";
   return fmt::format(
-      "{:<5} placed {:>10}  budget {:>10}  peak {:>10}{}{}", d.key, format_bytes(d.placed),
+      "{:<5} placed {:>10}  budget {:>10}  peak {:>10}{}{}{}", d.key, format_bytes(d.placed),
       d.budget ? format_bytes(*d.budget) : "-", disk ? "-" : format_bytes(d.peak),
+      d.page_cache_in_place == 0
+          ? ""
+          : fmt::format(" (+ {} of page cache used in place)", format_bytes(d.page_cache_in_place)),
       reserves.empty() ? "" : "  reserved: " + reserves, d.over ? "  OVER BUDGET" : "");
 }
 

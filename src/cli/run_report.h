@@ -18,7 +18,12 @@ struct DeviceReport {
   std::uint64_t placed = 0;
   std::optional<std::uint64_t> budget;
   std::map<std::string, std::uint64_t> reserves;
-  std::uint64_t peak = 0;  // RSS for the CPU, the simulated GPU's counter; placed for disk
+  // The CPU: peak RSS less the page cache used in place (owned_peak_rss()); a simulated GPU: its
+  // counter; disk: placed.
+  std::uint64_t peak = 0;
+  // The CPU: page-cache pages mapped in place at the end (borrowed_pages()): in RSS but neither
+  // ferry's memory nor counted against the budget (Note [Page cache used in place]).
+  std::uint64_t page_cache_in_place = 0;
   std::uint64_t limit = 0;
   bool over = false;
 };

@@ -6,7 +6,9 @@
 #include <atomic>
 #include <charconv>
 #include <cstdlib>
+#include <cstdio>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
 
@@ -136,5 +138,94 @@ Bytes current_rss() {
 }
 
 Bytes peak_rss() { return kb_field(read_file("/proc/self/status"), "VmHWM", "/proc/self/status"); }
+
+// Note [Page cache used in place]
+// A CPU block may compute from the page cache's own pages of an offloaded tensor (Note [Weights
+// used in place], direct_reader.cpp). Those pages join the process's RSS, as file pages, yet they
+// are not ferry's memory: they were in the page cache before, stay there after, are clean, and the
+// kernel reclaims them under pressure like any cached page (in a memory cgroup they are charged to
+// whoever read them first, and never make it kill). The CPU budget is a promise about what ferry
+// holds, so the run reports the peak RSS less those pages, and those pages beside it.
+// - The kernel keeps one peak, VmHWM, over all of RSS. To take the borrowed pages out of it
+//   exactly, every change of the borrowed pages is bracketed under one lock: the peak so far less
+//   the pages borrowed is recorded, the kernel's peak is reset to the current RSS (writing "5" to
+//   /proc/self/clear_refs), the pages are mapped (populated at once, so that none is mapped
+//   before it is counted) or unmapped, the peak of that short window less the larger of the
+//   counts before and after is recorded, and the kernel's peak is reset again. Between changes the
+//   borrowed count is constant, so VmHWM less it is the exact peak of the rest.
+// - Changes are rare: a page is counted once, when its tensor is first used in place, and
+//   uncounted when its file's mapping is closed; not on every forward.
+// - If the kernel reclaims a borrowed page while it is mapped, RSS falls below the count and the
+//   peak reported is low by that page until it is faulted in again; this happens only under
+//   memory pressure, when the kernel is taking pages back anyway.
+// - If the peak cannot be reset (no /proc/self/clear_refs), nothing is taken out: the report
+//   shows the whole VmHWM, which can only overstate.
+namespace {
+
+struct Borrowed {
+  std::mutex mu;
+  std::uint64_t bytes = 0;
+  std::uint64_t owned_peak = 0;  // max of (VmHWM - borrowed) over the windows closed so far
+  bool exact = true;             // false once the kernel's peak could not be read or reset
+};
+
+Borrowed& borrowed() {
+  static Borrowed b;
+  return b;
+}
+
+bool reset_kernel_peak() {
+  std::FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (f == nullptr) return false;
+  const bool ok = std::fputs("5", f) >= 0;
+  return std::fclose(f) == 0 && ok;
+}
+
+// Closes a window: records its peak less `less`, then resets the kernel's peak. Caller holds mu.
+void close_window(Borrowed& b, std::uint64_t less) {
+  if (!b.exact) return;
+  try {
+    const std::uint64_t hwm = peak_rss().value();
+    b.owned_peak = std::max(b.owned_peak, hwm > less ? hwm - less : 0);
+    b.exact = reset_kernel_peak();
+  } catch (const Error&) {
+    b.exact = false;
+  }
+}
+
+}  // namespace
+
+void change_borrowed_pages(std::int64_t delta, const std::function<void()>& change) noexcept {
+  Borrowed& b = borrowed();
+  std::lock_guard lock(b.mu);
+  const std::uint64_t before = b.bytes;
+  const std::uint64_t magnitude =
+      delta < 0 ? static_cast<std::uint64_t>(-(delta + 1)) + 1 : static_cast<std::uint64_t>(delta);
+  const std::uint64_t after = delta < 0 ? before - std::min(before, magnitude) : before + magnitude;
+  close_window(b, before);
+  try {
+    change();
+  } catch (...) {
+    // What was mapped is unknown: stop taking anything out of the peak (it can then only be
+    // overstated).
+    b.exact = false;
+  }
+  close_window(b, std::max(before, after));
+  b.bytes = after;
+}
+
+Bytes borrowed_pages() {
+  Borrowed& b = borrowed();
+  std::lock_guard lock(b.mu);
+  return Bytes(b.bytes);
+}
+
+Bytes owned_peak_rss() {
+  Borrowed& b = borrowed();
+  std::lock_guard lock(b.mu);
+  const std::uint64_t hwm = peak_rss().value();
+  if (!b.exact) return Bytes(std::max(b.owned_peak, hwm));
+  return Bytes(std::max(b.owned_peak, hwm > b.bytes ? hwm - b.bytes : 0));
+}
 
 }  // namespace ferry

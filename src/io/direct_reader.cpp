@@ -18,6 +18,7 @@
 
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
+#include "ferry/core/memory.h"
 #include "io/regular_file.h"
 
 namespace ferry::io {
@@ -112,12 +113,24 @@ struct OpenFile {
   std::once_flag map_once;
   std::byte* map = nullptr;
   std::uint64_t map_bytes = 0;
+  // The mapping's pages handed out in place so far, each counted once as borrowed page cache
+  // (Note [Page cache used in place], memory.cpp).
+  std::mutex borrowed_mu;
+  std::vector<bool> borrowed;
+  std::uint64_t borrowed_bytes = 0;
 
   OpenFile() = default;
   OpenFile(const OpenFile&) = delete;
   OpenFile& operator=(const OpenFile&) = delete;
   ~OpenFile() {
-    if (map != nullptr) ::munmap(map, map_bytes);
+    if (map != nullptr) {
+      if (borrowed_bytes > 0) {
+        change_borrowed_pages(-static_cast<std::int64_t>(borrowed_bytes),
+                              [this] { ::munmap(map, map_bytes); });
+      } else {
+        ::munmap(map, map_bytes);
+      }
+    }
     if (direct_fd >= 0) ::close(direct_fd);
     if (cache_fd >= 0) ::close(cache_fd);
     if (fd >= 0 && fd != direct_fd && fd != cache_fd) ::close(fd);
@@ -327,8 +340,43 @@ std::byte* whole_mapping(OpenFile& file) {
     ::madvise(p, size, MADV_RANDOM);
     file.map = static_cast<std::byte*>(p);
     file.map_bytes = size;
+    file.borrowed.assign(static_cast<std::size_t>(align_up(size) / kAlign), false);
   });
   return file.map;
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
+
+// Maps [begin, end) of the file's mapping into the page tables now, counting the pages not yet
+// counted as borrowed page cache (Note [Page cache used in place]). Populating here, on the
+// loader thread and before the count changes, keeps the count exact and takes the faults off the
+// compute thread. A missing page (at most a tenth) is read from storage into the cache.
+void borrow(OpenFile& file, std::uint64_t begin, std::uint64_t end) {
+  std::lock_guard lock(file.borrowed_mu);
+  const auto first = static_cast<std::size_t>(begin / kAlign);
+  const auto last = static_cast<std::size_t>(std::min(end, file.map_bytes + kAlign - 1) / kAlign);
+  std::size_t fresh = 0;
+  for (std::size_t i = first; i < last && i < file.borrowed.size(); ++i) {
+    fresh += file.borrowed[i] ? 0 : 1;
+  }
+  if (fresh == 0) return;
+  std::byte* const at = file.map + begin;
+  const std::size_t length = (last - first) * kAlign;
+  change_borrowed_pages(static_cast<std::int64_t>(fresh * kAlign), [&] {
+    if (::madvise(at, length, MADV_POPULATE_READ) != 0 && errno == EINVAL) {
+      // A kernel before 5.14: touch each page (a read, so no copy). Another error (a page that
+      // cannot be read) is left alone: the compute faults that page in as it would have anyway.
+      const std::size_t in_file = static_cast<std::size_t>(
+          std::min<std::uint64_t>(length, file.map_bytes - begin));
+      for (std::size_t off = 0; off < in_file; off += kAlign) {
+        (void)*static_cast<volatile const std::byte*>(at + off);
+      }
+    }
+  });
+  for (std::size_t i = first; i < last && i < file.borrowed.size(); ++i) file.borrowed[i] = true;
+  file.borrowed_bytes += fresh * kAlign;
 }
 
 }  // namespace
@@ -350,6 +398,7 @@ std::shared_ptr<std::byte> DirectReader::resident(const FileExtent& e, ReadCount
   std::size_t missing = 0;
   for (const unsigned char page : pages) missing += (page & 1u) == 0 ? 1 : 0;
   if (missing * kInPlaceMissingDivisor > pages.size()) return nullptr;
+  borrow(file, begin, end);
   if (counts != nullptr) counts->in_place_bytes += e.length;
   // Aliasing: the bytes keep the open file, and so its mapping, alive.
   return std::shared_ptr<std::byte>(std::move(held), map + e.offset);

@@ -4,6 +4,8 @@
 
 #include <iterator>
 
+#include "ferry/core/memory.h"
+
 namespace ferry::serve {
 namespace {
 
@@ -116,6 +118,12 @@ std::string ServerMetrics::render(const engine::EngineStats& e, const engine::En
           p.in_place_bytes);
   counter(out, "ferry_device_bytes_total", "Weight bytes copied to a non-CPU execution device.",
           p.bytes_to_device);
+  gauge(out, "ferry_peak_rss_bytes",
+        "Peak resident set size of the server, less the page cache used in place.",
+        owned_peak_rss().value());
+  gauge(out, "ferry_page_cache_in_place_bytes",
+        "Clean page-cache pages of offloaded weights mapped in place (in RSS, not counted).",
+        borrowed_pages().value());
 
   std::lock_guard lock(mutex_);
   gauge(out, "ferry_open_streams", "Streamed answers in progress.", open_streams_);

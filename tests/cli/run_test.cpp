@@ -40,16 +40,18 @@ class RunCommand : public ::testing::Test {
 TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
   const nlohmann::json all_cpu = run_json("");
   ASSERT_FALSE(all_cpu.contains("prefetch"));  // nothing offloaded, no prefetcher
-  for (const char* flags : {"", "--io auto", "--io direct", "--io buffered",
+  for (const char* flags : {"", "--io auto", "--io copy", "--io direct", "--io buffered",
                             "--io direct --no-prefetch", "--io direct --io-threads 1"}) {
     const nlohmann::json j = run_json(std::string("--max-memory cpu=700KB ") + flags);
     EXPECT_EQ(j["token_ids"], all_cpu["token_ids"]) << flags;
     ASSERT_TRUE(j["placed_bytes"].contains("disk")) << flags << j.dump();
     ASSERT_TRUE(j.contains("prefetch")) << flags;
     EXPECT_GT(j["prefetch"]["bytes_read"].get<std::uint64_t>(), 0U) << flags;
-    // Where the bytes came from: never from the page cache without --io auto (the default).
+    // Where the bytes came from: never from the page cache without --io auto (the default) or
+    // copy.
     const bool maybe_cached = std::string(flags).find("--io ") == std::string::npos ||
-                              std::string(flags).find("--io auto") != std::string::npos;
+                              std::string(flags).find("--io auto") != std::string::npos ||
+                              std::string(flags).find("--io copy") != std::string::npos;
     ASSERT_TRUE(j["prefetch"].contains("page_cache_bytes")) << flags;
     ASSERT_TRUE(j["prefetch"].contains("direct_bytes")) << flags;
     if (!maybe_cached) {
@@ -67,6 +69,42 @@ TEST_F(RunCommand, EveryWayOfReadingDiskWeightsGivesTheSameTokens) {
   EXPECT_EQ(mmap["token_ids"], all_cpu["token_ids"]);
   EXPECT_FALSE(mmap.contains("prefetch"));
   EXPECT_EQ(mmap["io"], "mmap");
+}
+
+// The default --io auto computes from the page cache's pages of an offloaded tensor it holds
+// (the checkpoint was just written, so it does), with the tokens of a copy; those pages are
+// reported beside the CPU's peak, not in it, and the run stays within its budget.
+TEST_F(RunCommand, CachedOffloadedWeightsAreUsedInPlaceAndNotCountedInThePeak) {
+  // Wide enough that the offloaded matrices (2 MiB) are read with O_DIRECT, not buffered.
+  const std::string wide = (dir_.path() / "wide").string();
+  const auto made = run_ferry(
+      "make-model --arch llama --hidden 512 --intermediate 1024 --layers 6 --seed 2 --out " + wide);
+  ASSERT_EQ(made.exit_code, 0) << made.out;
+  const auto run = [&](const std::string& flags) {
+    const auto r = run_ferry_stdout(
+        "run " + wide +
+        " --prompt-ids 1,2,3 --max-new-tokens 4 --context 8 --ignore-eos --max-memory cpu=24MiB "
+        "--json " +
+        flags);
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    return nlohmann::json::parse(r.out);
+  };
+  const nlohmann::json copy = run("--io copy");
+  const nlohmann::json auto_ = run("");
+  ASSERT_TRUE(auto_["placed_bytes"].contains("disk")) << auto_.dump();
+  EXPECT_EQ(auto_["token_ids"], copy["token_ids"]);
+  EXPECT_TRUE(auto_["over_budget"].empty()) << auto_["devices"].dump(1);
+  const nlohmann::json& cpu = auto_["devices"]["cpu"];
+  EXPECT_LE(cpu["peak_bytes"].get<std::uint64_t>(), cpu["limit_bytes"].get<std::uint64_t>());
+  EXPECT_EQ(copy["devices"]["cpu"]["page_cache_in_place_bytes"].get<std::uint64_t>(), 0U);
+  EXPECT_EQ(copy["prefetch"]["in_place_bytes"].get<std::uint64_t>(), 0U);
+  if (copy["prefetch"]["direct_bytes"].get<std::uint64_t>() == 0 &&
+      copy["prefetch"]["page_cache_bytes"].get<std::uint64_t>() == 0) {
+    GTEST_SKIP() << "the scratch folder's file system does no O_DIRECT: nothing used in place";
+  }
+  EXPECT_GT(auto_["prefetch"]["in_place_bytes"].get<std::uint64_t>(), 0U);
+  EXPECT_GT(cpu["page_cache_in_place_bytes"].get<std::uint64_t>(), std::uint64_t{1} << 20);
+  EXPECT_EQ(auto_["prefetch"]["page_cache_bytes"].get<std::uint64_t>(), 0U);  // none copied
 }
 
 TEST_F(RunCommand, AStagingBudgetSmallerThanABlockIsAnError) {
@@ -119,7 +157,7 @@ TEST_F(RunCommand, ContextTooSmallForGenerationConfigFailsBeforeLoading) {
 TEST_F(RunCommand, UnknownIoModeIsRejected) {
   const auto r = run_ferry("run " + model() + " --prompt-ids 1,2,3 --io bogus");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.out.find("--io: bogus not in {auto,inplace,direct,buffered,mmap}"), std::string::npos)
+  EXPECT_NE(r.out.find("--io: bogus not in {auto,copy,inplace,direct,buffered,mmap}"), std::string::npos)
       << r.out;
 }
 

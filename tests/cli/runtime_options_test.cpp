@@ -35,19 +35,25 @@ TEST(RuntimeOptions, FrontEndAndEngineAgreeOnEveryReadMode) {
   }
 }
 
-// Auto may read any page with O_DIRECT, so staging is padded to pages as for direct.
+// Auto may read any page with O_DIRECT, so staging is padded to pages as for direct. By default
+// it uses cached tensors in place; copy copies them.
 TEST(RuntimeOptions, AutoIsTheDefaultAndPadsStagingAsDirect) {
   PlacementFlags f;
   EXPECT_EQ(f.io, "auto");
   EXPECT_EQ(load_options(f, 0).dispatch.prefetch->read_mode, io::ReadMode::Auto);
   EXPECT_TRUE(runtime_options(f).direct_io);
-  EXPECT_FALSE(load_options(f, 0).dispatch.prefetch->in_place);
+  EXPECT_TRUE(load_options(f, 0).dispatch.prefetch->in_place);
   f.io = "buffered";
   EXPECT_FALSE(runtime_options(f).direct_io);
-  // inplace reads as auto (staging padded alike) and uses wholly cached tensors in place.
+  // inplace is auto's former name.
   f.io = "inplace";
   EXPECT_EQ(load_options(f, 0).dispatch.prefetch->read_mode, io::ReadMode::Auto);
   EXPECT_TRUE(load_options(f, 0).dispatch.prefetch->in_place);
+  EXPECT_TRUE(runtime_options(f).direct_io);
+  // copy reads as auto (staging padded alike) but copies what the page cache holds.
+  f.io = "copy";
+  EXPECT_EQ(load_options(f, 0).dispatch.prefetch->read_mode, io::ReadMode::Auto);
+  EXPECT_FALSE(load_options(f, 0).dispatch.prefetch->in_place);
   EXPECT_TRUE(runtime_options(f).direct_io);
 }
 

@@ -15,6 +15,7 @@
 #include "dispatch_test_models.h"
 #include "ferry/core/devices.h"
 #include "ferry/core/error.h"
+#include "ferry/core/memory.h"
 #include "ferry/dispatch/dispatch_model.h"
 #include "ferry/nn/containers.h"
 #include "ferry/nn/linear.h"
@@ -201,16 +202,18 @@ void warm_folder(const std::filesystem::path& dir) {
   }
 }
 
-// --io auto (Note [Reading what the page cache holds]): the offload folder just written is in
-// the page cache, so every byte comes from it; once evicted, the bytes come with O_DIRECT.
+// --io copy (Note [Reading what the page cache holds]): the offload folder just written is in
+// the page cache, so every byte is copied from it; once evicted, the bytes come with O_DIRECT.
 TEST(Prefetch, AutoReadsServeCachedBytesFromThePageCacheAndTheRestDirect) {
-  DiskModel m(PrefetchOptions{.read_mode = io::ReadMode::Auto, .direct_min_bytes = 0});
+  DiskModel m(
+      PrefetchOptions{.read_mode = io::ReadMode::Auto, .in_place = false, .direct_min_bytes = 0});
   if (!does_o_direct(m.dir.path())) GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
   expect_forwards(m, 1);
   const PrefetchStats warm = m.prefetcher().stats();
   EXPECT_GE(warm.page_cache_bytes, warm.bytes_read);  // page padding included
   EXPECT_EQ(warm.direct_bytes, 0U);
   EXPECT_EQ(warm.in_place_bytes, 0U);  // copied: in place only with in_place
+  EXPECT_EQ(borrowed_pages().value(), 0U);
 
   evict_folder(m.dir.path());
   expect_forwards(m, 2);
@@ -219,25 +222,40 @@ TEST(Prefetch, AutoReadsServeCachedBytesFromThePageCacheAndTheRestDirect) {
   EXPECT_EQ(cold.page_cache_bytes, warm.page_cache_bytes);  // O_DIRECT cached nothing
 }
 
-// --io inplace (Note [Weights used in place]): evicted, the offload folder's bytes come with
-// O_DIRECT and stay out of the page cache; once the cache holds the files, CPU blocks compute
-// from its pages in place, with the same outputs.
+// --io auto, the default (Note [Weights used in place]): evicted, the offload folder's bytes come
+// with O_DIRECT and stay out of the page cache; once the cache holds the files, CPU blocks
+// compute from its pages in place, with the same outputs, and those pages are counted as
+// borrowed page cache (Note [Page cache used in place]) until the files are closed.
 TEST(Prefetch, InPlaceReadsColdBytesDirectAndUsesCachedOnesInPlace) {
-  DiskModel m(PrefetchOptions{
-      .read_mode = io::ReadMode::Auto, .in_place = true, .direct_min_bytes = 0});
-  if (!does_o_direct(m.dir.path())) GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
-  evict_folder(m.dir.path());
-  expect_forwards(m, 2);
-  const PrefetchStats cold = m.prefetcher().stats();
-  EXPECT_GT(cold.direct_bytes, 0U);
-  EXPECT_EQ(cold.in_place_bytes, 0U);
-  EXPECT_EQ(cold.page_cache_bytes, 0U);  // the second forward found nothing cached by the first
+  EXPECT_TRUE(PrefetchOptions{}.in_place);  // the default
+  std::uint64_t in_place_once = 0;
+  {
+    DiskModel m(PrefetchOptions{.read_mode = io::ReadMode::Auto, .direct_min_bytes = 0});
+    if (!does_o_direct(m.dir.path())) GTEST_SKIP() << m.dir.path() << " does not do O_DIRECT";
+    evict_folder(m.dir.path());
+    expect_forwards(m, 2);
+    const PrefetchStats cold = m.prefetcher().stats();
+    EXPECT_GT(cold.direct_bytes, 0U);
+    EXPECT_EQ(cold.in_place_bytes, 0U);
+    EXPECT_EQ(cold.page_cache_bytes, 0U);  // the second forward found nothing cached by the first
+    EXPECT_EQ(borrowed_pages().value(), 0U);
 
-  warm_folder(m.dir.path());
-  expect_forwards(m, 2);
-  const PrefetchStats warm = m.prefetcher().stats();
-  EXPECT_GT(warm.in_place_bytes, 0U);
-  EXPECT_EQ(warm.direct_bytes, cold.direct_bytes);  // nothing more came from the disk
+    warm_folder(m.dir.path());
+    expect_forwards(m, 1);
+    in_place_once = m.prefetcher().stats().in_place_bytes;
+    EXPECT_GT(in_place_once, 0U);
+    // Every page of the tensors used in place, counted once: no fewer than their bytes.
+    const std::uint64_t borrowed = borrowed_pages().value();
+    EXPECT_GE(borrowed, in_place_once);
+    EXPECT_EQ(borrowed % io::DirectReader::kAlignment, 0U);
+    expect_forwards(m, 1);
+    const PrefetchStats warm = m.prefetcher().stats();
+    EXPECT_EQ(warm.in_place_bytes, 2 * in_place_once);
+    EXPECT_EQ(borrowed_pages().value(), borrowed);  // the same pages again: not counted twice
+    EXPECT_EQ(warm.direct_bytes, cold.direct_bytes);  // nothing more came from the disk
+  }
+  EXPECT_GT(in_place_once, 0U);
+  EXPECT_EQ(borrowed_pages().value(), 0U);  // the files closed, their mappings gone
 }
 
 TEST(Prefetch, StagingNeverExceedsItsBudget) {

@@ -3,6 +3,7 @@
 // memory of each GPU.
 
 #include <cstdint>
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -30,8 +31,23 @@ std::vector<GpuMemory> probe_gpus();
 // capacities "8GiB,4GiB". Throws InvalidArgument quoting the text.
 std::vector<Bytes> parse_sim_gpus(std::string_view text);
 
-// Resident set size of this process (VmRSS) and its peak (VmHWM), from /proc/self/status.
+// Resident set size of this process (VmRSS) and its peak (VmHWM), from /proc/self/status. The
+// peak is the kernel's since it was last reset: change_borrowed_pages() resets it.
 Bytes current_rss();
 Bytes peak_rss();
+
+// Note [Page cache used in place] (memory.cpp): page-cache pages mapped into this process that
+// ferry does not own, and the peak RSS without them.
+//
+// Runs `change`, which maps (delta > 0) or unmaps (delta < 0) |delta| bytes of clean page-cache
+// pages into this process's page tables, and keeps the peak RSS less such pages up to date
+// across it. Never throws: if /proc cannot be read or the kernel's peak cannot be reset, the
+// borrowed pages stop being taken out of the peak (owned_peak_rss() then returns VmHWM).
+void change_borrowed_pages(std::int64_t delta, const std::function<void()>& change) noexcept;
+// The bytes of page-cache pages mapped through change_borrowed_pages() and not unmapped since.
+Bytes borrowed_pages();
+// The peak resident set size less the borrowed pages mapped at each moment: what this process
+// held of its own. Equal to peak_rss() while nothing was borrowed.
+Bytes owned_peak_rss();
 
 }  // namespace ferry

@@ -47,8 +47,10 @@ struct PrefetchOptions {
   // Auto: bytes the page cache holds are copied from it, the rest read with O_DIRECT.
   io::ReadMode read_mode = io::ReadMode::Auto;
   // With Auto: a tensor of a CPU block whose pages the page cache holds (at least 90 %) is used
-  // in place, not copied (`--io inplace`; Note [Weights used in place] in src/io/direct_reader.cpp).
-  bool in_place = false;
+  // in place, not copied (Note [Weights used in place] in src/io/direct_reader.cpp); its pages
+  // count as borrowed page cache, not as ferry's memory (Note [Page cache used in place] in
+  // src/core/memory.cpp). false (`--io copy`): such bytes are copied into staging.
+  bool in_place = true;
   // Tensors smaller than this are read through the page cache even with O_DIRECT: an aligned
   // read would pad them to whole pages for no gain.
   std::uint64_t direct_min_bytes = 1 << 20;
