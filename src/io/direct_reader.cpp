@@ -298,21 +298,24 @@ std::optional<std::uint64_t> read_auto(const OpenFile& file, std::uint64_t begin
 // Note [Weights used in place]
 // Copying what the page cache holds still costs a copy per forward. On a 2-core machine the
 // copies of a page-cache-warm offloaded model (0.8 GB a token of a 1.15 GB model at 40 % in RAM)
-// took the cores from the kernels: decode was 12x slower than with the model in RAM
+// took the cores from the kernels: decode was 5-12x slower than with the model in RAM
 // (bench/warm_offload.sh), slower even than O_DIRECT from an NVMe disk, which costs no CPU. So
-// `--io inplace` (ReadMode::Auto with PrefetchOptions::in_place) does not read a tensor whose
-// every page the page cache holds: resident() hands out its bytes in place, in a mapping of the
-// whole file made once per open file, and a CPU block computes from them (no staging is
-// allocated for such a tensor). Measured: 1.1x the all-in-RAM decode.
+// `--io auto`, the default (ReadMode::Auto with PrefetchOptions::in_place), does not read a
+// tensor whose pages the page cache holds: resident() hands out its bytes in place, in a mapping
+// of the whole file made once per open file, and a CPU block computes from them (no staging is
+// allocated for such a tensor). `--io copy` copies them instead. Measured: 1.16x the all-in-RAM
+// decode, against 5.3x copying.
 // - The mapping's page tables persist from one forward to the next. Dropping them after each
 //   block (MADV_DONTNEED, which keeps RSS to the running blocks) was tried: faulting 0.8 GB of
 //   pages in again each token made decode 8.5x slower than in RAM, no better than copying.
 // - So the pages used in place stay in the process's RSS, as file pages (RssFile), up to the
-//   whole streamed part of the model: which is why this is not the default. They are clean page
-//   cache that was there before ferry mapped it (buffered reads would hold the same pages, just
-//   not in RSS), and the kernel reclaims them under pressure like any other; a later read then
-//   finds them gone and reads them with O_DIRECT. The run's peak RSS, which `ferry run` checks
-//   against the CPU budget, counts them, so a warm run reports over budget by them.
+//   whole streamed part of the model. They are clean page cache that was there before ferry
+//   mapped it (buffered reads would hold the same pages, just not in RSS), and the kernel
+//   reclaims them under pressure like any other; a later forward then finds them gone and reads
+//   them with O_DIRECT. They are counted as borrowed page cache when first handed out (populated
+//   at once, usually by a loader thread) and taken out of the CPU's reported peak, which is checked
+//   against the budget (Note [Page cache used in place], memory.cpp); the run reports them beside
+//   it.
 // - It is private and writable (MAP_PRIVATE, MAP_NORESERVE), as the mapped checkpoint is
 //   (mapped_file.cpp): LibTorch has no read-only tensors, and a stray write must not reach the
 //   file. It is advised MADV_RANDOM: a fault takes only its own page and starts no readahead.
@@ -321,7 +324,10 @@ std::optional<std::uint64_t> read_auto(const OpenFile& file, std::uint64_t begin
 //   (here a DAMON reclaim thread took ~30 pages of each 185 MiB shard); such a tensor was then
 //   copied, its missing pages read with O_DIRECT, which does not cache them, so it stayed short
 //   of a page for good: only 3.7 of 11 GB were used in place. A missing page of a tensor used in
-//   place is faulted in from storage, one page (MADV_RANDOM), and joins the cache.
+//   place is read from storage when it is populated, one page (MADV_RANDOM), and joins the cache.
+// - A file truncated since it was mapped is not used in place where the tensor reaches past its
+//   new end (fstat on each hand-out): those pages of the mapping would fault with SIGBUS. The
+//   read that follows names the truncation.
 // - The RAM-limited case keeps its promise: with a cold cache in a cgroup mincore finds no page,
 //   no tensor qualifies, and every byte is read with O_DIRECT.
 namespace {
@@ -350,9 +356,10 @@ std::byte* whole_mapping(OpenFile& file) {
 #endif
 
 // Maps [begin, end) of the file's mapping into the page tables now, counting the pages not yet
-// counted as borrowed page cache (Note [Page cache used in place]). Populating here, on the
-// loader thread and before the count changes, keeps the count exact and takes the faults off the
-// compute thread. A missing page (at most a tenth) is read from storage into the cache.
+// counted as borrowed page cache (Note [Page cache used in place]). Populating here, before the
+// count changes, keeps the count exact, and on a loader thread (a block's first load) takes the
+// faults off the compute threads. A missing page (at most a tenth) is read from storage into the
+// cache.
 void borrow(OpenFile& file, std::uint64_t begin, std::uint64_t end) {
   std::lock_guard lock(file.borrowed_mu);
   const auto first = static_cast<std::size_t>(begin / kAlign);
@@ -368,8 +375,8 @@ void borrow(OpenFile& file, std::uint64_t begin, std::uint64_t end) {
     if (::madvise(at, length, MADV_POPULATE_READ) != 0 && errno == EINVAL) {
       // A kernel before 5.14: touch each page (a read, so no copy). Another error (a page that
       // cannot be read) is left alone: the compute faults that page in as it would have anyway.
-      const std::size_t in_file = static_cast<std::size_t>(
-          std::min<std::uint64_t>(length, file.map_bytes - begin));
+      const std::size_t in_file =
+          static_cast<std::size_t>(std::min<std::uint64_t>(length, file.map_bytes - begin));
       for (std::size_t off = 0; off < in_file; off += kAlign) {
         (void)*static_cast<volatile const std::byte*>(at + off);
       }
@@ -387,8 +394,14 @@ std::shared_ptr<std::byte> DirectReader::resident(const FileExtent& e, ReadCount
   OpenFile& file = *held;
   if (file.cache_fd < 0 || file.fd.load() != file.direct_fd) return nullptr;
   std::byte* const map = whole_mapping(file);
-  // A file shorter than the extent is read(), which names the truncation.
-  if (map == nullptr || e.offset + e.length > file.map_bytes) return nullptr;
+  // A file shorter than the extent is read(), which names the truncation. Its size now, not when
+  // it was mapped: a page of the mapping past the end of a file truncated since would fault with
+  // SIGBUS.
+  struct stat st {};
+  if (map == nullptr || e.offset + e.length > file.map_bytes || ::fstat(file.cache_fd, &st) != 0 ||
+      e.offset + e.length > static_cast<std::uint64_t>(st.st_size)) {
+    return nullptr;
+  }
   const std::uint64_t begin = align_down(e.offset);
   const std::uint64_t end = align_up(e.offset + e.length);
   std::vector<unsigned char> pages(static_cast<std::size_t>((end - begin) / kAlign));

@@ -4,13 +4,17 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <new>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
+#include "ferry/core/error.h"
 #include "ferry/io/direct_reader.h"
 #include "io_test_util.h"
 
@@ -226,11 +230,30 @@ TEST_F(AutoRead, AWhollyCachedExtentIsUsedInPlace) {
   // The bytes outlive the reader, and a write to them never reaches the file.
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(kept.get()), kept_extent.length),
             expected(kept_extent));
-  kept.get()[0] = static_cast<std::byte>(~static_cast<unsigned char>(contents_[kept_extent.offset]));
+  kept.get()[0] =
+      static_cast<std::byte>(~static_cast<unsigned char>(contents_[kept_extent.offset]));
   EXPECT_EQ(testing::read_file(path_), contents_);
   // Other modes never hand bytes out in place.
   EXPECT_EQ(DirectReader(ReadMode::Direct).resident(extents(path_).front()), nullptr);
   EXPECT_EQ(DirectReader(ReadMode::Buffered).resident(extents(path_).front()), nullptr);
+}
+
+// A file truncated since it was mapped: a page of the mapping wholly past its new end would fault
+// with SIGBUS, so an extent reaching there is not handed out in place (though the cache lacks
+// only one of its 64 pages) but read, which names the truncation.
+TEST_F(AutoRead, AFileTruncatedSinceMappedIsNotUsedInPlace) {
+  warm(path_, 0, kFileBytes);
+  const DirectReader reader(ReadMode::Auto);
+  const std::size_t end = kFileBytes / kAlign * kAlign;
+  const FileExtent e{.file = path_, .offset = end - 64 * kAlign, .length = 64 * kAlign};
+  ASSERT_NE(reader.resident(e), nullptr);  // mapped, whole
+  std::filesystem::resize_file(path_, e.offset + e.length - kAlign - 100);
+  warm(path_, 0, e.offset + e.length - kAlign - 100);
+  EXPECT_EQ(reader.resident(e), nullptr);
+  std::vector<std::byte> buffer(reader.staging_bytes(e) + kAlign);
+  std::byte* aligned = reinterpret_cast<std::byte*>(
+      (reinterpret_cast<std::uintptr_t>(buffer.data()) + kAlign - 1) / kAlign * kAlign);
+  EXPECT_THROW(reader.read(e, aligned, reader.staging_bytes(e)), CorruptFile);
 }
 
 // An extent of which the cache lacks more than a tenth of the pages is not handed out in place,
@@ -242,7 +265,8 @@ TEST_F(AutoRead, AnExtentMostlyUncachedIsReadNotUsedInPlace) {
   warm(path_, 0, std::size_t{1} << 20);  // the first MiB only
   const std::size_t cached = resident_pages(path_);
   const FileExtent inside{.file = path_, .offset = 100, .length = 200'000};
-  const FileExtent half{.file = path_, .offset = std::size_t{1} << 19, .length = std::size_t{1} << 20};
+  const FileExtent half{
+      .file = path_, .offset = std::size_t{1} << 19, .length = std::size_t{1} << 20};
   const FileExtent outside{.file = path_, .offset = std::size_t{2} << 20, .length = 10'000};
   EXPECT_NE(reader_.resident(inside), nullptr);
   EXPECT_EQ(reader_.resident(half), nullptr);

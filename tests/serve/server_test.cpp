@@ -478,12 +478,23 @@ TEST_F(ServeTest, MetricsCountTheBytesStreamedFromDisk) {
   ASSERT_EQ(r->status, 200) << r->body;
   const httplib::Result metrics = client.Get("/metrics");
   ASSERT_TRUE(metrics);
-  std::smatch read;
-  ASSERT_TRUE(std::regex_search(metrics->body, read,
-                                std::regex("\\nferry_disk_bytes_read_total ([0-9]+)\\n")))
-      << metrics->body;
-  EXPECT_GT(std::stoull(read[1]), 0U);
-  EXPECT_EQ(std::stoull(read[1]), prefetcher->stats().bytes_read);
+  const auto value = [&](const std::string& name) -> std::uint64_t {
+    std::smatch found;
+    if (!std::regex_search(metrics->body, found, std::regex("\\n" + name + " ([0-9]+)\\n"))) {
+      ADD_FAILURE() << "no " << name << " in\n" << metrics->body;
+      return 0;
+    }
+    return std::stoull(found[1]);
+  };
+  // The layer's weights were read, or used in place from the page cache (--io auto, the default:
+  // the offload folder was just written, so the cache holds it).
+  const dispatch::PrefetchStats st = prefetcher->stats();
+  EXPECT_GT(st.bytes_read + st.in_place_bytes, 0U);
+  EXPECT_EQ(value("ferry_disk_bytes_read_total"), st.bytes_read);
+  EXPECT_EQ(value("ferry_disk_in_place_bytes_total"), st.in_place_bytes);
+  // Page cache used in place is reported beside the peak, not in it.
+  EXPECT_EQ(value("ferry_page_cache_in_place_bytes") > 0, st.in_place_bytes > 0);
+  EXPECT_GT(value("ferry_peak_rss_bytes"), 0U);
 }
 
 TEST_F(ServeTest, ChatWithoutATemplateIsAClear400) {
