@@ -1,21 +1,26 @@
-#!/ usr / bin / env bash
-#Disk - offloaded decode when the page cache already holds the checkpoint(issue 14's target:
-#page - cache - warm disk - offload decode <= 1.2 x the all - in - RAM decode).Alternates, \
-    run by run,
-# `ferry run` with everything in RAM and with -- max - memory cpu = SHARE % of the model(the rest
-#offloaded to disk), the latter with each-- io mode given; every file is read once first, so
-#the page cache holds the checkpoint and the offload folder.Prints medians(min - max) of decode
-#ms / token, the ratio to all - in - RAM, where the streamed bytes came from, and the CPU's peak
-#against its limit with the page cache used in place beside it(the last run's).
+#!/usr/bin/env bash
+# Disk-offloaded decode when the page cache already holds the checkpoint (issue 14's target:
+# page-cache-warm disk-offload decode <= 1.2 x the all-in-RAM decode). Alternates, run by run,
+# `ferry run` with everything in RAM and with --max-memory cpu=SHARE % of the model (the rest
+# offloaded to disk), the latter with each --io mode given; every file is read once first, so
+# the page cache holds the checkpoint and the offload folder. Prints medians (min-max) of decode
+# ms/token, the ratio to all-in-RAM, where the streamed bytes came from, and the CPU's peak
+# against its limit with the page cache used in place beside it (the last run's).
 #
-#bash bench / warm_offload.sh MODEL_DIR[--build DIR][--runs N][--tokens N][--share PCT]
-#[-- threads N][-- io "auto direct"]
-set - euo pipefail
+#   bash bench/warm_offload.sh MODEL_DIR [--build DIR] [--runs N] [--tokens N] [--share PCT]
+#                                        [--threads N] [--io "auto direct"]
+set -euo pipefail
 
-          HERE = $(cd "$(dirname " $ { BASH_SOURCE[0] } ")" && pwd) model =
-${1 : ? usage : bench / warm_offload.sh MODEL_DIR[options]} shift build =
-    $HERE /../ build runs = 3 tokens = 16 share = 40 threads = 2 ios = "auto direct" while (($ #));
-do
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+model=${1:?usage: bench/warm_offload.sh MODEL_DIR [options]}
+shift
+build=$HERE/../build
+runs=3
+tokens=16
+share=40
+threads=2
+ios="auto direct"
+while (($#)); do
   case $1 in
     --build) build=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;

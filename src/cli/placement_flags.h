@@ -34,9 +34,9 @@ struct PlacementFlags {
   // pattern (model.layers.*), the same in `run` and `plan`.
   std::vector<std::string> no_split;
   bool no_prefetch = false;
-  std::string prefetch_bytes;  // "" = two of the largest layers
-  std::string io = "auto";     // auto (= inplace) | copy | direct | buffered | mmap
-  int io_threads = 2;  // PrefetchOptions::threads
+  std::string prefetch_bytes;       // "" = two of the largest layers
+  std::string io = "auto";          // auto (= inplace) | copy | direct | buffered | mmap
+  int io_threads = 2;               // PrefetchOptions::threads
   std::string compute_on = "main";  // main | weights
   std::int64_t rest_max_rows = 16;
   // The run's shape, reserved when planning (KV cache and activations).

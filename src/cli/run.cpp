@@ -49,7 +49,7 @@ struct RunOptions {
   bool json = false;
   bool quiet = false;  // stdout: the generated text only
   bool no_progress = false;
-  int threads = 0;  // 0 = every CPU this process may use
+  int threads = 0;        // 0 = every CPU this process may use
   int micro_batches = 1;  // pipeline runs: engine::PipelineOptions::micro_batches
   PlacementFlags placement;
 };
@@ -418,17 +418,16 @@ int run(const RunOptions& o) {
   fmt::print(info, "  {} thread(s), {}", threads, blas);
   if (prefetcher) {
     const dispatch::PrefetchStats st = prefetcher->stats();
-    fmt::print(
-        info,
-        "\n  streamed {} from disk ({} I/O: {} from the page cache, {} O_DIRECT; {} used in "
-        "place from the page cache), {} to devices; prefetch {} ({} hits, {} waits, "
-        "{} late, {} misses); staging peak: host {} of {}, device {} of {}",
-        format_bytes(st.bytes_read), placement.io, format_bytes(st.page_cache_bytes),
-        format_bytes(st.direct_bytes), format_bytes(st.in_place_bytes),
-        format_bytes(st.bytes_to_device),
-        prefetcher->options().lookahead ? "on" : "off", st.hits, st.waits, st.late, st.misses,
-        format_bytes(st.peak_host_reserved_bytes), format_bytes(st.host_budget_bytes),
-        format_bytes(st.peak_device_reserved_bytes), format_bytes(st.device_budget_bytes));
+    fmt::print(info,
+               "\n  streamed {} from disk ({} I/O: {} from the page cache, {} O_DIRECT; {} used in "
+               "place from the page cache), {} to devices; prefetch {} ({} hits, {} waits, "
+               "{} late, {} misses); staging peak: host {} of {}, device {} of {}",
+               format_bytes(st.bytes_read), placement.io, format_bytes(st.page_cache_bytes),
+               format_bytes(st.direct_bytes), format_bytes(st.in_place_bytes),
+               format_bytes(st.bytes_to_device), prefetcher->options().lookahead ? "on" : "off",
+               st.hits, st.waits, st.late, st.misses, format_bytes(st.peak_host_reserved_bytes),
+               format_bytes(st.host_budget_bytes), format_bytes(st.peak_device_reserved_bytes),
+               format_bytes(st.device_budget_bytes));
   }
   fmt::print(info, "\n");
   if (!o.dump_logits.empty()) fmt::print(info, "  prompt logits written to {}\n", o.dump_logits);

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -27,7 +27,6 @@ constexpr std::uint64_t kDefaultSimCapacity = 16ULL << 30;
                   text),
       ErrorFields{.path = "FERRY_SIM_GPUS", .actual = std::string(text)});
 }
-
 
 // Without LibTorch: the GPUs FERRY_SIM_GPUS configures (all free), else none. The LibTorch part
 // of the core layer replaces it (Note [GPU probes]).

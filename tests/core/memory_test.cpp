@@ -1,13 +1,13 @@
 #include "ferry/core/memory.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cstdlib>
+#include <fcntl.h>
 #include <filesystem>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <vector>
 
 #include "ferry/core/error.h"

@@ -13,8 +13,9 @@
 // read with positioned reads — from the page cache where it holds them, O_DIRECT where the file
 // system allows for the rest (io::ReadMode::Auto) — into reusable aligned
 // buffers of a pool; a block executing on the CPU computes straight from those buffers, or, with
-// in_place, from the page cache's own pages for a tensor it holds (at least 90 % of its pages). Weights
-// already in memory are copied to the execution device (a simulated GPU, or CUDA) by the worker.
+// in_place, from the page cache's own pages for a tensor it holds (at least 90 % of its pages).
+// Weights already in memory are copied to the execution device (a simulated GPU, or CUDA) by the
+// worker.
 //
 // Every byte the prefetcher holds for blocks that run now or are prefetched is reserved before it
 // is allocated — read buffers and converted copies against the host budget, copies on a GPU
