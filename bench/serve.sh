@@ -116,8 +116,16 @@ for regime in $regimes; do
     okr=$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("%d/%d" % (j["ok"], j["requests"]))' "$out")
     [[ -z $base ]] && base=$tps
     ratio=$(python3 -c "print('%.1f×' % ($tps / $base if $base > 0 else 0))")
-    rss=$(awk '/VmHWM/ {print $2 * 1024}' "/proc/$server/status")
-    echo "| $regime | $c | $tps | $ratio | $p50 | $p99 | $okr | $(numfmt --to=iec "$rss") | $budget |"
+    # The server's own peak (VmHWM less the page cache used in place, which it resets the kernel's
+    # peak around: Note [Page cache used in place]), from /metrics.
+    rss=$(python3 -c '
+import re, sys, urllib.request
+m = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1]).read().decode()
+peak = int(re.search(r"\nferry_peak_rss_bytes ([0-9]+)", m).group(1))
+borrowed = int(re.search(r"\nferry_page_cache_in_place_bytes ([0-9]+)", m).group(1))
+mib = lambda b: "%.0fMi" % (b / 2**20)
+print(mib(peak) + (" + %s in place" % mib(borrowed) if borrowed else ""))' "$port")
+    echo "| $regime | $c | $tps | $ratio | $p50 | $p99 | $okr | $rss | $budget |"
   done
   kill -TERM "$server"
   wait "$server" || echo "(server exit status $?)" >&2
