@@ -19,6 +19,7 @@
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
 #include "ferry/core/memory.h"
+#include "io/mapped_regions.h"
 #include "io/regular_file.h"
 
 namespace ferry::io {
@@ -113,6 +114,8 @@ struct OpenFile {
   std::once_flag map_once;
   std::byte* map = nullptr;
   std::uint64_t map_bytes = 0;
+  std::string map_path;  // named by the SIGBUS guard (Note [Truncated while mapped])
+  int guard_slot = -1;
   // The mapping's pages handed out in place so far, each counted once as borrowed page cache
   // (Note [Page cache used in place], memory.cpp).
   std::mutex borrowed_mu;
@@ -124,6 +127,7 @@ struct OpenFile {
   OpenFile& operator=(const OpenFile&) = delete;
   ~OpenFile() {
     if (map != nullptr) {
+      unregister_mapping(guard_slot);
       if (borrowed_bytes > 0) {
         change_borrowed_pages(-static_cast<std::int64_t>(borrowed_bytes),
                               [this] { ::munmap(map, map_bytes); });
@@ -327,7 +331,9 @@ std::optional<std::uint64_t> read_auto(const OpenFile& file, std::uint64_t begin
 //   place is read from storage when it is populated, one page (MADV_RANDOM), and joins the cache.
 // - A file truncated since it was mapped is not used in place where the tensor reaches past its
 //   new end (fstat on each hand-out): those pages of the mapping would fault with SIGBUS. The
-//   read that follows names the truncation.
+//   read that follows names the truncation. A file truncated while its bytes are in use is the
+//   mapped checkpoint's case: the mapping is registered with the SIGBUS guard, which exits
+//   naming the file (Note [Truncated while mapped], mapped_regions.h).
 // - The RAM-limited case keeps its promise: with a cold cache in a cgroup mincore finds no page,
 //   no tensor qualifies, and every byte is read with O_DIRECT.
 namespace {
@@ -335,8 +341,8 @@ namespace {
 // A tensor is used in place when at most 1/kInPlaceMissingDivisor of its pages are not cached.
 constexpr std::size_t kInPlaceMissingDivisor = 10;
 
-std::byte* whole_mapping(OpenFile& file) {
-  std::call_once(file.map_once, [&file] {
+std::byte* whole_mapping(OpenFile& file, const std::filesystem::path& path) {
+  std::call_once(file.map_once, [&file, &path] {
     struct stat st {};
     if (file.cache_fd < 0 || ::fstat(file.cache_fd, &st) != 0 || st.st_size <= 0) return;
     const auto size = static_cast<std::size_t>(st.st_size);
@@ -346,6 +352,10 @@ std::byte* whole_mapping(OpenFile& file) {
     ::madvise(p, size, MADV_RANDOM);
     file.map = static_cast<std::byte*>(p);
     file.map_bytes = size;
+    // A page of it read after the file was truncated under ferry: a clear exit naming the file,
+    // not a silent death (Note [Truncated while mapped]).
+    file.map_path = path.string();
+    file.guard_slot = register_mapping(p, size, file.map_path.c_str());
     file.borrowed.assign(static_cast<std::size_t>(align_up(size) / kAlign), false);
   });
   return file.map;
@@ -393,7 +403,7 @@ std::shared_ptr<std::byte> DirectReader::resident(const FileExtent& e, ReadCount
   std::shared_ptr<OpenFile> held = files_->get(e.file);
   OpenFile& file = *held;
   if (file.cache_fd < 0 || file.fd.load() != file.direct_fd) return nullptr;
-  std::byte* const map = whole_mapping(file);
+  std::byte* const map = whole_mapping(file, e.file);
   // A file shorter than the extent is read(), which names the truncation. Its size now, not when
   // it was mapped: a page of the mapping past the end of a file truncated since would fault with
   // SIGBUS.

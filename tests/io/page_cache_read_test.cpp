@@ -256,6 +256,26 @@ TEST_F(AutoRead, AFileTruncatedSinceMappedIsNotUsedInPlace) {
   EXPECT_THROW(reader.read(e, aligned, reader.staging_bytes(e)), CorruptFile);
 }
 
+// Note [Truncated while mapped]: bytes already handed out in place whose file is truncated under
+// ferry end the process with a message naming the file, not a silent SIGBUS.
+TEST_F(AutoRead, BytesUsedInPlaceOfAFileTruncatedLaterExitNamingTheFile) {
+  warm(path_, 0, kFileBytes);
+  const std::size_t end = kFileBytes / kAlign * kAlign;
+  const FileExtent e{.file = path_, .offset = end - 64 * kAlign, .length = 64 * kAlign};
+  const auto use_after_truncation = [&] {
+    const DirectReader reader(ReadMode::Auto);
+    const std::shared_ptr<std::byte> bytes = reader.resident(e);
+    if (!bytes) std::_Exit(3);
+    std::filesystem::resize_file(path_, kAlign);
+    volatile std::byte last = bytes.get()[e.length - 1];
+    (void)last;
+    std::_Exit(0);
+  };
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(use_after_truncation(), ::testing::ExitedWithCode(135),
+              "changed or was truncated while mapped \\(SIGBUS at offset");
+}
+
 // An extent of which the cache lacks more than a tenth of the pages is not handed out in place,
 // and asking caches nothing; one that lacks a page or two is, its missing pages faulted in when
 // used, with the right bytes.
