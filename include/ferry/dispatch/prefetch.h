@@ -11,11 +11,12 @@
 //
 // Weights that rest in a file (disk offload: the checkpoint's shards or the offload folder) are
 // read with positioned reads — from the page cache where it holds them, O_DIRECT where the file
-// system allows for the rest (io::ReadMode::Auto) — into reusable aligned
-// buffers of a pool; a block executing on the CPU computes straight from those buffers, or, with
-// in_place, from the page cache's own pages for a tensor it holds (at least 90 % of its pages).
-// Weights already in memory are copied to the execution device (a simulated GPU, or CUDA) by the
-// worker.
+// system allows for the rest (io::ReadMode::Auto) — into reusable aligned buffers of a pool; a
+// block executing on the CPU computes straight from those buffers or, by default (in_place), from
+// the page cache's own pages for a tensor it holds (at least 90 % of its pages); a block whose
+// every tensor is so held is taken when it runs, not queued for a worker (Note [Blocks used in
+// place] in prefetch.cpp). Weights already in memory are copied to the execution device (a
+// simulated GPU, or CUDA) by the worker.
 //
 // Every byte the prefetcher holds for blocks that run now or are prefetched is reserved before it
 // is allocated — read buffers and converted copies against the host budget, copies on a GPU
@@ -76,17 +77,18 @@ struct PrefetchStats {
   std::uint64_t peak_pool_bytes = 0;  // never above host_budget_bytes
   std::uint64_t bytes_read = 0;       // from files (tensor bytes)
   // File bytes (page padding included) of the reads of large tensors by where they came from:
-  std::uint64_t page_cache_bytes = 0;  // copied from the page cache without I/O (--io auto)
-  std::uint64_t direct_bytes = 0;      // read from storage with O_DIRECT (--io auto or direct)
+  // copied from the page cache without I/O (--io copy; auto: pages of tensors it holds in part)
+  std::uint64_t page_cache_bytes = 0;
+  std::uint64_t direct_bytes = 0;  // read from storage with O_DIRECT (--io auto, copy, direct)
   // Tensor bytes not read at all: CPU blocks computed from the page cache's own pages, which held
-  // (nearly) all of them (--io inplace; Note [Weights used in place] in src/io/direct_reader.cpp).
+  // (nearly) all of them (--io auto; Note [Weights used in place] in src/io/direct_reader.cpp).
   std::uint64_t in_place_bytes = 0;
   std::uint64_t bytes_to_device = 0;  // copied to a non-CPU execution device
-  std::uint64_t hits = 0;             // block ready when it ran
-  std::uint64_t waits = 0;            // block still loading when it ran (waited for it)
-  std::uint64_t late = 0;             // block queued but not started when it ran (loaded then)
-  std::uint64_t misses = 0;           // block not prefetched: loaded when it ran
-  std::uint64_t evictions = 0;        // prefetched blocks dropped unused (wrong guess, budget)
+  std::uint64_t hits = 0;       // block ready when it ran (or taken in place: nothing to load)
+  std::uint64_t waits = 0;      // block still loading when it ran (waited for it)
+  std::uint64_t late = 0;       // block queued but not started when it ran (loaded then)
+  std::uint64_t misses = 0;     // block not prefetched: loaded when it ran
+  std::uint64_t evictions = 0;  // prefetched blocks dropped unused (wrong guess, budget)
   std::uint64_t prefetch_errors = 0;  // failed prefetches (retried when the block ran)
   std::uint64_t forwards = 0;         // completed forwards seen
   std::size_t blocks = 0;
