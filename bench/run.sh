@@ -562,6 +562,7 @@ ferry_once() {
       json_get "$json" first_token_seconds >>"$base.prefill"
       div 1000 "$tps" >>"$base.decode" && echo >>"$base.decode"
       json_get "$json" peak_bytes.cpu >>"$base.rss"
+      echo "$(json_get "$json" devices.cpu.page_cache_in_place_bytes)" >>"$base.borrowed"
       echo "$(json_get "$json" placed_bytes.disk)" >>"$base.disk"
       echo "$(json_get "$json" placed_bytes.cpu)" >>"$base.cpu"
       echo "$(json_get "$json" peak_bytes.0)" >>"$base.gpu"
@@ -697,10 +698,17 @@ figure_rows() {
     c=($(stats_file "$TMP/res/$key.$v.cgpeak"))
     cg_note="; cgroup peak (page cache included) $(fmt_bytes "${c[0]}") of $(fmt_bytes "$CG_LIMIT")"
   fi
+  # Page cache used in place (--io auto): in RSS, not in peak_bytes.cpu (Note [Page cache used in
+  # place] in src/core/memory.cpp).
+  local borrowed
+  borrowed=$(med "$key" "$v" borrowed)
+  if is_num "$borrowed" && [[ $(awk -v b="$borrowed" 'BEGIN { print (b > 0) }') == 1 ]]; then
+    cg_note="; + $(fmt_bytes "$borrowed") of page cache used in place, beside the peak$cg_note"
+  fi
   row "$title$label: peak RSS (GiB)" "$(fmtn "$(div "${s[0]}" 1073741824)")" "$(fmtn "$(div "${s[1]}" 1073741824)")" \
     "$(fmtn "$(div "${s[2]}" 1073741824)")" "$(fmt_bytes "$budget") $([[ $key == a ]] && echo weights || echo 'CPU budget')" \
     "$(fmt_ratio "$(div "${s[0]}" "$budget")")" "" \
-    "peak_bytes.cpu (process peak RSS); placed: cpu $(fmt_bytes "$cpu"), disk $(fmt_bytes "$disk")$cg_note"
+    "peak_bytes.cpu (process peak RSS less the page cache used in place); placed: cpu $(fmt_bytes "$cpu"), disk $(fmt_bytes "$disk")$cg_note"
 }
 
 if [[ -z $MODEL ]]; then
