@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <chrono>
 #include <ctime>
 #include <random>
+#include <thread>
 
 #include "ferry/core/error.h"
 #include "ferry/core/log.h"
@@ -221,6 +223,12 @@ void Server::start() {
     s.http.listen_after_bind();
     s.listening = false;
   });
+  // httplib's stop() does nothing before its listen loop has begun (is_running()): a stop that
+  // came first (a SIGTERM right after the port is printed, on a loaded machine) left the listener
+  // blocked in accept() and stop() waiting for it forever. So start() returns once it listens.
+  while (s.listening && !s.http.is_running()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 void Server::stop() {

@@ -497,6 +497,21 @@ TEST_F(ServeTest, MetricsCountTheBytesStreamedFromDisk) {
   EXPECT_GT(value("ferry_peak_rss_bytes"), 0U);
 }
 
+// A stop right after start (a SIGTERM as soon as the port is printed) returns: start() waits
+// until the listener runs, since httplib's stop() does nothing before it does. Before that fix a
+// loaded machine hung here now and then, the listener blocked in accept().
+TEST_F(ServeTest, StopRightAfterStartReturns) {
+  TinyModel& m = TinyModel::get();
+  for (int i = 0; i < 20; ++i) {
+    engine::Engine engine(*m.loaded.model, {.context = 64});
+    Server server(engine, served_model(m.folder, m.loaded, m.tokenizer, 64), {});
+    server.start();
+    EXPECT_TRUE(server.running());
+    server.stop();
+    EXPECT_FALSE(server.running());
+  }
+}
+
 TEST_F(ServeTest, ChatWithoutATemplateIsAClear400) {
   start();
   const json e = error(
