@@ -371,28 +371,25 @@ std::byte* whole_mapping(OpenFile& file, const std::filesystem::path& path) {
 // faults off the compute threads. A missing page (at most a tenth) is read from storage into the
 // cache.
 void borrow(OpenFile& file, std::uint64_t begin, std::uint64_t end) {
+  // resident() checked that the extent lies within the mapping, so [begin, end) covers pages of
+  // the file only, each with a bit.
   std::lock_guard lock(file.borrowed_mu);
-  const auto first = static_cast<std::size_t>(begin / kAlign);
-  const auto last = static_cast<std::size_t>(std::min(end, file.map_bytes + kAlign - 1) / kAlign);
-  std::size_t fresh = 0;
-  for (std::size_t i = first; i < last && i < file.borrowed.size(); ++i) {
-    fresh += file.borrowed[i] ? 0 : 1;
-  }
+  const auto first = file.borrowed.begin() + static_cast<std::ptrdiff_t>(begin / kAlign);
+  const auto last = file.borrowed.begin() + static_cast<std::ptrdiff_t>(end / kAlign);
+  const auto fresh = static_cast<std::uint64_t>(std::count(first, last, false));
   if (fresh == 0) return;
   std::byte* const at = file.map + begin;
-  const std::size_t length = (last - first) * kAlign;
+  const std::size_t length = static_cast<std::size_t>(end - begin);
   change_borrowed_pages(static_cast<std::int64_t>(fresh * kAlign), [&] {
     if (::madvise(at, length, MADV_POPULATE_READ) != 0 && errno == EINVAL) {
       // A kernel before 5.14: touch each page (a read, so no copy). Another error (a page that
       // cannot be read) is left alone: the compute faults that page in as it would have anyway.
-      const std::size_t in_file =
-          static_cast<std::size_t>(std::min<std::uint64_t>(length, file.map_bytes - begin));
-      for (std::size_t off = 0; off < in_file; off += kAlign) {
+      for (std::size_t off = 0; off < length; off += kAlign) {
         (void)*static_cast<volatile const std::byte*>(at + off);
       }
     }
   });
-  for (std::size_t i = first; i < last && i < file.borrowed.size(); ++i) file.borrowed[i] = true;
+  std::fill(first, last, true);
   file.borrowed_bytes += fresh * kAlign;
 }
 
