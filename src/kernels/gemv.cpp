@@ -38,18 +38,21 @@ GemvRowsFn variant(Isa isa) {
 // `with_sums` (the VNNI variant only), also each group's sum of quantized values (Note [int8 with
 // VNNI]).
 void quantize_rows(GemvArgs& args, std::vector<std::int8_t>& xq, std::vector<float>& scales,
-                   std::vector<std::int32_t>& sums, bool with_sums) {
+                   std::vector<std::int32_t>& sums, bool with_sums, Isa isa) {
   const std::int64_t groups = (args.k + kInt8Group - 1) / kInt8Group;
   args.xq_stride = groups * kInt8Group;
   xq.assign(args.m_rows * args.xq_stride, 0);
   scales.resize(args.m_rows * groups);
   if (with_sums) sums.resize(args.m_rows * groups);
+  const bool avx512 = isa >= Isa::kAvx512;
   for (std::int64_t m = 0; m < args.m_rows; ++m) {
     for (std::int64_t g = 0; g < groups; ++g) {
       const std::int64_t k0 = g * kInt8Group;
       std::int8_t* q = xq.data() + m * args.xq_stride + k0;
-      scales[m * groups + g] = quantize_int8_group(args.x + m * args.x_stride + k0,
-                                                   std::min(kInt8Group, args.k - k0), q);
+      const float* x = args.x + m * args.x_stride + k0;
+      const std::int64_t len = std::min(kInt8Group, args.k - k0);
+      scales[m * groups + g] = avx512 && len == kInt8Group ? quantize_int8_group32_avx512(x, q)
+                                                           : quantize_int8_group(x, len, q);
       if (!with_sums) continue;
       std::int32_t sum = 0;
       for (std::int64_t i = 0; i < kInt8Group; ++i) sum += q[i];
@@ -65,11 +68,12 @@ void quantize_rows(GemvArgs& args, std::vector<std::int8_t>& xq, std::vector<flo
 
 void gemv(const GemvArgs& input_args, std::int64_t n, Isa isa) {
   GemvArgs args = input_args;
-  std::vector<std::int8_t> xq;
-  std::vector<float> x_scales;
-  std::vector<std::int32_t> xq_sums;
+  // The calling thread's, kept from call to call: a decode step makes ~170 products.
+  thread_local std::vector<std::int8_t> xq;
+  thread_local std::vector<float> x_scales;
+  thread_local std::vector<std::int32_t> xq_sums;
   if (args.format == WeightFormat::kI8) {
-    quantize_rows(args, xq, x_scales, xq_sums, /*with_sums=*/isa == Isa::kAvx512Vnni);
+    quantize_rows(args, xq, x_scales, xq_sums, /*with_sums=*/isa == Isa::kAvx512Vnni, isa);
   }
   const GemvRowsFn rows_fn = variant(isa);
   const std::int64_t n_blocks = (n + kBlockRows - 1) / kBlockRows;

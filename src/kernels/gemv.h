@@ -64,6 +64,10 @@ void gemv_rows_avx512(const GemvArgs& args, std::int64_t n_begin, std::int64_t n
 // kI8 with AVX-512 VNNI (Note [int8 with VNNI]); every other format as gemv_rows_avx512.
 void gemv_rows_avx512_vnni(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end);
 
+// quantize_int8_group(src, 32, dst) by AVX-512 F, bit for bit the same (Note [int8 groups by
+// AVX-512] in gemv_avx512.cpp); only for a CPU that has it.
+float quantize_int8_group32_avx512(const float* src, std::int8_t* dst);
+
 // Runs `isa`'s variant over all n rows of the weight, threaded over blocks of rows with
 // LibTorch's pool (inline when the weight is small). For kI8 it first quantizes x (so `args`' xq,
 // xq_stride, x_scales and, for kAvx512Vnni, xq_sums are its own).

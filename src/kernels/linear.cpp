@@ -85,20 +85,23 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const std::optional<
   detail::check_bias(bias, n, what);
 
   if (x.is_cuda() || w.is_cuda()) return cuda_linear(x, w, bias);
-  const bool float32_by_libtorch = w.scalar_type() == at::kFloat &&
-                                   x.scalar_type() == at::kFloat && !fused_float32();
+  const bool float32_by_libtorch =
+      w.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat && !fused_float32();
   if (!x.is_cpu() || !w.is_cpu() || (bias && !bias->is_cpu()) || needs_autograd(x, w, bias) ||
       x.numel() == 0 || w.numel() == 0 || float32_by_libtorch) {
     return generic_linear(x, w, bias);
+  }
+  detail::GemvArgs args;
+  if (w.stride(1) == 1) {
+    args.w = w.data_ptr();
+    args.format = *format;
+    args.w_stride = w.stride(0);
+    if (auto y = detail::direct_decode(x, args, n, active_isa(), bias)) return *y;
   }
   const at::Tensor x_rows = detail::rows_f32(x);
   const std::int64_t m = x_rows.size(0);
   at::Tensor y;
   if (m <= detail::kDecodeMaxRows && w.stride(1) == 1) {
-    detail::GemvArgs args;
-    args.w = w.data_ptr();
-    args.format = *format;
-    args.w_stride = w.stride(0);
     y = detail::decode_product(x_rows, args, n, active_isa());
   } else if (*format == WeightFormat::kF32) {
     y = at::matmul(x_rows, w.t());

@@ -1,5 +1,7 @@
 #include "product.h"
 
+#include <vector>
+
 #include "ferry/core/dtype.h"
 #include "ferry/core/error.h"
 #include "ferry/core/shape.h"
@@ -63,6 +65,27 @@ at::Tensor decode_product(const at::Tensor& x_rows, GemvArgs args, std::int64_t 
   args.y = y.data_ptr<float>();
   args.y_stride = n;
   gemv(args, n, isa);
+  return y;
+}
+
+std::optional<at::Tensor> direct_decode(const at::Tensor& x, GemvArgs args, std::int64_t n, Isa isa,
+                                        const std::optional<at::Tensor>& bias) {
+  if (x.scalar_type() != at::kFloat || !x.is_contiguous()) return std::nullopt;
+  const std::int64_t k = x.size(-1);
+  if (k == 0 || k % kPadFloats != 0) return std::nullopt;
+  const std::int64_t m = x.numel() / k;
+  if (m > kDecodeMaxRows) return std::nullopt;
+  std::vector<std::int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  at::Tensor y = at::empty(shape, x.options());
+  args.x = x.data_ptr<float>();
+  args.m_rows = m;
+  args.x_stride = k;
+  args.k = k;
+  args.y = y.data_ptr<float>();
+  args.y_stride = n;
+  gemv(args, n, isa);
+  if (bias) y.add_(bias->scalar_type() == at::kFloat ? *bias : bias->to(at::kFloat));
   return y;
 }
 

@@ -30,6 +30,13 @@ at::Tensor rows_f32(const at::Tensor& x);
 // y [m, n] float32 = x_rows · wᵀ by a gemv variant; `args` has the weight's fields set.
 at::Tensor decode_product(const at::Tensor& x_rows, GemvArgs args, std::int64_t n, Isa isa);
 
+// The decode product read straight from x's memory when x is contiguous float32 with at most
+// kDecodeMaxRows rows of k, a multiple of kPadFloats: y = x · wᵀ (+ bias) in x's shape, without
+// the reshape, cast, padding and final reshape of the general path (a LibTorch dispatch each,
+// ~5 per product, on the thread the others wait for). nullopt when x does not qualify.
+std::optional<at::Tensor> direct_decode(const at::Tensor& x, GemvArgs args, std::int64_t n, Isa isa,
+                                        const std::optional<at::Tensor>& bias);
+
 // Writes weight rows [n0, n0 + tile.size(0)) as float32 into `tile` ([rows, k]).
 using FillTile = std::function<void(std::int64_t n0, at::Tensor& tile)>;
 // y [m, n] float32 = x_rows · wᵀ by BLAS, one float32 tile of the weight at a time (bounded

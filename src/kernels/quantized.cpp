@@ -86,13 +86,17 @@ QuantizedWeight quantize(const at::Tensor& w, QuantScheme scheme) {
   const float* src = wf.data_ptr<float>();
   std::int8_t* dst = values.data_ptr<std::int8_t>();
   float* scale = scales.data_ptr<float>();
+  const bool avx512 =
+      active_isa() >= Isa::kAvx512;  // the same values (Note [int8 groups by AVX-512])
   kernels::parallel_for(n, 16, [&](std::int64_t r0, std::int64_t r1) {
     for (std::int64_t r = r0; r < r1; ++r) {
       for (std::int64_t g = 0; g < groups; ++g) {
         const std::int64_t c0 = g * group;
         const std::int64_t c1 = std::min(k, c0 + group);
         scale[r * groups + g] =
-            detail::quantize_int8_group(src + r * k + c0, c1 - c0, dst + r * k + c0);
+            avx512 && c1 - c0 == detail::kInt8Group
+                ? detail::quantize_int8_group32_avx512(src + r * k + c0, dst + r * k + c0)
+                : detail::quantize_int8_group(src + r * k + c0, c1 - c0, dst + r * k + c0);
       }
     }
   });
@@ -110,17 +114,20 @@ at::Tensor linear(const at::Tensor& x, const QuantizedWeight& w,
     const at::Tensor wf = w.dequantize().to(x.device(), x.scalar_type());
     return bias ? at::linear(x, wf, bias->to(x.scalar_type())) : at::linear(x, wf);
   }
-  const at::Tensor x_rows = detail::rows_f32(x);
-  at::Tensor y;
-  if (x_rows.size(0) <= detail::kDecodeMaxRows && w.values.stride(1) == 1 &&
-      w.scales.is_contiguous()) {
-    detail::GemvArgs args;
+  const bool decodable = w.values.stride(1) == 1 && w.scales.is_contiguous();
+  detail::GemvArgs args;
+  if (decodable) {
     args.w = w.values.data_ptr();
     args.format = detail::WeightFormat::kI8;
     args.w_stride = w.values.stride(0);
     args.scales = w.scales.data_ptr<float>();
     args.group = w.group_size();
     args.n_groups = w.scales.size(1);
+    if (auto y = detail::direct_decode(x, args, n, active_isa(), bias)) return *y;
+  }
+  const at::Tensor x_rows = detail::rows_f32(x);
+  at::Tensor y;
+  if (x_rows.size(0) <= detail::kDecodeMaxRows && decodable) {
     y = detail::decode_product(x_rows, args, n, active_isa());
   } else {
     y = detail::tiled_product(x_rows, n, [&w](std::int64_t n0, at::Tensor& tile) {

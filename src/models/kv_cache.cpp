@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -20,6 +22,34 @@ at::Tensor pad_positions(const at::Tensor& t, std::int64_t n) {
   return at::cat({at::zeros(sizes, t.options()), t}, 2);
 }
 
+// buffer[:, :, at : at + T, :] = src (T = src.size(2)). A decode step writes one position per
+// (batch, head) row: on the CPU that is a few hundred bytes each, and LibTorch's narrow + copy_
+// (a dispatch and a TensorIterator per tensor, per layer, per step) cost more than the bytes, so
+// rows of the same dtype with a contiguous last dim are copied directly.
+void write_positions(const at::Tensor& buffer, std::int64_t at, const at::Tensor& src) {
+  if (!(buffer.is_cpu() && src.is_cpu() && buffer.scalar_type() == src.scalar_type() &&
+        buffer.is_contiguous() && src.stride(3) == 1)) {
+    buffer.narrow(2, at, src.size(2)).copy_(src);
+    return;
+  }
+  const std::int64_t batch = src.size(0), heads = src.size(1), tokens = src.size(2);
+  const std::size_t row_bytes = static_cast<std::size_t>(src.size(3) * src.element_size());
+  const auto* from = static_cast<const std::byte*>(src.data_ptr());
+  auto* to = static_cast<std::byte*>(buffer.data_ptr());
+  const std::int64_t element = src.element_size();
+  const std::int64_t s0 = src.stride(0), s1 = src.stride(1), s2 = src.stride(2);
+  const std::int64_t d0 = buffer.stride(0), d1 = buffer.stride(1), d2 = buffer.stride(2);
+  for (std::int64_t b = 0; b < batch; ++b) {
+    for (std::int64_t h = 0; h < heads; ++h) {
+      for (std::int64_t t = 0; t < tokens; ++t) {
+        const std::int64_t src_offset = b * s0 + h * s1 + t * s2;
+        const std::int64_t dst_offset = b * d0 + h * d1 + (at + t) * d2;
+        std::memcpy(to + dst_offset * element, from + src_offset * element, row_bytes);
+      }
+    }
+  }
+}
+
 std::uint64_t next_cache_id() {
   static std::atomic<std::uint64_t> next{1};
   return next.fetch_add(1, std::memory_order_relaxed);
@@ -34,22 +64,32 @@ std::uint64_t next_cache_id() {
 // tokens, and at 400 tokens of the reference model an int8 decode step took 58 ms instead of
 // 20, most of it in the copy and the page faults of the new tensors. So a layer keeps buffers
 // with room for more positions and a step writes its keys and values into that room.
-// - Growth: to twice the history (at least what the step needs), but never past the most
-//   positions the run will hold (set_max_positions: the context the plan reserved KV memory
-//   for), so the buffers stay inside that reserve; without a cap, by kCacheStep positions (a
-//   bounded slack, O(T² / kCacheStep) copies). A history that outgrows its cap grows to what it
-//   needs.
+// - Growth: with a cap (set_max_positions: the most positions the run will hold, the context
+//   the plan reserved KV memory for), the first buffers of the cache's own take the whole cap at
+//   once, on the CPU, so the history is copied once, after the prefill, and never again. The
+//   room costs address space, not memory: at::empty leaves the pages untouched, and a page is
+//   committed when a step first writes a position in it, so what is resident still follows the
+//   history. (Growing geometrically instead copied the history log₂(cap) times into fresh
+//   pages: at 120 tokens of an int8 decode, ~4 % of the main thread, half of it page faults.)
+//   On a GPU, whose allocator commits what it reserves, the room grows geometrically: to twice
+//   the history (at least what the step needs), never past the cap. Without a cap,
+//   by kCacheStep positions (a bounded slack, O(T² / kCacheStep) copies). A history that
+//   outgrows its cap grows to what it needs.
 // - The first append keeps the step's tensors as they are (prefill: nothing to copy), and so
 //   does assign(); neither is written into, since they may be views of other tensors. The next
 //   append moves the history into buffers of the cache's own.
 // - The history handed out is a view of the first length() positions: not contiguous along the
 //   batch and head dims, which the attention (strided) reads as it is. Earlier views stay valid:
 //   appends write only past them.
-// - size_bytes() counts the room too: it is what the cache holds.
+// - size_bytes() counts the room too: what the cache has reserved (its pages are committed as
+//   they are written).
 void LayerCache::grow(const at::Tensor& like, std::int64_t needed) {
   const std::int64_t length = this->length();
   std::int64_t capacity = 0;
-  if (max_positions_ >= needed) {
+  if (max_positions_ >= needed && like.is_cpu()) {
+    capacity = max_positions_;
+  } else if (max_positions_ >= needed) {
+    // A device's allocator commits what it reserves: the room grows as the history does.
     capacity = std::min(max_positions_, std::max(needed, 2 * length));
   } else {
     capacity = (needed + kCacheStep - 1) / kCacheStep * kCacheStep;
@@ -86,8 +126,8 @@ std::pair<at::Tensor, at::Tensor> LayerCache::append(const at::Tensor& key,
   const bool same_place = placement_of(key) == placement_of(key_buffer_) &&
                           key.scalar_type() == key_buffer_.scalar_type();
   if (!owned_ || needed > capacity() || !same_place) grow(key, needed);
-  key_buffer_.narrow(2, length, key.size(2)).copy_(key);
-  value_buffer_.narrow(2, length, value.size(2)).copy_(value);
+  write_positions(key_buffer_, length, key);
+  write_positions(value_buffer_, length, value);
   key_ = key_buffer_.narrow(2, 0, needed);
   value_ = value_buffer_.narrow(2, 0, needed);
   return {key_, value_};

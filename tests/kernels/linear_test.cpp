@@ -1,10 +1,11 @@
 // kernels::linear, each instruction-set variant the CPU has, against at::linear in float32 on the
 // upcast weight.
+#include "ferry/kernels/linear.h"
+
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include "ferry/core/error.h"
-#include "ferry/kernels/linear.h"
 #include "test_util.h"
 
 namespace ferry::kernels {
@@ -31,12 +32,13 @@ void expect_matches(const at::Tensor& x, const at::Tensor& w, const std::optiona
   const at::Tensor got = kernels::linear(x, w, b);
   const at::Tensor w32 = w.to(at::kFloat);
   const at::Tensor x32 = x.to(at::kFloat);
-  const at::Tensor want =
-      b ? at::linear(x32, w32, b->to(at::kFloat)) : at::linear(x32, w32);
+  const at::Tensor want = b ? at::linear(x32, w32, b->to(at::kFloat)) : at::linear(x32, w32);
   ASSERT_EQ(got.sizes(), want.sizes()) << context;
   EXPECT_EQ(got.scalar_type(), x.scalar_type()) << context;
   // x in bfloat16 / float16: the result is rounded to it too.
-  const double rounding = x.scalar_type() == at::kFloat ? 0.0 : x.scalar_type() == at::kHalf ? 1e-3 : 8e-3;
+  const double rounding = x.scalar_type() == at::kFloat  ? 0.0
+                          : x.scalar_type() == at::kHalf ? 1e-3
+                                                         : 8e-3;
   const double bound = kTolerance + rounding;
   if (b) {
     // The bias is added after the product: compare against the magnitude of both.
@@ -81,9 +83,9 @@ TEST_P(KernelsLinear, EveryDecodeRowCountWithAndWithoutBias) {
       const at::Tensor x = at::randn({m, 257});
       expect_matches(x, w, std::nullopt, fmt::format("{} m={}", c10::toString(stored), m));
       for (const at::ScalarType bias_dtype : kStored) {
-        expect_matches(x, w, at::randn({33}).to(bias_dtype),
-                       fmt::format("{} m={} bias {}", c10::toString(stored), m,
-                                   c10::toString(bias_dtype)));
+        expect_matches(
+            x, w, at::randn({33}).to(bias_dtype),
+            fmt::format("{} m={} bias {}", c10::toString(stored), m, c10::toString(bias_dtype)));
       }
     }
   }
@@ -141,6 +143,31 @@ TEST_P(KernelsLinear, PrefillRowsAndBatchDims) {
   }
 }
 
+TEST_P(KernelsLinear, AlignedInputIsReadInPlaceAndEqualsTheGeneralPath) {
+  // k a multiple of 16 with contiguous float32 x: the product reads x where it is (no reshape,
+  // cast or padding). The same values through a strided view take the general path; both sum in
+  // the same order, so they agree bit for bit, in every leading shape, with and without a bias.
+  FERRY_USE_ISA_OR_SKIP(GetParam());
+  at::manual_seed(7);
+  for (const at::ScalarType stored : kStored) {
+    const at::Tensor w = at::randn({37, 256}).to(stored);
+    for (const auto& shape : std::vector<std::vector<std::int64_t>>{
+             {256}, {1, 256}, {1, 1, 256}, {7, 256}, {2, 3, 256}, {16, 256}}) {
+      const at::Tensor x = at::randn(shape);
+      const at::Tensor strided = at::stack({x, x}, -1).select(-1, 0);  // stride 2
+      ASSERT_FALSE(strided.is_contiguous());
+      for (const std::optional<at::Tensor>& bias :
+           {std::optional<at::Tensor>(), std::optional<at::Tensor>(at::randn({37}).to(stored))}) {
+        const std::string context = fmt::format("{} x {} bias {}", c10::toString(stored),
+                                                fmt::join(shape, "x"), bias.has_value());
+        const at::Tensor direct = kernels::linear(x, w, bias);
+        EXPECT_TRUE(at::equal(direct, kernels::linear(strided, w, bias))) << context;
+        expect_matches(x, w, bias, context);
+      }
+    }
+  }
+}
+
 TEST_P(KernelsLinear, ComputeDtypeInputKeepsItsDtype) {
   FERRY_USE_ISA_OR_SKIP(GetParam());
   at::manual_seed(6);
@@ -148,9 +175,9 @@ TEST_P(KernelsLinear, ComputeDtypeInputKeepsItsDtype) {
     for (const at::ScalarType stored : kStored) {
       const at::Tensor w = at::randn({40, 70}).to(stored);
       for (const std::int64_t m : {1, 100}) {
-        expect_matches(at::randn({m, 70}).to(x_dtype), w, at::randn({40}),
-                       fmt::format("x {} w {} m={}", c10::toString(x_dtype),
-                                   c10::toString(stored), m));
+        expect_matches(
+            at::randn({m, 70}).to(x_dtype), w, at::randn({40}),
+            fmt::format("x {} w {} m={}", c10::toString(x_dtype), c10::toString(stored), m));
       }
     }
   }
@@ -193,7 +220,8 @@ TEST(KernelsLinearEdges, AutogradStillFlowsThroughTheWeight) {
 }
 
 TEST(KernelsLinearEdges, EmptyBatch) {
-  const at::Tensor y = kernels::linear(at::zeros({0, 5}), at::ones({3, 5}).to(at::kHalf), std::nullopt);
+  const at::Tensor y =
+      kernels::linear(at::zeros({0, 5}), at::ones({3, 5}).to(at::kHalf), std::nullopt);
   EXPECT_EQ(y.sizes(), at::IntArrayRef({0, 3}));
 }
 
@@ -222,12 +250,15 @@ TEST(KernelsLinearErrors, ShapeMismatchNamesTheModule) {
 
 TEST(KernelsLinearErrors, BiasOfTheWrongLength) {
   expect_error<ShapeMismatch>(
-      [] { kernels::linear(at::zeros({2, 5}), at::zeros({4, 5}), at::zeros({3}), "lm_head"); },
+      [] {
+        kernels::linear(at::zeros({2, 5}), at::zeros({4, 5}), at::zeros({3}), "lm_head");
+      },
       {"lm_head", "bias", "[3]", "[4]"});
 }
 
 TEST(KernelsLinearErrors, UnsupportedWeightDtypeIsNamed) {
-  for (const auto& [dtype, name] : {std::pair{at::kInt, "int32"}, std::pair{at::kDouble, "float64"}}) {
+  for (const auto& [dtype, name] :
+       {std::pair{at::kInt, "int32"}, std::pair{at::kDouble, "float64"}}) {
     expect_error<DTypeMismatch>(
         [dtype = dtype] {
           kernels::linear(at::zeros({2, 5}), at::zeros({4, 5}, at::TensorOptions().dtype(dtype)),
@@ -239,7 +270,9 @@ TEST(KernelsLinearErrors, UnsupportedWeightDtypeIsNamed) {
 
 TEST(KernelsLinearErrors, UnsupportedInputDtypeIsNamed) {
   expect_error<DTypeMismatch>(
-      [] { kernels::linear(at::zeros({2, 5}, at::kDouble), at::zeros({4, 5}), std::nullopt, "fc"); },
+      [] {
+        kernels::linear(at::zeros({2, 5}, at::kDouble), at::zeros({4, 5}), std::nullopt, "fc");
+      },
       {"fc", "input dtype", "float64"});
 }
 

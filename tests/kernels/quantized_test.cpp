@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "ferry/core/error.h"
 #include "test_util.h"
@@ -25,8 +26,7 @@ TEST(KernelsQuantize, ValuesWithinHalfAStepOfTheWeight) {
     const at::Tensor w = at::randn({9, 70});  // 70: the last group of 32 is short
     const QuantizedWeight q = quantize(w, scheme);
     EXPECT_EQ(q.values.scalar_type(), at::kChar);
-    EXPECT_EQ(q.scales.sizes(),
-              at::IntArrayRef({9, scheme == QuantScheme::kGroup32 ? 3 : 1}));
+    EXPECT_EQ(q.scales.sizes(), at::IntArrayRef({9, scheme == QuantScheme::kGroup32 ? 3 : 1}));
     EXPECT_LE(q.values.abs().max().item<int>(), 127);
     // |w − value × scale| ≤ scale ÷ 2, and a group's scale ≤ the row's.
     EXPECT_LE((q.dequantize() - w).abs().max().item<double>(),
@@ -39,8 +39,8 @@ TEST(KernelsQuantize, ValuesWithinHalfAStepOfTheWeight) {
 // max is 127 has scale 1, so its values are rounded as they are; random groups against nearbyint
 // of value ÷ scale computed here.
 TEST(KernelsQuantize, RoundsToNearestEvenLikeNearbyint) {
-  const at::Tensor ties = at::tensor({127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f, 126.5f, -3.5f, 0.49999997f,
-                                      -126.5f, 64.5f, 7.0f})
+  const at::Tensor ties = at::tensor({127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f, 126.5f, -3.5f,
+                                      0.49999997f, -126.5f, 64.5f, 7.0f})
                               .view({1, 12});
   const QuantizedWeight q = quantize(ties, QuantScheme::kGroup32);
   ASSERT_EQ(q.scales.item<float>(), 1.0f);
@@ -76,6 +76,49 @@ TEST(KernelsQuantize, NonFiniteGroupGetsANanScaleAndZeroValues) {
   EXPECT_EQ(q.values[0].narrow(0, 0, 32).abs().max().item<int>(), 0);
   EXPECT_EQ(q.values[1].narrow(0, 32, 32).abs().max().item<int>(), 0);
 }
+
+// Full groups of 32 are quantized by AVX-512 where the CPU has it (Note [int8 groups by
+// AVX-512]): values and scales are the portable code's bit for bit, ties, zeros, non-finite,
+// subnormal and huge groups included.
+class KernelsQuantizeIsas : public ::testing::TestWithParam<Isa> {};
+
+TEST_P(KernelsQuantizeIsas, EveryIsaQuantizesBitForBit) {
+  at::manual_seed(11);
+  at::Tensor w = at::randn({10, 96}) * 3;  // three full groups per row
+  // Ties at scale 1 (the group's max is 127): 0.5, 1.5, 2.5, ... and their negatives.
+  w[0] = at::cat({at::tensor({127.0f}), at::arange(1, 96).to(at::kFloat) * 0.5f - 24.0f});
+  w[1].zero_();
+  w[2][5] = std::numeric_limits<float>::quiet_NaN();
+  w[3][40] = -std::numeric_limits<float>::infinity();
+  w[4] = at::full({96}, 1e-40f);  // subnormal scale: its inverse overflows
+  w[5] = at::randn({96}) * 1e-38f;
+  w[6] = at::randn({96}).sign() * 3e38f;
+  w[7] = at::randn({96}) * 0.0f * -1.0f;  // zeros of both signs
+  w[8] = at::randn({96}) * 1e6f;
+  QuantizedWeight portable;
+  {
+    const ScopedIsa isa(Isa::kPortable);
+    portable = quantize(w, QuantScheme::kGroup32);
+  }
+  FERRY_USE_ISA_OR_SKIP(GetParam());
+  const QuantizedWeight got = quantize(w, QuantScheme::kGroup32);
+  EXPECT_TRUE(at::equal(got.values, portable.values));
+  EXPECT_TRUE(at::equal(got.scales.isnan(), portable.scales.isnan()));
+  EXPECT_TRUE(at::equal(at::nan_to_num(got.scales, 0.0), at::nan_to_num(portable.scales, 0.0)));
+  // And the decode product quantizes x by the same rule: x̃ · w̃ᵀ agrees with the portable one.
+  const at::Tensor x = at::randn({3, 96});
+  const QuantizedWeight q = quantize(at::randn({20, 96}), QuantScheme::kGroup32);
+  at::Tensor want;
+  {
+    const ScopedIsa isa(Isa::kPortable);
+    want = kernels::linear(x, q, std::nullopt);
+  }
+  EXPECT_TRUE(at::allclose(kernels::linear(x, q, std::nullopt), want, 1e-5, 1e-5));
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, KernelsQuantizeIsas,
+                         ::testing::Values(Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni),
+                         testing::isa_param_name);
 
 // The int8 decode product quantizes x's rows per group of 32 by quantize()'s own rule (Note
 // [int8 activations]): the x it stands for, as float32.
@@ -222,6 +265,27 @@ TEST_P(KernelsQuantizedLinear, ComputeDtypeInputAndBatchDims) {
   EXPECT_EQ(got.sizes(), at::IntArrayRef({2, 3, 30}));
   const at::Tensor want = at::linear(quantized_x(x.reshape({6, 50})), q.dequantize());
   EXPECT_TRUE(at::allclose(got.to(at::kFloat).reshape({6, 30}), want, 2e-2, 2e-2));
+}
+
+TEST_P(KernelsQuantizedLinear, AlignedInputIsReadInPlaceAndEqualsTheGeneralPath) {
+  // Contiguous float32 x with k a multiple of 16 is read where it is; a strided view of the same
+  // values takes the general path, and the two agree bit for bit.
+  FERRY_USE_ISA_OR_SKIP(GetParam());
+  at::manual_seed(4);
+  for (const QuantScheme scheme : kSchemes) {
+    const QuantizedWeight q = quantize(at::randn({41, 320}), scheme);
+    for (const auto& shape :
+         std::vector<std::vector<std::int64_t>>{{320}, {1, 320}, {2, 3, 320}, {16, 320}}) {
+      const at::Tensor x = at::randn(shape);
+      const at::Tensor strided = at::stack({x, x}, -1).select(-1, 0);  // stride 2
+      ASSERT_FALSE(strided.is_contiguous());
+      const at::Tensor b = at::randn({41});
+      const at::Tensor direct = kernels::linear(x, q, b);
+      EXPECT_EQ(direct.sizes().back(), 41);
+      EXPECT_TRUE(at::equal(direct, kernels::linear(strided, q, b)))
+          << scheme_name(scheme) << " x " << x.sizes();
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, KernelsQuantizedLinear,

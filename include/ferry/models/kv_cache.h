@@ -24,8 +24,9 @@ class LayerCache {
   // Replaces the history (no room beyond it: the next append makes its own buffers).
   void assign(at::Tensor key, at::Tensor value);
   // The most positions the cache will be asked to hold (the context the plan reserved for), or
-  // 0 when unknown: buffers grow geometrically up to it and never beyond it while the history
-  // fits; without it they grow by kCacheStep positions.
+  // 0 when unknown: the first buffers of the cache's own take all of it (pages are committed as
+  // positions are written), and never more while the history fits; without it they grow by
+  // kCacheStep positions.
   void set_max_positions(std::int64_t positions) noexcept { max_positions_ = positions; }
   // Positions cached so far (0 when empty).
   std::int64_t length() const { return key_.defined() ? key_.size(2) : 0; }
@@ -43,11 +44,11 @@ class LayerCache {
  private:
   void grow(const at::Tensor& like, std::int64_t needed);
 
-  at::Tensor key_buffer_;    // [batch, kv_heads, capacity, head_dim]
+  at::Tensor key_buffer_;  // [batch, kv_heads, capacity, head_dim]
   at::Tensor value_buffer_;
-  at::Tensor key_;           // key_buffer_'s first length() positions
+  at::Tensor key_;  // key_buffer_'s first length() positions
   at::Tensor value_;
-  bool owned_ = false;       // the buffers are this cache's own (appends may write past length)
+  bool owned_ = false;  // the buffers are this cache's own (appends may write past length)
   std::int64_t max_positions_ = 0;
 };
 
