@@ -34,8 +34,8 @@ std::int64_t grain_rows(std::int64_t row_len) {
 // 4-wide vectors. This row loop is compiled three times (GCC target_clones: AVX-512, AVX2+FMA and
 // the baseline) and the dynamic loader picks the widest the CPU has, once, at start. The
 // arithmetic is the same in each (sixteen running sums per dot product, in the same order); FMA
-// contraction in the wider clones changes the last bits only. Sanitizer builds keep the baseline
-// (ifunc resolvers run before the sanitizer runtime is set up).
+// contraction in the wider clones changes the last bits only. Sanitizer builds compile the
+// baseline alone: no ifunc resolver runs during relocation, before the sanitizer's runtime.
 #if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_UNDEFINED__)
 #define FERRY_CLONED_ROW __attribute__((target_clones("avx512f", "arch=haswell", "default")))
 #else
