@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
 #include <vector>
 
 namespace ferry::models {
@@ -65,6 +67,45 @@ TEST(LayerCache, TakesTheCapAtOnceAndGrowsNoFurther) {
   // Past the cap (not planned for): what it needs, by steps.
   cache.append(step(1, 7), step(1, 8));
   EXPECT_EQ(cache.capacity(), LayerCache::kCacheStep);
+}
+
+TEST(LayerCache, PagesAheadOfTheHistoryAreCommittedBeforeTheyAreWritten) {
+  // Note [Cache pages committed ahead]: after a step, the next positions' pages of every row are
+  // resident already (where the kernel has MADV_POPULATE_WRITE, 5.14 and later).
+  {
+    // A kernel before 5.14 has no MADV_POPULATE_WRITE: the pages fault in when written.
+    void* probe = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(probe, MAP_FAILED);
+    const bool supported = ::madvise(probe, 4096, 23 /* MADV_POPULATE_WRITE */) == 0;
+    ::munmap(probe, 4096);
+    if (!supported) GTEST_SKIP() << "this kernel cannot commit pages ahead";
+  }
+  LayerCache cache;
+  cache.set_max_positions(4096);
+  const auto one = [](std::int64_t t, int seed) {
+    at::manual_seed(seed);
+    return at::randn({1, 2, t, 64});
+  };
+  cache.append(one(3, 1), one(3, 2));
+  cache.append(one(1, 3), one(1, 4));
+  const long page = ::sysconf(_SC_PAGESIZE);
+  for (const at::Tensor* buffer : {&cache.key(), &cache.value()}) {
+    for (std::int64_t h = 0; h < 2; ++h) {
+      // Positions [4, 4 + 64): 64 × 256 bytes past the history, whole pages only.
+      auto first = reinterpret_cast<std::uintptr_t>(buffer->select(1, h).data_ptr<float>()) +
+                   4 * 64 * sizeof(float);
+      first =
+          (first + static_cast<std::uintptr_t>(page) - 1) & ~static_cast<std::uintptr_t>(page - 1);
+      const std::size_t pages = 3;
+      std::vector<unsigned char> resident(pages);
+      ASSERT_EQ(::mincore(reinterpret_cast<void*>(first), pages * static_cast<std::size_t>(page),
+                          resident.data()),
+                0);
+      for (std::size_t p = 0; p < pages; ++p) {
+        EXPECT_TRUE(resident[p] & 1) << "head " << h << " page " << p;
+      }
+    }
+  }
 }
 
 TEST(LayerCache, UncappedGrowsBySteps) {

@@ -48,7 +48,8 @@ class LayerCache {
   at::Tensor value_buffer_;
   at::Tensor key_;  // key_buffer_'s first length() positions
   at::Tensor value_;
-  bool owned_ = false;  // the buffers are this cache's own (appends may write past length)
+  std::int64_t committed_ = 0;  // positions whose pages were committed ahead (CPU)
+  bool owned_ = false;          // the buffers are this cache's own (appends may write past length)
   std::int64_t max_positions_ = 0;
 };
 
