@@ -47,6 +47,20 @@ at::Tensor rows_f32(const at::Tensor& x) {
   return x.reshape({-1, x.size(-1)}).to(at::kFloat).contiguous();
 }
 
+namespace {
+// y [m, n] = x [m, x_stride] (first k of each row) · wᵀ; `args` has the weight's fields set.
+void run_gemv(GemvArgs args, const float* x, std::int64_t m, std::int64_t x_stride, std::int64_t k,
+              float* y, std::int64_t n, Isa isa) {
+  args.x = x;
+  args.m_rows = m;
+  args.x_stride = x_stride;
+  args.k = k;
+  args.y = y;
+  args.y_stride = n;
+  gemv(args, n, isa);
+}
+}  // namespace
+
 at::Tensor decode_product(const at::Tensor& x_rows, GemvArgs args, std::int64_t n, Isa isa) {
   const std::int64_t m = x_rows.size(0);
   const std::int64_t k = x_rows.size(1);
@@ -58,13 +72,7 @@ at::Tensor decode_product(const at::Tensor& x_rows, GemvArgs args, std::int64_t 
     padded.narrow(1, 0, k).copy_(x_rows);
   }
   at::Tensor y = at::empty({m, n}, x_rows.options());
-  args.x = padded.data_ptr<float>();
-  args.m_rows = m;
-  args.x_stride = x_stride;
-  args.k = k;
-  args.y = y.data_ptr<float>();
-  args.y_stride = n;
-  gemv(args, n, isa);
+  run_gemv(args, padded.data_ptr<float>(), m, x_stride, k, y.data_ptr<float>(), n, isa);
   return y;
 }
 
@@ -78,13 +86,7 @@ std::optional<at::Tensor> direct_decode(const at::Tensor& x, GemvArgs args, std:
   std::vector<std::int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = n;
   at::Tensor y = at::empty(shape, x.options());
-  args.x = x.data_ptr<float>();
-  args.m_rows = m;
-  args.x_stride = k;
-  args.k = k;
-  args.y = y.data_ptr<float>();
-  args.y_stride = n;
-  gemv(args, n, isa);
+  run_gemv(args, x.data_ptr<float>(), m, k, k, y.data_ptr<float>(), n, isa);
   if (bias) y.add_(bias->scalar_type() == at::kFloat ? *bias : bias->to(at::kFloat));
   return y;
 }
