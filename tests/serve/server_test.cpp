@@ -426,13 +426,16 @@ TEST_F(ServeTest, MetricsAreInPrometheusTextFormat) {
   start();
   ok(post("/v1/completions", {{"prompt", "hi"}, {"max_tokens", 3}, {"ignore_eos", true}}));
   error(post_raw("/v1/completions", "{"), 400);
-  // Answers are counted once written: wait for both.
+  // Answers are counted once written, and the engine's counters when the step that finished
+  // the request ends, which may be just after its answer went out: wait for all of them.
   std::string text;
   ASSERT_TRUE(eventually([&] {
     const httplib::Result r = client_->Get("/metrics");
     text = r ? r->body : "";
     return text.find("ferry_requests_total{status=\"400\"} 1") != std::string::npos &&
-           text.find("ferry_requests_total{status=\"200\"} 1") != std::string::npos;
+           text.find("ferry_requests_total{status=\"200\"} 1") != std::string::npos &&
+           text.find("ferry_generated_tokens_total 3") != std::string::npos &&
+           text.find("ferry_requests_finished_total{reason=\"length\"} 1") != std::string::npos;
   })) << text;
   const httplib::Result r = client_->Get("/metrics");
   EXPECT_TRUE(r->get_header_value("Content-Type").starts_with("text/plain"));
