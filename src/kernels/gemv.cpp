@@ -44,15 +44,13 @@ void quantize_rows(GemvArgs& args, std::vector<std::int8_t>& xq, std::vector<flo
   xq.assign(args.m_rows * args.xq_stride, 0);
   scales.resize(args.m_rows * groups);
   if (with_sums) sums.resize(args.m_rows * groups);
-  const bool avx512 = isa >= Isa::kAvx512;
   for (std::int64_t m = 0; m < args.m_rows; ++m) {
     for (std::int64_t g = 0; g < groups; ++g) {
       const std::int64_t k0 = g * kInt8Group;
       std::int8_t* q = xq.data() + m * args.xq_stride + k0;
       const float* x = args.x + m * args.x_stride + k0;
       const std::int64_t len = std::min(kInt8Group, args.k - k0);
-      scales[m * groups + g] = avx512 && len == kInt8Group ? quantize_int8_group32_avx512(x, q)
-                                                           : quantize_int8_group(x, len, q);
+      scales[m * groups + g] = quantize_int8_group(x, len, q, isa);
       if (!with_sums) continue;
       std::int32_t sum = 0;
       for (std::int64_t i = 0; i < kInt8Group; ++i) sum += q[i];

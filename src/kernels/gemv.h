@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "ferry/kernels/isa.h"
+#include "int8_group.h"
 
 namespace ferry::kernels::detail {
 
@@ -67,6 +68,13 @@ void gemv_rows_avx512_vnni(const GemvArgs& args, std::int64_t n_begin, std::int6
 // quantize_int8_group(src, 32, dst) by AVX-512 F, bit for bit the same (Note [int8 groups by
 // AVX-512] in gemv_avx512.cpp); only for a CPU that has it.
 float quantize_int8_group32_avx512(const float* src, std::int8_t* dst);
+
+// quantize_int8_group(src, len, dst) by the widest code `isa` allows: AVX-512 for a whole group
+// of 32, the portable code otherwise. The same values and scale either way.
+inline float quantize_int8_group(const float* src, std::int64_t len, std::int8_t* dst, Isa isa) {
+  return isa >= Isa::kAvx512 && len == kInt8Group ? quantize_int8_group32_avx512(src, dst)
+                                                  : quantize_int8_group(src, len, dst);
+}
 
 // Runs `isa`'s variant over all n rows of the weight, threaded over blocks of rows with
 // LibTorch's pool (inline when the weight is small). For kI8 it first quantizes x (so `args`' xq,

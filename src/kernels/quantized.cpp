@@ -86,17 +86,14 @@ QuantizedWeight quantize(const at::Tensor& w, QuantScheme scheme) {
   const float* src = wf.data_ptr<float>();
   std::int8_t* dst = values.data_ptr<std::int8_t>();
   float* scale = scales.data_ptr<float>();
-  const bool avx512 =
-      active_isa() >= Isa::kAvx512;  // the same values (Note [int8 groups by AVX-512])
+  const Isa isa = active_isa();  // the same values on any (Note [int8 groups by AVX-512])
   kernels::parallel_for(n, 16, [&](std::int64_t r0, std::int64_t r1) {
     for (std::int64_t r = r0; r < r1; ++r) {
       for (std::int64_t g = 0; g < groups; ++g) {
         const std::int64_t c0 = g * group;
         const std::int64_t c1 = std::min(k, c0 + group);
         scale[r * groups + g] =
-            avx512 && c1 - c0 == detail::kInt8Group
-                ? detail::quantize_int8_group32_avx512(src + r * k + c0, dst + r * k + c0)
-                : detail::quantize_int8_group(src + r * k + c0, c1 - c0, dst + r * k + c0);
+            detail::quantize_int8_group(src + r * k + c0, c1 - c0, dst + r * k + c0, isa);
       }
     }
   });
