@@ -28,6 +28,13 @@ bool SequentialHook::no_grad() const {
   return false;
 }
 
+bool SequentialHook::groupable() const {
+  for (const auto& h : hooks_) {
+    if (!h->groupable()) return false;
+  }
+  return true;
+}
+
 void add_hook_to_module(nn::Module& module, std::shared_ptr<ModelHook> hook, bool append) {
   if (append && module.hook()) {
     std::shared_ptr<ModelHook> old = module.hook();

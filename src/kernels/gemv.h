@@ -3,6 +3,7 @@
 // in its stored format, and its per-instruction-set variants (gemv_<isa>.cpp).
 
 #include <cstdint>
+#include <span>
 
 #include "ferry/kernels/isa.h"
 #include "int8_group.h"
@@ -80,5 +81,10 @@ inline float quantize_int8_group(const float* src, std::int64_t len, std::int8_t
 // LibTorch's pool (inline when the weight is small). For kI8 it first quantizes x (so `args`' xq,
 // xq_stride, x_scales and, for kAvx512Vnni, xq_sums are its own).
 void gemv(const GemvArgs& args, std::int64_t n, Isa isa);
+
+// gemv of each group[i] (n[i] rows of its weight) in one parallel loop (Note [Grouped products]
+// in gemv.cpp): the products share x, m_rows, k and the weight format; x is quantized once for
+// kI8, and each group[i]'s xq fields are set. Each y equals group[i]'s own gemv() bit for bit.
+void gemv_group(std::span<GemvArgs> group, std::span<const std::int64_t> n, Isa isa);
 
 }  // namespace ferry::kernels::detail

@@ -43,6 +43,19 @@ void check_bias(const std::optional<at::Tensor>& bias, std::int64_t n, std::stri
               dtype_name(bias->scalar_type()));
 }
 
+void check_quantized(const QuantizedWeight& w, std::string_view what) {
+  FERRY_CHECK(w.values.dim() == 2 && w.values.scalar_type() == at::kChar, DTypeMismatch,
+              "{}: int8 weight values have dtype {} and shape {}, expected int8 [out, in]", what,
+              dtype_name(w.values.scalar_type()), shape_string(w.values.sizes()));
+  const std::int64_t groups =
+      w.scheme == QuantScheme::kPerChannel ? 1 : (w.in_features() + kInt8Group - 1) / kInt8Group;
+  FERRY_CHECK(w.scales.dim() == 2 && w.scales.size(0) == w.out_features() &&
+                  w.scales.size(1) == groups && w.scales.scalar_type() == at::kFloat,
+              ShapeMismatch, "{}: int8 weight scales have shape {} ({}), expected float32 [{}, {}]",
+              what, shape_string(w.scales.sizes()), dtype_name(w.scales.scalar_type()),
+              w.out_features(), groups);
+}
+
 at::Tensor rows_f32(const at::Tensor& x) {
   return x.reshape({-1, x.size(-1)}).to(at::kFloat).contiguous();
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "ferry/kernels/quantized.h"
 #include "gemv.h"
 
 namespace ferry::kernels::detail {
@@ -23,6 +24,9 @@ void check_input(const at::Tensor& x, std::int64_t k, at::IntArrayRef weight_sha
                  std::string_view what);
 // bias is none, or [n] in float32, bfloat16 or float16.
 void check_bias(const std::optional<at::Tensor>& bias, std::int64_t n, std::string_view what);
+
+// An int8 weight's values and scales agree (DTypeMismatch / ShapeMismatch naming `what`).
+void check_quantized(const QuantizedWeight& w, std::string_view what);
 
 // x as contiguous float32 rows [m, k] (a view when it already is).
 at::Tensor rows_f32(const at::Tensor& x);

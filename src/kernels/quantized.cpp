@@ -41,19 +41,6 @@ at::Tensor expanded_scales(const QuantizedWeight& w, std::int64_t n0, std::int64
   return s.repeat_interleave(kGroup, 1).narrow(1, 0, w.in_features());
 }
 
-void check_quantized(const QuantizedWeight& w, std::string_view what) {
-  FERRY_CHECK(w.values.dim() == 2 && w.values.scalar_type() == at::kChar, DTypeMismatch,
-              "{}: int8 weight values have dtype {} and shape {}, expected int8 [out, in]", what,
-              detail::dtype_name(w.values.scalar_type()), shape_string(w.values.sizes()));
-  const std::int64_t groups =
-      w.scheme == QuantScheme::kPerChannel ? 1 : (w.in_features() + kGroup - 1) / kGroup;
-  FERRY_CHECK(w.scales.dim() == 2 && w.scales.size(0) == w.out_features() &&
-                  w.scales.size(1) == groups && w.scales.scalar_type() == at::kFloat,
-              ShapeMismatch, "{}: int8 weight scales have shape {} ({}), expected float32 [{}, {}]",
-              what, shape_string(w.scales.sizes()), detail::dtype_name(w.scales.scalar_type()),
-              w.out_features(), groups);
-}
-
 }  // namespace
 
 std::int64_t QuantizedWeight::group_size() const {
@@ -102,7 +89,7 @@ QuantizedWeight quantize(const at::Tensor& w, QuantScheme scheme) {
 
 at::Tensor linear(const at::Tensor& x, const QuantizedWeight& w,
                   const std::optional<at::Tensor>& bias, std::string_view what) {
-  check_quantized(w, what);
+  detail::check_quantized(w, what);
   const std::int64_t n = w.out_features();
   const std::int64_t k = w.in_features();
   detail::check_input(x, k, w.values.sizes(), what);

@@ -1,6 +1,7 @@
 #include "ferry/nn/linear.h"
 
 #include <cmath>
+#include <optional>
 
 #include "ferry/core/error.h"
 #include "ferry/kernels/linear.h"
@@ -54,20 +55,79 @@ void Linear::quantize_int8() {
   weight_scale_ = register_parameter("weight_scale", std::move(q.scales));
 }
 
-at::Tensor Linear::forward(const at::Tensor& x) {
-  const std::optional<at::Tensor> bias =
-      bias_ ? std::optional<at::Tensor>(*bias_) : std::nullopt;
+kernels::Product Linear::product() const {
+  kernels::Product p{.weight = *weight_, .what = "Linear"};
+  if (bias_) p.bias = *bias_;
   if (weight_scale_) {
     // A storage dtype (LoadModelOptions::dispatch.dtype) may have narrowed the scales.
     const at::Tensor& s = *weight_scale_;
-    return kernels::linear(x,
-                           kernels::QuantizedWeight{
-                               .values = *weight_,
-                               .scales = s.scalar_type() == at::kFloat ? s : s.to(at::kFloat),
-                               .scheme = kernels::QuantScheme::kGroup32},
-                           bias, "Linear");
+    p.weight = kernels::QuantizedWeight{.values = *weight_,
+                                        .scales = s.scalar_type() == at::kFloat ? s : s.to(at::kFloat),
+                                        .scheme = kernels::QuantScheme::kGroup32};
   }
-  return kernels::linear(x, *weight_, bias, "Linear");
+  return p;
+}
+
+at::Tensor Linear::forward(const at::Tensor& x) { return kernels::linear(x, product()); }
+
+// Note [Grouped calls]
+// ~~~~~~~~~~~~~~~~~~~~
+// q, k and v (gate and up) read the same input, and at decode sizes computing them in one pass
+// saves two forks and joins of the thread team and, for int8, two quantizations of x (Note
+// [Grouped products] in src/kernels/gemv.cpp). Every call still goes through its module's hook
+// (Note [Hook entry point]), in a different order: all pre_forwards, the products, then each
+// post_forward with its own output. That order is only safe when no pre_forward materializes
+// weights (several offloaded weights would be resident at once, past what the budget counted), so
+// each hook is asked (ModelHook::groupable); one that says no sends the whole group through the
+// ordinary one-by-one calls. After the pre_forwards, every layer must see the same input (a hook
+// may have moved it); otherwise each layer computes its own product.
+std::vector<at::Tensor> Linear::call_group(std::span<Linear* const> layers, const at::Tensor& x) {
+  std::vector<at::Tensor> out;
+  out.reserve(layers.size());
+  std::vector<std::shared_ptr<ModelHook>> hooks;  // kept alive for the whole call
+  hooks.reserve(layers.size());
+  // Grouped when every hook allows it and all agree on autograd (each forward would run with
+  // the same grad mode).
+  const auto no_grad_of = [](const std::shared_ptr<ModelHook>& h) { return h && h->no_grad(); };
+  bool grouped = layers.size() >= 2;
+  for (Linear* layer : layers) {
+    hooks.push_back(layer->hook());
+    const std::shared_ptr<ModelHook>& h = hooks.back();
+    grouped = grouped && (!h || h->groupable()) && no_grad_of(h) == no_grad_of(hooks.front());
+  }
+  if (!grouped) {
+    for (Linear* layer : layers) out.push_back((*layer)(x));
+    return out;
+  }
+  std::vector<at::Tensor> inputs(layers.size(), x);
+  bool same = true;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    if (hooks[i]) {
+      TensorView view;
+      view.visit(inputs[i]);
+      hooks[i]->pre_forward(*layers[i], view);
+    }
+    same = same && inputs[i].is_same(inputs.front());
+  }
+  {
+    std::optional<at::NoGradGuard> guard;
+    if (no_grad_of(hooks.front())) guard.emplace();
+    if (same) {
+      std::vector<kernels::Product> products;
+      products.reserve(layers.size());
+      for (Linear* layer : layers) products.push_back(layer->product());
+      out = kernels::linear_group(inputs.front(), products);
+    } else {
+      for (std::size_t i = 0; i < layers.size(); ++i) out.push_back(layers[i]->forward(inputs[i]));
+    }
+  }
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    if (!hooks[i]) continue;
+    TensorView view;
+    view.visit(out[i]);
+    hooks[i]->post_forward(*layers[i], view);
+  }
+  return out;
 }
 
 std::vector<std::string> quantize_linears(Module& root,

@@ -124,6 +124,35 @@ TEST(AlignDevicesHook, OffloadMaterializesPerCallAndReturnsToMeta) {
   EXPECT_TRUE(at::equal(m(x), expected));
 }
 
+// Note [Grouped calls]: an offloading hook is not groupable, so grouped projections keep the
+// one-weight-at-a-time residency the budget counted; without offload they are grouped.
+TEST(AlignDevicesHook, OnlyHooksWithoutOffloadGroupCalls) {
+  SimGpuScope gpus({1_MiB});
+  const auto hook = [](bool offload) {
+    return std::make_shared<AlignDevicesHook>(
+        AlignDevicesOptions{.execution_device = ExecutionDevice::gpu(0), .offload = offload});
+  };
+  EXPECT_TRUE(hook(false)->groupable());
+  EXPECT_FALSE(hook(true)->groupable());
+  EXPECT_TRUE(SequentialHook({hook(false), hook(false)}).groupable());
+  EXPECT_FALSE(SequentialHook({hook(false), hook(true)}).groupable());
+
+  std::vector<std::shared_ptr<nn::Linear>> owned{std::make_shared<nn::Linear>(64, 32),
+                                                 std::make_shared<nn::Linear>(64, 32)};
+  std::vector<nn::Linear*> layers{owned[0].get(), owned[1].get()};
+  const at::Tensor x = at::randn({1, 64});
+  const std::vector<at::Tensor> expected{(*layers[0])(x), (*layers[1])(x)};
+  for (nn::Linear* l : layers) add_hook_to_module(*l, hook(true));
+  reset_sim_gpu_peak(0);
+  std::vector<at::Tensor> got = nn::Linear::call_group(layers, x);
+  ASSERT_EQ(got.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) EXPECT_TRUE(at::equal(got[i].cpu(), expected[i])) << i;
+  EXPECT_EQ(sim_gpu_stats(0).resident, Bytes(0));
+  const std::uint64_t one_layer = 32 * 64 * 4 + 32 * 4;
+  EXPECT_GE(sim_gpu_stats(0).peak.value(), one_layer);
+  EXPECT_LT(sim_gpu_stats(0).peak.value(), 2 * one_layer);  // never both weights at once
+}
+
 TEST(AlignDevicesHook, OffloadBuffersControlsWhereBuffersLive) {
   SimGpuScope gpus({1_MiB});
   {

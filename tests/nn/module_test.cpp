@@ -200,6 +200,97 @@ TEST(Hooks, ContainersCallChildrenThroughTheirHooks) {
                                               "post Sequential"}));
 }
 
+// A RecordingHook that allows grouped calls; with `scale_inputs` false it leaves tensors alone.
+class GroupableHook : public RecordingHook {
+ public:
+  GroupableHook(std::vector<std::string>* e, bool scale_inputs)
+      : RecordingHook(e), scale_inputs_(scale_inputs) {}
+  void pre_forward(Module& m, TensorView& args) override {
+    if (scale_inputs_) return RecordingHook::pre_forward(m, args);
+    events->push_back("pre " + std::to_string(args.size()));
+  }
+  void post_forward(Module& m, TensorView& outputs) override {
+    if (scale_inputs_) return RecordingHook::post_forward(m, outputs);
+    events->push_back("post " + std::to_string(outputs.size()));
+  }
+  bool groupable() const override { return true; }
+  bool no_grad() const override { return scale_inputs_; }  // as a layer without a hook
+
+ private:
+  bool scale_inputs_;
+};
+
+struct Projections {
+  std::vector<std::shared_ptr<Linear>> owned;
+  std::vector<Linear*> layers;
+  Projections() {
+    at::manual_seed(3);
+    for (const std::int64_t out : {40, 8, 8}) {
+      owned.push_back(std::make_shared<Linear>(64, out));
+      layers.push_back(owned.back().get());
+    }
+  }
+  std::vector<at::Tensor> one_by_one(const at::Tensor& x) {
+    std::vector<at::Tensor> out;
+    for (Linear* l : layers) out.push_back((*l)(x));
+    return out;
+  }
+};
+
+void expect_equal(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(at::equal(got[i], want[i])) << "output " << i;
+  }
+}
+
+// Note [Grouped calls]: every pre_forward, the products together, then every post_forward.
+TEST(GroupedCalls, GroupableHooksRunAroundOneProductAndResultsEqualOneByOne) {
+  Projections p;
+  const at::Tensor x = at::randn({1, 1, 64});
+  const std::vector<at::Tensor> want = p.one_by_one(x);
+  expect_equal(Linear::call_group(p.layers, x), want);  // no hooks at all
+  std::vector<std::string> events;
+  for (std::size_t i = 1; i < p.layers.size(); ++i) {  // the first one has no hook
+    p.layers[i]->set_hook(std::make_shared<GroupableHook>(&events, false));
+  }
+  expect_equal(Linear::call_group(p.layers, x), want);
+  EXPECT_EQ(events, (std::vector<std::string>{"pre 1", "pre 1", "post 1", "post 1"}));
+  events.clear();
+  expect_equal(p.one_by_one(x), want);
+  EXPECT_EQ(events, (std::vector<std::string>{"pre 1", "post 1", "pre 1", "post 1"}));
+}
+
+TEST(GroupedCalls, HooksThatChangeTheInputOrOutputsKeepTheirEffect) {
+  // The hooks double each input (a new tensor per layer: the layers compute one by one) and add
+  // 1 to each output; the results are those of ordinary calls through the same hooks.
+  // RecordingHook asks for no_grad: weights that require grad give outputs that do not.
+  Projections p;
+  std::vector<std::string> events;
+  for (Linear* l : p.layers) {
+    l->set_tensor("weight", l->weight().detach().clone().set_requires_grad(true));
+    l->set_hook(std::make_shared<GroupableHook>(&events, true));
+  }
+  const at::Tensor x = at::randn({2, 64});
+  const std::vector<at::Tensor> want = p.one_by_one(x);
+  events.clear();
+  const std::vector<at::Tensor> got = Linear::call_group(p.layers, x);
+  expect_equal(got, want);
+  for (const at::Tensor& y : got) EXPECT_FALSE(y.requires_grad());
+  EXPECT_EQ(events, (std::vector<std::string>{"pre Linear 1", "pre Linear 1", "pre Linear 1",
+                                              "post Linear", "post Linear", "post Linear"}));
+}
+
+TEST(GroupedCalls, OneHookThatIsNotGroupableSendsTheGroupOneByOne) {
+  Projections p;
+  std::vector<std::string> events;
+  p.layers[0]->set_hook(std::make_shared<GroupableHook>(&events, false));
+  p.layers[1]->set_hook(std::make_shared<RecordingHook>(&events));
+  const at::Tensor x = at::randn({1, 64});
+  Linear::call_group(p.layers, x);
+  EXPECT_EQ(events, (std::vector<std::string>{"pre 1", "post 1", "pre Linear 1", "post Linear"}));
+}
+
 struct Batch {
   at::Tensor ids;
   std::optional<at::Tensor> mask;

@@ -54,6 +54,9 @@ class AlignDevicesHook final : public ModelHook {
   void pre_forward(nn::Module& module, nn::TensorView& args) override;
   void post_forward(nn::Module& module, nn::TensorView& outputs) override;
   void detach(nn::Module& module) override;
+  // Without offload, pre_forward only moves the inputs: calls may be grouped (Note [Grouped
+  // calls] in src/nn/linear.cpp).
+  bool groupable() const override { return !options_.offload; }
 
   // "AlignDevicesHook(execution_device=0, offload=true, io_same_device=false, ...)".
   std::string describe() const;

@@ -24,6 +24,7 @@ class SequentialHook final : public ModelHook {
   void post_forward(nn::Module& module, nn::TensorView& outputs) override;
   void detach(nn::Module& module) override;
   bool no_grad() const override;
+  bool groupable() const override;  // when every one of them is
 
  private:
   std::vector<std::shared_ptr<ModelHook>> hooks_;

@@ -8,6 +8,12 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <span>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "ferry/kernels/quantized.h"
 
 namespace ferry::kernels {
 
@@ -18,6 +24,24 @@ namespace ferry::kernels {
 // kernels read, but LibTorch's own product of two float64 tensors).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
                   std::string_view what = "linear");
+
+// One product of a group: a weight in a stored format (float32, bfloat16, float16) or int8, its
+// bias, and the name messages use.
+struct Product {
+  std::variant<at::Tensor, QuantizedWeight> weight;
+  std::optional<at::Tensor> bias;
+  std::string_view what = "linear";
+};
+
+// linear(x, p.weight, p.bias, p.what) of one product.
+at::Tensor linear(const at::Tensor& x, const Product& p);
+
+// linear(x, p) of each product on the same x, in order (q, k and v; gate and up). When x is a few
+// contiguous float32 rows on the CPU and every weight is a decodable CPU weight of one format, the
+// products run as one threaded pass, x quantized once for int8 (Note [Grouped products] in
+// src/kernels/gemv.cpp), each result bit for bit its own linear(); otherwise one linear() each.
+// Throws as linear() does, naming the product's `what`.
+std::vector<at::Tensor> linear_group(const at::Tensor& x, std::span<const Product> products);
 
 // Whether a float32 weight with a float32 input goes to the fused decode kernel (the default:
 // faster at decode sizes; sums in another order than BLAS) instead of at::linear (bit-identical

@@ -24,6 +24,11 @@ class ModelHook {
   virtual void detach(Module& module) {}
   // True: forward runs with autograd disabled.
   virtual bool no_grad() const { return false; }
+  // True: calls of modules carrying this hook may be grouped (Note [Grouped calls] in
+  // src/nn/linear.cpp): the pre_forward of several modules, then their forwards together, then
+  // each post_forward. Only a hook whose pre_forward materializes nothing (it may move the
+  // inputs) says yes; the default is no, and a group with such a hook is called one by one.
+  virtual bool groupable() const { return false; }
 };
 
 }  // namespace ferry::nn

@@ -3,10 +3,15 @@
 // (weight [in, out], y = x W + b), which differ only in the weight's layout.
 
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "ferry/nn/module.h"
+
+namespace ferry::kernels {
+struct Product;
+}
 
 namespace ferry::nn {
 
@@ -33,9 +38,16 @@ class Linear : public Callable<Linear> {
   void quantize_int8();
   bool is_quantized() const noexcept { return static_cast<bool>(weight_scale_); }
 
+  // (*layers[i])(x) for each layer, in order, each through its hook. When every hook is
+  // groupable (or absent) and the hooks leave one input for all, the products are computed
+  // together (kernels::linear_group: one pass over the threads at decode sizes), with the same
+  // results (Note [Grouped calls] in linear.cpp). q/k/v and gate/up projections call this.
+  static std::vector<at::Tensor> call_group(std::span<Linear* const> layers, const at::Tensor& x);
+
  private:
   friend class Callable<Linear>;
   at::Tensor forward(const at::Tensor& x);
+  kernels::Product product() const;  // the weight (int8 or not) and bias forward multiplies by
 
   std::int64_t in_features_;
   std::int64_t out_features_;

@@ -1,5 +1,6 @@
 #include "models/blocks/attention.h"
 
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -79,9 +80,12 @@ at::Tensor SelfAttention::forward(const at::Tensor& x, LayerContext ctx, LayerCa
     k = qkv.narrow(-1, q_size, kv_size);
     v = qkv.narrow(-1, q_size + kv_size, kv_size);
   } else {
-    q = (*q_proj_)(x);
-    k = (*k_proj_)(x);
-    v = (*v_proj_)(x);
+    // One pass for the three products at decode sizes (Note [Grouped calls]).
+    const std::array<nn::Linear*, 3> projections{q_proj_.get(), k_proj_.get(), v_proj_.get()};
+    std::vector<at::Tensor> qkv = nn::Linear::call_group(projections, x);
+    q = std::move(qkv[0]);
+    k = std::move(qkv[1]);
+    v = std::move(qkv[2]);
   }
   q = apply_rope(heads(q, o.n_heads), ctx.cos, ctx.sin);
   k = apply_rope(heads(k, o.n_kv_heads), ctx.cos, ctx.sin);

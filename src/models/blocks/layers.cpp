@@ -1,5 +1,8 @@
 #include "models/blocks/layers.h"
 
+#include <array>
+#include <vector>
+
 namespace ferry::models::detail {
 
 GatedMlp::GatedMlp(const GatedMlpOptions& o)
@@ -26,7 +29,10 @@ at::Tensor GatedMlp::forward(const at::Tensor& x) {
     return (*down_)((*act_)(both.narrow(-1, 0, intermediate_size_)) *
                     both.narrow(-1, intermediate_size_, intermediate_size_));
   }
-  return (*down_)((*act_)((*gate_)(x)) * (*up_)(x));
+  // One pass for both products at decode sizes (Note [Grouped calls]).
+  const std::array<nn::Linear*, 2> projections{gate_.get(), up_.get()};
+  const std::vector<at::Tensor> gate_up = nn::Linear::call_group(projections, x);
+  return (*down_)((*act_)(gate_up[0]) * gate_up[1]);
 }
 
 OffsetRmsNorm::OffsetRmsNorm(std::string class_name, std::int64_t dim, double eps,
