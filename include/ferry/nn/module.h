@@ -63,7 +63,8 @@ struct StateDictOptions {
 // A module is called only through Callable<Derived>::operator(), which runs the module's hook
 // (pre_forward, then Derived::forward, then post_forward). Layers declare forward private and
 // befriend Callable, so no call path bypasses the hook. Hooks see the call's tensors through a
-// TensorView; forward keeps its typed C++ signature.
+// TensorView; forward keeps its typed C++ signature. The one other entry, Linear::call_group,
+// runs the same hooks around several Linears' products (Note [Grouped calls] in linear.cpp).
 class Module {
  public:
   Module(const Module&) = delete;
