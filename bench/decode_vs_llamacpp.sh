@@ -31,12 +31,16 @@ llamacpp=${LLAMACPP_TOOLS:-$HERE/../../shared/tools/llamacpp}
 ids=1,2,3,4,5,6,7,8
 new=17
 
+# ferry's placed bytes per run configuration (int8's bound: ferry stores 1.125 bytes a weight,
+# Q8_0 1.0625, so the gguf's size is not ferry's).
+placed_dir=$(mktemp -d)
+trap 'rm -rf "$placed_dir"' EXIT
 ferry_ms() {  # model folder, extra flags...
   local model=$1
   shift
   "$build/ferry" run "$dir/$model" --prompt-ids $ids --max-new-tokens $new --ignore-eos \
     --threads "$threads" --json --no-progress "$@" 2>/dev/null |
-    python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.2f %s" % (1000.0 / j["tokens_per_second"], ",".join(map(str, j["token_ids"]))))'
+    PLACED="$placed_dir/$model$*" python3 -c 'import json,os,sys; j=json.load(sys.stdin); open(os.environ["PLACED"], "w").write(str(sum(j["placed_bytes"].values()))); print("%.2f %s" % (1000.0 / j["tokens_per_second"], ",".join(map(str, j["token_ids"]))))'
 }
 llama_ms() {  # gguf file
   node "$llamacpp/llamacpp_run.mjs" --model "$dir/$1" --prompt-ids $ids --new-tokens $new \
@@ -61,7 +65,7 @@ done
 
 bw=$("$build/bench/bench_kernels" --threads "$threads" --reps 5 --sizes 4096 2>/dev/null |
   sed -n 's/.*read-only[^0-9]*\([0-9.]*\) GB\/s.*/\1/p' | head -1)
-echo "| format | ferry ms/token (min–max) | llama.cpp ms/token (min–max) | ferry ÷ llama.cpp | stored bytes | bound at ${bw:-?} GB/s read-only |"
+echo "| format | ferry ms/token (min–max) | llama.cpp ms/token (min–max) | ferry ÷ llama.cpp | ferry's stored bytes | bound at ${bw:-?} GB/s read-only |"
 echo "|---|---|---|---|---|---|"
 stat_of() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:] if x!="nan"]; print("%.1f (%.1f–%.1f)" % (s.median(v), min(v), max(v)) if v else "failed")' $1; }
 median_of() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:] if x!="nan"]; print("%.3f" % s.median(v) if v else "nan")' $1; }
@@ -75,10 +79,10 @@ row() {  # label, ferry name, llama name, weight bytes
 }
 f32_bytes=$(du -cb "$dir"/ref-f32/*.safetensors | tail -1 | cut -f1)
 bf16_bytes=$(du -cb "$dir"/ref-bf16/*.safetensors | tail -1 | cut -f1)
-q8_bytes=$(stat -L -c %s "$dir/ref-q8_0.gguf")  # -L: the file may be a link
+int8_bytes=$(cat "$placed_dir/ref-f32--quantize int8" 2>/dev/null || echo 0)
 row "fp32" "ferry fp32" "llama.cpp F32" "$f32_bytes"
 row "bf16 (llama.cpp F16)" "ferry bf16" "llama.cpp F16" "$bf16_bytes"
 row "f16" "ferry f16" "llama.cpp F16" "$bf16_bytes"
-row "int8 (llama.cpp Q8_0)" "ferry int8" "llama.cpp Q8_0" "$q8_bytes"
+row "int8 (llama.cpp Q8_0)" "ferry int8" "llama.cpp Q8_0" "$int8_bytes"
 echo
 for k in "ferry fp32" "llama.cpp F32"; do echo "greedy tokens, $k: ${all[$k tokens]}"; done
