@@ -94,9 +94,9 @@ void gemv_group(std::span<GemvArgs> group, std::span<const std::int64_t> n, Isa 
   std::vector<std::int64_t> offset(group.size() + 1, 0);
   for (std::size_t i = 0; i < group.size(); ++i) {
     GemvArgs& a = group[i];
-    FERRY_ASSERT(a.format == first.format && a.k == first.k && a.x == first.x &&
-                     a.m_rows == first.m_rows,
-                 "gemv_group: product {} does not share the first one's x and format", i);
+    FERRY_ASSERT(
+        a.format == first.format && a.k == first.k && a.x == first.x && a.m_rows == first.m_rows,
+        "gemv_group: product {} does not share the first one's x and format", i);
     a.xq = first.xq;
     a.xq_stride = first.xq_stride;
     a.x_scales = first.x_scales;

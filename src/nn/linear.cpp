@@ -61,9 +61,10 @@ kernels::Product Linear::product() const {
   if (weight_scale_) {
     // A storage dtype (LoadModelOptions::dispatch.dtype) may have narrowed the scales.
     const at::Tensor& s = *weight_scale_;
-    p.weight = kernels::QuantizedWeight{.values = *weight_,
-                                        .scales = s.scalar_type() == at::kFloat ? s : s.to(at::kFloat),
-                                        .scheme = kernels::QuantScheme::kGroup32};
+    p.weight =
+        kernels::QuantizedWeight{.values = *weight_,
+                                 .scales = s.scalar_type() == at::kFloat ? s : s.to(at::kFloat),
+                                 .scheme = kernels::QuantScheme::kGroup32};
   }
   return p;
 }

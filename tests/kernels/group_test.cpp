@@ -51,8 +51,8 @@ void expect_each_equals_its_own(const at::Tensor& x, const std::vector<Product>&
     ASSERT_EQ(got[i].sizes(), want.sizes()) << context << " product " << i;
     EXPECT_EQ(got[i].scalar_type(), want.scalar_type()) << context << " product " << i;
     EXPECT_EQ(got[i].strides(), want.strides()) << context << " product " << i;
-    EXPECT_TRUE(at::equal(got[i], want)) << context << " product " << i << " max diff "
-                                         << (got[i] - want).abs().max().item<float>();
+    EXPECT_TRUE(at::equal(got[i], want))
+        << context << " product " << i << " max diff " << (got[i] - want).abs().max().item<float>();
   }
 }
 
@@ -64,8 +64,8 @@ TEST_P(KernelsLinearGroup, EachProductEqualsItsOwnLinearEveryFormatRowCountAndTh
   FERRY_USE_ISA_OR_SKIP(GetParam());
   at::manual_seed(11);
   const std::int64_t k = 256;
-  for (const Stored s : {Stored::kF32, Stored::kBF16, Stored::kF16, Stored::kInt8Group32,
-                         Stored::kInt8PerChannel}) {
+  for (const Stored s :
+       {Stored::kF32, Stored::kBF16, Stored::kF16, Stored::kInt8Group32, Stored::kInt8PerChannel}) {
     const std::vector<Product> products{make_product(s, 3001, k, false),
                                         make_product(s, 3, k, true),
                                         make_product(s, 1502, k, true)};
@@ -73,9 +73,9 @@ TEST_P(KernelsLinearGroup, EachProductEqualsItsOwnLinearEveryFormatRowCountAndTh
       const testing::ThreadCount count(t);
       for (const auto& shape : std::vector<std::vector<std::int64_t>>{
                {256}, {1, 1, 256}, {7, 256}, {2, 3, 256}, {16, 256}}) {
-        expect_each_equals_its_own(at::randn(shape), products,
-                                   fmt::format("{} threads {} x [{}]", name_of(s), t,
-                                               fmt::join(shape, ", ")));
+        expect_each_equals_its_own(
+            at::randn(shape), products,
+            fmt::format("{} threads {} x [{}]", name_of(s), t, fmt::join(shape, ", ")));
       }
     }
   }
