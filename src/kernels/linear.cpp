@@ -3,7 +3,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <string_view>
-#include <type_traits>
 
 #include "ferry/core/error.h"
 #include "ferry/core/shape.h"
@@ -64,13 +63,15 @@ at::Tensor cuda_linear(const at::Tensor& x, const at::Tensor& w,
   return y.to(x.scalar_type());
 }
 
-// The decode product's fields for product p's weight when x (k inputs, float32 rows) can be read
-// by the gemv variants in place; nullopt sends the product to linear(), which also reports what
-// is wrong with it.
-std::optional<detail::GemvArgs> grouped_args(const Product& p, std::int64_t k) {
+// Product p's weight fields and rows when the gemv variants can read it as it is; nullopt sends
+// the product to linear(), which also reports what is wrong with it.
+struct GroupedWeight {
+  detail::GemvArgs args;
+  std::int64_t n = 0;
+};
+std::optional<GroupedWeight> grouped_weight(const Product& p, std::int64_t k) {
   const bool grad = at::GradMode::is_enabled();
   if (p.bias && (!p.bias->is_cpu() || (grad && p.bias->requires_grad()))) return std::nullopt;
-  detail::GemvArgs args;
   if (const auto* w = std::get_if<at::Tensor>(&p.weight)) {
     const std::optional<WeightFormat> format = format_of(w->scalar_type());
     if (!format || (*format == WeightFormat::kF32 && !fused_float32()) || w->dim() != 2 ||
@@ -78,10 +79,7 @@ std::optional<detail::GemvArgs> grouped_args(const Product& p, std::int64_t k) {
         (grad && w->requires_grad())) {
       return std::nullopt;
     }
-    args.w = w->data_ptr();
-    args.format = *format;
-    args.w_stride = w->stride(0);
-    return args;
+    return GroupedWeight{detail::weight_args(*w, *format), w->size(0)};
   }
   const auto& q = std::get<QuantizedWeight>(p.weight);
   if (q.values.dim() != 2 || q.values.scalar_type() != at::kChar || q.values.size(1) != k ||
@@ -90,64 +88,32 @@ std::optional<detail::GemvArgs> grouped_args(const Product& p, std::int64_t k) {
     return std::nullopt;
   }
   detail::check_quantized(q, p.what);
-  args.w = q.values.data_ptr();
-  args.format = WeightFormat::kI8;
-  args.w_stride = q.values.stride(0);
-  args.scales = q.scales.data_ptr<float>();
-  args.group = q.group_size();
-  args.n_groups = q.scales.size(1);
-  return args;
+  return GroupedWeight{detail::weight_args(q), q.out_features()};
 }
 
-// Every product in one gemv_group when x and all weights qualify (Note [Grouped products]).
+// Every product in one direct_decode when x and all weights qualify (Note [Grouped products]).
 std::optional<std::vector<at::Tensor>> grouped_decode(const at::Tensor& x,
                                                       std::span<const Product> products) {
-  if (products.size() < 2 || x.scalar_type() != at::kFloat || !x.is_cpu() || x.dim() < 1 ||
-      !x.is_contiguous() || (at::GradMode::is_enabled() && x.requires_grad())) {
+  if (products.size() < 2 || !x.is_cpu() || x.dim() < 1 || x.numel() == 0 ||
+      (at::GradMode::is_enabled() && x.requires_grad())) {
     return std::nullopt;
   }
   const std::int64_t k = x.size(-1);
-  if (k == 0 || k % detail::kPadFloats != 0) return std::nullopt;
-  const std::int64_t m = x.numel() / k;
-  if (m == 0 || m > detail::kDecodeMaxRows) return std::nullopt;
   std::vector<detail::GemvArgs> args;
   std::vector<std::int64_t> n;
+  std::vector<std::optional<at::Tensor>> biases;
   args.reserve(products.size());
   n.reserve(products.size());
+  biases.reserve(products.size());
   for (const Product& p : products) {
-    std::optional<detail::GemvArgs> a = grouped_args(p, k);
-    if (!a || (!args.empty() && a->format != args.front().format)) return std::nullopt;
-    args.push_back(*a);
-    n.push_back(std::visit(
-        [](const auto& w) -> std::int64_t {
-          if constexpr (std::is_same_v<std::decay_t<decltype(w)>, at::Tensor>) {
-            return w.size(0);
-          } else {
-            return w.out_features();
-          }
-        },
-        p.weight));
-    detail::check_bias(p.bias, n.back(), p.what);
+    std::optional<GroupedWeight> g = grouped_weight(p, k);
+    if (!g || (!args.empty() && g->args.format != args.front().format)) return std::nullopt;
+    detail::check_bias(p.bias, g->n, p.what);
+    args.push_back(g->args);
+    n.push_back(g->n);
+    biases.push_back(p.bias);
   }
-  std::vector<std::int64_t> shape(x.sizes().begin(), x.sizes().end());
-  std::vector<at::Tensor> out;
-  out.reserve(products.size());
-  for (std::size_t i = 0; i < products.size(); ++i) {
-    shape.back() = n[i];
-    out.push_back(at::empty(shape, x.options()));
-    args[i].x = x.data_ptr<float>();
-    args[i].m_rows = m;
-    args[i].x_stride = k;
-    args[i].k = k;
-    args[i].y = out.back().data_ptr<float>();
-    args[i].y_stride = n[i];
-  }
-  detail::gemv_group(args, n, active_isa());
-  for (std::size_t i = 0; i < products.size(); ++i) {
-    const std::optional<at::Tensor>& bias = products[i].bias;
-    if (bias) out[i].add_(bias->scalar_type() == at::kFloat ? *bias : bias->to(at::kFloat));
-  }
-  return out;
+  return detail::direct_decode(x, args, n, active_isa(), biases);
 }
 
 }  // namespace
@@ -192,9 +158,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const std::optional<
   }
   detail::GemvArgs args;
   if (w.stride(1) == 1) {
-    args.w = w.data_ptr();
-    args.format = *format;
-    args.w_stride = w.stride(0);
+    args = detail::weight_args(w, *format);
     if (auto y = detail::direct_decode(x, args, n, active_isa(), bias)) return *y;
   }
   const at::Tensor x_rows = detail::rows_f32(x);

@@ -60,20 +60,6 @@ at::Tensor rows_f32(const at::Tensor& x) {
   return x.reshape({-1, x.size(-1)}).to(at::kFloat).contiguous();
 }
 
-namespace {
-// y [m, n] = x [m, x_stride] (first k of each row) · wᵀ; `args` has the weight's fields set.
-void run_gemv(GemvArgs args, const float* x, std::int64_t m, std::int64_t x_stride, std::int64_t k,
-              float* y, std::int64_t n, Isa isa) {
-  args.x = x;
-  args.m_rows = m;
-  args.x_stride = x_stride;
-  args.k = k;
-  args.y = y;
-  args.y_stride = n;
-  gemv(args, n, isa);
-}
-}  // namespace
-
 at::Tensor decode_product(const at::Tensor& x_rows, GemvArgs args, std::int64_t n, Isa isa) {
   const std::int64_t m = x_rows.size(0);
   const std::int64_t k = x_rows.size(1);
@@ -85,23 +71,71 @@ at::Tensor decode_product(const at::Tensor& x_rows, GemvArgs args, std::int64_t 
     padded.narrow(1, 0, k).copy_(x_rows);
   }
   at::Tensor y = at::empty({m, n}, x_rows.options());
-  run_gemv(args, padded.data_ptr<float>(), m, x_stride, k, y.data_ptr<float>(), n, isa);
+  args.x = padded.data_ptr<float>();
+  args.m_rows = m;
+  args.x_stride = x_stride;
+  args.k = k;
+  args.y = y.data_ptr<float>();
+  args.y_stride = n;
+  gemv(args, n, isa);
   return y;
 }
 
 std::optional<at::Tensor> direct_decode(const at::Tensor& x, GemvArgs args, std::int64_t n, Isa isa,
                                         const std::optional<at::Tensor>& bias) {
+  std::optional<std::vector<at::Tensor>> y =
+      direct_decode(x, std::span<GemvArgs>(&args, 1), std::span<const std::int64_t>(&n, 1), isa,
+                    std::span(&bias, 1));
+  if (!y) return std::nullopt;
+  return std::move(y->front());
+}
+
+std::optional<std::vector<at::Tensor>> direct_decode(
+    const at::Tensor& x, std::span<GemvArgs> args, std::span<const std::int64_t> n, Isa isa,
+    std::span<const std::optional<at::Tensor>> biases) {
   if (x.scalar_type() != at::kFloat || !x.is_contiguous()) return std::nullopt;
   const std::int64_t k = x.size(-1);
   if (k == 0 || k % kPadFloats != 0) return std::nullopt;
   const std::int64_t m = x.numel() / k;
   if (m > kDecodeMaxRows) return std::nullopt;
   std::vector<std::int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = n;
-  at::Tensor y = at::empty(shape, x.options());
-  run_gemv(args, x.data_ptr<float>(), m, k, k, y.data_ptr<float>(), n, isa);
-  if (bias) y.add_(bias->scalar_type() == at::kFloat ? *bias : bias->to(at::kFloat));
+  std::vector<at::Tensor> y;
+  y.reserve(args.size());
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    shape.back() = n[i];
+    y.push_back(at::empty(shape, x.options()));
+    args[i].x = x.data_ptr<float>();
+    args[i].m_rows = m;
+    args[i].x_stride = k;
+    args[i].k = k;
+    args[i].y = y.back().data_ptr<float>();
+    args[i].y_stride = n[i];
+  }
+  gemv_group(args, n, isa);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::optional<at::Tensor>& bias = biases[i];
+    if (bias) y[i].add_(bias->scalar_type() == at::kFloat ? *bias : bias->to(at::kFloat));
+  }
   return y;
+}
+
+GemvArgs weight_args(const at::Tensor& w, WeightFormat format) {
+  GemvArgs args;
+  args.w = w.data_ptr();
+  args.format = format;
+  args.w_stride = w.stride(0);
+  return args;
+}
+
+GemvArgs weight_args(const QuantizedWeight& w) {
+  GemvArgs args;
+  args.w = w.values.data_ptr();
+  args.format = WeightFormat::kI8;
+  args.w_stride = w.values.stride(0);
+  args.scales = w.scales.data_ptr<float>();
+  args.group = w.group_size();
+  args.n_groups = w.scales.size(1);
+  return args;
 }
 
 at::Tensor tiled_product(const at::Tensor& x_rows, std::int64_t n, const FillTile& fill) {

@@ -7,8 +7,10 @@
 
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ferry/kernels/quantized.h"
 #include "gemv.h"
@@ -40,6 +42,15 @@ at::Tensor decode_product(const at::Tensor& x_rows, GemvArgs args, std::int64_t 
 // ~5 per product, on the thread the others wait for). nullopt when x does not qualify.
 std::optional<at::Tensor> direct_decode(const at::Tensor& x, GemvArgs args, std::int64_t n, Isa isa,
                                         const std::optional<at::Tensor>& bias);
+// The same for several weights read with one x (Note [Grouped products]): args[i] has weight
+// i's fields set, n[i] its rows, biases[i] its bias; one gemv_group for all of them.
+std::optional<std::vector<at::Tensor>> direct_decode(
+    const at::Tensor& x, std::span<GemvArgs> args, std::span<const std::int64_t> n, Isa isa,
+    std::span<const std::optional<at::Tensor>> biases);
+
+// The gemv fields of a weight: a float one in `format`, or an int8 one (values and scales).
+GemvArgs weight_args(const at::Tensor& w, WeightFormat format);
+GemvArgs weight_args(const QuantizedWeight& w);
 
 // Writes weight rows [n0, n0 + tile.size(0)) as float32 into `tile` ([rows, k]).
 using FillTile = std::function<void(std::int64_t n0, at::Tensor& tile)>;

@@ -101,12 +101,7 @@ at::Tensor linear(const at::Tensor& x, const QuantizedWeight& w,
   const bool decodable = w.values.stride(1) == 1 && w.scales.is_contiguous();
   detail::GemvArgs args;
   if (decodable) {
-    args.w = w.values.data_ptr();
-    args.format = detail::WeightFormat::kI8;
-    args.w_stride = w.values.stride(0);
-    args.scales = w.scales.data_ptr<float>();
-    args.group = w.group_size();
-    args.n_groups = w.scales.size(1);
+    args = detail::weight_args(w);
     if (auto y = detail::direct_decode(x, args, n, active_isa(), bias)) return *y;
   }
   const at::Tensor x_rows = detail::rows_f32(x);
