@@ -1,6 +1,7 @@
 #include "ferry/engine/engine.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -336,7 +337,8 @@ static std::string take_token(Sequence& s, std::int64_t token, const EngineOptio
 bool Engine::step() {
   State& st = *state_;
   std::lock_guard step_lock(st.step_mutex);
-  at::NoGradGuard no_grad;
+  // Note [Inference mode]
+  const c10::InferenceMode inference;
   const auto start = Clock::now();
   bool worked = false;
 

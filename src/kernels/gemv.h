@@ -40,6 +40,11 @@ struct GemvArgs {
   const float* x_scales = nullptr;        // [m_rows, ceil(k / 32)]
   const std::int32_t* xq_sums = nullptr;  // [m_rows, ceil(k / 32)]: Σ of each group of xq
                                           // (Isa::kAvx512Vnni only)
+  // kBF16 only, filled by gemv_group() for the variants that read bfloat16 in pairs (Note
+  // [bfloat16 in pairs] in gemv_block.h): x's rows [m_rows, k rounded down to 32], each block of
+  // 2 · pair_width elements stored as its even elements, then its odd ones. Null: no pairs.
+  const float* x_pairs = nullptr;
+  std::int64_t pair_width = 0;  // the variant's floats per vector: 8 (AVX2) or 16 (AVX-512)
   std::int64_t k = 0;
   float* y = nullptr;  // [m_rows, y_stride] float32
   std::int64_t y_stride = 0;

@@ -112,30 +112,15 @@ inline typename V::Vec load_weight(const void* base, std::int64_t offset) {
 // holds two float vectors without any shuffle: lane i shifted left by 16 is element 2i, and lane
 // i with its low half cleared is element 2i + 1. The x these meet must be in the same order:
 // each block of 2W elements of x is stored as its W even elements, then its W odd ones
-// (paired_x), once per gemv_rows call. The products are the same; only the float32 summation order
-// changes.
+// (GemvArgs::x_pairs). gemv_group() makes that copy once for all its products and threads: made
+// per call of gemv_rows (once per chunk of rows), it was 2 % of a bfloat16 decode's samples.
+// The products are the same; only the float32 summation order changes.
 
 // Whether V reads bfloat16 in pairs (V::bf16_pair(p, even, odd) over 2W elements at p).
 template <class V>
 concept HasBf16Pair = requires(const std::uint16_t* p, typename V::Vec& v) {
   V::bf16_pair(p, v, v);
 };
-
-// x's rows [0, m_rows) × [0, k_end) reordered per block of 2W elements: evens, then odds.
-template <class V>
-void paired_x(const GemvArgs& a, std::int64_t k_end, float* out) {
-  constexpr std::int64_t W = V::kWidth;
-  for (std::int64_t m = 0; m < a.m_rows; ++m) {
-    const float* x = a.x + m * a.x_stride;
-    float* o = out + m * k_end;
-    for (std::int64_t b = 0; b < k_end; b += 2 * W) {
-      for (std::int64_t i = 0; i < W; ++i) {
-        o[b + i] = x[b + 2 * i];
-        o[b + W + i] = x[b + 2 * i + 1];
-      }
-    }
-  }
-}
 
 // Note [The next block, fetched ahead]
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
@@ -149,8 +134,8 @@ void paired_x(const GemvArgs& a, std::int64_t k_end, float* out) {
 
 // acc[m][r] += x[m, 0, k_end) · w[n0 + rows[r], 0, k_end) for M rows of x, reading each weight
 // vector once; k_end is a multiple of 32 (so of 2W). kPairs: bfloat16 read in pairs, x in
-// paired_x's order (Note [bfloat16 in pairs]). prefetch_next: fetch the next block's rows ahead
-// (Note [The next block, fetched ahead]).
+// GemvArgs::x_pairs' order (Note [bfloat16 in pairs]). prefetch_next: fetch the next block's rows
+// ahead (Note [The next block, fetched ahead]).
 template <class V, WeightFormat F, int M, bool kPairs = false>
 void direct_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
                   const std::int64_t* rows, std::int64_t k_end, typename V::Vec (*acc)[kBlockRows],
@@ -230,22 +215,24 @@ void direct_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std:
   }
 }
 
+// pairs: bfloat16 read in pairs, x in their order (a.x_pairs).
 template <class V, int M>
 void direct_block_any(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
                       const std::int64_t* rows, std::int64_t k_end,
-                      typename V::Vec (*acc)[kBlockRows], bool prefetch_next) {
+                      typename V::Vec (*acc)[kBlockRows], bool prefetch_next, bool pairs) {
   switch (a.format) {
     case WeightFormat::kF32:
       return direct_block<V, WeightFormat::kF32, M>(a, x, x_stride, n0, rows, k_end, acc,
                                                     prefetch_next);
     case WeightFormat::kBF16:
       if constexpr (HasBf16Pair<V>) {
-        return direct_block<V, WeightFormat::kBF16, M, /*kPairs=*/true>(a, x, x_stride, n0, rows,
-                                                                        k_end, acc, prefetch_next);
-      } else {
-        return direct_block<V, WeightFormat::kBF16, M>(a, x, x_stride, n0, rows, k_end, acc,
-                                                       prefetch_next);
+        if (pairs) {
+          return direct_block<V, WeightFormat::kBF16, M, /*kPairs=*/true>(
+              a, x, x_stride, n0, rows, k_end, acc, prefetch_next);
+        }
       }
+      return direct_block<V, WeightFormat::kBF16, M>(a, x, x_stride, n0, rows, k_end, acc,
+                                                     prefetch_next);
     case WeightFormat::kF16:
       return direct_block<V, WeightFormat::kF16, M>(a, x, x_stride, n0, rows, k_end, acc,
                                                     prefetch_next);
@@ -421,16 +408,12 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
   const std::int64_t direct_k = direct ? a.k / 32 * 32 : 0;
   const float* x = a.x;
   std::int64_t x_stride = a.x_stride;
-  if constexpr (HasBf16Pair<V>) {
-    if (a.format == WeightFormat::kBF16 && direct_k > 0) {
-      // Note [bfloat16 in pairs]: x in pair order, once per call of this function (a few per
-      // thread and product: K floats each, against the rows' K weights apiece).
-      thread_local std::vector<float> pairs;
-      pairs.resize(static_cast<std::size_t>(a.m_rows * direct_k));
-      paired_x<V>(a, direct_k, pairs.data());
-      x = pairs.data();
-      x_stride = direct_k;
-    }
+  // Note [bfloat16 in pairs]: x in pair order, made once per gemv_group() call.
+  const bool pairs = HasBf16Pair<V> && a.format == WeightFormat::kBF16 && direct_k > 0 &&
+                     a.x_pairs != nullptr && a.pair_width == W;
+  if (pairs) {
+    x = a.x_pairs;
+    x_stride = direct_k;
   }
   for (std::int64_t n0 = n_begin; n0 < n_end; n0 += kBlockRows) {
     const std::int64_t rows_here = std::min(kBlockRows, n_end - n0);
@@ -446,11 +429,11 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
       std::int64_t m = 0;
       for (; m + 2 <= a.m_rows; m += 2) {
         direct_block_any<V, 2>(a, x + m * x_stride, x_stride, n0, rows, direct_k, acc + m,
-                               next && m == 0);
+                               next && m == 0, pairs);
       }
       if (m < a.m_rows) {
         direct_block_any<V, 1>(a, x + m * x_stride, x_stride, n0, rows, direct_k, acc + m,
-                               next && m == 0);
+                               next && m == 0, pairs);
       }
     }
     for (std::int64_t k0 = direct_k; k0 < a.k; k0 += kChunk) {

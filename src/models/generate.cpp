@@ -1,5 +1,7 @@
 #include "ferry/models/generate.h"
 
+#include <c10/core/InferenceMode.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -37,6 +39,16 @@ void check_prompts(const ModelConfig& c, const std::vector<std::vector<std::int6
   }
 }
 
+// Note [Inference mode]
+// ~~~~~~~~~~~~~~~~~~~~~
+// A decode step makes a few hundred small LibTorch calls (views, adds, the cache's copies) around
+// its products, and under a NoGradGuard each still passes LibTorch's autograd layer and gives
+// every view its autograd record. c10::InferenceMode skips both: perf put the calling thread's
+// samples in libtorch_cpu and libc10 at 11.3-11.9 % of a bfloat16 decode with the guard, 9.6-9.9 %
+// in inference mode. Tensors made in it (the KV cache, the logits) are inference tensors: they
+// cannot be changed in place, or recorded by autograd, outside inference mode. Of what generate()
+// returns only prompt_logits is a tensor, and it is for reading (clone() it to change it).
+
 }  // namespace
 
 GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int64_t>>& prompts,
@@ -45,7 +57,8 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
   check_prompts(c, prompts);
   FERRY_CHECK(options.stop_strings.empty() || options.decode, InvalidArgument,
               "generate: stop strings need a decode function");
-  at::NoGradGuard no_grad;
+  // Note [Inference mode]
+  const c10::InferenceMode inference;
   const auto batch = static_cast<std::int64_t>(prompts.size());
   StepInput prefill = left_padded_prefill(prompts, options.pad_token_id);
   at::Tensor ids = prefill.input_ids;

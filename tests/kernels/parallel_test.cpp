@@ -3,8 +3,11 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "test_util.h"
@@ -40,6 +43,32 @@ TEST(KernelThreads, ChunksCoverTheRangeOnceAndRespectTheGrain) {
   bool called = false;
   parallel_for(0, 1, [&](std::int64_t, std::int64_t) { called = true; });
   EXPECT_FALSE(called);
+}
+
+// Note [Chunks taken in turn]: each thread's share of the first half, then chunks that shrink to
+// the grain, so that the last ones, which a thread may wait for, are short.
+TEST(KernelThreads, ChunksShrinkFromAShareOfHalfTheRangeToTheGrain) {
+  ThreadCount scope(2);
+  const std::int64_t n = 1000, grain = 4;
+  std::mutex mutex;
+  std::vector<std::pair<std::int64_t, std::int64_t>> chunks;
+  parallel_for(n, grain, [&](std::int64_t begin, std::int64_t end) {
+    std::lock_guard<std::mutex> lock(mutex);
+    chunks.emplace_back(begin, end);
+  });
+  std::sort(chunks.begin(), chunks.end());
+  ASSERT_GE(chunks.size(), 3u);
+  EXPECT_EQ(chunks[0], std::make_pair(std::int64_t{0}, std::int64_t{250}));    // thread 0's share
+  EXPECT_EQ(chunks[1], std::make_pair(std::int64_t{250}, std::int64_t{500}));  // thread 1's share
+  for (std::size_t i = 2; i < chunks.size(); ++i) {
+    const std::int64_t size = chunks[i].second - chunks[i].first;
+    EXPECT_EQ(chunks[i].first, chunks[i - 1].second) << "chunk " << i;
+    // remaining / (2 · threads), never below the grain (the last one may be cut by the end).
+    const std::int64_t remaining = n - chunks[i].first;
+    EXPECT_EQ(size, std::min(remaining, std::max(grain, remaining / 4))) << "chunk " << i;
+  }
+  EXPECT_EQ(chunks.back().second, n);
+  EXPECT_LE(chunks.back().second - chunks.back().first, grain);
 }
 
 TEST(KernelThreads, AnExceptionInAChunkReachesTheCaller) {

@@ -33,7 +33,9 @@ struct GenerateOptions {
 struct GenerateResult {
   std::vector<std::vector<std::int64_t>> tokens;  // generated ids per prompt
   std::vector<std::string> finish_reasons;        // "eos", "stop_string", "length", "max_positions"
-  at::Tensor prompt_logits;  // with keep_prompt_logits: [batch, longest prompt, vocab] float32
+  // With keep_prompt_logits: [batch, longest prompt, vocab] float32, an inference tensor (Note
+  // [Inference mode] in generate.cpp): read it, or clone() it to change it in place.
+  at::Tensor prompt_logits;
   double first_token_seconds = 0;  // prefill until the first token is chosen
   double decode_seconds = 0;       // every later step
   std::int64_t decode_steps = 0;   // steps after the prefill
