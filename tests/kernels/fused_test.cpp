@@ -49,6 +49,22 @@ TEST(FusedRmsNorm, MatchesTheChainForEveryWeightDtypeAndShape) {
   }
 }
 
+// The weight is read where it lies, in its dtype (no LibTorch conversion): strided ones too.
+TEST(FusedRmsNorm, StridedWeightOfEveryDtype) {
+  at::manual_seed(3);
+  ThreadCount threads(2);
+  const at::Tensor x = at::randn({4, 130}) * 2;
+  for (const at::ScalarType wt : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    const at::Tensor w = (at::randn({260}) + 1).to(wt).slice(0, 1, 260, 2);
+    ASSERT_EQ(w.stride(0), 2);
+    ASSERT_TRUE(rms_norm_applies(x, w));
+    const at::Tensor got = rms_norm(x, w, 1e-5);
+    const at::Tensor want = rms_norm_chain(x, w, 1e-5);
+    EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-6))
+        << c10::toString(wt) << " max diff " << (got - want).abs().max().item<double>();
+  }
+}
+
 TEST(FusedRmsNorm, StridedRowsManyThreadsAndLargeEps) {
   at::manual_seed(2);
   ThreadCount threads(3);
