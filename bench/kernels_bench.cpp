@@ -7,6 +7,8 @@
 // Usage: bench_kernels [--threads N=2] [--reps N=9] [--isa portable|avx2|avx512]
 //   [--sizes 4096,8192] [--formats fp32,bf16,f16,int8-g32,int8-channel] [--rows M=1]
 //   [--accuracy 1|0] (0: skip the int8 accuracy section)
+//   [--interleave OUTxIN,...] (also: the formats called in turn, call by call, on weights of
+//   these shapes, e.g. a model's 1024x1024,2816x1024,1024x2816; Note [Interleaved comparison])
 // Each "ROW" line is machine-readable (bench/run.sh parses it).
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -151,6 +153,71 @@ void int8_accuracy(const char* label, const at::Tensor& w) {
   }
 }
 
+// Note [Interleaved comparison]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// On a shared VM the bandwidth a thread gets moves by 10-30 % from one second to the next, so
+// formats measured one after the other differ by more than their kernels do. Here each rep calls
+// every format once, each on its own cold copy, in an order that rotates from rep to rep; the
+// medians of those interleaved calls are compared, and turned into what the kernels alone would
+// make of a decode: × fp32 speed = (fp32 bytes ÷ the format's) × (its GB/s ÷ fp32's).
+void interleaved(std::int64_t out, std::int64_t in, const std::vector<const Format*>& formats,
+                 int reps) {
+  struct Contender {
+    const Format* format;
+    std::vector<at::Tensor> ws;
+    std::vector<kernels::QuantizedWeight> qs;
+    std::int64_t bytes = 0;
+    std::vector<double> gbps;
+  };
+  const at::Tensor x = at::randn({1, in});
+  std::vector<Contender> cs;
+  for (const Format* f : formats) {
+    Contender c{.format = f};
+    do {
+      const at::Tensor w = at::randn({out, in}) * 0.02;
+      if (f->scheme) {
+        c.qs.push_back(kernels::quantize(w, *f->scheme));
+        c.bytes = c.qs.back().values.nbytes() + c.qs.back().scales.nbytes();
+        kernels::linear(x, c.qs.back(), std::nullopt);  // first touch, untimed
+      } else {
+        c.ws.push_back(w.to(f->dtype));
+        c.bytes = c.ws.back().nbytes();
+        kernels::linear(x, c.ws.back(), std::nullopt);
+      }
+    } while (static_cast<std::int64_t>(c.ws.size() + c.qs.size()) * c.bytes < kColdBytes);
+    cs.push_back(std::move(c));
+  }
+  for (int r = 0; r < reps; ++r) {
+    for (std::size_t i = 0; i < cs.size(); ++i) {
+      Contender& c = cs[(i + static_cast<std::size_t>(r)) % cs.size()];
+      const std::size_t copy = static_cast<std::size_t>(r) % (c.ws.size() + c.qs.size());
+      const auto t = Clock::now();
+      if (c.format->scheme)
+        kernels::linear(x, c.qs[copy], std::nullopt);
+      else
+        kernels::linear(x, c.ws[copy], std::nullopt);
+      c.gbps.push_back(static_cast<double>(c.bytes) / 1e9 /
+                       std::chrono::duration<double>(Clock::now() - t).count());
+    }
+  }
+  fmt::print("\n{}x{} (out x in), formats interleaved call by call, {} reps, median GB/s\n", out,
+             in, reps);
+  const Contender* fp32 = nullptr;
+  for (const Contender& c : cs) {
+    if (std::string(c.format->name) == "fp32") fp32 = &c;
+  }
+  for (const Contender& c : cs) {
+    const Summary g = summarize(c.gbps);
+    fmt::print("  {:<13} {:6.2f} GB/s ({:.2f}-{:.2f})", c.format->name, g.median, g.min, g.max);
+    if (fp32 != nullptr) {
+      const double base = summarize(fp32->gbps).median;
+      fmt::print("  {:.2f} x fp32 GB/s  => {:.2f} x fp32 speed", g.median / base,
+                 static_cast<double>(fp32->bytes) / static_cast<double>(c.bytes) * g.median / base);
+    }
+    fmt::print("\n");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -159,6 +226,7 @@ int main(int argc, char** argv) {
   bool accuracy = true;
   std::vector<std::int64_t> sizes = {4096, 8192};
   std::vector<std::string> only;  // formats to run; empty: all
+  std::vector<std::pair<std::int64_t, std::int64_t>> shapes;  // --interleave
   std::optional<kernels::ScopedIsa> isa_guard;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
@@ -172,7 +240,19 @@ int main(int argc, char** argv) {
       rows = std::stoll(value);
     else if (flag == "--accuracy")
       accuracy = value != "0";
-    else { fmt::print(stderr, "bench_kernels: unknown flag {}\n", flag); return 2; }
+    else if (flag == "--interleave") {
+      for (const std::string& part : split(value)) {
+        const std::size_t by = part.find('x');
+        if (by == std::string::npos) {
+          fmt::print(stderr, "bench_kernels: --interleave wants OUTxIN, got {}\n", part);
+          return 2;
+        }
+        shapes.emplace_back(std::stoll(part.substr(0, by)), std::stoll(part.substr(by + 1)));
+      }
+    } else {
+      fmt::print(stderr, "bench_kernels: unknown flag {}\n", flag);
+      return 2;
+    }
   }
   at::NoGradGuard no_grad;
   kernels::set_fused_float32(true);  // the fp32 rows measure the kernel; "old path" is at::linear
@@ -237,6 +317,16 @@ int main(int argc, char** argv) {
           fast.median / copy.median, fast.median / read.median, old.median,
           kernels::isa_name(kernels::active_isa()), at::get_num_threads(), rows);
     }
+  }
+
+  if (!shapes.empty()) {
+    std::vector<const Format*> chosen;
+    for (const Format& f : formats) {
+      if (only.empty() || std::find(only.begin(), only.end(), f.name) != only.end()) {
+        chosen.push_back(&f);
+      }
+    }
+    for (const auto& [out, in] : shapes) interleaved(out, in, chosen, std::max(reps, 100));
   }
 
   if (!accuracy) return 0;
