@@ -1,6 +1,7 @@
 // Sampling and the stopping rules of generation.
 #include "ferry/models/generate.h"
 
+#include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
 #include <set>
@@ -110,6 +111,24 @@ TEST_F(GenerateStops, MaxPositionsEndsGeneration) {
   // Positions 62 and 63 are fed; the token chosen at 63 is returned but never fed.
   EXPECT_EQ(r.tokens[0].size(), 3u);
   EXPECT_EQ(r.finish_reasons[0], "max_positions");
+}
+
+// Note [Inference mode]: the steps run in it, the caller's mode is restored, and the prompt's
+// logits come back as an inference tensor (documented on GenerateResult::prompt_logits).
+TEST_F(GenerateStops, StepsRunInInferenceModeAndTheCallersModeIsRestored) {
+  ASSERT_FALSE(c10::InferenceMode::is_enabled());
+  std::vector<bool> during;
+  const GenerateResult r = generate(
+      *loaded_.model, {prompt_},
+      {.max_new_tokens = 3,
+       .on_token = [&](std::size_t,
+                       std::int64_t) { during.push_back(c10::InferenceMode::is_enabled()); },
+       .keep_prompt_logits = true});
+  EXPECT_EQ(during, std::vector<bool>(3, true));
+  EXPECT_FALSE(c10::InferenceMode::is_enabled());
+  ASSERT_TRUE(r.prompt_logits.defined());
+  EXPECT_TRUE(r.prompt_logits.is_inference());
+  EXPECT_FALSE(r.prompt_logits.clone().is_inference());  // the way to a tensor to change
 }
 
 }  // namespace
