@@ -17,16 +17,6 @@ namespace {
 // [Chunks taken in turn]): ~6 µs of reading at 10 GB/s, what a thread may be left waiting for.
 constexpr std::int64_t kMinBytesPerTask = std::int64_t{64} << 10;
 
-std::int64_t bytes_per_element(WeightFormat format) {
-  switch (format) {
-    case WeightFormat::kF32: return 4;
-    case WeightFormat::kBF16:
-    case WeightFormat::kF16: return 2;
-    case WeightFormat::kI8: return 1;
-  }
-  return 4;
-}
-
 GemvRowsFn variant(Isa isa) {
   switch (isa) {
     case Isa::kAvx512Vnni: return &gemv_rows_avx512_vnni;

@@ -13,6 +13,16 @@ namespace ferry::kernels::detail {
 // How a weight row's bytes are read.
 enum class WeightFormat { kF32, kBF16, kF16, kI8 };
 
+constexpr std::int64_t bytes_per_element(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::kF32: return 4;
+    case WeightFormat::kBF16:
+    case WeightFormat::kF16: return 2;
+    case WeightFormat::kI8: return 1;
+  }
+  return 4;
+}
+
 // Decode-sized inputs only: beyond this many rows BLAS on converted tiles is faster.
 constexpr std::int64_t kDecodeMaxRows = 16;
 // x's rows are padded with zeros to a multiple of this (the widest vector, in floats), so the

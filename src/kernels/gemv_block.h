@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "gemv.h"
@@ -128,18 +129,19 @@ concept HasBf16Pair = requires(const std::uint16_t* p, typename V::Vec& v) {
 // decode step starts each thread's streams afresh: the hardware prefetcher alone left the float
 // products well below the read-only bound at decode sizes. So while a block is computed, the
 // next block's rows are prefetched at the same offsets (none past the thread's rows), as the
-// int8 variants do. Measured on the reference model (2 threads, 64 tokens, 4 alternated runs;
-// bench/formats.sh's command): ms per token fp32 38.6-45.8 → 34.0-41.1, bfloat16 22.7-23.5 →
+// int8 variants do. (Since Note [Rows read in runs], only what is left of each row after its
+// whole runs is read this way.) Measured on the reference model (2 threads, 64 tokens, 4 alternated
+// runs; bench/formats.sh's command): ms per token fp32 38.6-45.8 → 34.0-41.1, bfloat16 22.7-23.5 →
 // 19.0-20.4, float16 21.3-22.7 → 16.3-17.2. Two blocks ahead measured the same as one.
 
-// acc[m][r] += x[m, 0, k_end) · w[n0 + rows[r], 0, k_end) for M rows of x, reading each weight
-// vector once; k_end is a multiple of 32 (so of 2W). kPairs: bfloat16 read in pairs, x in
-// GemvArgs::x_pairs' order (Note [bfloat16 in pairs]). prefetch_next: fetch the next block's rows
-// ahead (Note [The next block, fetched ahead]).
+// acc[m][r] += x[m, k_begin, k_end) · w[n0 + rows[r], k_begin, k_end) for M rows of x, reading
+// each weight vector once; k_begin and k_end are multiples of 32 (so of 2W). kPairs: bfloat16 read
+// in pairs, x in GemvArgs::x_pairs' order (Note [bfloat16 in pairs]). prefetch_next: fetch the next
+// block's rows ahead (Note [The next block, fetched ahead]).
 template <class V, WeightFormat F, int M, bool kPairs = false>
 void direct_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
-                  const std::int64_t* rows, std::int64_t k_end, typename V::Vec (*acc)[kBlockRows],
-                  bool prefetch_next) {
+                  const std::int64_t* rows, std::int64_t k_begin, std::int64_t k_end,
+                  typename V::Vec (*acc)[kBlockRows], bool prefetch_next) {
   constexpr std::int64_t W = V::kWidth;
   typename V::Vec sum[M][kBlockRows];
 #pragma GCC unroll 16
@@ -154,7 +156,7 @@ void direct_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std:
   // two cache lines) per row and step.
   constexpr std::int64_t kElementBytes = F == WeightFormat::kF32 ? 4 : 2;
   const char* next_base = static_cast<const char*>(a.w) + kBlockRows * a.w_stride * kElementBytes;
-  for (std::int64_t k = 0; k < k_end; k += 32) {
+  for (std::int64_t k = k_begin; k < k_end; k += 32) {
     if (prefetch_next) {
 #pragma GCC unroll 4
       for (std::int64_t r = 0; r < kBlockRows; ++r) {
@@ -218,24 +220,113 @@ void direct_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std:
 // pairs: bfloat16 read in pairs, x in their order (a.x_pairs).
 template <class V, int M>
 void direct_block_any(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
-                      const std::int64_t* rows, std::int64_t k_end,
+                      const std::int64_t* rows, std::int64_t k_begin, std::int64_t k_end,
                       typename V::Vec (*acc)[kBlockRows], bool prefetch_next, bool pairs) {
   switch (a.format) {
     case WeightFormat::kF32:
-      return direct_block<V, WeightFormat::kF32, M>(a, x, x_stride, n0, rows, k_end, acc,
+      return direct_block<V, WeightFormat::kF32, M>(a, x, x_stride, n0, rows, k_begin, k_end, acc,
                                                     prefetch_next);
     case WeightFormat::kBF16:
       if constexpr (HasBf16Pair<V>) {
         if (pairs) {
           return direct_block<V, WeightFormat::kBF16, M, /*kPairs=*/true>(
-              a, x, x_stride, n0, rows, k_end, acc, prefetch_next);
+              a, x, x_stride, n0, rows, k_begin, k_end, acc, prefetch_next);
         }
       }
-      return direct_block<V, WeightFormat::kBF16, M>(a, x, x_stride, n0, rows, k_end, acc,
+      return direct_block<V, WeightFormat::kBF16, M>(a, x, x_stride, n0, rows, k_begin, k_end, acc,
                                                      prefetch_next);
     case WeightFormat::kF16:
-      return direct_block<V, WeightFormat::kF16, M>(a, x, x_stride, n0, rows, k_end, acc,
+      return direct_block<V, WeightFormat::kF16, M>(a, x, x_stride, n0, rows, k_begin, k_end, acc,
                                                     prefetch_next);
+    case WeightFormat::kI8: return;  // never: int8 takes gemv_rows_i8
+  }
+}
+
+// Note [Rows read in runs]
+// ~~~~~~~~~~~~~~~~~~~~~~~~
+// direct_block steps its four rows side by side, one or two cache lines of each per step, and
+// fetches the next block's lines into L1. That way the bfloat16 and float16 products read 8-20 %
+// fewer bytes per second than the float32 one (bench_kernels --interleave, 2 threads, AVX-512:
+// 0.80-0.92 × fp32's GB/s), although a line of them is no more work, while the int8 VNNI
+// product, which reads each row in runs of 512 bytes (Note [int8 with VNNI]), read as fast as
+// float32 at 4096². So the float products read each row of a block in runs of kRunBytes, one
+// row after the other, and fetch the next block's run of the same row into L2 (prefetcht1):
+// eight lines a row fetched into L1 held the fill buffers that the demand loads wait for.
+// Measured with bench_kernels --interleave 1024x1024,2816x1024,1024x2816,4096x4096 (2 threads,
+// AVX-512, passes alternated):
+//   - bfloat16, in runs with an L1 prefetch: 0.85-0.95 × the old float32 product's GB/s; with
+//     the L2 prefetch 0.88-1.13 (float16 0.93-1.14), the most at 4096² and 1024×2816;
+//   - float32 in runs too: the same GB/s at 1024² and 2816×1024, 8-20 % more at 1024×2816 and
+//     4096²; bfloat16 and float16 are then 0.89-0.98 × its GB/s.
+// What is left of a row (k past the last whole run, a multiple of 32) takes direct_block. Within
+// a run the sums use two accumulators: the products are the same, only the float32 summation
+// order differs.
+constexpr std::int64_t kRunBytes = 512;
+
+// acc[m][r] += x[m, 0, k_end) · w[n0 + rows[r], 0, k_end) for all of x's rows and a float weight
+// (F), each row read in runs of kRunBytes (Note [Rows read in runs]); k_end is a multiple of a
+// run's elements. kPairs: bfloat16 in pairs, x in GemvArgs::x_pairs' order.
+template <class V, WeightFormat F, bool kPairs>
+void run_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
+               const std::int64_t* rows, std::int64_t k_end, typename V::Vec (*acc)[kBlockRows],
+               bool prefetch_next) {
+  constexpr std::int64_t W = V::kWidth;
+  using Elem = std::conditional_t<F == WeightFormat::kF32, float, std::uint16_t>;
+  constexpr std::int64_t kRunLength = kRunBytes / sizeof(Elem);
+  static_assert(kRunLength % (2 * W) == 0);
+  const auto* base = static_cast<const Elem*>(a.w);
+  for (std::int64_t k0 = 0; k0 < k_end; k0 += kRunLength) {
+#pragma GCC unroll 4
+    for (std::int64_t r = 0; r < kBlockRows; ++r) {
+      const Elem* p = base + (n0 + rows[r]) * a.w_stride + k0;
+      if (prefetch_next) {
+        const char* ahead = reinterpret_cast<const char*>(p + kBlockRows * a.w_stride);
+#pragma GCC unroll 8
+        for (std::int64_t line = 0; line < kRunBytes; line += 64) {
+          __builtin_prefetch(ahead + line, 0, 2);  // prefetcht1: into L2
+        }
+      }
+      for (std::int64_t m = 0; m < a.m_rows; ++m) {
+        const float* xm = x + m * x_stride + k0;
+        typename V::Vec s0 = V::zero(), s1 = V::zero();
+#pragma GCC unroll 32
+        for (std::int64_t j = 0; j < kRunLength; j += 2 * W) {
+          typename V::Vec w0, w1;
+          if constexpr (kPairs) {
+            V::bf16_pair(p + j, w0, w1);
+          } else {
+            w0 = load_weight<V, F>(p, j);
+            w1 = load_weight<V, F>(p, j + W);
+          }
+          s0 = V::fma(w0, V::load(xm + j), s0);
+          s1 = V::fma(w1, V::load(xm + j + W), s1);
+        }
+        acc[m][r] = V::add(acc[m][r], V::add(s0, s1));
+      }
+    }
+  }
+}
+
+template <class V>
+void run_block_any(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
+                   const std::int64_t* rows, std::int64_t k_end, typename V::Vec (*acc)[kBlockRows],
+                   bool prefetch_next, bool pairs) {
+  switch (a.format) {
+    case WeightFormat::kF32:
+      return run_block<V, WeightFormat::kF32, false>(a, x, x_stride, n0, rows, k_end, acc,
+                                                     prefetch_next);
+    case WeightFormat::kBF16:
+      if constexpr (HasBf16Pair<V>) {
+        if (pairs) {
+          return run_block<V, WeightFormat::kBF16, true>(a, x, x_stride, n0, rows, k_end, acc,
+                                                         prefetch_next);
+        }
+      }
+      return run_block<V, WeightFormat::kBF16, false>(a, x, x_stride, n0, rows, k_end, acc,
+                                                      prefetch_next);
+    case WeightFormat::kF16:
+      return run_block<V, WeightFormat::kF16, false>(a, x, x_stride, n0, rows, k_end, acc,
+                                                     prefetch_next);
     case WeightFormat::kI8: return;  // never: int8 takes gemv_rows_i8
   }
 }
@@ -426,14 +517,20 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
                                              std::min<std::int64_t>(2, rows_here - 1),
                                              std::min<std::int64_t>(3, rows_here - 1)};
       const bool next = n0 + 2 * kBlockRows <= n_end;
+      // Note [Rows read in runs]: whole runs first, the rest of each row side by side.
+      const std::int64_t run_length = kRunBytes / bytes_per_element(a.format);
+      const std::int64_t run_k = direct_k / run_length * run_length;
+      if (run_k > 0) run_block_any<V>(a, x, x_stride, n0, rows, run_k, acc, next, pairs);
       std::int64_t m = 0;
-      for (; m + 2 <= a.m_rows; m += 2) {
-        direct_block_any<V, 2>(a, x + m * x_stride, x_stride, n0, rows, direct_k, acc + m,
-                               next && m == 0, pairs);
-      }
-      if (m < a.m_rows) {
-        direct_block_any<V, 1>(a, x + m * x_stride, x_stride, n0, rows, direct_k, acc + m,
-                               next && m == 0, pairs);
+      if (run_k < direct_k) {
+        for (; m + 2 <= a.m_rows; m += 2) {
+          direct_block_any<V, 2>(a, x + m * x_stride, x_stride, n0, rows, run_k, direct_k, acc + m,
+                                 next && m == 0, pairs);
+        }
+        if (m < a.m_rows) {
+          direct_block_any<V, 1>(a, x + m * x_stride, x_stride, n0, rows, run_k, direct_k, acc + m,
+                                 next && m == 0, pairs);
+        }
       }
     }
     for (std::int64_t k0 = direct_k; k0 < a.k; k0 += kChunk) {

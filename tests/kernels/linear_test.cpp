@@ -118,6 +118,25 @@ TEST_P(KernelsLinear, SlicedWeightAndOffsetInput) {
   }
 }
 
+// Note [Rows read in runs]: k a whole number of runs (512 bytes: 128 float32, 256 16-bit
+// weights), runs plus a tail of whole 32s, and runs plus a tail shorter than 32; enough rows for
+// several blocks and a short last one, rows that do not start where the previous one ends.
+TEST_P(KernelsLinear, RowsReadInRunsWithAndWithoutATail) {
+  FERRY_USE_ISA_OR_SKIP(GetParam());
+  at::manual_seed(7);
+  for (const at::ScalarType stored : kStored) {
+    for (const std::int64_t k : {128, 256, 512, 1024, 512 + 96, 768 + 5}) {
+      for (const std::int64_t m : {1, 2, 3}) {
+        const at::Tensor w = at::randn({37, k}).to(stored);
+        const std::string context = fmt::format("{} k={} m={}", c10::toString(stored), k, m);
+        expect_matches(at::randn({m, k}), w, std::nullopt, context);
+        const at::Tensor wide = at::randn({37, k + 64}).to(stored).narrow(1, 32, k);
+        expect_matches(at::randn({m, k}), wide, std::nullopt, context + " row stride k + 64");
+      }
+    }
+  }
+}
+
 TEST_P(KernelsLinear, TransposedWeight) {
   FERRY_USE_ISA_OR_SKIP(GetParam());
   at::manual_seed(4);
