@@ -41,7 +41,10 @@
 // (2 threads, bench_kernels 1024² and 4096²), slower than the AVX2 variant, whose loop
 // prefetches the same way; with it, 1.1-1.4 × the AVX2 variant's GB/s (2816² and 4096²: ~38-50
 // GB/s). Decode of the reference model with --quantize int8 (2 threads, 64 tokens, 4 alternated
-// runs): 16.6-18.7 ms per token with the AVX2 variant, 12.0-13.9 with this one.
+// runs): 16.6-18.7 ms per token with the AVX2 variant, 12.0-13.9 with this one. Fetched into L2
+// (prefetcht1) rather than L1, as the float products do (Note [Rows read in runs] in
+// gemv_block.h): 0.76-0.96 × the float32 product's GB/s against 0.74-0.89 into L1
+// (bench_kernels --interleave 1024x1024,2816x1024,1024x2816,4096x4096, three alternated passes).
 
 namespace ferry::kernels::detail {
 namespace {
@@ -106,12 +109,12 @@ inline void chunk(const GemvArgs& a, const std::int8_t* const* w, const float* c
 #pragma GCC unroll 4
   for (std::int64_t r = 0; r < kBlockRows; ++r) {
     if (prefetch) {
-      // The next block's row r, this chunk's bytes and scales (Note [int8 with VNNI]).
+      // The next block's row r, this chunk's bytes and scales, into L2 (Note [int8 with VNNI]).
       const std::int8_t* next = w[r] + kBlockRows * a.w_stride + k0;
 #pragma GCC unroll 8
-      for (std::int64_t j = 0; j < kVectors; ++j) __builtin_prefetch(next + 64 * j, 0, 3);
+      for (std::int64_t j = 0; j < kVectors; ++j) __builtin_prefetch(next + 64 * j, 0, 2);
       if constexpr (!kPerChannel)
-        __builtin_prefetch(scale_w[r] + kBlockRows * a.n_groups + g0, 0, 3);
+        __builtin_prefetch(scale_w[r] + kBlockRows * a.n_groups + g0, 0, 2);
     }
     __m512i wv[kVectors];
 #pragma GCC unroll 8
