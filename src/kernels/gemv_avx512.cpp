@@ -27,6 +27,7 @@ namespace {
 
 struct Avx512 {
   static constexpr std::int64_t kWidth = 16;
+  static constexpr bool kRowsInRuns = true;  // Note [Rows read in runs]
   using Vec = __m512;
   static Vec zero() { return _mm512_setzero_ps(); }
   static Vec load(const float* p) { return _mm512_loadu_ps(p); }
