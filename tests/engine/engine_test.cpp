@@ -1,6 +1,7 @@
 // The generation engine: continuous batching gives every request the tokens it gets alone.
 #include "ferry/engine/engine.h"
 
+#include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include "ferry/models/make_model.h"
 #include "ferry/models/registry.h"
 #include "ferry/models/tokenizer.h"
+#include "ferry/nn/hook.h"
 #include "schedules.h"
 #include "scratch_dir.h"
 
@@ -159,6 +161,36 @@ TEST(Engine, OneRequestEqualsGenerate) {
   EXPECT_EQ(engine.stats().running, 0);
   EXPECT_EQ(engine.stats().generated_tokens, 12u);
   EXPECT_EQ(engine.stats().kv_cache_bytes, 0u);
+}
+
+// Records, at each call of the module it is attached to, whether inference mode was on.
+class InferenceModeProbe : public nn::ModelHook {
+ public:
+  explicit InferenceModeProbe(std::vector<bool>* seen) : seen_(seen) {}
+  void pre_forward(nn::Module&, nn::TensorView&) override {
+    seen_->push_back(c10::InferenceMode::is_enabled());
+  }
+
+ private:
+  std::vector<bool>* seen_;
+};
+
+// Note [Inference mode] (src/models/generate.cpp): step() computes in inference mode and gives
+// the caller's mode back.
+TEST(Engine, StepsRunInInferenceModeAndTheCallersModeIsRestored) {
+  models::LoadedModel m = models::load_model(tiny_model(), {});
+  std::vector<bool> seen;
+  m.model->module().submodule("lm_head").set_hook(std::make_shared<InferenceModeProbe>(&seen));
+  Engine engine(*m.model, {});
+  RequestHandle h = engine.submit({3, 77, 140, 9}, {.max_new_tokens = 4});
+  ASSERT_FALSE(c10::InferenceMode::is_enabled());
+  const Finished f = collect(h, [&] {
+    engine.step();
+    EXPECT_FALSE(c10::InferenceMode::is_enabled());
+  });
+  EXPECT_EQ(f.tokens.size(), 4u);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen, std::vector<bool>(seen.size(), true));
 }
 
 TEST(EngineProperty, ContinuousBatchingEqualsAlone) {
