@@ -129,10 +129,11 @@ concept HasBf16Pair = requires(const std::uint16_t* p, typename V::Vec& v) {
 // decode step starts each thread's streams afresh: the hardware prefetcher alone left the float
 // products well below the read-only bound at decode sizes. So while a block is computed, the
 // next block's rows are prefetched at the same offsets (none past the thread's rows), as the
-// int8 variants do. (Since Note [Rows read in runs], only what is left of each row after its
-// whole runs is read this way.) Measured on the reference model (2 threads, 64 tokens, 4 alternated
-// runs; bench/formats.sh's command): ms per token fp32 38.6-45.8 → 34.0-41.1, bfloat16 22.7-23.5 →
-// 19.0-20.4, float16 21.3-22.7 → 16.3-17.2. Two blocks ahead measured the same as one.
+// int8 variants do. Measured on the reference model (2 threads, 64 tokens, 4 alternated runs;
+// bench/formats.sh's command): ms per token fp32 38.6-45.8 → 34.0-41.1, bfloat16 22.7-23.5 →
+// 19.0-20.4, float16 21.3-22.7 → 16.3-17.2. Two blocks ahead measured the same as one. Since
+// Note [Rows read in runs], the AVX-512 variants read only what is left of each row after its
+// whole runs this way.
 
 // acc[m][r] += x[m, k_begin, k_end) · w[n0 + rows[r], k_begin, k_end) for M rows of x, reading
 // each weight vector once; k_begin and k_end are multiples of 32 (so of 2W). kPairs: bfloat16 read
@@ -262,9 +263,8 @@ void direct_block_any(const GemvArgs& a, const float* x, std::int64_t x_stride, 
 // each format's GB/s as a ratio to the unchanged int8 product's, three passes): float32 1.69 →
 // 1.71, bfloat16 1.41 → 1.38, float16 1.45 → 1.41 (medians), no gain; it keeps direct_block
 // (V::kRowsInRuns: AVX-512 only). What is left of a row (k past the last whole run, a multiple
-// of 32) takes direct_block. Within
-// a run the sums use two accumulators: the products are the same, only the float32 summation
-// order differs.
+// of 32) takes direct_block. Within a run the sums use two accumulators: the products are the
+// same, only the float32 summation order differs.
 constexpr std::int64_t kRunBytes = 512;
 
 // Whether V reads rows in runs (V::kRowsInRuns); the others keep direct_block.
