@@ -218,27 +218,18 @@ void direct_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std:
   }
 }
 
-// pairs: bfloat16 read in pairs, x in their order (a.x_pairs).
-template <class V, int M>
-void direct_block_any(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
-                      const std::int64_t* rows, std::int64_t k_begin, std::int64_t k_end,
-                      typename V::Vec (*acc)[kBlockRows], bool prefetch_next, bool pairs) {
+// Calls f.template operator()<F, kPairs>() for a's float format F; kPairs: bfloat16 read in
+// pairs, x in their order (a.x_pairs), for a V that can.
+template <class V, class Fn>
+void with_float_format(const GemvArgs& a, bool pairs, Fn&& f) {
   switch (a.format) {
-    case WeightFormat::kF32:
-      return direct_block<V, WeightFormat::kF32, M>(a, x, x_stride, n0, rows, k_begin, k_end, acc,
-                                                    prefetch_next);
+    case WeightFormat::kF32: return f.template operator()<WeightFormat::kF32, false>();
     case WeightFormat::kBF16:
       if constexpr (HasBf16Pair<V>) {
-        if (pairs) {
-          return direct_block<V, WeightFormat::kBF16, M, /*kPairs=*/true>(
-              a, x, x_stride, n0, rows, k_begin, k_end, acc, prefetch_next);
-        }
+        if (pairs) return f.template operator()<WeightFormat::kBF16, true>();
       }
-      return direct_block<V, WeightFormat::kBF16, M>(a, x, x_stride, n0, rows, k_begin, k_end, acc,
-                                                     prefetch_next);
-    case WeightFormat::kF16:
-      return direct_block<V, WeightFormat::kF16, M>(a, x, x_stride, n0, rows, k_begin, k_end, acc,
-                                                    prefetch_next);
+      return f.template operator()<WeightFormat::kBF16, false>();
+    case WeightFormat::kF16: return f.template operator()<WeightFormat::kF16, false>();
     case WeightFormat::kI8: return;  // never: int8 takes gemv_rows_i8
   }
 }
@@ -314,30 +305,6 @@ void run_block(const GemvArgs& a, const float* x, std::int64_t x_stride, std::in
         acc[m][r] = V::add(acc[m][r], V::add(s0, s1));
       }
     }
-  }
-}
-
-template <class V>
-void run_block_any(const GemvArgs& a, const float* x, std::int64_t x_stride, std::int64_t n0,
-                   const std::int64_t* rows, std::int64_t k_end, typename V::Vec (*acc)[kBlockRows],
-                   bool prefetch_next, bool pairs) {
-  switch (a.format) {
-    case WeightFormat::kF32:
-      return run_block<V, WeightFormat::kF32, false>(a, x, x_stride, n0, rows, k_end, acc,
-                                                     prefetch_next);
-    case WeightFormat::kBF16:
-      if constexpr (HasBf16Pair<V>) {
-        if (pairs) {
-          return run_block<V, WeightFormat::kBF16, true>(a, x, x_stride, n0, rows, k_end, acc,
-                                                         prefetch_next);
-        }
-      }
-      return run_block<V, WeightFormat::kBF16, false>(a, x, x_stride, n0, rows, k_end, acc,
-                                                      prefetch_next);
-    case WeightFormat::kF16:
-      return run_block<V, WeightFormat::kF16, false>(a, x, x_stride, n0, rows, k_end, acc,
-                                                     prefetch_next);
-    case WeightFormat::kI8: return;  // never: int8 takes gemv_rows_i8
   }
 }
 
@@ -516,6 +483,9 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
     x = a.x_pairs;
     x_stride = direct_k;
   }
+  // Note [Rows read in runs]: whole runs first, the rest of each row side by side.
+  const std::int64_t run_length = kRunBytes / bytes_per_element(a.format);
+  const std::int64_t run_k = ReadsRowsInRuns<V> ? direct_k / run_length * run_length : 0;
   for (std::int64_t n0 = n_begin; n0 < n_end; n0 += kBlockRows) {
     const std::int64_t rows_here = std::min(kBlockRows, n_end - n0);
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
@@ -527,21 +497,19 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
                                              std::min<std::int64_t>(2, rows_here - 1),
                                              std::min<std::int64_t>(3, rows_here - 1)};
       const bool next = n0 + 2 * kBlockRows <= n_end;
-      // Note [Rows read in runs]: whole runs first, the rest of each row side by side.
-      const std::int64_t run_length = kRunBytes / bytes_per_element(a.format);
-      const std::int64_t run_k = ReadsRowsInRuns<V> ? direct_k / run_length * run_length : 0;
-      if (run_k > 0) run_block_any<V>(a, x, x_stride, n0, rows, run_k, acc, next, pairs);
-      std::int64_t m = 0;
-      if (run_k < direct_k) {
+      with_float_format<V>(a, pairs, [&]<WeightFormat F, bool kPairs>() {
+        if (run_k > 0) run_block<V, F, kPairs>(a, x, x_stride, n0, rows, run_k, acc, next);
+        if (run_k == direct_k) return;
+        std::int64_t m = 0;
         for (; m + 2 <= a.m_rows; m += 2) {
-          direct_block_any<V, 2>(a, x + m * x_stride, x_stride, n0, rows, run_k, direct_k, acc + m,
-                                 next && m == 0, pairs);
+          direct_block<V, F, 2, kPairs>(a, x + m * x_stride, x_stride, n0, rows, run_k, direct_k,
+                                        acc + m, next && m == 0);
         }
         if (m < a.m_rows) {
-          direct_block_any<V, 1>(a, x + m * x_stride, x_stride, n0, rows, run_k, direct_k, acc + m,
-                                 next && m == 0, pairs);
+          direct_block<V, F, 1, kPairs>(a, x + m * x_stride, x_stride, n0, rows, run_k, direct_k,
+                                        acc + m, next && m == 0);
         }
-      }
+      });
     }
     for (std::int64_t k0 = direct_k; k0 < a.k; k0 += kChunk) {
       const std::int64_t len = std::min(kChunk, a.k - k0);
