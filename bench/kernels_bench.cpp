@@ -139,6 +139,42 @@ struct Format {
   std::optional<kernels::QuantScheme> scheme;    // int8 weights
 };
 
+// Copies of random [out, in] weights in one format, kColdBytes of them in all, so that cycling
+// through them no call finds its weight in cache. Every copy is read once as it is made: on the
+// project's VM the first read of freshly written memory ran 10-30 x slower than later ones
+// (hypervisor page handling), which made the median of a few reps measure that instead of the
+// kernel.
+struct ColdCopies {
+  const Format* format;
+  std::vector<at::Tensor> ws;                // float weights
+  std::vector<kernels::QuantizedWeight> qs;  // int8 weights
+  std::int64_t bytes = 0;                    // of one copy
+
+  ColdCopies(const Format& f, std::int64_t out, std::int64_t in, const at::Tensor& x) : format(&f) {
+    do {
+      const at::Tensor w = at::randn({out, in}) * 0.02;
+      if (f.scheme) {
+        qs.push_back(kernels::quantize(w, *f.scheme));
+        bytes = qs.back().values.nbytes() + qs.back().scales.nbytes();
+      } else {
+        ws.push_back(w.to(f.dtype));
+        bytes = ws.back().nbytes();
+      }
+      product(x, size() - 1);
+    } while (static_cast<std::int64_t>(size()) * bytes < kColdBytes);
+  }
+  std::size_t size() const { return ws.size() + qs.size(); }
+  void product(const at::Tensor& x, std::size_t c) const {
+    if (format->scheme)
+      kernels::linear(x, qs[c], std::nullopt);
+    else
+      kernels::linear(x, ws[c], std::nullopt);
+  }
+  at::Tensor dequantized(std::size_t c) const {
+    return format->scheme ? qs[c].dequantize() : ws[c].to(at::kFloat);
+  }
+};
+
 // Max and mean |y_int8 − y_f32| ÷ mean |y_f32| for one weight distribution.
 void int8_accuracy(const char* label, const at::Tensor& w) {
   const at::Tensor x = at::randn({4, w.size(1)});
@@ -163,40 +199,18 @@ void int8_accuracy(const char* label, const at::Tensor& w) {
 void interleaved(std::int64_t out, std::int64_t in, const std::vector<const Format*>& formats,
                  int reps) {
   struct Contender {
-    const Format* format;
-    std::vector<at::Tensor> ws;
-    std::vector<kernels::QuantizedWeight> qs;
-    std::int64_t bytes = 0;
+    ColdCopies copies;
     std::vector<double> gbps;
   };
   const at::Tensor x = at::randn({1, in});
   std::vector<Contender> cs;
-  for (const Format* f : formats) {
-    Contender c{.format = f};
-    do {
-      const at::Tensor w = at::randn({out, in}) * 0.02;
-      if (f->scheme) {
-        c.qs.push_back(kernels::quantize(w, *f->scheme));
-        c.bytes = c.qs.back().values.nbytes() + c.qs.back().scales.nbytes();
-        kernels::linear(x, c.qs.back(), std::nullopt);  // first touch, untimed
-      } else {
-        c.ws.push_back(w.to(f->dtype));
-        c.bytes = c.ws.back().nbytes();
-        kernels::linear(x, c.ws.back(), std::nullopt);
-      }
-    } while (static_cast<std::int64_t>(c.ws.size() + c.qs.size()) * c.bytes < kColdBytes);
-    cs.push_back(std::move(c));
-  }
+  for (const Format* f : formats) cs.push_back({ColdCopies(*f, out, in, x), {}});
   for (int r = 0; r < reps; ++r) {
     for (std::size_t i = 0; i < cs.size(); ++i) {
       Contender& c = cs[(i + static_cast<std::size_t>(r)) % cs.size()];
-      const std::size_t copy = static_cast<std::size_t>(r) % (c.ws.size() + c.qs.size());
       const auto t = Clock::now();
-      if (c.format->scheme)
-        kernels::linear(x, c.qs[copy], std::nullopt);
-      else
-        kernels::linear(x, c.ws[copy], std::nullopt);
-      c.gbps.push_back(static_cast<double>(c.bytes) / 1e9 /
+      c.copies.product(x, static_cast<std::size_t>(r) % c.copies.size());
+      c.gbps.push_back(static_cast<double>(c.copies.bytes) / 1e9 /
                        std::chrono::duration<double>(Clock::now() - t).count());
     }
   }
@@ -204,15 +218,17 @@ void interleaved(std::int64_t out, std::int64_t in, const std::vector<const Form
              in, reps);
   const Contender* fp32 = nullptr;
   for (const Contender& c : cs) {
-    if (std::string(c.format->name) == "fp32") fp32 = &c;
+    if (std::string(c.copies.format->name) == "fp32") fp32 = &c;
   }
   for (const Contender& c : cs) {
     const Summary g = summarize(c.gbps);
-    fmt::print("  {:<13} {:6.2f} GB/s ({:.2f}-{:.2f})", c.format->name, g.median, g.min, g.max);
+    fmt::print("  {:<13} {:6.2f} GB/s ({:.2f}-{:.2f})", c.copies.format->name, g.median, g.min,
+               g.max);
     if (fp32 != nullptr) {
       const double base = summarize(fp32->gbps).median;
       fmt::print("  {:.2f} x fp32 GB/s  => {:.2f} x fp32 speed", g.median / base,
-                 static_cast<double>(fp32->bytes) / static_cast<double>(c.bytes) * g.median / base);
+                 static_cast<double>(fp32->copies.bytes) / static_cast<double>(c.copies.bytes) *
+                     g.median / base);
     }
     fmt::print("\n");
   }
@@ -271,63 +287,41 @@ int main(int argc, char** argv) {
                             {"f16", at::kHalf, std::nullopt},
                             {"int8-g32", at::kFloat, kernels::QuantScheme::kGroup32},
                             {"int8-channel", at::kFloat, kernels::QuantScheme::kPerChannel}};
+  std::vector<const Format*> chosen;  // --formats, in the table's order
+  for (const Format& f : formats) {
+    if (only.empty() || std::find(only.begin(), only.end(), f.name) != only.end()) {
+      chosen.push_back(&f);
+    }
+  }
   for (const std::int64_t size : sizes) {
     fmt::print("\n{0}x{0}, weight GB/s (bytes read ÷ time)\n", size);
     const at::Tensor x = at::randn({rows, size});
-    for (const Format& f : formats) {
-      if (!only.empty() && std::find(only.begin(), only.end(), f.name) == only.end()) continue;
-      std::vector<at::Tensor> ws;
-      std::vector<kernels::QuantizedWeight> qs;
-      std::int64_t bytes = 0;
-      do {
-        const at::Tensor w = at::randn({size, size}) * 0.02;
-        if (f.scheme) {
-          qs.push_back(kernels::quantize(w, *f.scheme));
-          bytes = qs.back().values.nbytes() + qs.back().scales.nbytes();
-        } else {
-          ws.push_back(w.to(f.dtype));
-          bytes = ws.back().nbytes();
-        }
-      } while (static_cast<std::int64_t>(ws.size() + qs.size()) * bytes < kColdBytes);
-      const std::size_t copies = ws.size() + qs.size();
-      // Every copy is read once before timing: on the project's VM the first read of freshly
-      // written memory ran 10-30 x slower than later ones (hypervisor page handling), which made
-      // the median of a few reps measure that instead of the kernel.
-      auto product = [&](std::size_t c) {
-        if (f.scheme) kernels::linear(x, qs[c], std::nullopt);
-        else kernels::linear(x, ws[c], std::nullopt);
-      };
-      for (std::size_t c = 0; c < copies; ++c) product(c);
-      const Summary fast =
-          bandwidth(bytes, reps, [&](int r) { product(static_cast<std::size_t>(r) % copies); });
+    for (const Format* f : chosen) {
+      const ColdCopies cold(*f, size, size, x);
+      const std::size_t copies = cold.size();
+      const std::int64_t bytes = cold.bytes;
+      const Summary fast = bandwidth(
+          bytes, reps, [&](int r) { cold.product(x, static_cast<std::size_t>(r) % copies); });
       // The old path: the weight converted to float32 (int8: dequantized), then at::linear.
       const int old_reps = std::max(3, reps / 3);
       const Summary old = bandwidth(bytes, old_reps, [&](int r) {
-        const at::Tensor w32 = f.scheme ? qs[r % copies].dequantize() : ws[r % copies].to(at::kFloat);
-        at::linear(x, w32);
+        at::linear(x, cold.dequantized(static_cast<std::size_t>(r) % copies));
       });
-      fmt::print("  {:<13} {:6.2f} GB/s ({:.2f}-{:.2f})  {:.2f} x memcpy  {:.2f} x read-only  |"
-                 "  old path {:5.2f} GB/s, {:.1f} x faster\n",
-                 f.name, fast.median, fast.min, fast.max, fast.median / copy.median,
-                 fast.median / read.median, old.median, fast.median / old.median);
+      fmt::print(
+          "  {:<13} {:6.2f} GB/s ({:.2f}-{:.2f})  {:.2f} x memcpy  {:.2f} x read-only  |"
+          "  old path {:5.2f} GB/s, {:.1f} x faster\n",
+          f->name, fast.median, fast.min, fast.max, fast.median / copy.median,
+          fast.median / read.median, old.median, fast.median / old.median);
       fmt::print(
           "ROW size={} format={} gbps={:.3f} min={:.3f} max={:.3f} memcpy={:.3f} read={:.3f} "
           "memcpy_ratio={:.3f} read_ratio={:.3f} old_gbps={:.3f} isa={} threads={} rows={}\n",
-          size, f.name, fast.median, fast.min, fast.max, copy.median, read.median,
+          size, f->name, fast.median, fast.min, fast.max, copy.median, read.median,
           fast.median / copy.median, fast.median / read.median, old.median,
           kernels::isa_name(kernels::active_isa()), at::get_num_threads(), rows);
     }
   }
 
-  if (!shapes.empty()) {
-    std::vector<const Format*> chosen;
-    for (const Format& f : formats) {
-      if (only.empty() || std::find(only.begin(), only.end(), f.name) != only.end()) {
-        chosen.push_back(&f);
-      }
-    }
-    for (const auto& [out, in] : shapes) interleaved(out, in, chosen, std::max(reps, 100));
-  }
+  for (const auto& [out, in] : shapes) interleaved(out, in, chosen, std::max(reps, 100));
 
   if (!accuracy) return 0;
   fmt::print("\nint8 accuracy, y = x · wᵀ for x ~ N(0, 1) [4, 4096], error vs the float32 product\n");
