@@ -6,6 +6,7 @@
 //
 // Usage: bench_kernels [--threads N=2] [--reps N=9] [--isa portable|avx2|avx512]
 //   [--sizes 4096,8192] [--formats fp32,bf16,f16,int8-g32,int8-channel] [--rows M=1]
+//   (int8 scales are float16; int8-g32-f32, not in the default set, has float32 ones)
 //   [--accuracy 1|0] (0: skip the int8 accuracy section)
 //   [--interleave OUTxIN,...] (also: the formats called in turn, call by call, on weights of
 //   these shapes, e.g. a model's 1024x1024,2816x1024,1024x2816; Note [Interleaved comparison])
@@ -137,6 +138,8 @@ struct Format {
   const char* name;
   at::ScalarType dtype;                          // float weights
   std::optional<kernels::QuantScheme> scheme;    // int8 weights
+  at::ScalarType scales = at::kHalf;             // int8 weights' scales
+  bool by_default = true;                        // measured without --formats
 };
 
 // Copies of random [out, in] weights in one format, kColdBytes of them in all, so that cycling
@@ -154,7 +157,7 @@ struct ColdCopies {
     do {
       const at::Tensor w = at::randn({out, in}) * 0.02;
       if (f.scheme) {
-        qs.push_back(kernels::quantize(w, *f.scheme));
+        qs.push_back(kernels::quantize(w, *f.scheme, f.scales));
         bytes = qs.back().values.nbytes() + qs.back().scales.nbytes();
       } else {
         ws.push_back(w.to(f.dtype));
@@ -286,10 +289,12 @@ int main(int argc, char** argv) {
                             {"bf16", at::kBFloat16, std::nullopt},
                             {"f16", at::kHalf, std::nullopt},
                             {"int8-g32", at::kFloat, kernels::QuantScheme::kGroup32},
+                            {"int8-g32-f32", at::kFloat, kernels::QuantScheme::kGroup32, at::kFloat,
+                             /*by_default=*/false},
                             {"int8-channel", at::kFloat, kernels::QuantScheme::kPerChannel}};
   std::vector<const Format*> chosen;  // --formats, in the table's order
   for (const Format& f : formats) {
-    if (only.empty() || std::find(only.begin(), only.end(), f.name) != only.end()) {
+    if (only.empty() ? f.by_default : std::find(only.begin(), only.end(), f.name) != only.end()) {
       chosen.push_back(&f);
     }
   }

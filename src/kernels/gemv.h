@@ -40,10 +40,12 @@ struct GemvArgs {
   std::int64_t x_stride = 0;  // ≥ k, a multiple of kPadFloats
   const void* w = nullptr;    // [n, w_stride] in `format`, the first k of each row used
   WeightFormat format = WeightFormat::kF32;
-  std::int64_t w_stride = 0;      // elements between rows
-  const float* scales = nullptr;  // kI8 only: [n, n_groups], value = int8 × scale
-  std::int64_t group = 0;         // kI8 only: elements per scale (32, or ≥ k for per channel)
-  std::int64_t n_groups = 0;      // kI8 only
+  std::int64_t w_stride = 0;     // elements between rows
+  const void* scales = nullptr;  // kI8 only: [n, n_groups], value = int8 × scale
+  bool half_scales = false;      // kI8 only: scales are float16 (Note [int8 scales in
+                                 // float16] in quantized.cpp), else float32
+  std::int64_t group = 0;        // kI8 only: elements per scale (32, or ≥ k for per channel)
+  std::int64_t n_groups = 0;     // kI8 only
   // kI8 only, filled by gemv(): x quantized per group of 32 (Note [int8 activations]).
   const std::int8_t* xq = nullptr;        // [m_rows, xq_stride], zero beyond k
   std::int64_t xq_stride = 0;             // ceil(k / 32) · 32
@@ -60,17 +62,30 @@ struct GemvArgs {
   std::int64_t y_stride = 0;
 };
 
-// The int8 block at row n0 (rows_here ≤ kBlockRows of them): each row's values and scales. A
-// short last block repeats its last row (computed, then dropped). Included before any variant's
-// target pragma, so compiled for the baseline everywhere.
+// An int8 weight's scales as stored: float32, or float16 as its bits.
+using HalfBits = std::uint16_t;
+
+// The int8 block at row n0 (rows_here ≤ kBlockRows of them): each row's values and scales, S
+// being the scales' stored type (float or HalfBits, as a.half_scales says). A short last block
+// repeats its last row (computed, then dropped). Included before any variant's target pragma, so
+// compiled for the baseline everywhere.
+template <class S>
 inline void int8_block_rows(const GemvArgs& a, std::int64_t n0, std::int64_t rows_here,
-                            const std::int8_t** w, const float** scale_w) {
+                            const std::int8_t** w, const S** scale_w) {
   const auto* values = static_cast<const std::int8_t*>(a.w);
+  const auto* scales = static_cast<const S*>(a.scales);
   for (std::int64_t r = 0; r < kBlockRows; ++r) {
     const std::int64_t row = n0 + (r < rows_here ? r : rows_here - 1);
     w[r] = values + row * a.w_stride;
-    scale_w[r] = a.scales + row * a.n_groups;
+    scale_w[r] = scales + row * a.n_groups;
   }
+}
+
+// Calls f.template operator()<S>() with S the type a's int8 scales are stored in.
+template <class F>
+inline decltype(auto) with_scale_type(const GemvArgs& a, F&& f) {
+  if (a.half_scales) return f.template operator()<HalfBits>();
+  return f.template operator()<float>();
 }
 
 // Computes y's columns [n_begin, n_end) (all of x's rows); n_begin is a multiple of kBlockRows.

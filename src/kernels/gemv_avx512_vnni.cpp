@@ -90,10 +90,18 @@ inline __m512i load_bytes(const std::int8_t* p, __mmask64 mask) {
   return _mm512_maskz_loadu_epi8(mask, p);
 }
 
+// The 16 scales of a chunk's groups (those of `mask`; the others zero) as float32.
+inline __m512 load_scales(__mmask16 mask, const float* p) { return _mm512_maskz_loadu_ps(mask, p); }
+inline __m512 load_scales(__mmask16 mask, const HalfBits* p) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
+}
+inline float scale_of(float s) { return s; }
+inline float scale_of(HalfBits s) { return _cvtsh_ss(s); }
+
 // One chunk of a block: acc[m][r] += the chunk's groups of weight row r times x's row m, scaled.
 // `bytes` (1..kChunk) of each row are read from w[r] + k0; kFull: bytes == kChunk, no masks.
-template <bool kFull, bool kPerChannel>
-inline void chunk(const GemvArgs& a, const std::int8_t* const* w, const float* const* scale_w,
+template <bool kFull, bool kPerChannel, class S>
+inline void chunk(const GemvArgs& a, const std::int8_t* const* w, const S* const* scale_w,
                   std::int64_t k0, std::int64_t bytes, bool prefetch, __m512 (*acc)[kBlockRows]) {
   const std::int64_t g0 = k0 / kInt8Group;
   const std::int64_t x_groups = a.xq_stride / kInt8Group;
@@ -122,7 +130,7 @@ inline void chunk(const GemvArgs& a, const std::int8_t* const* w, const float* c
       wv[j] = _mm512_xor_si512(load_bytes<kFull>(w[r] + k0 + 64 * j, masks[j]), flip);
     // Masked-off lanes: a zero weight byte flips to 128, times a zero x byte.
     __m512 sw = _mm512_setzero_ps();
-    if constexpr (!kPerChannel) sw = _mm512_maskz_loadu_ps(group_mask, scale_w[r] + g0);
+    if constexpr (!kPerChannel) sw = load_scales(group_mask, scale_w[r] + g0);
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       const std::int8_t* xq = a.xq + m * a.xq_stride + k0;
       __m512i d[kVectors];
@@ -140,13 +148,13 @@ inline void chunk(const GemvArgs& a, const std::int8_t* const* w, const float* c
   }
 }
 
-template <bool kPerChannel>
+template <bool kPerChannel, class S>
 void rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
   __m512 acc[kDecodeMaxRows][kBlockRows];
   for (std::int64_t n0 = n_begin; n0 < n_end; n0 += kBlockRows) {
     const std::int64_t rows_here = std::min(kBlockRows, n_end - n0);
     const std::int8_t* w[kBlockRows];
-    const float* scale_w[kBlockRows];
+    const S* scale_w[kBlockRows];
     int8_block_rows(a, n0, rows_here, w, scale_w);
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (auto& v : acc[m]) v = _mm512_setzero_ps();
@@ -155,13 +163,13 @@ void rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
     const bool prefetch = n0 + 2 * kBlockRows <= n_end;
     std::int64_t k0 = 0;
     for (; k0 + kChunk <= a.k; k0 += kChunk) {
-      chunk<true, kPerChannel>(a, w, scale_w, k0, kChunk, prefetch, acc);
+      chunk<true, kPerChannel, S>(a, w, scale_w, k0, kChunk, prefetch, acc);
     }
-    if (k0 < a.k) chunk<false, kPerChannel>(a, w, scale_w, k0, a.k - k0, prefetch, acc);
+    if (k0 < a.k) chunk<false, kPerChannel, S>(a, w, scale_w, k0, a.k - k0, prefetch, acc);
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (std::int64_t r = 0; r < rows_here; ++r) {
         const float total = _mm512_reduce_add_ps(acc[m][r]);
-        a.y[m * a.y_stride + n0 + r] = kPerChannel ? total * scale_w[r][0] : total;
+        a.y[m * a.y_stride + n0 + r] = kPerChannel ? total * scale_of(scale_w[r][0]) : total;
       }
     }
   }
@@ -172,8 +180,10 @@ void rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
 void gemv_rows_avx512_vnni(const GemvArgs& args, std::int64_t n_begin, std::int64_t n_end) {
   if (args.format != WeightFormat::kI8) return gemv_rows_avx512(args, n_begin, n_end);
   // One scale per row (per channel, or a row of at most 32): applied once, at the end.
-  if (args.n_groups == 1) return rows_i8</*kPerChannel=*/true>(args, n_begin, n_end);
-  rows_i8</*kPerChannel=*/false>(args, n_begin, n_end);
+  with_scale_type(args, [&]<class S>() {
+    if (args.n_groups == 1) return rows_i8</*kPerChannel=*/true, S>(args, n_begin, n_end);
+    rows_i8</*kPerChannel=*/false, S>(args, n_begin, n_end);
+  });
 }
 
 }  // namespace ferry::kernels::detail

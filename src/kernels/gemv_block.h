@@ -330,6 +330,25 @@ concept HasSum8 = requires(const std::int8_t* p, const typename V::IVec* d) {
 // end as before: the same products, added in another order. Groups past a multiple of eight
 // take the one-group loop.
 
+// One int8 scale as float32, stored as float or as float16 bits (HalfBits).
+template <class V>
+inline float scale_of(float s) {
+  return s;
+}
+template <class V>
+inline float scale_of(HalfBits s) {
+  return V::half_to_float(s);
+}
+// kWidth consecutive int8 scales as float32.
+template <class V>
+inline typename V::Vec scale_vec(const float* p) {
+  return V::load(p);
+}
+template <class V>
+inline typename V::Vec scale_vec(const HalfBits* p) {
+  return V::from_f16(p);
+}
+
 // Four int8 weight rows times one quantized row of x over `groups` whole groups of 32 (Note [int8
 // activations]): acc[r] += Σ_g dot_i8(w[r] + 32 g, xq + 32 g) · scale_x[g] (· scale_w[r][g] for
 // group-32 weights; a per-channel row's one scale is applied by the caller). `ahead`, when not
@@ -337,19 +356,22 @@ concept HasSum8 = requires(const std::int8_t* p, const typename V::IVec* d) {
 // groups: per group of this row, the next block's four rows hold kBlockRows · 32 bytes (two
 // cache lines) and kBlockRows scales, so prefetching that much per group covers the next block
 // by the time this one ends (rows stored back to back: w_stride = k).
-template <class V, bool kPerChannel>
-inline void block_i8(const std::int8_t* const* w, const float* const* scale_w,
+template <class V, bool kPerChannel, class S>
+inline void block_i8(const std::int8_t* const* w, const S* const* scale_w,
                      const std::int8_t* xq, const float* scale_x, std::int64_t groups,
                      typename V::Vec* acc, const std::int8_t* ahead = nullptr,
-                     const float* ahead_scales = nullptr) {
+                     const S* ahead_scales = nullptr) {
   static_assert(kBlockRows == 4, "block_i8 is unrolled for four rows");
   const auto prefetch = [&](std::int64_t g) {
     if (ahead == nullptr) return;
     static_assert(kBlockRows * kInt8Group == 128, "two cache lines of weights per group");
     __builtin_prefetch(ahead + kBlockRows * kInt8Group * g, 0, 3);
     __builtin_prefetch(ahead + kBlockRows * kInt8Group * g + 64, 0, 3);
-    // kBlockRows scales (16 bytes) per group: one line every fourth group.
-    if (!kPerChannel && g % 4 == 0) __builtin_prefetch(ahead_scales + kBlockRows * g, 0, 3);
+    // kBlockRows scales (8 or 16 bytes) per group: one line every eighth or fourth group.
+    constexpr std::int64_t kGroupsPerLine = 64 / (kBlockRows * sizeof(S));
+    if (!kPerChannel && g % kGroupsPerLine == 0) {
+      __builtin_prefetch(ahead_scales + kBlockRows * g, 0, 3);
+    }
   };
   std::int64_t g = 0;
   if constexpr (HasSum8<V>) {
@@ -366,7 +388,7 @@ inline void block_i8(const std::int8_t* const* w, const float* const* scale_w,
         }
         const typename V::Vec sums = V::sum8(d);
         acc[r] = kPerChannel ? V::fma(sums, sx, acc[r])
-                             : V::fma(sums, V::mul(sx, V::load(scale_w[r] + g)), acc[r]);
+                             : V::fma(sums, V::mul(sx, scale_vec<V>(scale_w[r] + g)), acc[r]);
       }
     }
   }
@@ -381,10 +403,10 @@ inline void block_i8(const std::int8_t* const* w, const float* const* scale_w,
       a2 = V::fma(V::dot_i8(w[2] + o, xq + o), sx, a2);
       a3 = V::fma(V::dot_i8(w[3] + o, xq + o), sx, a3);
     } else {
-      a0 = V::fma(V::dot_i8(w[0] + o, xq + o), V::mul(sx, V::broadcast(scale_w[0][g])), a0);
-      a1 = V::fma(V::dot_i8(w[1] + o, xq + o), V::mul(sx, V::broadcast(scale_w[1][g])), a1);
-      a2 = V::fma(V::dot_i8(w[2] + o, xq + o), V::mul(sx, V::broadcast(scale_w[2][g])), a2);
-      a3 = V::fma(V::dot_i8(w[3] + o, xq + o), V::mul(sx, V::broadcast(scale_w[3][g])), a3);
+      a0 = V::fma(V::dot_i8(w[0] + o, xq + o), V::mul(sx, V::broadcast(scale_of<V>(scale_w[0][g]))), a0);
+      a1 = V::fma(V::dot_i8(w[1] + o, xq + o), V::mul(sx, V::broadcast(scale_of<V>(scale_w[1][g]))), a1);
+      a2 = V::fma(V::dot_i8(w[2] + o, xq + o), V::mul(sx, V::broadcast(scale_of<V>(scale_w[2][g]))), a2);
+      a3 = V::fma(V::dot_i8(w[3] + o, xq + o), V::mul(sx, V::broadcast(scale_of<V>(scale_w[3][g]))), a3);
     }
   }
   acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
@@ -392,7 +414,7 @@ inline void block_i8(const std::int8_t* const* w, const float* const* scale_w,
 
 // The int8 product, all of x's rows, weight rows [n_begin, n_end). K is walked in chunks of
 // kChunk so that for several rows of x a block's weight bytes are re-read from L1, not memory.
-template <class V, bool kPerChannel>
+template <class V, bool kPerChannel, class S>
 void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
   constexpr std::int64_t kGroupsPerChunk = kChunk / kInt8Group;
   const std::int64_t whole = a.k / kInt8Group;  // groups of 32; the rest through `tail`
@@ -403,7 +425,7 @@ void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
   for (std::int64_t n0 = n_begin; n0 < n_end; n0 += kBlockRows) {
     const std::int64_t rows_here = std::min(kBlockRows, n_end - n0);
     const std::int8_t* w[kBlockRows];
-    const float* scale_w[kBlockRows];
+    const S* scale_w[kBlockRows];
     int8_block_rows(a, n0, rows_here, w, scale_w);
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (auto& v : acc[m]) v = V::zero();
@@ -413,17 +435,17 @@ void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
     for (std::int64_t g0 = 0; g0 < whole; g0 += kGroupsPerChunk) {
       const std::int64_t groups = std::min(kGroupsPerChunk, whole - g0);
       const std::int8_t* wc[kBlockRows];
-      const float* sc[kBlockRows];
+      const S* sc[kBlockRows];
       for (std::int64_t r = 0; r < kBlockRows; ++r) {
         wc[r] = w[r] + g0 * kInt8Group;
         sc[r] = scale_w[r] + (kPerChannel ? 0 : g0);
       }
       const std::int8_t* ahead =
           next ? w[0] + kBlockRows * (a.w_stride + g0 * kInt8Group) : nullptr;
-      const float* ahead_scales =
+      const S* ahead_scales =
           next && !kPerChannel ? scale_w[0] + kBlockRows * (a.n_groups + g0) : nullptr;
       for (std::int64_t m = 0; m < a.m_rows; ++m) {
-        block_i8<V, kPerChannel>(wc, sc, a.xq + m * a.xq_stride + g0 * kInt8Group,
+        block_i8<V, kPerChannel, S>(wc, sc, a.xq + m * a.xq_stride + g0 * kInt8Group,
                                  a.x_scales + m * x_groups + g0, groups, acc[m],
                                  m == 0 ? ahead : nullptr, ahead_scales);
       }
@@ -432,7 +454,7 @@ void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
       // The last, short group: its bytes copied into zeroed 32-byte rows (reading 32 from the
       // weight could run past its end); x's quantized row is zero beyond k.
       const std::int8_t* wt[kBlockRows];
-      const float* st[kBlockRows];
+      const S* st[kBlockRows];
       for (std::int64_t r = 0; r < kBlockRows; ++r) {
         std::memset(tail[r], 0, sizeof tail[r]);
         std::memcpy(tail[r], w[r] + whole * kInt8Group, rest);
@@ -440,14 +462,14 @@ void gemv_rows_i8(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
         st[r] = scale_w[r] + (kPerChannel ? 0 : whole);
       }
       for (std::int64_t m = 0; m < a.m_rows; ++m) {
-        block_i8<V, kPerChannel>(wt, st, a.xq + m * a.xq_stride + whole * kInt8Group,
+        block_i8<V, kPerChannel, S>(wt, st, a.xq + m * a.xq_stride + whole * kInt8Group,
                                  a.x_scales + m * x_groups + whole, 1, acc[m]);
       }
     }
     for (std::int64_t m = 0; m < a.m_rows; ++m) {
       for (std::int64_t r = 0; r < rows_here; ++r) {
         const float total = V::sum(acc[m][r]);
-        a.y[m * a.y_stride + n0 + r] = kPerChannel ? total * scale_w[r][0] : total;
+        a.y[m * a.y_stride + n0 + r] = kPerChannel ? total * scale_of<V>(scale_w[r][0]) : total;
       }
     }
   }
@@ -464,8 +486,10 @@ void gemv_rows(const GemvArgs& a, std::int64_t n_begin, std::int64_t n_end) {
   if constexpr (HasDotI8<V>) {
     if (a.format == WeightFormat::kI8) {
       // One scale per row (per channel, or a row of at most 32): applied once, at the end.
-      if (a.n_groups == 1) return gemv_rows_i8<V, /*kPerChannel=*/true>(a, n_begin, n_end);
-      return gemv_rows_i8<V, /*kPerChannel=*/false>(a, n_begin, n_end);
+      return with_scale_type(a, [&]<class S>() {
+        if (a.n_groups == 1) return gemv_rows_i8<V, /*kPerChannel=*/true, S>(a, n_begin, n_end);
+        return gemv_rows_i8<V, /*kPerChannel=*/false, S>(a, n_begin, n_end);
+      });
     }
   }
   constexpr std::int64_t W = V::kWidth;

@@ -28,7 +28,7 @@
 
 namespace ferry::kernels::detail {
 
-float quantize_int8_group(const float* src, std::int64_t len, std::int8_t* dst) {
+float int8_group_scale(const float* src, std::int64_t len) {
   float amax = 0.0f;
   bool nan = false;  // std::max skips NaN; an infinity shows in amax
   for (std::int64_t i = 0; i < len; ++i) {
@@ -36,10 +36,13 @@ float quantize_int8_group(const float* src, std::int64_t len, std::int8_t* dst) 
     nan |= std::isnan(src[i]);
   }
   const bool finite = !nan && amax <= std::numeric_limits<float>::max();
-  const float scale = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
+  return finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
+}
+
+void round_int8_group(const float* src, std::int64_t len, float scale, std::int8_t* dst) {
   if (!(scale > 0.0f)) {  // zero, underflowed, or NaN
     std::fill(dst, dst + len, std::int8_t{0});
-    return scale;
+    return;
   }
   // Multiplying by the inverse is faster than dividing (quantize() runs over whole models); a
   // subnormal scale's inverse overflows, and then the division is the rule.
@@ -61,6 +64,11 @@ float quantize_int8_group(const float* src, std::int64_t len, std::int8_t* dst) 
   } else {
     round_all([scale](float v) { return v / scale; });
   }
+}
+
+float quantize_int8_group(const float* src, std::int64_t len, std::int8_t* dst) {
+  const float scale = int8_group_scale(src, len);
+  round_int8_group(src, len, scale, dst);
   return scale;
 }
 

@@ -15,4 +15,9 @@ constexpr std::int64_t kInt8Group = 32;
 // multiplies becomes NaN.
 float quantize_int8_group(const float* src, std::int64_t len, std::int8_t* dst);
 
+// quantize_int8_group in its two steps: the group's scale (max |src| ÷ 127, NaN when it holds an
+// infinity or NaN), and the values for a given scale (zeros unless scale > 0).
+float int8_group_scale(const float* src, std::int64_t len);
+void round_int8_group(const float* src, std::int64_t len, float scale, std::int8_t* dst);
+
 }  // namespace ferry::kernels::detail

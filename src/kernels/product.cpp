@@ -49,11 +49,12 @@ void check_quantized(const QuantizedWeight& w, std::string_view what) {
               dtype_name(w.values.scalar_type()), shape_string(w.values.sizes()));
   const std::int64_t groups =
       w.scheme == QuantScheme::kPerChannel ? 1 : (w.in_features() + kInt8Group - 1) / kInt8Group;
-  FERRY_CHECK(w.scales.dim() == 2 && w.scales.size(0) == w.out_features() &&
-                  w.scales.size(1) == groups && w.scales.scalar_type() == at::kFloat,
-              ShapeMismatch, "{}: int8 weight scales have shape {} ({}), expected float32 [{}, {}]",
-              what, shape_string(w.scales.sizes()), dtype_name(w.scales.scalar_type()),
-              w.out_features(), groups);
+  FERRY_CHECK(
+      w.scales.dim() == 2 && w.scales.size(0) == w.out_features() && w.scales.size(1) == groups &&
+          (w.scales.scalar_type() == at::kHalf || w.scales.scalar_type() == at::kFloat),
+      ShapeMismatch,
+      "{}: int8 weight scales have shape {} ({}), expected float16 or float32 [{}, {}]", what,
+      shape_string(w.scales.sizes()), dtype_name(w.scales.scalar_type()), w.out_features(), groups);
 }
 
 at::Tensor rows_f32(const at::Tensor& x) {
@@ -132,7 +133,8 @@ GemvArgs weight_args(const QuantizedWeight& w) {
   args.w = w.values.data_ptr();
   args.format = WeightFormat::kI8;
   args.w_stride = w.values.stride(0);
-  args.scales = w.scales.data_ptr<float>();
+  args.scales = w.scales.data_ptr();
+  args.half_scales = w.scales.scalar_type() == at::kHalf;
   args.group = w.group_size();
   args.n_groups = w.scales.size(1);
   return args;

@@ -45,8 +45,16 @@ class Int8Source final : public io::TensorSource {
         // Read into a buffer of its own (pread), not a view of the mapping: a view would leave
         // the float weight's pages in the process's resident set, charged to the CPU budget
         // although only the int8 copy is kept.
-        cached_ = kernels::quantize(parent_->load(*weight, {.copy = true}),
-                                    kernels::QuantScheme::kGroup32);
+        try {
+          cached_ = kernels::quantize(parent_->load(*weight, {.copy = true}),
+                                      kernels::QuantScheme::kGroup32);
+        } catch (const InvalidArgument& e) {  // a weight too large for float16 scales
+          const std::string file = parent_->file_of(*weight).string();
+          throw InvalidArgument(
+              fmt::format("tensor '{}' in {}: {}", *weight, file, e.what()),
+              ErrorFields{
+                  .path = *weight, .file = file, .expected = e.expected(), .actual = e.actual()});
+        }
         cached_name_ = *weight;
       }
       t = name == *weight ? cached_.values : cached_.scales;
@@ -88,23 +96,24 @@ class Int8Source final : public io::TensorSource {
       // record of the group size it was written with.
       const std::optional<TensorInfo> stored_scale = parent_->find(scale);
       if (!stored_scale) {
-        throw MissingTensor(
-            fmt::format("tensor '{}' in {} is int8 but {} has no '{}' (its float32 scales)",
-                        weight, file, parent_->description(), scale),
-            ErrorFields{.path = scale, .file = parent_->description()});
+        throw MissingTensor(fmt::format("tensor '{}' in {} is int8 but {} has no '{}' (its scales)",
+                                        weight, file, parent_->description(), scale),
+                            ErrorFields{.path = scale, .file = parent_->description()});
       }
-      if (stored_scale->shape != scale_shape || stored_scale->dtype != DType::kF32) {
+      if (stored_scale->shape != scale_shape ||
+          (stored_scale->dtype != DType::kF16 && stored_scale->dtype != DType::kF32)) {
         const std::string scale_file = parent_->file_of(scale).string();
         const bool grouped = stored_scale->shape.size() == 2 && stored_scale->shape[1] > 0 &&
                              in % stored_scale->shape[1] == 0;
         throw ShapeMismatch(
-            fmt::format("tensor '{}' in {}: expected float32 shape {} (int8 weight {} in groups "
-                        "of {} inputs), got {} {}{}: written with another group size or scheme, "
-                        "refused rather than misread",
-                        scale, scale_file, shape_string(scale_shape), shape_string(stored->shape),
-                        nn::kInt8GroupSize, safetensors_name(stored_scale->dtype),
-                        shape_string(stored_scale->shape),
-                        grouped ? fmt::format(" (groups of {})", in / stored_scale->shape[1]) : ""),
+            fmt::format(
+                "tensor '{}' in {}: expected float16 or float32 shape {} (int8 weight {} in "
+                "groups of {} inputs), got {} {}{}: written with another group size or scheme, "
+                "refused rather than misread",
+                scale, scale_file, shape_string(scale_shape), shape_string(stored->shape),
+                nn::kInt8GroupSize, safetensors_name(stored_scale->dtype),
+                shape_string(stored_scale->shape),
+                grouped ? fmt::format(" (groups of {})", in / stored_scale->shape[1]) : ""),
             ErrorFields{.path = scale,
                         .file = scale_file,
                         .expected = shape_string(scale_shape),
@@ -116,7 +125,7 @@ class Int8Source final : public io::TensorSource {
                 "tensor '{}' in {}: expected a floating weight to quantize to int8, got {}",
                 weight, file, safetensors_name(stored->dtype));
     infos_[weight] = TensorInfo{.name = weight, .dtype = DType::kI8, .shape = stored->shape};
-    infos_[scale] = TensorInfo{.name = scale, .dtype = DType::kF32, .shape = scale_shape};
+    infos_[scale] = TensorInfo{.name = scale, .dtype = DType::kF16, .shape = scale_shape};
     scale_of_[scale] = weight;
     computed_.insert(weight);
   }

@@ -379,10 +379,15 @@ Prepared prepare(const std::filesystem::path& folder, const LoadModelOptions& op
     }
     if (!options.dispatch.dtype) hold_weights(out.model->module(), *source, out.compute_dtype);
     for (const std::string& weight : quantized) {
-      // Scales stay float32 whatever the weights are held in (hold_weights narrows floats).
+      // Scales keep the dtype the source gives them whatever the weights are held in
+      // (hold_weights narrows floats): float16 when quantized here, float32 from an int8
+      // model saved so.
       const nn::NamedTensor scale = out.model->module().find_tensor(detail::scale_name(weight));
-      if (scale.tensor().scalar_type() != at::kFloat) {
-        scale.slot()->assign(scale.tensor().to(at::kFloat), scale.name);
+      const std::optional<TensorInfo> stored = source->find(detail::scale_name(weight));
+      const at::ScalarType dtype =
+          stored ? to_scalar_type(stored->dtype).value_or(at::kHalf) : at::kHalf;
+      if (scale.tensor().scalar_type() != dtype) {
+        scale.slot()->assign(scale.tensor().to(dtype), scale.name);
       }
     }
     if (options.stage) out.stage_root = stage_tree(*out.model, *options.stage);

@@ -27,9 +27,10 @@ Linear::Linear(std::int64_t in_features, std::int64_t out_features, LinearOption
 
 // Note [int8 Linear weights]
 // A quantized Linear holds two ordinary tensors where it held one: `weight`, int8 [out, in] (the
-// same shape, so a slot's shape check still guards it), and `weight_scale`, float32
+// same shape, so a slot's shape check still guards it), and `weight_scale`, float16
 // [out, in / 32], one symmetric scale per 32 consecutive inputs (kernels' group-32 scheme, Note
-// [int8 group size]). The names are those of compressed checkpoints. Planning, module sizes, the
+// [int8 group size]; float16, Note [int8 scales in float16]; an int8 model saved with float32
+// scales keeps them). The names are those of compressed checkpoints. Planning, module sizes, the
 // offload folder's index (dtype + shape) and streaming see plain tensors with plain byte counts:
 // nothing in plan/ or dispatch/ knows about quantization. Only layers whose in_features is a
 // multiple of 32 are quantized, so the scale's shape [out, in / g] determines the group size g:
@@ -47,10 +48,16 @@ void Linear::quantize_int8() {
     find_entry("weight")->slot->assign(at::empty(w.sizes(), w.options().dtype(at::kChar)),
                                        "weight");
     weight_scale_ =
-        register_parameter("weight_scale", at::empty(scale_shape, w.options().dtype(at::kFloat)));
+        register_parameter("weight_scale", at::empty(scale_shape, w.options().dtype(at::kHalf)));
     return;
   }
-  kernels::QuantizedWeight q = kernels::quantize(w, kernels::QuantScheme::kGroup32);
+  kernels::QuantizedWeight q;
+  try {
+    q = kernels::quantize(w, kernels::QuantScheme::kGroup32);
+  } catch (const InvalidArgument& e) {  // a weight too large for float16 scales
+    throw InvalidArgument(fmt::format("Linear [{}, {}]: {}", out_features_, in_features_, e.what()),
+                          e.fields());
+  }
   find_entry("weight")->slot->assign(std::move(q.values), "weight");
   weight_scale_ = register_parameter("weight_scale", std::move(q.scales));
 }
@@ -59,12 +66,13 @@ kernels::Product Linear::product() const {
   kernels::Product p{.weight = *weight_, .what = "Linear"};
   if (bias_) p.bias = *bias_;
   if (weight_scale_) {
-    // A storage dtype (LoadModelOptions::dispatch.dtype) may have narrowed the scales.
+    // The kernels read float16 and float32 scales; a storage dtype (LoadModelOptions::dispatch
+    // .dtype) may have made them bfloat16.
     const at::Tensor& s = *weight_scale_;
-    p.weight =
-        kernels::QuantizedWeight{.values = *weight_,
-                                 .scales = s.scalar_type() == at::kFloat ? s : s.to(at::kFloat),
-                                 .scheme = kernels::QuantScheme::kGroup32};
+    const bool read = s.scalar_type() == at::kHalf || s.scalar_type() == at::kFloat;
+    p.weight = kernels::QuantizedWeight{.values = *weight_,
+                                        .scales = read ? s : s.to(at::kFloat),
+                                        .scheme = kernels::QuantScheme::kGroup32};
   }
   return p;
 }

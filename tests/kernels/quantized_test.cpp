@@ -72,9 +72,65 @@ TEST(KernelsQuantize, NonFiniteGroupGetsANanScaleAndZeroValues) {
   const QuantizedWeight q = quantize(w, QuantScheme::kGroup32);
   EXPECT_TRUE(std::isnan(q.scales[0][0].item<float>()));
   EXPECT_TRUE(std::isnan(q.scales[1][1].item<float>()));
-  EXPECT_EQ(q.scales[0][1].item<float>(), 1.0f / 127);  // the other groups as usual
+  // The other groups as usual: 1 ÷ 127 rounded up to float16.
+  EXPECT_EQ(q.scales.scalar_type(), at::kHalf);
+  EXPECT_GE(q.scales[0][1].item<float>(), 1.0f / 127);
+  EXPECT_LE(q.scales[0][1].item<float>() - 1.0f / 127, std::ldexp(1.0f / 127, -10));
   EXPECT_EQ(q.values[0].narrow(0, 0, 32).abs().max().item<int>(), 0);
   EXPECT_EQ(q.values[1].narrow(0, 32, 32).abs().max().item<int>(), 0);
+  const QuantizedWeight f = quantize(w, QuantScheme::kGroup32, at::kFloat);
+  EXPECT_TRUE(std::isnan(f.scales[0][0].item<float>()));
+  EXPECT_EQ(f.scales[0][1].item<float>(), 1.0f / 127);
+}
+
+// Note [int8 scales in float16]: each scale is the smallest float16 ≥ max |w| ÷ 127, and the
+// values are rounded against that stored scale, so every element stays within half a step of
+// the scale actually used and no value is clamped. Per group, over magnitudes from float16's
+// subnormals to its largest scale.
+TEST(KernelsQuantize, HalfScalesRoundUpAndTheValuesUseThem) {
+  at::manual_seed(12);
+  for (const QuantScheme scheme : kSchemes) {
+    for (const double magnitude : {1e-9, 1e-6, 3e-3, 0.02, 1.0, 5e3, 1e6}) {
+      const at::Tensor w = at::randn({6, 70}) * magnitude;
+      const QuantizedWeight q = quantize(w, scheme);
+      ASSERT_EQ(q.scales.scalar_type(), at::kHalf);
+      const std::int64_t group = q.group_size();
+      const at::Tensor grouped_max =
+          scheme == QuantScheme::kGroup32
+              ? at::cat({w.abs(), at::zeros({6, 26})}, 1).view({6, 3, 32}).amax(-1)
+              : w.abs().amax(-1, /*keepdim=*/true);
+      const at::Tensor exact = grouped_max / 127;  // float32, as the rule computes it
+      const at::Tensor stored = q.scales.to(at::kFloat);
+      EXPECT_TRUE((stored >= exact).all().item<bool>()) << magnitude;
+      // At most one float16 step above: 2^-10 relative for normals, 2^-24 absolute below.
+      EXPECT_TRUE((stored - exact <= exact * std::ldexp(1.0, -10) + std::ldexp(1.0, -24))
+                      .all()
+                      .item<bool>())
+          << magnitude;
+      const at::Tensor steps = scheme == QuantScheme::kGroup32
+                                   ? stored.repeat_interleave(32, 1).narrow(1, 0, 70)
+                                   : stored.expand({6, 70});
+      EXPECT_TRUE(((q.dequantize() - w).abs() <= steps / 2 * (1 + 1e-6)).all().item<bool>())
+          << scheme_name(scheme) << " " << magnitude << " group " << group;
+      EXPECT_LE(q.values.abs().max().item<int>(), 127);
+    }
+  }
+}
+
+TEST(KernelsQuantize, WeightBeyondHalfScalesIsAnErrorNamingItsRow) {
+  at::Tensor w = at::randn({4, 64});
+  w[2][40] = 9e6f;  // 9e6 ÷ 127 > 65504
+  try {
+    quantize(w, QuantScheme::kGroup32);
+    FAIL() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("row 2 inputs [32, 64)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("float32 scales"), std::string::npos) << e.what();
+  }
+  // With float32 scales it quantizes.
+  const QuantizedWeight f = quantize(w, QuantScheme::kGroup32, at::kFloat);
+  EXPECT_EQ(f.scales[2][1].item<float>(), 9e6f / 127);
+  EXPECT_THROW(quantize(w, QuantScheme::kGroup32, at::kDouble), DTypeMismatch);
 }
 
 // Full groups of 32 are quantized by AVX-512 where the CPU has it (Note [int8 groups by
@@ -95,13 +151,14 @@ TEST_P(KernelsQuantizeIsas, EveryIsaQuantizesBitForBit) {
   w[6] = at::randn({96}).sign() * 3e38f;
   w[7] = at::randn({96}) * 0.0f * -1.0f;  // zeros of both signs
   w[8] = at::randn({96}) * 1e6f;
+  // float32 scales (float16 ones hold no huge group, and take the portable rounding anyway).
   QuantizedWeight portable;
   {
     const ScopedIsa isa(Isa::kPortable);
-    portable = quantize(w, QuantScheme::kGroup32);
+    portable = quantize(w, QuantScheme::kGroup32, at::kFloat);
   }
   FERRY_USE_ISA_OR_SKIP(GetParam());
-  const QuantizedWeight got = quantize(w, QuantScheme::kGroup32);
+  const QuantizedWeight got = quantize(w, QuantScheme::kGroup32, at::kFloat);
   EXPECT_TRUE(at::equal(got.values, portable.values));
   EXPECT_TRUE(at::equal(got.scales.isnan(), portable.scales.isnan()));
   EXPECT_TRUE(at::equal(at::nan_to_num(got.scales, 0.0), at::nan_to_num(portable.scales, 0.0)));
@@ -123,7 +180,7 @@ INSTANTIATE_TEST_SUITE_P(Isas, KernelsQuantizeIsas,
 // The int8 decode product quantizes x's rows per group of 32 by quantize()'s own rule (Note
 // [int8 activations]): the x it stands for, as float32.
 at::Tensor quantized_x(const at::Tensor& x) {
-  return quantize(x.to(at::kFloat), QuantScheme::kGroup32).dequantize();
+  return quantize(x.to(at::kFloat), QuantScheme::kGroup32, at::kFloat).dequantize();
 }
 
 class KernelsQuantizedLinear : public ::testing::TestWithParam<Isa> {};
@@ -137,7 +194,12 @@ TEST_P(KernelsQuantizedLinear, MatchesTheDequantizedProduct) {
   for (const QuantScheme scheme : kSchemes) {
     for (const std::int64_t k : {1, 7, 33, 100, 257, 1000, 1024, 1600}) {
       for (const std::int64_t n : {1, 17, 100}) {
-        const QuantizedWeight q = quantize(at::randn({n, k}).to(at::kBFloat16), scheme);
+        const at::Tensor w = at::randn({n, k}).to(at::kBFloat16);
+        const QuantizedWeight q = quantize(w, scheme);
+        // The same weight with float32 scales (an int8 model saved before float16 ones): the
+        // products agree bit for bit when the float16 scales are widened.
+        const QuantizedWeight wide{
+            .values = q.values, .scales = q.scales.to(at::kFloat), .scheme = scheme};
         for (const std::int64_t m : {1, 2, 3, 16, 40}) {
           const at::Tensor x = at::randn({m, k});
           const at::Tensor xq = m <= 16 ? quantized_x(x) : x;
@@ -146,6 +208,8 @@ TEST_P(KernelsQuantizedLinear, MatchesTheDequantizedProduct) {
           const at::Tensor want = at::linear(xq, q.dequantize(), b);
           const at::Tensor magnitude = at::linear(xq.abs(), q.dequantize().abs(), b.abs()) + 1e-6;
           EXPECT_LE(((got - want).abs() / magnitude).max().item<double>(), 1e-5)
+              << scheme_name(scheme) << " n=" << n << " k=" << k << " m=" << m;
+          EXPECT_TRUE(at::equal(kernels::linear(x, wide, b), got))
               << scheme_name(scheme) << " n=" << n << " k=" << k << " m=" << m;
         }
       }
@@ -165,13 +229,14 @@ TEST_P(KernelsQuantizedLinear, ErrorWithinTheQuantizationBound) {
       const at::Tensor w = at::randn({64, 520}) * 0.02;  // 520: a short last group
       const QuantizedWeight q = quantize(w, scheme);
       const at::Tensor x = at::randn({m, 520});
+      const at::Tensor scales = q.scales.to(at::kFloat);
       const at::Tensor w_half_steps = (q.scheme == QuantScheme::kPerChannel
-                                           ? q.scales.expand({64, 520})
-                                           : q.scales.repeat_interleave(32, 1).narrow(1, 0, 520)) /
+                                           ? scales.expand({64, 520})
+                                           : scales.repeat_interleave(32, 1).narrow(1, 0, 520)) /
                                       2;
       at::Tensor bound = at::linear(x.abs(), w_half_steps);
       if (m <= 16) {
-        const QuantizedWeight xq = quantize(x, QuantScheme::kGroup32);
+        const QuantizedWeight xq = quantize(x, QuantScheme::kGroup32, at::kFloat);
         const at::Tensor x_half_steps = xq.scales.repeat_interleave(32, 1).narrow(1, 0, 520) / 2;
         bound += at::mm(x_half_steps, q.dequantize().abs().t());
       }

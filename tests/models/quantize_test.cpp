@@ -1,5 +1,5 @@
 // `--quantize int8` (LoadModelOptions::quantize): the decoder blocks' Linear weights held as int8
-// with float32 scales per 32 inputs (Note [int8 Linear weights]), computed through the fused
+// with float16 scales per 32 inputs (Note [int8 Linear weights]), computed through the fused
 // kernel; planned with their quantized bytes; streamed from disk as int8; and int8 weights written
 // with another group size refused, not misread.
 #include <gtest/gtest.h>
@@ -15,6 +15,7 @@
 #include "ferry/models/generate.h"
 #include "ferry/models/make_model.h"
 #include "ferry/models/registry.h"
+#include "ferry/nn/linear.h"
 #include "ferry/plan/module_sizes.h"
 #include "models/model_fixtures.h"
 
@@ -67,7 +68,7 @@ TEST(QuantizeInt8, EveryDecoderLinearWeightIsInt8WithGroupScales) {
       ++quantized;
       EXPECT_EQ(tensor.scalar_type(), at::kChar) << name;
       const at::Tensor scale = m.find_tensor(name + "_scale").tensor();
-      EXPECT_EQ(scale.scalar_type(), at::kFloat) << name;
+      EXPECT_EQ(scale.scalar_type(), at::kHalf) << name;
       EXPECT_EQ(scale.sizes(), (std::vector<std::int64_t>{tensor.size(0), tensor.size(1) / 32}));
       EXPECT_FALSE(scale.is_meta());
     } else if (!name.ends_with("weight_scale")) {
@@ -130,16 +131,16 @@ TEST(QuantizeInt8, PlanCountsInt8ValuesAndScales) {
     const auto n = static_cast<std::uint64_t>(info.shape[0]);
     const auto k = static_cast<std::uint64_t>(info.shape[1]);
     quantized_f32 += 4 * n * k;
-    quantized_int8 += n * k + 4 * n * (k / 32);  // values + float32 scales
+    quantized_int8 += n * k + 2 * n * (k / 32);  // values + float16 scales
   }
   ASSERT_GT(quantized_f32, 0u);
   const std::uint64_t f32 = planned_bytes({});
   const std::uint64_t q = planned_bytes(int8());
   EXPECT_EQ(f32, source->total_bytes());
   EXPECT_EQ(f32 - q, quantized_f32 - quantized_int8);
-  // 1.125 bytes per weight instead of 4.
+  // 1.0625 bytes per weight instead of 4.
   EXPECT_DOUBLE_EQ(static_cast<double>(quantized_int8) / static_cast<double>(quantized_f32),
-                   1.125 / 4);
+                   1.0625 / 4);
 }
 
 std::vector<std::int64_t> greedy(CausalLM& model) {
@@ -163,11 +164,11 @@ TEST(QuantizeInt8, DiskOffloadedRunMatchesInRamRunAndStoresInt8) {
     LoadedModel disk = load_model(tiny().path(), o);
     EXPECT_EQ(greedy(*disk.model), expected);
   }
-  // The offload folder holds the int8 values and float32 scales (not float32 weights).
+  // The offload folder holds the int8 values and float16 scales (not float32 weights).
   const auto folder = io::OffloadFolder::open(offload.path());
   const std::string w = "model.layers.0.self_attn.q_proj.weight";
   EXPECT_EQ(folder->info(w).dtype, DType::kI8);
-  EXPECT_EQ(folder->info(w + "_scale").dtype, DType::kF32);
+  EXPECT_EQ(folder->info(w + "_scale").dtype, DType::kF16);
   EXPECT_EQ(folder->info(w + "_scale").shape, (std::vector<std::int64_t>{128, 4}));
   EXPECT_EQ(std::filesystem::file_size(offload.path() / (w + ".dat")), 128u * 128u);
   EXPECT_TRUE(at::equal(folder->load(w), ram.model->module().find_tensor(w).tensor()));
@@ -228,12 +229,28 @@ TEST(QuantizeInt8, Int8WeightsOfAnotherGroupSizeAreRefusedNamingTensorAndFile) {
     EXPECT_NE(message.find("[256, 2]"), std::string::npos) << message;
     EXPECT_NE(message.find("groups of 64"), std::string::npos) << message;
   }
-  // The same folder with scales of groups of 32 loads (a saved int8 model passes through).
-  tensors[w] = kernels::quantize(f, kernels::QuantScheme::kGroup32).values;
-  tensors[w + "_scale"] = kernels::quantize(f, kernels::QuantScheme::kGroup32).scales;
+  // Scales of groups of 32 in bfloat16: refused too (neither float16 nor float32).
+  const kernels::QuantizedWeight q = kernels::quantize(f, kernels::QuantScheme::kGroup32);
+  tensors[w] = q.values;
+  tensors[w + "_scale"] = q.scales.to(at::kBFloat16);
   io::save_safetensors(dir.path() / "model.safetensors", tensors);
-  LoadedModel ok = load_model(dir.path(), int8());
-  EXPECT_TRUE(at::equal(ok.model->module().find_tensor(w).tensor(), tensors[w]));
+  EXPECT_THROW(load_model(dir.path(), int8()), ShapeMismatch);
+  // Scales of groups of 32 load, float16 or (as ferry saved them before) float32: a saved int8
+  // model passes through, its scales in their own dtype, and computes as its values × scales.
+  for (const at::ScalarType dtype : {at::kHalf, at::kFloat}) {
+    const kernels::QuantizedWeight saved =
+        kernels::quantize(f, kernels::QuantScheme::kGroup32, dtype);
+    tensors[w] = saved.values;
+    tensors[w + "_scale"] = saved.scales;
+    io::save_safetensors(dir.path() / "model.safetensors", tensors);
+    LoadedModel ok = load_model(dir.path(), int8());
+    nn::Module& m = ok.model->module();
+    EXPECT_TRUE(at::equal(m.find_tensor(w).tensor(), saved.values));
+    EXPECT_TRUE(at::equal(m.find_tensor(w + "_scale").tensor(), saved.scales)) << dtype;
+    const at::Tensor x = at::randn({3, 128});
+    auto& up = dynamic_cast<nn::Linear&>(m.submodule("model.layers.0.mlp.up_proj"));
+    EXPECT_TRUE(at::allclose(up(x), kernels::linear(x, saved, std::nullopt), 1e-6, 1e-6)) << dtype;
+  }
 }
 
 }  // namespace

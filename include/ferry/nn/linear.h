@@ -30,8 +30,8 @@ class Linear : public Callable<Linear> {
   std::int64_t out_features() const noexcept { return out_features_; }
   const at::Tensor& weight() const { return *weight_; }
 
-  // Holds the weight as int8 values with float32 scales (Note [int8 Linear weights]): `weight`
-  // becomes int8 [out, in] and `weight_scale` float32 [out, in / kInt8GroupSize] is registered.
+  // Holds the weight as int8 values with float16 scales (Note [int8 Linear weights]): `weight`
+  // becomes int8 [out, in] and `weight_scale` float16 [out, in / kInt8GroupSize] is registered.
   // A real weight is quantized; a meta one is only re-typed (a loader fills both). Throws
   // InvalidArgument naming the layer when in_features is not a multiple of kInt8GroupSize, or
   // when it is quantized already.
