@@ -31,8 +31,8 @@ llamacpp=${LLAMACPP_TOOLS:-$HERE/../../shared/tools/llamacpp}
 ids=1,2,3,4,5,6,7,8
 new=17
 
-# ferry's placed bytes per run configuration (int8's bound: ferry stores 1.125 bytes a weight,
-# Q8_0 1.0625, so the gguf's size is not ferry's).
+# ferry's placed bytes per run configuration (int8's bound: ferry stores 1.0625 bytes a weight
+# as Q8_0 does, but not its embeddings and lm_head, so the gguf's size is not ferry's).
 placed_dir=$(mktemp -d)
 trap 'rm -rf "$placed_dir"' EXIT
 ferry_ms() {  # model folder, extra flags...

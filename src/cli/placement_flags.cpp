@@ -120,7 +120,7 @@ void add_placement_flags(CLI::App* cmd, PlacementFlags& f) {
                   "stay in their stored dtype unless this is narrower");
   cmd->add_option("--quantize", f.quantize,
                   "Quantize the decoder blocks' Linear weights at load, weight-only: int8 (one "
-                  "float32 scale per 32 inputs; about 1/4 of float32's bytes in RAM, on disk and "
+                  "float16 scale per 32 inputs; about 1/4 of float32's bytes in RAM, on disk and "
                   "streamed). Embeddings, norms and lm_head keep their dtype");
   cmd->add_option("--no-split", f.no_split,
                   "Never split across devices: a module class (LlamaDecoderLayer) or a module path "

@@ -117,7 +117,7 @@ TEST_F(OnePlan, QuantizedPlanCountsInt8BytesAndTheRunKeepsIt) {
   ASSERT_EQ(planned.exit_code, 0) << planned.out;
   const auto plan = nlohmann::json::parse(planned.out);
   const auto full = nlohmann::json::parse(f32.out);
-  // Each weight of a decoder Linear counts 1.125 bytes instead of 4 (the exact count is checked
+  // Each weight of a decoder Linear counts 1.0625 bytes instead of 4 (the exact count is checked
   // by models' quantize_test).
   EXPECT_LT(plan["total_bytes"].get<std::uint64_t>(), full["total_bytes"].get<std::uint64_t>());
   EXPECT_LT(plan["disk_bytes"].get<std::uint64_t>(), full["disk_bytes"].get<std::uint64_t>());
