@@ -117,6 +117,8 @@ QuantizedWeight quantize(const at::Tensor& w, QuantScheme scheme, at::ScalarType
   at::Tensor scales = at::empty({n, groups}, scale_dtype);
   const float* src = wf.data_ptr<float>();
   std::int8_t* dst = values.data_ptr<std::int8_t>();
+  float* scale_f32 = half ? nullptr : scales.data_ptr<float>();
+  c10::Half* scale_f16 = half ? scales.data_ptr<c10::Half>() : nullptr;
   const Isa isa = active_isa();  // the same values on any (Note [int8 groups by AVX-512])
   std::atomic<std::int64_t> too_large{-1};  // a group whose scale float16 cannot hold
   kernels::parallel_for(n, 16, [&](std::int64_t r0, std::int64_t r1) {
@@ -126,8 +128,7 @@ QuantizedWeight quantize(const at::Tensor& w, QuantScheme scheme, at::ScalarType
         const std::int64_t len = std::min(k, c0 + group) - c0;
         const std::int64_t at = r * groups + g;
         if (!half) {
-          scales.data_ptr<float>()[at] =
-              detail::quantize_int8_group(src + r * k + c0, len, dst + r * k + c0, isa);
+          scale_f32[at] = detail::quantize_int8_group(src + r * k + c0, len, dst + r * k + c0, isa);
           continue;
         }
         const float scale = detail::int8_group_scale(src + r * k + c0, len);
@@ -137,7 +138,7 @@ QuantizedWeight quantize(const at::Tensor& w, QuantScheme scheme, at::ScalarType
         } else if (scale > 0.0f) {
           bits = half_at_least(scale);
         }
-        scales.data_ptr<c10::Half>()[at].x = bits;
+        scale_f16[at].x = bits;
         detail::round_int8_group(src + r * k + c0, len, c10::detail::fp16_ieee_to_fp32_value(bits),
                                  dst + r * k + c0);
       }
