@@ -41,9 +41,9 @@ trap 'rm -rf "$tmp"' EXIT
 names=(fp32 bf16 f16 int8)
 declare -A model=([fp32]=ref-f32 [bf16]=ref-bf16 [f16]=ref-f16 [int8]=ref-f32)
 declare -A extra=([fp32]="" [bf16]="" [f16]="" [int8]="--quantize int8")
-declare -A ms streamed
+declare -A ms streamed products rate
 
-one() {  # format: prints "ms_per_token streamed_bytes_per_forward"
+one() {  # format: prints "ms_per_token streamed_bytes_per_forward products_ms_per_token products_GB/s"
   local f=$1 flags=()
   [[ $regime == disk ]] && flags=(--max-memory "cpu=$cpu" --offload-folder "$tmp/offload-$f" --io direct)
   # shellcheck disable=SC2086
@@ -53,14 +53,20 @@ one() {  # format: prints "ms_per_token streamed_bytes_per_forward"
 import json, sys
 j = json.load(sys.stdin)
 p = j.get("prefetch", {})
-print("%.2f %d" % (1000 / j["tokens_per_second"], p.get("bytes_read", 0) // max(p.get("forwards", 1), 1)))'
+d = j["decode_products"]
+steps = max(j["decode_steps"], 1)
+print("%.2f %d %.3f %.3f" % (1000 / j["tokens_per_second"],
+      p.get("bytes_read", 0) // max(p.get("forwards", 1), 1), 1000 * d["seconds"] / steps,
+      d["weight_bytes"] / 1e9 / d["seconds"] if d["seconds"] > 0 else 0))'
 }
 
 for ((r = 1; r <= runs; ++r)); do
   for f in "${names[@]}"; do
-    out=$(one "$f" || echo "nan 0")
-    ms[$f]+="${out%% *} "
-    streamed[$f]=${out#* }
+    read -r t s p g < <(one "$f" || echo "nan 0 nan nan")
+    ms[$f]+="$t "
+    streamed[$f]=$s
+    products[$f]+="$p "
+    rate[$f]+="$g "
   done
 done
 
@@ -77,24 +83,30 @@ fi
 
 median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:] if x!="nan"]; print("%.2f" % s.median(v) if v else "nan")' $1; }
 spread() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:] if x!="nan"]; print("%.1f–%.1f" % (min(v), max(v)) if v else "-")' $1; }
-stored() {  # format: bytes of weights as stored (int8: its offload folder or the fp32 bytes ÷ 4)
+stored() {  # format: bytes of weights as stored (int8: the fp32 bytes × 1.0625 ÷ 4)
   case $1 in
-    int8) echo $(( $(du -cb "$dir"/ref-f32/*.safetensors | tail -1 | cut -f1) / 4 )) ;;
+    int8) echo $(( $(du -cb "$dir"/ref-f32/*.safetensors | tail -1 | cut -f1) * 17 / 64 )) ;;
     *) du -cb "$dir/${model[$1]}"/*.safetensors | tail -1 | cut -f1 ;;
   esac
 }
 base=$(median "${ms[fp32]}")
 echo "regime $regime, $tokens new tokens, $threads threads, $runs runs$([[ $regime == disk ]] && echo ", cpu=$cpu bytes, --io direct; dd iflag=direct of the shards: $bound GB/s")"
-echo "| format | ms/token, median (min–max) | × fp32 time | stored ≈ × fp32 bytes | streamed per forward | streamed ÷ time |"
-echo "|---|---|---|---|---|---|"
+# The products' and the rest's shares of a step (Note [Where a step's time goes] in
+# src/kernels/gemv.cpp): ms/token in the weight products and the GB/s they read at, medians.
+base_rate=$(median "${rate[fp32]}")
+echo "| format | ms/token, median (min–max) | × fp32 time | stored ≈ × fp32 bytes | streamed per forward | streamed ÷ time | products ms/token (GB/s, × fp32's) | the rest, ms/token |"
+echo "|---|---|---|---|---|---|---|---|"
 for f in "${names[@]}"; do
   m=$(median "${ms[$f]}")
-  python3 - "$f" "$m" "$(spread "${ms[$f]}")" "$base" "$(stored "$f")" "$(stored fp32)" "${streamed[$f]}" <<'PY'
+  python3 - "$f" "$m" "$(spread "${ms[$f]}")" "$base" "$(stored "$f")" "$(stored fp32)" "${streamed[$f]}" \
+    "$(median "${products[$f]}")" "$(median "${rate[$f]}")" "$base_rate" <<'PY'
 import sys
-f, m, spread, base, stored, stored32, streamed = sys.argv[1:]
+f, m, spread, base, stored, stored32, streamed, p, g, g32 = sys.argv[1:]
 m, base, stored, stored32, streamed = float(m), float(base), int(stored), int(stored32), int(streamed)
+p, g, g32 = float(p), float(g), float(g32)
 rate = "%.2f GB/s" % (streamed / (m / 1e3) / 1e9) if streamed and m == m else "-"
-print("| %s | %.1f (%s) | %.2f | %.2f | %s | %s |" % (f, m, spread, m / base, stored / stored32,
-      "%d MB" % (streamed / 1e6) if streamed else "-", rate))
+print("| %s | %.1f (%s) | %.2f | %.2f | %s | %s | %.1f (%.1f, %.2f) | %.1f |" % (
+      f, m, spread, m / base, stored / stored32, "%d MB" % (streamed / 1e6) if streamed else "-",
+      rate, p, g, g / g32 if g32 > 0 else float("nan"), m - p))
 PY
 done

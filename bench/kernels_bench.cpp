@@ -8,6 +8,8 @@
 //   [--sizes 4096,8192] [--formats fp32,bf16,f16,int8-g32,int8-channel] [--rows M=1]
 //   (int8 scales are float16; int8-g32-f32, not in the default set, has float32 ones)
 //   [--accuracy 1|0] (0: skip the int8 accuracy section)
+//   [--hot 1] (one copy of each weight: read from the caches where it fits, not from memory)
+//   [--misalign B] (float weights B bytes past a 64-byte boundary, as in place in a checkpoint)
 //   [--interleave OUTxIN,...] (also: the formats called in turn, call by call, on weights of
 //   these shapes, e.g. a model's 1024x1024,2816x1024,1024x2816; Note [Interleaved comparison])
 // Each "ROW" line is machine-readable (bench/run.sh parses it).
@@ -37,7 +39,12 @@ using namespace ferry;
 using Clock = std::chrono::steady_clock;
 
 // Weights are cycled through copies totalling at least this, so no call finds its weight in cache.
-constexpr std::int64_t kColdBytes = std::int64_t{384} << 20;
+// --hot 1: one copy, so a weight that fits in the caches is read from them (what the kernel
+// computes per byte when memory is not the limit).
+std::int64_t kColdBytes = std::int64_t{384} << 20;
+// --misalign B: float weights start B bytes past a 64-byte boundary, as a weight used in place
+// from a safetensors file does (its data offsets are multiples of 8 at best).
+std::int64_t g_misalign = 0;
 
 struct Summary {
   double median, min, max;
@@ -150,6 +157,7 @@ struct Format {
 struct ColdCopies {
   const Format* format;
   std::vector<at::Tensor> ws;                // float weights
+  std::vector<at::Tensor> buffers;           // --misalign: the storage ws view into
   std::vector<kernels::QuantizedWeight> qs;  // int8 weights
   std::int64_t bytes = 0;                    // of one copy
 
@@ -162,6 +170,12 @@ struct ColdCopies {
       } else {
         ws.push_back(w.to(f.dtype));
         bytes = ws.back().nbytes();
+        if (g_misalign != 0) {
+          buffers.push_back(at::empty({bytes + 64}, at::kByte));
+          auto* at_offset = buffers.back().data_ptr<std::uint8_t>() + g_misalign;
+          std::memcpy(at_offset, ws.back().data_ptr(), static_cast<std::size_t>(bytes));
+          ws.back() = at::from_blob(at_offset, {out, in}, at::TensorOptions().dtype(f.dtype));
+        }
       }
       product(x, size() - 1);
     } while (static_cast<std::int64_t>(size()) * bytes < kColdBytes);
@@ -259,6 +273,10 @@ int main(int argc, char** argv) {
       rows = std::stoll(value);
     else if (flag == "--accuracy")
       accuracy = value != "0";
+    else if (flag == "--misalign")
+      g_misalign = std::stoll(value);
+    else if (flag == "--hot")
+      kColdBytes = value != "0" ? 0 : kColdBytes;
     else if (flag == "--interleave") {
       for (const std::string& part : split(value)) {
         const std::size_t by = part.find('x');

@@ -329,6 +329,13 @@ int run(const RunOptions& o) {
     j["load_seconds"] = load_seconds;
     j["first_token_seconds"] = r.first_token_seconds;
     j["tokens_per_second"] = tps;
+    j["decode_seconds"] = r.decode_seconds;
+    j["decode_steps"] = r.decode_steps;
+    // Note [Where a step's time goes] in src/kernels/gemv.cpp: the rest of a step is
+    // decode_seconds less products_seconds.
+    j["decode_products"] = {{"seconds", r.decode_product_seconds},
+                            {"calls", r.decode_product_calls},
+                            {"weight_bytes", r.decode_product_bytes}};
     j["peak_bytes"] = peak;
     j["placed_bytes"] = placed;
     nlohmann::ordered_json per_device = nlohmann::ordered_json::object();
@@ -410,6 +417,18 @@ int run(const RunOptions& o) {
   }
   fmt::print(info, "  load {:.2f} s, first token {:.2f} s, {:.2f} tokens/s\n", load_seconds,
              r.first_token_seconds, tps);
+  if (r.decode_steps > 0 && r.decode_product_calls > 0) {
+    const double steps = static_cast<double>(r.decode_steps);
+    fmt::print(info,
+               "  a decode step: {:.2f} ms in the weight products ({} read, {:.1f} GB/s), {:.2f} "
+               "ms in the rest\n",
+               1e3 * r.decode_product_seconds / steps,
+               format_bytes(static_cast<std::uint64_t>(r.decode_product_bytes / r.decode_steps)),
+               r.decode_product_seconds > 0
+                   ? static_cast<double>(r.decode_product_bytes) / 1e9 / r.decode_product_seconds
+                   : 0.0,
+               1e3 * (r.decode_seconds - r.decode_product_seconds) / steps);
+  }
   fmt::print(info,
              "  memory per device (the CPU's peak includes the runtime's {}; page cache used in "
              "place is clean and reclaimable, and not counted):\n",

@@ -1,13 +1,45 @@
 #include "gemv.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <vector>
 
 #include "ferry/core/error.h"
+#include "ferry/kernels/linear.h"
 #include "ferry/kernels/parallel.h"
 #include "int8_group.h"
+
+namespace ferry::kernels {
+namespace {
+
+// Note [Where a step's time goes]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// A decode step is its weight products plus everything else: norms, rotary, attention, the
+// cache, sampling, LibTorch's dispatch and the hand-offs of the thread team. perf shows the
+// shares but not the two sums, and the sums are what the issue-14 targets turn on: a format's
+// products should read its bytes as fast as float32's do, and the rest is a fixed cost that
+// weighs more as the weights shrink. So each grouped product (one fork and join of the team)
+// adds its wall time, x's quantization included, and the bytes of weight it read to the calling
+// thread's counters: two clock reads per product, ~170 a step. `ferry run` reports the decode's
+// share (products_seconds; the rest is decode_seconds less it), and bench/formats.sh prints both
+// per format. Thread-local: a step runs its products on the thread that calls it, so concurrent
+// generations (ferry serve's engine, tests) do not mix; the team's other threads work inside the
+// products and are counted in their wall time.
+thread_local ProductStats t_stats;
+
+}  // namespace
+
+ProductStats product_stats() { return t_stats; }
+
+ProductStats operator-(const ProductStats& a, const ProductStats& b) {
+  return {.calls = a.calls - b.calls,
+          .weight_bytes = a.weight_bytes - b.weight_bytes,
+          .seconds = a.seconds - b.seconds};
+}
+
+}  // namespace ferry::kernels
 
 namespace ferry::kernels::detail {
 namespace {
@@ -110,6 +142,7 @@ void gemv(const GemvArgs& args, std::int64_t n, Isa isa) {
 void gemv_group(std::span<GemvArgs> group, std::span<const std::int64_t> n, Isa isa) {
   FERRY_ASSERT(!group.empty() && group.size() == n.size(), "gemv_group: {} products, {} sizes",
                group.size(), n.size());
+  const auto start = std::chrono::steady_clock::now();  // Note [Where a step's time goes]
   GemvArgs& first = group.front();
   // The calling thread's, kept from call to call: a decode step makes ~170 products.
   thread_local std::vector<std::int8_t> xq;
@@ -122,6 +155,7 @@ void gemv_group(std::span<GemvArgs> group, std::span<const std::int64_t> n, Isa 
   if (first.format == WeightFormat::kBF16) pair_rows(first, pair_width(isa), x_pairs);
   // Block offsets of each product in the shared loop.
   std::vector<std::int64_t> offset(group.size() + 1, 0);
+  std::int64_t bytes = 0;  // of weight (and int8 scales) read
   for (std::size_t i = 0; i < group.size(); ++i) {
     GemvArgs& a = group[i];
     FERRY_ASSERT(
@@ -134,6 +168,10 @@ void gemv_group(std::span<GemvArgs> group, std::span<const std::int64_t> n, Isa 
     a.x_pairs = first.x_pairs;
     a.pair_width = first.pair_width;
     offset[i + 1] = offset[i] + (n[i] + kBlockRows - 1) / kBlockRows;
+    bytes += n[i] * a.k * bytes_per_element(a.format);
+    if (a.format == WeightFormat::kI8) {
+      bytes += n[i] * a.n_groups * static_cast<std::int64_t>(a.half_scales ? 2 : 4);
+    }
   }
   const GemvRowsFn rows_fn = variant(isa);
   const std::int64_t block_bytes = kBlockRows * first.k * bytes_per_element(first.format);
@@ -148,6 +186,10 @@ void gemv_group(std::span<GemvArgs> group, std::span<const std::int64_t> n, Isa 
               std::min((hi - offset[i]) * kBlockRows, n[i]));
     }
   });
+  ++t_stats.calls;
+  t_stats.weight_bytes += bytes;
+  t_stats.seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace ferry::kernels::detail

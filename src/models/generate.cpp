@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "ferry/core/error.h"
+#include "ferry/kernels/linear.h"
 #include "ferry/models/registry.h"
 
 namespace ferry::models {
@@ -77,6 +78,7 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
   at::Tensor next_positions = positions.narrow(1, positions.size(1) - 1, 1) + 1;
 
   const auto start = Clock::now();
+  kernels::ProductStats decode_start;
   at::Tensor logits =
       model.step({.input_ids = ids, .position_ids = positions, .attention_mask = mask}, cache);
   if (options.keep_prompt_logits) result.prompt_logits = logits;
@@ -90,6 +92,7 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
     const at::Tensor chosen = sampler.next(logits.select(1, logits.size(1) - 1), seen);
     if (step == 0) {
       result.first_token_seconds = seconds_since(start);
+      decode_start = kernels::product_stats();
     } else {
       ++result.decode_steps;
     }
@@ -125,6 +128,12 @@ GenerateResult generate(CausalLM& model, const std::vector<std::vector<std::int6
     mask = at::cat({mask, at::ones({batch, 1}, at::kLong)}, 1);
   }
   result.decode_seconds = seconds_since(start) - result.first_token_seconds;
+  if (result.decode_steps > 0) {
+    const kernels::ProductStats products = kernels::product_stats() - decode_start;
+    result.decode_product_seconds = products.seconds;
+    result.decode_product_calls = products.calls;
+    result.decode_product_bytes = products.weight_bytes;
+  }
   return result;
 }
 

@@ -205,5 +205,41 @@ TEST_F(RunCommand, EveryPromptOfABatchIsPrintedWithItsFinishReason) {
   EXPECT_NE(text.out.find("--- prompt 2 of 2 ---\nThe sea"), std::string::npos) << text.out;
 }
 
+// Note [Where a step's time goes]: the decode's weight products and the rest, in --json and in
+// the summary. int8 reads 1.0625 bytes a weight of the blocks' layers where float32 reads 4;
+// lm_head keeps its float32.
+TEST_F(RunCommand, TheDecodeIsSplitIntoWeightProductsAndTheRest) {
+  const nlohmann::json fp32 = run_json("");
+  const nlohmann::json int8 = run_json("--quantize int8");
+  for (const nlohmann::json* j : {&fp32, &int8}) {
+    ASSERT_EQ((*j)["decode_steps"], 3) << j->dump();
+    const nlohmann::json& p = (*j)["decode_products"];
+    const auto calls = p["calls"].get<std::int64_t>();
+    const auto bytes = p["weight_bytes"].get<std::int64_t>();
+    // The same passes and bytes every step.
+    EXPECT_GT(calls, 0);
+    EXPECT_EQ(calls % 3, 0);
+    EXPECT_EQ(bytes % 3, 0);
+    EXPECT_GT(p["seconds"].get<double>(), 0.0);
+    EXPECT_LT(p["seconds"].get<double>(), (*j)["decode_seconds"].get<double>());
+  }
+  EXPECT_EQ(int8["decode_products"]["calls"], fp32["decode_products"]["calls"]);
+  const nlohmann::json config =
+      nlohmann::json::parse(std::ifstream(std::filesystem::path(model()) / "config.json"));
+  const std::int64_t lm_head =
+      3 * 4 * config["vocab_size"].get<std::int64_t>() * config["hidden_size"].get<std::int64_t>();
+  const std::int64_t blocks = fp32["decode_products"]["weight_bytes"].get<std::int64_t>() - lm_head;
+  ASSERT_GT(blocks, 0);
+  EXPECT_EQ(int8["decode_products"]["weight_bytes"].get<std::int64_t>(),
+            blocks / 4 * 17 / 16 + lm_head);  // 1 byte a weight and a float16 per 32
+  const auto text = run_ferry("run " + model() + " --prompt-ids 1,2,3 --max-new-tokens 4");
+  ASSERT_EQ(text.exit_code, 0) << text.out;
+  EXPECT_TRUE(std::regex_search(
+      text.out,
+      std::regex(
+          R"(a decode step: [0-9.]+ ms in the weight products \([0-9.]+ [KMG]iB read, [0-9.]+ GB/s\), [0-9.-]+ ms in the rest)")))
+      << text.out;
+}
+
 }  // namespace
 }  // namespace ferry::cli

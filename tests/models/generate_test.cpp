@@ -131,5 +131,30 @@ TEST_F(GenerateStops, StepsRunInInferenceModeAndTheCallersModeIsRestored) {
   EXPECT_FALSE(r.prompt_logits.clone().is_inference());  // the way to a tensor to change
 }
 
+// Note [Where a step's time goes]: the decode's weight products, counted per step. The fixture's
+// float32 llama (2 layers) makes four passes a layer (q, k and v together; o; gate and up
+// together; down) and one for lm_head, each reading its weights once.
+TEST_F(GenerateStops, DecodeReportsItsWeightProducts) {
+  const GenerateResult r = generate(*loaded_.model, {prompt_}, {.max_new_tokens = 5});
+  ASSERT_EQ(r.decode_steps, 4);
+  const std::int64_t layers = loaded_.config.n_layers;
+  EXPECT_EQ(r.decode_product_calls, r.decode_steps * (4 * layers + 1));
+  std::int64_t step_bytes = 0;
+  for (const nn::NamedTensor& p : loaded_.model->module().named_parameters()) {
+    if (p.name.ends_with("_proj.weight") || p.name == "lm_head.weight") {
+      step_bytes += p.tensor().nbytes();
+    }
+  }
+  EXPECT_GT(step_bytes, 0);
+  EXPECT_EQ(r.decode_product_bytes, r.decode_steps * step_bytes);
+  EXPECT_GT(r.decode_product_seconds, 0.0);
+  EXPECT_LT(r.decode_product_seconds, r.decode_seconds);
+  // No decode step, nothing counted: the prefill's products are not the decode's.
+  const GenerateResult one = generate(*loaded_.model, {prompt_}, {.max_new_tokens = 1});
+  EXPECT_EQ(one.decode_steps, 0);
+  EXPECT_EQ(one.decode_product_calls, 0);
+  EXPECT_EQ(one.decode_product_seconds, 0.0);
+}
+
 }  // namespace
 }  // namespace ferry::models

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -42,6 +43,21 @@ at::Tensor linear(const at::Tensor& x, const Product& p);
 // src/kernels/gemv.cpp), each result bit for bit its own linear(); otherwise one linear() each.
 // Throws as linear() does, naming the product's `what`.
 std::vector<at::Tensor> linear_group(const at::Tensor& x, std::span<const Product> products);
+
+// What the decode kernels' products (the fused passes above, one per product or group) have done
+// on the calling thread since it started: passes, bytes of weight read (int8: values and
+// scales) and wall seconds, x's quantization included. A decode step's time less these seconds
+// is what the rest of the step took (Note [Where a step's time goes] in src/kernels/gemv.cpp).
+// Per thread: a step's products run on the thread that calls it (its team works inside them).
+// Products that go to BLAS or LibTorch (prefill sizes, CUDA, float64) are not counted.
+struct ProductStats {
+  std::int64_t calls = 0;
+  std::int64_t weight_bytes = 0;
+  double seconds = 0;
+};
+ProductStats product_stats();
+// The difference of two snapshots: what was done between them.
+ProductStats operator-(const ProductStats& later, const ProductStats& earlier);
 
 // Whether a float32 weight with a float32 input goes to the fused decode kernel (the default:
 // faster at decode sizes; sums in another order than BLAS) instead of at::linear (bit-identical

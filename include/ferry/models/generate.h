@@ -39,6 +39,12 @@ struct GenerateResult {
   double first_token_seconds = 0;  // prefill until the first token is chosen
   double decode_seconds = 0;       // every later step
   std::int64_t decode_steps = 0;   // steps after the prefill
+  // Of decode_seconds, the part in the decode kernels' weight products, how many passes they
+  // made and the bytes of weight they read (kernels::product_stats; Note [Where a step's time
+  // goes] in src/kernels/gemv.cpp). Zero where the products run elsewhere (CUDA, BLAS).
+  double decode_product_seconds = 0;
+  std::int64_t decode_product_calls = 0;
+  std::int64_t decode_product_bytes = 0;
 };
 
 // Generates for `prompts` (token ids; at least one, none empty). Throws InvalidArgument for an
