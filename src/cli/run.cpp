@@ -331,8 +331,8 @@ int run(const RunOptions& o) {
     j["tokens_per_second"] = tps;
     j["decode_seconds"] = r.decode_seconds;
     j["decode_steps"] = r.decode_steps;
-    // Note [Where a step's time goes] in src/kernels/gemv.cpp: the rest of a step is
-    // decode_seconds less products_seconds.
+    // Note [Where a step's time goes] in src/kernels/gemv.cpp: the rest of the decode is
+    // decode_seconds less decode_products.seconds (with streamed weights, waiting for them too).
     j["decode_products"] = {{"seconds", r.decode_product_seconds},
                             {"calls", r.decode_product_calls},
                             {"weight_bytes", r.decode_product_bytes}};

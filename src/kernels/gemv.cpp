@@ -22,9 +22,9 @@ namespace {
 // products should read its bytes as fast as float32's do, and the rest is a fixed cost that
 // weighs more as the weights shrink. So each grouped product (one fork and join of the team)
 // adds its wall time, x's quantization included, and the bytes of weight it read to the calling
-// thread's counters: two clock reads per product, ~170 a step. `ferry run` reports the decode's
-// share (products_seconds; the rest is decode_seconds less it), and bench/formats.sh prints both
-// per format. Thread-local: a step runs its products on the thread that calls it, so concurrent
+// thread's counters: two clock reads per product, ~100 a step. `ferry run` reports the decode's
+// share (decode_products; the rest is decode_seconds less it, waiting for streamed weights
+// included), and bench/formats.sh prints both per format. Thread-local: a step runs its products on the thread that calls it, so concurrent
 // generations (ferry serve's engine, tests) do not mix; the team's other threads work inside the
 // products and are counted in their wall time.
 thread_local ProductStats t_stats;
