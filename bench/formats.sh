@@ -41,9 +41,9 @@ trap 'rm -rf "$tmp"' EXIT
 names=(fp32 bf16 f16 int8)
 declare -A model=([fp32]=ref-f32 [bf16]=ref-bf16 [f16]=ref-f16 [int8]=ref-f32)
 declare -A extra=([fp32]="" [bf16]="" [f16]="" [int8]="--quantize int8")
-declare -A ms streamed products rate
+declare -A ms streamed products rate rest
 
-one() {  # format: prints "ms_per_token streamed_bytes_per_forward products_ms_per_token products_GB/s"
+one() {  # format: prints "ms_per_token streamed_bytes_per_forward products_ms_per_token products_GB/s rest_ms_per_token"
   local f=$1 flags=()
   [[ $regime == disk ]] && flags=(--max-memory "cpu=$cpu" --offload-folder "$tmp/offload-$f" --io direct)
   # shellcheck disable=SC2086
@@ -55,18 +55,20 @@ j = json.load(sys.stdin)
 p = j.get("prefetch", {})
 d = j["decode_products"]
 steps = max(j["decode_steps"], 1)
-print("%.2f %d %.3f %.3f" % (1000 / j["tokens_per_second"],
+print("%.2f %d %.3f %.3f %.3f" % (1000 / j["tokens_per_second"],
       p.get("bytes_read", 0) // max(p.get("forwards", 1), 1), 1000 * d["seconds"] / steps,
-      d["weight_bytes"] / 1e9 / d["seconds"] if d["seconds"] > 0 else 0))'
+      d["weight_bytes"] / 1e9 / d["seconds"] if d["seconds"] > 0 else 0,
+      1000 * (j["decode_seconds"] - d["seconds"]) / steps))'
 }
 
 for ((r = 1; r <= runs; ++r)); do
   for f in "${names[@]}"; do
-    read -r t s p g < <(one "$f" || echo "nan 0 nan nan")
+    read -r t s p g o < <(one "$f" || echo "nan 0 nan nan nan")
     ms[$f]+="$t "
     streamed[$f]=$s
     products[$f]+="$p "
     rate[$f]+="$g "
+    rest[$f]+="$o "
   done
 done
 
@@ -92,21 +94,22 @@ stored() {  # format: bytes of weights as stored (int8: the fp32 bytes × 1.0625
 base=$(median "${ms[fp32]}")
 echo "regime $regime, $tokens new tokens, $threads threads, $runs runs$([[ $regime == disk ]] && echo ", cpu=$cpu bytes, --io direct; dd iflag=direct of the shards: $bound GB/s")"
 # The products' and the rest's shares of a step (Note [Where a step's time goes] in
-# src/kernels/gemv.cpp): ms/token in the weight products and the GB/s they read at, medians.
+# src/kernels/gemv.cpp): ms/token in the weight products, the GB/s they read at, and the rest of
+# each run's step, medians.
 base_rate=$(median "${rate[fp32]}")
 echo "| format | ms/token, median (min–max) | × fp32 time | stored ≈ × fp32 bytes | streamed per forward | streamed ÷ time | products ms/token (GB/s, × fp32's) | the rest, ms/token |"
 echo "|---|---|---|---|---|---|---|---|"
 for f in "${names[@]}"; do
   m=$(median "${ms[$f]}")
   python3 - "$f" "$m" "$(spread "${ms[$f]}")" "$base" "$(stored "$f")" "$(stored fp32)" "${streamed[$f]}" \
-    "$(median "${products[$f]}")" "$(median "${rate[$f]}")" "$base_rate" <<'PY'
+    "$(median "${products[$f]}")" "$(median "${rate[$f]}")" "$base_rate" "$(median "${rest[$f]}")" <<'PY'
 import sys
-f, m, spread, base, stored, stored32, streamed, p, g, g32 = sys.argv[1:]
+f, m, spread, base, stored, stored32, streamed, p, g, g32, o = sys.argv[1:]
 m, base, stored, stored32, streamed = float(m), float(base), int(stored), int(stored32), int(streamed)
-p, g, g32 = float(p), float(g), float(g32)
+p, g, g32, o = float(p), float(g), float(g32), float(o)
 rate = "%.2f GB/s" % (streamed / (m / 1e3) / 1e9) if streamed and m == m else "-"
 print("| %s | %.1f (%s) | %.2f | %.2f | %s | %s | %.1f (%.1f, %.2f) | %.1f |" % (
       f, m, spread, m / base, stored / stored32, "%d MB" % (streamed / 1e6) if streamed else "-",
-      rate, p, g, g / g32 if g32 > 0 else float("nan"), m - p))
+      rate, p, g, g / g32 if g32 > 0 else float("nan"), o))
 PY
 done

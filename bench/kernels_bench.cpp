@@ -41,7 +41,7 @@ using Clock = std::chrono::steady_clock;
 // Weights are cycled through copies totalling at least this, so no call finds its weight in cache.
 // --hot 1: one copy, so a weight that fits in the caches is read from them (what the kernel
 // computes per byte when memory is not the limit).
-std::int64_t kColdBytes = std::int64_t{384} << 20;
+std::int64_t g_cold_bytes = std::int64_t{384} << 20;
 // --misalign B: float weights start B bytes past a 64-byte boundary, as a weight used in place
 // from a safetensors file does (its data offsets are multiples of 8 at best).
 std::int64_t g_misalign = 0;
@@ -149,7 +149,7 @@ struct Format {
   bool by_default = true;                        // measured without --formats
 };
 
-// Copies of random [out, in] weights in one format, kColdBytes of them in all, so that cycling
+// Copies of random [out, in] weights in one format, g_cold_bytes of them in all, so that cycling
 // through them no call finds its weight in cache. Every copy is read once as it is made: on the
 // project's VM the first read of freshly written memory ran 10-30 x slower than later ones
 // (hypervisor page handling), which made the median of a few reps measure that instead of the
@@ -178,7 +178,7 @@ struct ColdCopies {
         }
       }
       product(x, size() - 1);
-    } while (static_cast<std::int64_t>(size()) * bytes < kColdBytes);
+    } while (static_cast<std::int64_t>(size()) * bytes < g_cold_bytes);
   }
   std::size_t size() const { return ws.size() + qs.size(); }
   void product(const at::Tensor& x, std::size_t c) const {
@@ -276,7 +276,7 @@ int main(int argc, char** argv) {
     else if (flag == "--misalign")
       g_misalign = std::stoll(value);
     else if (flag == "--hot")
-      kColdBytes = value != "0" ? 0 : kColdBytes;
+      g_cold_bytes = value != "0" ? 0 : g_cold_bytes;
     else if (flag == "--interleave") {
       for (const std::string& part : split(value)) {
         const std::size_t by = part.find('x');
